@@ -1,0 +1,60 @@
+"""``swarm-node``: parse arguments into the config tree and hand over. Nothing else happens here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from node.config import ConfigError, add_flags, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarm-node", description="Train one model with a swarm of peers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    join = commands.add_parser(
+        "join",
+        help="start a new swarm, or join one with --peer",
+        description="Without --peer, start a new swarm and print the addresses others pass to --peer.",
+    )
+    add_flags(join)
+    demo = commands.add_parser("demo", help="train with a local swarm of N node processes on this machine")
+    demo.add_argument("--nodes", type=int, default=3, help="node processes to start (default 3)")
+    demo.add_argument("--steps", type=int, default=300, help="local steps per node (default 300)")
+    demo.add_argument("--model", default="tiny", help="model preset or local model folder (default tiny)")
+    demo.add_argument("--codec", default="fp32", help="averaging codec (default fp32)")
+    demo.add_argument("--round-period", type=float, default=4.0, help="seconds between rounds (default 4)")
+    demo.add_argument(
+        "--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from node.demo import DemoOptions, run_demo
+
+        try:
+            options = DemoOptions(
+                nodes=args.nodes,
+                steps=args.steps,
+                model=args.model,
+                codec=args.codec,
+                round_period_s=args.round_period,
+                workdir=args.workdir,
+            )
+        except ValueError as e:
+            print(f"swarm-node demo: error: {e}", file=sys.stderr)
+            return 2
+        return run_demo(options)
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cli = {k.replace("_", "-"): v for k, v in cli.items()}
+    try:
+        config = load_config(file=args.config, cli=cli)
+    except ConfigError as e:
+        print(f"swarm-node: error: {e}", file=sys.stderr)
+        return 2
+    from node.runner import run
+
+    return run(config)

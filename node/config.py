@@ -1,0 +1,396 @@
+"""The node's typed config tree, and where values come from: TOML file < environment < command line.
+
+Run-level fields (``[run]``) describe what the whole swarm trains. They default to ``None``: a node
+that starts a run fills them with the defaults below; a node that joins adopts the run's published
+values, and any value it set explicitly that differs from the run's is a clear error.
+The environment is read here and nowhere else: ``SWARM_<FLAG>`` for every flag (``SWARM_RUN_ID``,
+``SWARM_PEER`` with commas between several values, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from swarm.compression.codecs import CODECS
+from swarm.dht.records import validate_run_id
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field."""
+
+
+@dataclass(kw_only=True)
+class NetworkConfig:
+    peers: list[str] = field(default_factory=list)
+    """Multiaddrs of peers of a running swarm (any live one works); none starts a new swarm."""
+    host_maddrs: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic"])
+    """Where to listen. The default is every interface, TCP and QUIC, on free ports."""
+    announce_maddrs: list[str] = field(default_factory=list)
+    """Public addresses to announce (behind port forwarding); explicit ports only."""
+    identity: str | None = None
+    """Path of a persistent peer key, created if missing; without it the peer id changes each start."""
+    nat_port_map: bool = False
+    """Ask the router for a port mapping (UPnP/NAT-PMP). Off by default: no traffic to the router."""
+    startup_timeout_s: float = 30.0
+    """Limit for starting the libp2p daemon and the DHT."""
+
+    def __post_init__(self) -> None:
+        for maddr in [*self.peers, *self.host_maddrs, *self.announce_maddrs]:
+            if not maddr.startswith("/"):
+                raise ConfigError(
+                    f"{maddr!r} is not a multiaddr (it should look like /ip4/1.2.3.4/tcp/31337/p2p/12D3...)"
+                )
+        for maddr in self.peers:
+            if "/p2p/" not in maddr:
+                raise ConfigError(
+                    f"peer {maddr!r} lacks its /p2p/<peer id> part: copy the whole address the peer printed"
+                )
+        if not self.host_maddrs:
+            raise ConfigError("host_maddrs needs at least one address to listen on")
+
+
+RUN_DEFAULTS: dict[str, Any] = dict(
+    model="tiny",
+    data=["stdlib"],
+    codec="fp32",
+    seq_len=128,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=50,
+    total_steps=3000,
+    weight_decay=0.01,
+    seed=0,
+    num_shards=16,
+)
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    run_id: str = "swarm"
+    """Name of the run. Nodes train together only with the same run id."""
+    model: str | None = None
+    """Model preset (tiny, small, base) or a local model directory. Default: tiny."""
+    data: list[str] | None = None
+    """Training data: stdlib (the embedded corpus) or local text/JSONL/Parquet files and folders."""
+    codec: str | None = None
+    """Averaging codec: fp32 (exact) or fp16. Default: fp32."""
+    seq_len: int | None = None
+    """Tokens per sequence. Default: 128."""
+    batch_size: int | None = None
+    """Sequences per local optimizer step. Default: 16."""
+    lr: float | None = None
+    """Peak learning rate. Default: 3e-3."""
+    warmup_steps: int | None = None
+    """Global warm-up steps. Default: 50."""
+    total_steps: int | None = None
+    """Global steps of the cosine schedule. Default: 3000."""
+    weight_decay: float | None = None
+    """AdamW weight decay. Default: 0.01."""
+    seed: int | None = None
+    """Seed of the initial weights and of data sampling. Default: 0."""
+    num_shards: int | None = None
+    """Shards of the sharded reduce. Default: 16."""
+
+    def __post_init__(self) -> None:
+        try:
+            validate_run_id(self.run_id)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.codec is not None and self.codec not in CODECS:
+            raise ConfigError(f"codec {self.codec!r} is unknown; choose one of {sorted(CODECS)}")
+        for name in ("seq_len", "batch_size", "warmup_steps", "total_steps", "num_shards"):
+            value = getattr(self, name)
+            if value is not None and (value < (0 if name == "warmup_steps" else 1)):
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.lr is not None and not (0 < self.lr < 1):
+            raise ConfigError(f"lr must be in (0, 1), got {self.lr}")
+        if self.weight_decay is not None and not (0 <= self.weight_decay < 1):
+            raise ConfigError(f"weight_decay must be in [0, 1), got {self.weight_decay}")
+
+    def explicit(self) -> dict[str, Any]:
+        """Run-level values this node set itself (the ones a joiner must not contradict)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "run_id" and getattr(self, f.name) is not None
+        }
+
+    def resolved(self) -> dict[str, Any]:
+        """Every run-level value, defaults filled in."""
+        return {**RUN_DEFAULTS, **self.explicit()}
+
+
+@dataclass(kw_only=True)
+class TrainingConfig:
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    local_steps: int | None = None
+    """Deterministic mode: exactly this many local steps per round. Unset: rounds follow round_period_s."""
+    round_period_s: float = 5.0
+    """Rounds start at multiples of this period of wall-clock time, the same instants on every node."""
+    max_rounds: int | None = None
+    """Leave gracefully after this many committed rounds."""
+    max_steps: int | None = None
+    """Leave gracefully after this many local steps."""
+    micro_batch: int | None = None
+    """Sequences per forward pass; unset: sized to the GPU's memory (the whole batch on a CPU)."""
+    threads: int | None = None
+    """torch CPU threads; unset: all cores, or 1 under `swarm-node demo`."""
+    eval_every_rounds: int = 5
+    """Evaluate x' on the held-out split every this many rounds (and at exit)."""
+    eval_batches: int = 8
+    """Batches of the held-out split per evaluation."""
+    joiner_warmup_steps: int = 20
+    """A node's own steps over which its fresh optimizer ramps up to the global learning rate."""
+    max_data_bytes: int = 64 * 1024 * 1024
+    """Read at most this much text from the data source."""
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("local_steps", "max_rounds", "max_steps", "micro_batch", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if not (self.round_period_s > 0 and math.isfinite(self.round_period_s)):
+            raise ConfigError(f"round_period_s must be positive, got {self.round_period_s}")
+        if self.eval_every_rounds < 1 or self.eval_batches < 1:
+            raise ConfigError("eval_every_rounds and eval_batches must be at least 1")
+
+
+@dataclass(kw_only=True)
+class RoundsConfig:
+    min_group: int = 1
+    """The conductor waits (up to join_timeout_s) until this many members joined."""
+    join_grace_s: float = 5.0
+    """The conductor fixes the roster after this long even if some live members have not joined."""
+    join_timeout_s: float = 30.0
+    """A member gives up on a round after trying this long to get into one."""
+    min_transfer_s: float = 5.0
+    """Floor of the adaptive deadline for shard transfers."""
+    max_transfer_s: float = 120.0
+    """Ceiling of the adaptive deadline for shard transfers."""
+
+    def __post_init__(self) -> None:
+        if self.min_group < 1:
+            raise ConfigError("min_group must be at least 1")
+        for name in ("join_grace_s", "join_timeout_s", "min_transfer_s", "max_transfer_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive")
+
+
+@dataclass(kw_only=True)
+class OutputConfig:
+    metrics_port: int | None = None
+    """Serve Prometheus /metrics on this port (0: a free port, printed at start)."""
+    metrics_host: str = "0.0.0.0"
+    """Interface of the metrics server."""
+    summary_json: str | None = None
+    """Write a JSON summary here at exit."""
+    status_file: str | None = None
+    """Keep a small JSON status here, rewritten as training goes (used by `swarm-node demo`)."""
+    log_level: str = "INFO"
+    """Python log level."""
+
+    def __post_init__(self) -> None:
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
+
+
+@dataclass(kw_only=True)
+class FaultConfig:
+    """Failure injection for tests (SWARM_FAULT=round:R,after_results:K,scope:group|process)."""
+
+    kill_round: int | None = None
+    kill_after_results: int | None = None
+    kill_scope: str = "group"
+
+
+@dataclass(kw_only=True)
+class NodeConfig:
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "network": NetworkConfig,
+    "run": RunConfig,
+    "training": TrainingConfig,
+    "rounds": RoundsConfig,
+    "output": OutputConfig,
+}
+
+# Command-line flag -> (section, field). The environment variable is SWARM_ + the flag in capitals.
+FLAGS: dict[str, tuple[str, str]] = {
+    "peer": ("network", "peers"),
+    "host-maddr": ("network", "host_maddrs"),
+    "announce-maddr": ("network", "announce_maddrs"),
+    "identity": ("network", "identity"),
+    "nat-port-map": ("network", "nat_port_map"),
+    "run-id": ("run", "run_id"),
+    "model": ("run", "model"),
+    "data": ("run", "data"),
+    "codec": ("run", "codec"),
+    "seq-len": ("run", "seq_len"),
+    "batch-size": ("run", "batch_size"),
+    "lr": ("run", "lr"),
+    "total-steps": ("run", "total_steps"),
+    "seed": ("run", "seed"),
+    "num-shards": ("run", "num_shards"),
+    "device": ("training", "device"),
+    "local-steps": ("training", "local_steps"),
+    "round-period": ("training", "round_period_s"),
+    "max-rounds": ("training", "max_rounds"),
+    "max-steps": ("training", "max_steps"),
+    "micro-batch": ("training", "micro_batch"),
+    "threads": ("training", "threads"),
+    "eval-every": ("training", "eval_every_rounds"),
+    "min-group": ("rounds", "min_group"),
+    "join-grace": ("rounds", "join_grace_s"),
+    "join-timeout": ("rounds", "join_timeout_s"),
+    "metrics-port": ("output", "metrics_port"),
+    "summary-json": ("output", "summary_json"),
+    "status-file": ("output", "status_file"),
+    "log-level": ("output", "log_level"),
+}
+
+
+def _field_type(section: str, name: str) -> str:
+    for f in fields(SECTIONS[section]):
+        if f.name == name:
+            return str(f.type)
+    raise ConfigError(f"[{section}] has no field {name!r}")
+
+
+def _coerce(section: str, name: str, raw: Any) -> Any:
+    """Turn a string (environment) or TOML value into the field's type, with a clear error."""
+    kind = _field_type(section, name)
+    try:
+        if kind.startswith("list"):
+            if isinstance(raw, str):
+                return [item.strip() for item in raw.split(",") if item.strip()]
+            if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+                return raw
+            raise TypeError("expected a list of strings")
+        if not isinstance(raw, str):
+            if kind.startswith("bool") and not isinstance(raw, bool):
+                raise TypeError("expected true or false")
+            if (kind.startswith("int") and (isinstance(raw, bool) or not isinstance(raw, int))) or (
+                kind.startswith("float") and (isinstance(raw, bool) or not isinstance(raw, int | float))
+            ):
+                raise TypeError(f"expected {kind.split(' ')[0]}")
+            return float(raw) if kind.startswith("float") else raw
+        if kind.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise TypeError("expected true or false")
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        return raw
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[{section}] {name} = {raw!r}: {e}") from None
+
+
+def _parse_fault(spec: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition(":")
+        if key == "round":
+            values["kill_round"] = int(value)
+        elif key == "after_results":
+            values["kill_after_results"] = int(value)
+        elif key == "scope" and value in ("group", "process"):
+            values["kill_scope"] = value
+        else:
+            raise ConfigError(f"SWARM_FAULT: cannot parse {item!r}")
+    return values
+
+
+def load_config(
+    *, file: str | None, cli: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> NodeConfig:
+    """Merge the TOML file, the environment and the command line (``cli`` maps flag names to values)."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    if file is not None:
+        path = Path(file)
+        try:
+            document = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        for section, values in document.items():
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(
+                    f"config file {path}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
+                )
+            for name, raw in values.items():
+                merged[section][name] = _coerce(section, name, raw)
+    for flag, (section, name) in FLAGS.items():
+        env_name = "SWARM_" + flag.upper().replace("-", "_")
+        if env_name in environ:
+            merged[section][name] = _coerce(section, name, environ[env_name])
+    for flag, raw in cli.items():
+        if flag not in FLAGS:
+            raise ConfigError(f"unknown option --{flag}")
+        section, name = FLAGS[flag]
+        merged[section][name] = raw
+    fault = _parse_fault(environ.get("SWARM_FAULT", ""))
+    try:
+        return NodeConfig(
+            **{section: SECTIONS[section](**values) for section, values in merged.items()},
+            fault=FaultConfig(**fault),
+        )
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of `swarm-node join`, generated from FLAGS so that the CLI and the config agree."""
+    parser.add_argument("--config", default=None, help="TOML config file (see deploy/node.example.toml)")
+    for flag, (section, name) in FLAGS.items():
+        kind = _field_type(section, name)
+        help_text = _docstrings(SECTIONS[section]).get(name, "")
+        if kind.startswith("list"):
+            parser.add_argument(f"--{flag}", action="append", default=argparse.SUPPRESS, help=help_text)
+        elif kind.startswith("bool"):
+            parser.add_argument(f"--{flag}", action="store_true", default=argparse.SUPPRESS, help=help_text)
+        else:
+            caster = int if kind.startswith("int") else float if kind.startswith("float") else str
+            parser.add_argument(f"--{flag}", type=caster, default=argparse.SUPPRESS, help=help_text)
+
+
+def _docstrings(cls: type) -> dict[str, str]:
+    """Field docstrings (the string literal after each field), for --help."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            docs[node.target.id] = str(following.value.value).replace("%", "%%")
+    return docs

@@ -1,0 +1,593 @@
+"""One node's life: start the host, agree on the run, catch up, train and average, report, leave.
+
+    run(config) -> exit code
+      host      SwarmHost: p2pd + DHT (swarm.p2p)
+      spec      the run's RunSpec, published by the first node, adopted by joiners
+      trainer   x_i and its optimizer (node.trainer)
+      averager  rounds over x' (swarm.averaging.round)
+The event loop serves peers' streams at all times; local steps run in a worker thread between rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from node.config import NodeConfig, RunConfig
+from node.trainer import LocalTrainer, pick_device
+from swarm import __version__
+from swarm.averaging.round import (
+    PROTOCOL_VERSION,
+    Averager,
+    Contribution,
+    RoundOutcome,
+    RoundTiming,
+    Status,
+    fetch_state,
+)
+from swarm.averaging.state import GlobalCopy
+from swarm.compression.codecs import get_codec
+from swarm.data.corpus import load_corpus
+from swarm.data.sampling import eval_batches, train_batch
+from swarm.dht.records import MemberRecord, RunSpec, config_key, members_key
+from swarm.metrics import NodeMetrics
+from swarm.models.build import build_model, resolve_model
+from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_name
+
+logger = logging.getLogger("swarm.node")
+
+HEARTBEAT_INTERVAL_S = 5.0
+SPEC_TTL_S = 24 * 3600.0
+
+
+class NodeError(RuntimeError):
+    """A condition that stops the node with one clear line (no traceback)."""
+
+
+@dataclass
+class Progress:
+    """Counters shared by the training thread and the event loop (plain ints and floats)."""
+
+    steps: int = 0
+    samples: int = 0
+    last_loss: float | None = None
+    eval_loss: float | None = None
+    steps_since_round: int = 0
+    samples_since_round: int = 0
+    rounds: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    peers: int = 0
+    aborted_shards: int = 0
+    repairs: int = 0
+
+
+def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
+    values = run.resolved()
+    return RunSpec(
+        model=values["model"],
+        model_hash=model_hash,
+        data=",".join(values["data"]),
+        data_hash=data_hash,
+        codec=values["codec"],
+        seq_len=values["seq_len"],
+        batch_size=values["batch_size"],
+        lr=float(values["lr"]),
+        warmup_steps=values["warmup_steps"],
+        total_steps=values["total_steps"],
+        weight_decay=float(values["weight_decay"]),
+        seed=values["seed"],
+        num_shards=values["num_shards"],
+        software=f"swarm-averaging/{PROTOCOL_VERSION}",
+    )
+
+
+def _check_adoption(run: RunConfig, spec: RunSpec) -> None:
+    """A joiner's explicit run-level settings must match the run's."""
+    mismatches = []
+    for name, value in run.explicit().items():
+        theirs: Any = getattr(spec, name)
+        ours: Any = ",".join(value) if name == "data" else value
+        if ours != theirs:
+            mismatches.append(f"{name}: this node has {ours!r}, the run has {theirs!r}")
+    if spec.software != f"swarm-averaging/{PROTOCOL_VERSION}":
+        mismatches.append(
+            f"software: this node speaks swarm-averaging/{PROTOCOL_VERSION}, the run {spec.software}"
+        )
+    if mismatches:
+        raise NodeError(
+            f"this node's settings contradict run {run.run_id!r}: "
+            + "; ".join(mismatches)
+            + " (drop these options to adopt the run's values, or pick another --run-id)"
+        )
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.metrics = NodeMetrics()
+        self.progress = Progress()
+        self.stop = asyncio.Event()
+        self.stop_thread = threading.Event()
+        self.host: SwarmHost | None = None
+        self.averager: Averager | None = None
+        self.maddrs: list[str] = []
+        self.metrics_port: int | None = None
+        self._results_sent = 0
+        self._round_in_progress = 0
+        self._tasks: list[asyncio.Task] = []
+        self.started = time.time()
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def _start_host(self) -> SwarmHost:
+        net = self.config.network
+        options = HostOptions(
+            initial_peers=tuple(net.peers),
+            host_maddrs=tuple(net.host_maddrs),
+            announce_maddrs=tuple(net.announce_maddrs),
+            identity_path=net.identity,
+            nat_port_map=net.nat_port_map,
+            startup_timeout_s=net.startup_timeout_s,
+        )
+        if net.identity is not None:
+            Path(net.identity).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            host = await SwarmHost.start(options)
+        except BootstrapError as e:
+            raise NodeError(f"{e}; run id {self.config.run.run_id!r}") from None
+        host.on_bytes = self.metrics.count_bytes
+        return host
+
+    async def _agree_on_spec(self, host: SwarmHost, model_hash: str, data_hash: str) -> RunSpec:
+        run = self.config.run
+        key = config_key(run.run_id)
+        existing = await host.dht_get(key, RunSpec.from_wire)
+        if existing is None and self.config.network.peers:
+            # The swarm may be reachable but our routing table still filling: look a few more times.
+            for _ in range(10):
+                await asyncio.sleep(0.5)
+                existing = await host.dht_get(key, RunSpec.from_wire)
+                if existing is not None:
+                    break
+        if existing is not None:
+            _check_adoption(run, existing)
+            return existing
+        if self.config.network.peers:
+            raise NodeError(
+                f"the peers at {', '.join(self.config.network.peers)} answered, but no run {run.run_id!r} is"
+                " published in their swarm: check --run-id"
+            )
+        spec = spec_for(run, model_hash=model_hash, data_hash=data_hash)
+        await host.dht_store(key, spec.to_wire(), ttl_s=SPEC_TTL_S)
+        return spec
+
+    async def _catch_up(self, averager: Averager, copy: GlobalCopy, trainer: LocalTrainer) -> None:
+        """A joiner first takes x' (and its round and step) from the most advanced live member."""
+        assert self.host is not None
+        members = await averager.live_members()
+        members.pop(self.host.peer_id, None)
+        for peer, _record in sorted(members.items(), key=lambda item: -item[1].round):
+            try:
+                header, values = await fetch_state(
+                    self.host,
+                    peer,
+                    run_id=self.config.run.run_id,
+                    num_elements=copy.values.numel(),
+                    connect_timeout_s=5.0,
+                    timeout_s=600.0,
+                )
+            except Exception as e:
+                logger.warning("could not fetch x' from %s: %s", peer_name(peer)[-8:], e)
+                continue
+            copy.replace(
+                values, round=header.round, global_step=header.global_step, swarm_samples=header.swarm_samples
+            )
+            trainer.load_flat(values)
+            logger.info(
+                "caught up from %s: round %d, global step %d",
+                peer_name(peer)[-8:],
+                header.round,
+                header.global_step,
+            )
+            return
+        if members:
+            raise NodeError("no live member of the run could send its x'; try again in a moment")
+        logger.warning("no live member to catch up from: starting from the run's initial weights")
+
+    async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> None:
+        assert self.host is not None
+        for peer in outcome.repair_from:
+            try:
+                header, values = await fetch_state(
+                    self.host,
+                    peer,
+                    run_id=self.config.run.run_id,
+                    num_elements=copy.values.numel(),
+                    connect_timeout_s=5.0,
+                    timeout_s=600.0,
+                )
+            except Exception as e:
+                logger.warning("repair from %s failed: %s", peer_name(peer)[-8:], e)
+                continue
+            old = copy.values.clone()
+            copy.replace(
+                values, round=header.round, global_step=header.global_step, swarm_samples=header.swarm_samples
+            )
+            trainer.adopt_global_change(old, copy.values)
+            self.progress.repairs += 1
+            self.metrics.repairs.inc()
+            logger.info("repaired x' from %s: now at round %d", peer_name(peer)[-8:], header.round)
+            return
+        logger.warning(
+            "round %d: could not repair x' from any of %d peers", outcome.round, len(outcome.repair_from)
+        )
+
+    # --- background tasks ---------------------------------------------------------------------
+
+    async def _heartbeat(self, copy: GlobalCopy) -> None:
+        assert self.host is not None
+        while True:
+            steps = self.metrics.local_steps_per_round._value.get()
+            record = MemberRecord(round=copy.round, global_step=copy.global_step, local_steps_per_round=steps)
+            with contextlib.suppress(Exception):
+                await self.host.dht_store(
+                    members_key(self.config.run.run_id),
+                    record.to_wire(),
+                    ttl_s=3 * HEARTBEAT_INTERVAL_S,
+                    subkey=self.host.peer_name,
+                )
+                self.progress.peers = await self.host.connected_peers()
+                self.metrics.peers.set(self.progress.peers)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    def _status(self, copy: GlobalCopy, state: str) -> dict[str, Any]:
+        assert self.host is not None
+        p = self.progress
+        return {
+            "state": state,
+            "run_id": self.config.run.run_id,
+            "peer_id": self.host.peer_name,
+            "maddrs": self.maddrs,
+            "metrics_port": self.metrics_port,
+            "step": p.steps,
+            "global_step": copy.global_step,
+            "round": copy.round,
+            "loss": p.last_loss,
+            "eval_loss": p.eval_loss,
+            "peers": p.peers,
+            "bytes_sent": self.host.traffic.sent,
+            "bytes_received": self.host.traffic.received,
+            "rounds_completed": p.rounds[Status.COMMITTED.value],
+        }
+
+    async def _write_status_forever(self, copy: GlobalCopy) -> None:
+        while True:
+            self._write_status(copy, "training")
+            await asyncio.sleep(1.0)
+
+    def _write_status(self, copy: GlobalCopy, state: str) -> None:
+        path = self.config.output.status_file
+        if path is None:
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._status(copy, state), f)
+        os.replace(tmp, path)
+
+    def _on_send(self, kind: str) -> None:
+        """Failure injection for tests: SIGKILL ourselves after K results sent in round R."""
+        fault = self.config.fault
+        if kind != "result" or fault.kill_round is None or self._round_in_progress != fault.kill_round:
+            return
+        self._results_sent += 1
+        if fault.kill_after_results is not None and self._results_sent >= fault.kill_after_results:
+            logger.warning(
+                "fault injection: killing the %s after %d results", fault.kill_scope, self._results_sent
+            )
+            logging.shutdown()
+            if fault.kill_scope == "group":
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _train_until_round(
+        self, trainer: LocalTrainer, copy: GlobalCopy, corpus_train: Any, spec: RunSpec
+    ) -> None:
+        training = self.config.training
+        p = self.progress
+        period = training.round_period_s
+        boundary = (int(time.time() / period) + 1) * period
+        peer = self.host.peer_id if self.host is not None else b""
+        while not self.stop_thread.is_set():
+            if training.local_steps is not None:
+                if p.steps_since_round >= training.local_steps:
+                    return
+            elif time.time() >= boundary and p.steps_since_round > 0:
+                return
+            if training.max_steps is not None and p.steps >= training.max_steps:
+                return
+            batch = train_batch(
+                corpus_train,
+                seq_len=spec.seq_len,
+                batch_size=spec.batch_size,
+                seed=spec.seed,
+                peer_id=peer,
+                round=copy.round,
+                step=trainer.steps,
+            )
+            loss = trainer.step(batch, global_step=copy.global_step + p.steps_since_round)
+            p.steps, p.samples, p.last_loss = trainer.steps, trainer.samples, loss
+            p.steps_since_round += 1
+            p.samples_since_round += batch.shape[0]
+            self.metrics.step.set(p.steps)
+            self.metrics.loss.set(loss)
+            self.metrics.samples.inc(batch.shape[0])
+
+    def _record(self, outcome: RoundOutcome, copy: GlobalCopy) -> None:
+        p = self.progress
+        p.rounds[outcome.status.value] += 1
+        self.metrics.rounds.labels(status=outcome.status.value).inc()
+        if outcome.status is Status.COMMITTED:
+            self.metrics.round_duration.observe(outcome.duration_s)
+            self.metrics.group_size.set(len(outcome.members))
+            self.metrics.aborted_shards.inc(len(outcome.aborted_shards))
+            p.aborted_shards += len(outcome.aborted_shards)
+            p.history.append(
+                {"round": copy.round, "digest": copy.digest.hex(), "group_size": len(outcome.members)}
+            )
+            del p.history[:-1000]
+        self.metrics.round.set(copy.round)
+        self.metrics.global_step.set(copy.global_step)
+        if self.averager is not None:
+            self.metrics.rejected.inc(self.averager.rejections - self.metrics.rejected._value.get())
+
+    async def run(self) -> int:
+        cfg = self.config
+        if cfg.training.threads is not None:
+            torch.set_num_threads(cfg.training.threads)
+        self.host = host = await self._start_host()
+        try:
+            return await self._run_with_host(host)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            if self.averager is not None:
+                await self.averager.shutdown()
+            await host.shutdown()
+
+    async def _run_with_host(self, host: SwarmHost) -> int:
+        cfg = self.config
+        self.maddrs = await host.visible_maddrs()
+        run_values = cfg.run.resolved()
+        # The run's model and data come from the DHT for joiners; read it before loading anything.
+        spec_probe = (
+            await host.dht_get(config_key(cfg.run.run_id), RunSpec.from_wire) if cfg.network.peers else None
+        )
+        if spec_probe is not None:
+            _check_adoption(cfg.run, spec_probe)
+            run_values.update(model=spec_probe.model, data=spec_probe.data.split(","), seed=spec_probe.seed)
+        source = resolve_model(run_values["model"])
+        corpus = await asyncio.to_thread(
+            load_corpus, run_values["data"], max_bytes=cfg.training.max_data_bytes
+        )
+        spec = await self._agree_on_spec(host, source.config_hash, corpus.content_hash)
+        if spec.data_hash != corpus.content_hash:
+            raise NodeError(
+                f"this node's data ({corpus.description}) differs from run {cfg.run.run_id!r}'s: hash"
+                f" {corpus.content_hash[:12]} != {spec.data_hash[:12]} (same files? same Python version for stdlib?)"
+            )
+        if spec.model_hash != source.config_hash:
+            raise NodeError(
+                f"this node's model {spec.model!r} has another configuration than run {cfg.run.run_id!r}'s"
+            )
+        model = await asyncio.to_thread(build_model, source, seed=spec.seed)
+        device = pick_device(cfg.training.device)
+        trainer = LocalTrainer(
+            model,
+            device=device,
+            peak_lr=spec.lr,
+            warmup_steps=spec.warmup_steps,
+            total_steps=spec.total_steps,
+            weight_decay=spec.weight_decay,
+            batch_size=spec.batch_size,
+            micro_batch=cfg.training.micro_batch,
+            joiner_warmup_steps=cfg.training.joiner_warmup_steps if cfg.network.peers else 0,
+        )
+        copy = GlobalCopy(trainer.flat())
+        rounds = cfg.rounds
+        timing = RoundTiming(
+            join_grace_s=rounds.join_grace_s,
+            join_timeout_s=rounds.join_timeout_s,
+            min_group=rounds.min_group,
+            min_transfer_s=rounds.min_transfer_s,
+            max_transfer_s=rounds.max_transfer_s,
+        )
+        self.averager = averager = Averager(
+            host,
+            run_id=cfg.run.run_id,
+            codec=get_codec(spec.codec),
+            global_copy=copy,
+            num_shards=min(spec.num_shards, copy.values.numel()),
+            timing=timing,
+            on_send=self._on_send,
+        )
+        await averager.start()
+        if cfg.network.peers:
+            await self._catch_up(averager, copy, trainer)
+        if cfg.output.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
+            logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, self.metrics_port)
+        self._tasks.append(asyncio.create_task(self._heartbeat(copy)))
+        self._tasks.append(asyncio.create_task(self._write_status_forever(copy)))
+        if not cfg.network.peers:
+            shown = [m for m in self.maddrs if "p2p-circuit" not in m]
+            print(f"Started run {cfg.run.run_id!r}. Other nodes join with:", flush=True)
+            for maddr in shown:
+                print(f"  swarm-node join --run-id {cfg.run.run_id} --peer {maddr}", flush=True)
+        logger.info(
+            "peer %s training %s (%d parameters) on %s, data %s, codec %s",
+            host.peer_name,
+            spec.model,
+            copy.values.numel(),
+            device,
+            corpus.description,
+            spec.codec,
+        )
+        sample = train_batch(
+            corpus.train,
+            seq_len=spec.seq_len,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            peer_id=host.peer_id,
+            round=0,
+            step=0,
+        )
+        await asyncio.to_thread(trainer.auto_micro_batch, sample)
+        evals = eval_batches(
+            corpus.eval,
+            seq_len=spec.seq_len,
+            batch_size=spec.batch_size,
+            num_batches=cfg.training.eval_batches,
+        )
+        await self._loop(host, averager, trainer, copy, corpus.train, spec, evals)
+        self.progress.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
+        self.metrics.eval_loss.set(self.progress.eval_loss)
+        self._write_summary(copy, device)
+        self._write_status(copy, "done")
+        logger.info(
+            "left after %d steps and %d rounds; eval loss of x' %.3f",
+            self.progress.steps,
+            self.progress.rounds[Status.COMMITTED.value],
+            self.progress.eval_loss,
+        )
+        return 0
+
+    async def _loop(
+        self,
+        host: SwarmHost,
+        averager: Averager,
+        trainer: LocalTrainer,
+        copy: GlobalCopy,
+        corpus_train: Any,
+        spec: RunSpec,
+        evals: list[torch.Tensor],
+    ) -> None:
+        training = self.config.training
+        p = self.progress
+        while not self.stop.is_set():
+            await asyncio.to_thread(self._train_until_round, trainer, copy, corpus_train, spec)
+            out_of_steps = training.max_steps is not None and p.steps >= training.max_steps
+            if self.stop.is_set() or (out_of_steps and p.steps_since_round == 0):
+                break
+            self._round_in_progress, self._results_sent = copy.round + 1, 0
+            contribution = Contribution(
+                delta=trainer.flat().sub_(copy.values),
+                weight=1.0,
+                samples=p.samples_since_round,
+                local_steps=p.steps_since_round,
+            )
+            outcome = await averager.run_round(contribution)
+            if outcome.status is Status.COMMITTED:
+                trainer.apply_round(outcome.updates, copy)
+                copy.round = outcome.round
+                copy.global_step += outcome.global_step_increment
+                copy.swarm_samples += outcome.samples
+                self.metrics.local_steps_per_round.set(p.steps_since_round)
+                p.steps_since_round = p.samples_since_round = 0
+            elif outcome.status is Status.REPAIR:
+                await self._repair(outcome, copy, trainer)
+            self._record(outcome, copy)
+            committed = p.rounds[Status.COMMITTED.value]
+            if outcome.status is Status.COMMITTED and committed % training.eval_every_rounds == 0:
+                p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
+                self.metrics.eval_loss.set(p.eval_loss)
+            logger.info(
+                "round %d %s: group %d, %d shards aborted, %.2fs, loss %.3f, eval %s",
+                outcome.round,
+                outcome.status.value,
+                len(outcome.members),
+                len(outcome.aborted_shards),
+                outcome.duration_s,
+                p.last_loss or float("nan"),
+                "-" if p.eval_loss is None else f"{p.eval_loss:.3f}",
+            )
+            if training.max_rounds is not None and committed >= training.max_rounds:
+                break
+            if out_of_steps:
+                break
+
+    def _write_summary(self, copy: GlobalCopy, device: torch.device) -> None:
+        path = self.config.output.summary_json
+        if path is None or self.host is None:
+            return
+        p = self.progress
+        summary = {
+            "run_id": self.config.run.run_id,
+            "peer_id": self.host.peer_name,
+            "software": __version__,
+            "device": str(device),
+            "final_step": p.steps,
+            "global_step": copy.global_step,
+            "round": copy.round,
+            "digest": copy.digest.hex(),
+            "rounds_completed": p.rounds[Status.COMMITTED.value],
+            "rounds_by_status": p.rounds,
+            "aborted_shards": p.aborted_shards,
+            "repairs": p.repairs,
+            "last_loss": p.last_loss,
+            "eval_loss": p.eval_loss,
+            "samples": p.samples,
+            "bytes_sent": self.host.traffic.sent,
+            "bytes_received": self.host.traffic.received,
+            "duration_s": time.time() - self.started,
+            "history": p.history,
+        }
+        tmp = f"{path}.tmp"
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(tmp, path)
+
+
+async def _run_async(config: NodeConfig) -> int:
+    node = Node(config)
+    loop = asyncio.get_running_loop()
+
+    def _graceful() -> None:
+        if node.stop.is_set():
+            logger.warning("second signal: leaving now")
+            os._exit(130)
+        logger.info("stopping after the current step (signal again to leave at once)")
+        node.stop.set()
+        node.stop_thread.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _graceful)
+    return await node.run()
+
+
+def run(config: NodeConfig) -> int:
+    """Run one node until it is told to stop or reaches its limits; returns the exit code."""
+    logging.basicConfig(
+        level=config.output.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("hivemind", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return asyncio.run(_run_async(config))
+    except (NodeError, BootstrapError) as e:
+        print(f"swarm-node: error: {e}", flush=True)
+        return 2

@@ -1,0 +1,175 @@
+"""The local model x_i: optimizer steps, the global schedule, and how a round's outcome applies.
+
+Algorithm 1 of DESIGN.md for one member, with x' kept on the CPU in fp32:
+    x_i <- x_i + C[Delta] - C[delta_i]   (the second term only where this member's part was included)
+    x'  <- x' + C[Delta]
+so that after a round x_i - x' is exactly what this member has not yet had averaged in.
+
+Shapes: flat vectors are ``[n]`` fp32 on the CPU, ``n`` = number of (unique) parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from swarm.averaging.round import ShardUpdate
+from swarm.averaging.state import GlobalCopy
+
+logger = logging.getLogger(__name__)
+
+
+def lr_at(
+    step: float, *, peak: float, warmup_steps: int, total_steps: int, floor_ratio: float = 0.1
+) -> float:
+    """Linear warm-up to ``peak``, cosine decay to ``floor_ratio * peak`` at ``total_steps``, then flat."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean next-byte cross-entropy (nats) of ``batch`` ``[b, seq_len + 1]``."""
+    logits = model(input_ids=batch[:, :-1]).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+
+class LocalTrainer:
+    """Owns x_i (the model's parameters), its AdamW state, and the node's step counters."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: torch.device,
+        peak_lr: float,
+        warmup_steps: int,
+        total_steps: int,
+        weight_decay: float,
+        batch_size: int,
+        micro_batch: int | None,
+        joiner_warmup_steps: int,
+    ):
+        self.device = device
+        self.model = model.to(device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.num_elements = sum(p.numel() for p in self.params)
+        self.optimizer = torch.optim.AdamW(self.params, lr=peak_lr, weight_decay=weight_decay)
+        self.peak_lr, self.warmup_steps, self.total_steps = peak_lr, warmup_steps, total_steps
+        self.batch_size = batch_size
+        self.joiner_warmup_steps = joiner_warmup_steps
+        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.micro_batch = micro_batch or batch_size
+        self.steps = 0
+        self.samples = 0
+
+    # --- flat views ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1).float().cpu() for p in self.params])
+
+    @torch.no_grad()
+    def load_flat(self, values: torch.Tensor) -> None:
+        if values.numel() != self.num_elements:
+            raise ValueError(f"vector of {values.numel()} elements for a model of {self.num_elements}")
+        offset = 0
+        for p in self.params:
+            p.copy_(values[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    # --- training -----------------------------------------------------------------------------
+
+    def auto_micro_batch(self, sample: torch.Tensor) -> int:
+        """Largest micro-batch (a power of two up to the batch) whose step fits in GPU memory."""
+        if self.device.type != "cuda":
+            return self.micro_batch
+        size = self.batch_size
+        while size >= 1:
+            try:
+                loss = self._forward(sample[:size].to(self.device))
+                loss.backward()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.micro_batch = size
+                logger.info("micro-batch %d of %d fits in GPU memory", size, self.batch_size)
+                return size
+            except torch.cuda.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                size //= 2
+        raise RuntimeError("not even a micro-batch of one sequence fits in GPU memory")
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return causal_lm_loss(self.model, batch)
+
+    def lr_for(self, global_step: float) -> float:
+        lr = lr_at(
+            global_step, peak=self.peak_lr, warmup_steps=self.warmup_steps, total_steps=self.total_steps
+        )
+        # A fresh optimizer state (a joiner, or a restart) ramps up instead of taking full steps at once.
+        ramp = min(1.0, (self.steps + 1) / self.joiner_warmup_steps) if self.joiner_warmup_steps else 1.0
+        return lr * ramp
+
+    def step(self, batch: torch.Tensor, *, global_step: float) -> float:
+        """One optimizer step on ``batch`` ``[batch_size, seq_len + 1]``; returns the mean loss."""
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_for(global_step)
+        total = 0.0
+        chunks = batch.split(self.micro_batch)
+        for chunk in chunks:
+            loss = self._forward(chunk.to(self.device, non_blocking=True))
+            (loss * (chunk.shape[0] / batch.shape[0])).backward()
+            total += loss.item() * chunk.shape[0]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        self.samples += batch.shape[0]
+        return total / batch.shape[0]
+
+    # --- rounds -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def apply_round(self, updates: Sequence[ShardUpdate], global_copy: GlobalCopy) -> None:
+        """Apply committed shards to x' and x_i (Algorithm 1); shards not listed change nothing."""
+        if not updates:
+            return
+        adjustment = torch.zeros(self.num_elements, dtype=torch.float32)
+        for update in updates:
+            global_copy.apply_shard(update.start, update.aggregate)
+            end = update.start + update.aggregate.numel()
+            adjustment[update.start : end] = (
+                update.aggregate if update.own is None else update.aggregate - update.own
+            )
+        self.load_flat(self.flat().add_(adjustment))
+
+    @torch.no_grad()
+    def adopt_global_change(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """After replacing x' from a peer: move x_i by the same amount, keeping x_i - x' (our unsent work)."""
+        self.load_flat(self.flat().add_(new - old))
+
+    @torch.no_grad()
+    def evaluate(self, values: torch.Tensor, batches: Sequence[torch.Tensor]) -> float:
+        """Mean held-out loss (nats per byte) of the model with parameters ``values`` (x')."""
+        own = self.flat()
+        self.load_flat(values)
+        self.model.eval()
+        try:
+            losses = [self._forward(b.to(self.device)).item() for b in batches]
+        finally:
+            self.load_flat(own)
+        return sum(losses) / len(losses)

@@ -1,0 +1,834 @@
+"""One averaging round on libp2p streams: rendezvous, sharded reduce, transactional commit.
+
+Rendezvous. A member ready for a round declares itself under the run's rendezvous key in the DHT.
+The lowest declared peer id conducts: members open a rendezvous stream to it and send a
+JoinRequest with the round id and digest of their x'. The conductor waits for every live member
+(heartbeats in the DHT) up to a grace time, then fixes one roster: the members whose (round, digest)
+is the majority's. Members with another base get ``included=False`` and repair their x' from a
+peer. A conductor that sees a lower declared peer hands its joiners a Redirect; a busy or
+unreachable candidate is skipped. The roster is fixed before anything is sent.
+
+Reduce. Shards go to owners by rendezvous hashing over the roster. Every member sends its encoded
+part of each shard to the shard's owner on one shard stream per owner and waits on that stream
+for the owner's result: the weighted mean of the parts that arrived before the owner's deadline,
+encoded once, the same bytes to every member, naming the members it included.
+
+Commit. Each member tells the conductor which results it holds (a Receipt); the conductor answers
+every member with the intersection (a Commit). A shard whose owner died before all members had
+its result is in nobody's commit: no member applies it. Should the conductor itself die while
+sending commits, the members' x' may differ; the digest check at the next rendezvous finds the
+minority and it repairs from a peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
+from swarm.averaging.shards import ShardLayout, assign_owners
+from swarm.averaging.state import GlobalCopy, digest_of
+from swarm.averaging.wire import FramedStream, WireError
+from swarm.compression.codecs import Codec, CodecContext, CodecError
+from swarm.dht.records import MemberRecord, RendezvousRecord, members_key, rendezvous_key
+from swarm.p2p import SwarmHost, peer_from_name, peer_name
+from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "1"
+STATE_CHUNK_BYTES = 1 << 20
+
+
+def _protocol(run_id: str, name: str) -> str:
+    return f"/swarm/{run_id}/{name}/{PROTOCOL_VERSION}"
+
+
+def _short(peer: bytes) -> str:
+    return peer_name(peer)[-8:]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundTiming:
+    """Deadlines of a round. Transfer deadlines adapt to measured rounds; none is an open-ended wait."""
+
+    gather_s: float = 0.5
+    """The conductor always waits this long for joiners before it may fix the roster."""
+    join_grace_s: float = 5.0
+    """After this long the conductor fixes the roster without the live members that have not joined."""
+    join_timeout_s: float = 30.0
+    """A member gives up on the round after trying this long to get into a roster."""
+    min_group: int = 1
+    """The conductor waits (up to ``join_timeout_s``) until at least this many members joined."""
+    connect_timeout_s: float = 5.0
+    """Opening a stream to a peer."""
+    min_transfer_s: float = 5.0
+    """Floor of the owners' deadline for parts, from the roster."""
+    max_transfer_s: float = 120.0
+    """Ceiling of the owners' deadline for parts."""
+    transfer_factor: float = 3.0
+    """The deadline is this many times the recent transfer time (EMA), within the floor and ceiling."""
+    heartbeat_ttl_s: float = 15.0
+    """A member heartbeat older than this no longer counts as live."""
+
+    def __post_init__(self) -> None:
+        for name in ("gather_s", "join_grace_s", "join_timeout_s", "connect_timeout_s", "min_transfer_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.min_group < 1:
+            raise ValueError("min_group must be at least 1")
+        if self.max_transfer_s < self.min_transfer_s:
+            raise ValueError("max_transfer_s must be at least min_transfer_s")
+
+
+@dataclass(kw_only=True)
+class Contribution:
+    """What a member brings to a round: its delta x_i - x' ([n] fp32 CPU) and its work since the last one."""
+
+    delta: torch.Tensor
+    weight: float
+    samples: int
+    local_steps: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardUpdate:
+    """A committed shard: add ``aggregate`` to x' and x_i, subtract ``own`` (C[delta_i]) from x_i."""
+
+    shard: int
+    start: int
+    aggregate: torch.Tensor
+    own: torch.Tensor | None
+
+
+class Status(Enum):
+    COMMITTED = "committed"
+    REPAIR = "repair"
+    NO_GROUP = "no_group"
+    ABORTED = "aborted"
+
+
+@dataclass(kw_only=True)
+class RoundOutcome:
+    status: Status
+    round: int = 0
+    members: list[bytes] = field(default_factory=list)
+    updates: list[ShardUpdate] = field(default_factory=list)
+    aborted_shards: list[int] = field(default_factory=list)
+    repair_from: list[bytes] = field(default_factory=list)
+    global_step_increment: int = 0
+    samples: int = 0
+    duration_s: float = 0.0
+    transfer_s: float = 0.0
+
+
+class _Gathering:
+    """The conductor's side of one round attempt."""
+
+    def __init__(self) -> None:
+        self.requests: dict[bytes, pb.JoinRequest] = {}
+        self.replies: dict[bytes, asyncio.Future[pb.Frame]] = {}
+        self.receipts: dict[bytes, asyncio.Future[pb.Receipt]] = {}
+        self.commit: asyncio.Future[pb.Commit] = asyncio.get_running_loop().create_future()
+        self.changed = asyncio.Event()
+        self.closed = False
+
+
+class _OwnerGroup:
+    """An owner's side of one round: parts per owned shard until the deadline, then the results."""
+
+    def __init__(self, roster: pb.Roster, layout: ShardLayout, shards: list[int], deadline: float):
+        self.roster = roster
+        self.weights = {m.peer_id: m.weight for m in roster.members}
+        self.layout, self.shards, self.deadline = layout, shards, deadline
+        self.parts: dict[int, dict[bytes, tuple[float, torch.Tensor]]] = {s: {} for s in shards}
+        self.failed: dict[int, set[bytes]] = {s: set() for s in shards}
+        self.arrived = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.results: dict[int, asyncio.Future[pb.ShardResult]] = {s: loop.create_future() for s in shards}
+
+    def complete(self) -> bool:
+        return all(len(self.parts[s]) + len(self.failed[s]) >= len(self.weights) for s in self.shards)
+
+
+class Averager:
+    """Runs rounds for one node over its ``SwarmHost``; serves rendezvous, shard and state streams."""
+
+    def __init__(
+        self,
+        host: SwarmHost,
+        *,
+        run_id: str,
+        codec: Codec,
+        global_copy: GlobalCopy,
+        num_shards: int,
+        timing: RoundTiming,
+        on_send: Callable[[str], None] | None = None,
+    ):
+        self.host, self.run_id, self.codec, self.copy = host, run_id, codec, global_copy
+        self.layout = ShardLayout(num_elements=global_copy.values.numel(), num_shards=num_shards)
+        self.timing = timing
+        self._on_send = on_send or (lambda kind: None)
+        self._gathering: _Gathering | None = None
+        self._owner_groups: dict[bytes, _OwnerGroup] = {}
+        self._groups_changed = asyncio.Event()
+        self._owner_error: dict[int, torch.Tensor] = {}
+        self._transfer_ema_s: float | None = None
+        self._background: set[asyncio.Task] = set()
+        self.rejections = 0
+
+    @property
+    def me(self) -> bytes:
+        return self.host.peer_id
+
+    async def start(self) -> None:
+        await self.host.add_handler(_protocol(self.run_id, "rendezvous"), self._handle_join)
+        await self.host.add_handler(_protocol(self.run_id, "shard"), self._handle_shard)
+        await self.host.add_handler(_protocol(self.run_id, "state"), self._handle_state)
+
+    async def shutdown(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _transfer_deadline_s(self) -> float:
+        t = self.timing
+        if self._transfer_ema_s is None:
+            return t.min_transfer_s
+        return min(t.max_transfer_s, max(t.min_transfer_s, t.transfer_factor * self._transfer_ema_s))
+
+    def _record_transfer(self, seconds: float) -> None:
+        ema = self._transfer_ema_s
+        self._transfer_ema_s = seconds if ema is None else 0.7 * ema + 0.3 * seconds
+
+    # ------------------------------------------------------------------ rendezvous: member side
+
+    async def live_members(self) -> dict[bytes, MemberRecord]:
+        records = await self.host.dht_get_subkeys(members_key(self.run_id), MemberRecord.from_wire)
+        live = {}
+        for name, record in records.items():
+            try:
+                live[peer_from_name(name)] = record
+            except ValueError:
+                logger.warning("ignoring a member record with a malformed peer id %r", name)
+        return live
+
+    async def _declared(self) -> list[bytes]:
+        records = await self.host.dht_get_subkeys(rendezvous_key(self.run_id), RendezvousRecord.from_wire)
+        peers = []
+        for name in records:
+            try:
+                peers.append(peer_from_name(name))
+            except ValueError:
+                logger.warning("ignoring a rendezvous record with a malformed peer id %r", name)
+        return peers
+
+    def _join_request(self, contribution: Contribution) -> pb.JoinRequest:
+        return pb.JoinRequest(
+            run_id=self.run_id,
+            round=self.copy.round,
+            digest=self.copy.digest,
+            samples=contribution.samples,
+            local_steps=contribution.local_steps,
+            weight=contribution.weight,
+        )
+
+    async def run_round(self, contribution: Contribution) -> RoundOutcome:
+        """Get into a roster, reduce, commit. Never waits past the round's deadlines."""
+        if contribution.delta.shape != self.copy.values.shape:
+            raise ValueError("contribution delta must have the shape of x'")
+        started = time.monotonic()
+        request = self._join_request(contribution)
+        await self.host.dht_store(
+            rendezvous_key(self.run_id),
+            RendezvousRecord(round=self.copy.round).to_wire(),
+            ttl_s=self.timing.join_timeout_s,
+            subkey=self.host.peer_name,
+        )
+        deadline = started + self.timing.join_timeout_s
+        skip: set[bytes] = set()
+        target: bytes | None = None
+        joined: tuple[pb.Roster, FramedStream | None, _Gathering | None] | None = None
+        while joined is None and time.monotonic() < deadline:
+            if target is None:
+                candidates = sorted(set(await self._declared()) - skip | {self.me})
+                target = candidates[0]
+            if target == self.me:
+                outcome = await self._conduct(request, deadline)
+            else:
+                outcome = await self._join(target, request, deadline)
+            if isinstance(outcome, tuple):
+                joined = outcome
+            elif isinstance(outcome, bytes):
+                target = outcome if outcome not in skip else None
+            else:  # busy, unreachable or gave up: skip it for this attempt, re-read the DHT
+                if target != self.me:
+                    skip.add(target)
+                target = None
+                await asyncio.sleep(0.1)
+        if joined is None:
+            return RoundOutcome(status=Status.NO_GROUP, duration_s=time.monotonic() - started)
+        roster, conductor_stream, gathering = joined
+        if not roster.included:
+            return RoundOutcome(
+                status=Status.REPAIR,
+                round=roster.round,
+                repair_from=list(roster.repair_from),
+                duration_s=time.monotonic() - started,
+            )
+        outcome = await self._reduce_and_commit(roster, contribution, conductor_stream, gathering)
+        outcome.duration_s = time.monotonic() - started
+        return outcome
+
+    async def _join(
+        self, conductor: bytes, request: pb.JoinRequest, deadline: float
+    ) -> tuple[pb.Roster, FramedStream, None] | bytes | None:
+        try:
+            stream = await self.host.open_stream(
+                conductor, _protocol(self.run_id, "rendezvous"), timeout_s=self.timing.connect_timeout_s
+            )
+        except Exception as e:
+            logger.info("conductor %s unreachable: %s", _short(conductor), e)
+            return None
+        try:
+            await stream.send(pb.Frame(join=request))
+            frame = await asyncio.wait_for(
+                stream.expect("roster", "redirect", "busy"), timeout=max(0.1, deadline - time.monotonic())
+            )
+        except (TimeoutError, WireError, ConnectionError) as e:
+            logger.info("rendezvous with %s failed: %s", _short(conductor), e)
+            stream.close()
+            return None
+        kind = frame.WhichOneof("body")
+        if kind == "roster":
+            return frame.roster, stream, None
+        stream.close()
+        if kind == "redirect":
+            return bytes(frame.redirect.conductor)
+        return None
+
+    # ------------------------------------------------------------------ rendezvous: conductor side
+
+    async def _conduct(
+        self, request: pb.JoinRequest, deadline: float
+    ) -> tuple[pb.Roster, None, _Gathering] | bytes | None:
+        gathering = _Gathering()
+        gathering.requests[self.me] = request
+        self._gathering = gathering
+        started = time.monotonic()
+        t = self.timing
+        try:
+            while True:
+                declared = await self._declared()
+                lower = [p for p in declared if p < self.me]
+                if lower:
+                    target = min(lower)
+                    self._close_gathering(gathering, pb.Frame(redirect=pb.Redirect(conductor=target)))
+                    return target
+                live = set(await self.live_members()) | {self.me}
+                joined = set(gathering.requests)
+                waited = time.monotonic() - started
+                enough = len(joined) >= t.min_group
+                if enough and waited >= t.gather_s and (live <= joined or waited >= t.join_grace_s):
+                    break
+                if time.monotonic() >= deadline:
+                    self._close_gathering(gathering, pb.Frame(busy=pb.Busy(reason="not enough members")))
+                    return None
+                gathering.changed.clear()
+                try:
+                    await asyncio.wait_for(gathering.changed.wait(), timeout=0.25)
+                except TimeoutError:
+                    pass
+            gathering.closed = True
+            rosters = self._make_rosters(gathering)
+            for peer, future in gathering.replies.items():
+                if not future.done():
+                    future.set_result(pb.Frame(roster=rosters[peer]))
+            mine = rosters[self.me]
+            self._spawn(self._coordinate_commit(gathering, mine))
+            return mine, None, gathering
+        finally:
+            if self._gathering is gathering:
+                self._gathering = None
+
+    def _close_gathering(self, gathering: _Gathering, reply: pb.Frame) -> None:
+        gathering.closed = True
+        for future in gathering.replies.values():
+            if not future.done():
+                future.set_result(reply)
+
+    def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
+        bases = Counter((r.round, r.digest) for r in gathering.requests.values())
+        (base_round, base_digest), _ = max(bases.items(), key=lambda item: (item[1], item[0][0], item[0][1]))
+        included = sorted(
+            p for p, r in gathering.requests.items() if (r.round, r.digest) == (base_round, base_digest)
+        )
+        members = [
+            pb.Member(
+                peer_id=p,
+                weight=gathering.requests[p].weight,
+                samples=gathering.requests[p].samples,
+                local_steps=gathering.requests[p].local_steps,
+            )
+            for p in included
+        ]
+        group_id = secrets.token_bytes(16)
+        deadline_s = self._transfer_deadline_s()
+        rosters = {}
+        for peer in gathering.requests:
+            inside = peer in included
+            rosters[peer] = pb.Roster(
+                group_id=group_id,
+                round=base_round + 1,
+                base_digest=base_digest,
+                members=members,
+                num_shards=self.layout.num_shards,
+                included=inside,
+                repair_from=[] if inside else included[:4],
+                deadline_s=deadline_s,
+            )
+            if inside:
+                gathering.receipts[peer] = asyncio.get_running_loop().create_future()
+        return rosters
+
+    async def _coordinate_commit(self, gathering: _Gathering, roster: pb.Roster) -> None:
+        margin = self._margin(roster)
+        wait_s = roster.deadline_s + 2 * margin
+        receipts: list[pb.Receipt] = []
+        done, _ = await asyncio.wait(list(gathering.receipts.values()), timeout=wait_s)
+        for future in done:
+            if not future.cancelled() and future.exception() is None:
+                receipts.append(future.result())
+        shards = set(range(roster.num_shards))
+        for receipt in receipts:
+            shards &= set(receipt.shards)
+        if not receipts:
+            shards = set()
+        commit = pb.Commit(group_id=roster.group_id, shards=sorted(shards))
+        gathering.commit.set_result(commit)
+        logger.info(
+            "round %d: %d/%d receipts, committing %d/%d shards",
+            roster.round,
+            len(receipts),
+            len(gathering.receipts),
+            len(shards),
+            roster.num_shards,
+        )
+
+    @staticmethod
+    def _margin(roster: pb.Roster) -> float:
+        return max(1.0, 0.5 * roster.deadline_s)
+
+    async def _handle_join(self, peer: bytes, stream: FramedStream) -> None:
+        frame = await asyncio.wait_for(stream.expect("join"), timeout=self.timing.connect_timeout_s)
+        request = frame.join
+        if request.run_id != self.run_id:
+            await stream.send(pb.Frame(busy=pb.Busy(reason=f"this node trains run {self.run_id!r}")))
+            return
+        if len(request.digest) != 32 or not (request.weight > 0 and request.weight < float("inf")):
+            self.rejections += 1
+            logger.warning("rejected a malformed join request from %s", _short(peer))
+            await stream.send(pb.Frame(busy=pb.Busy(reason="malformed join request")))
+            return
+        gathering = self._gathering
+        if gathering is None or gathering.closed:
+            await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
+            return
+        reply: asyncio.Future[pb.Frame] = asyncio.get_running_loop().create_future()
+        gathering.requests[peer] = request
+        gathering.replies[peer] = reply
+        gathering.changed.set()
+        answer = await asyncio.wait_for(reply, timeout=self.timing.join_timeout_s)
+        await stream.send(answer)
+        if answer.WhichOneof("body") != "roster" or not answer.roster.included:
+            return
+        roster = answer.roster
+        margin = self._margin(roster)
+        try:
+            receipt = await asyncio.wait_for(stream.expect("receipt"), timeout=roster.deadline_s + 2 * margin)
+        except (TimeoutError, WireError, ConnectionError):
+            logger.info("round %d: no receipt from %s", roster.round, _short(peer))
+            return
+        if receipt.receipt.group_id == roster.group_id and not gathering.receipts[peer].done():
+            gathering.receipts[peer].set_result(receipt.receipt)
+        commit = await asyncio.shield(gathering.commit)
+        await stream.send(pb.Frame(commit=commit))
+
+    # ------------------------------------------------------------------ reduce and commit
+
+    async def _reduce_and_commit(
+        self,
+        roster: pb.Roster,
+        contribution: Contribution,
+        conductor_stream: FramedStream | None,
+        gathering: _Gathering | None,
+    ) -> RoundOutcome:
+        roster_time = time.monotonic()
+        members = [bytes(m.peer_id) for m in roster.members]
+        layout = ShardLayout(num_elements=self.layout.num_elements, num_shards=roster.num_shards)
+        owners = assign_owners(self.run_id, layout.num_shards, members)
+        margin = self._margin(roster)
+        my_shards = [s for s, owner in enumerate(owners) if owner == self.me]
+        group = _OwnerGroup(roster, layout, my_shards, roster_time + roster.deadline_s)
+        self._owner_groups[bytes(roster.group_id)] = group
+        self._groups_changed.set()
+        self._spawn(self._finish_owned_shards(group))
+
+        # Encode every part once; C[delta_i] is what this member subtracts if its part is included.
+        parts: dict[int, pb.ShardPart] = {}
+        own_decoded: dict[int, torch.Tensor] = {}
+        for shard in range(layout.num_shards):
+            start, end = layout.bounds(shard)
+            ctx = CodecContext(round=roster.round, shard=shard)
+            payload = self.codec.encode(contribution.delta[start:end], ctx)
+            own_decoded[shard] = self.codec.decode(payload, end - start, ctx)
+            parts[shard] = pb.ShardPart(
+                group_id=roster.group_id,
+                shard=shard,
+                weight=contribution.weight,
+                codec=self.codec.name,
+                payload=payload,
+            )
+        for shard in my_shards:
+            self._accept_part(group, self.me, parts[shard])
+
+        results: dict[int, pb.ShardResult] = {}
+        by_owner: dict[bytes, list[int]] = {}
+        for shard, owner in enumerate(owners):
+            by_owner.setdefault(owner, []).append(shard)
+        results_deadline = roster_time + roster.deadline_s + margin
+        exchanges = [
+            self._exchange_with_owner(owner, [parts[s] for s in shards], results, results_deadline)
+            for owner, shards in by_owner.items()
+            if owner != self.me
+        ]
+        local = [self._collect_local(group, results, results_deadline)] if my_shards else []
+        await asyncio.gather(*exchanges, *local)
+        transfer_s = time.monotonic() - roster_time
+        if len(results) == layout.num_shards:
+            self._record_transfer(transfer_s)
+
+        receipt = pb.Receipt(group_id=roster.group_id, shards=sorted(results))
+        commit = await self._send_receipt(receipt, roster, conductor_stream, gathering, roster_time)
+        self._spawn(self._forget_group(bytes(roster.group_id), delay_s=roster.deadline_s + 4 * margin))
+        if commit is None:
+            logger.warning("round %d: no commit from the conductor; applying nothing", roster.round)
+            return RoundOutcome(
+                status=Status.ABORTED, round=roster.round, members=members, transfer_s=transfer_s
+            )
+
+        committed = set(commit.shards)
+        updates = []
+        for shard in sorted(committed):
+            result = results.get(shard)
+            if result is None:  # the conductor committed a shard we never reported: refuse, repair later
+                logger.error("round %d: commit names shard %d that this member lacks", roster.round, shard)
+                continue
+            start, end = layout.bounds(shard)
+            ctx = CodecContext(round=roster.round, shard=shard)
+            aggregate = self.codec.decode(bytes(result.payload), end - start, ctx)
+            included = self.me in set(result.included)
+            updates.append(
+                ShardUpdate(
+                    shard=shard,
+                    start=start,
+                    aggregate=aggregate,
+                    own=own_decoded[shard] if included else None,
+                )
+            )
+        return RoundOutcome(
+            status=Status.COMMITTED,
+            round=roster.round,
+            members=members,
+            updates=updates,
+            aborted_shards=sorted(set(range(layout.num_shards)) - committed),
+            global_step_increment=round(sum(m.local_steps for m in roster.members) / len(members)),
+            samples=sum(m.samples for m in roster.members),
+            transfer_s=transfer_s,
+        )
+
+    async def _send_receipt(
+        self,
+        receipt: pb.Receipt,
+        roster: pb.Roster,
+        conductor_stream: FramedStream | None,
+        gathering: _Gathering | None,
+        roster_time: float,
+    ) -> pb.Commit | None:
+        margin = self._margin(roster)
+        commit_deadline = roster_time + roster.deadline_s + 3 * margin
+        if gathering is not None:  # we conduct this round
+            future = gathering.receipts.get(self.me)
+            if future is not None and not future.done():
+                future.set_result(receipt)
+            try:
+                return await asyncio.wait_for(
+                    asyncio.shield(gathering.commit), timeout=max(0.1, commit_deadline - time.monotonic())
+                )
+            except TimeoutError:
+                return None
+        assert conductor_stream is not None
+        try:
+            await conductor_stream.send(pb.Frame(receipt=receipt))
+            frame = await asyncio.wait_for(
+                conductor_stream.expect("commit"), timeout=max(0.1, commit_deadline - time.monotonic())
+            )
+        except (TimeoutError, WireError, ConnectionError) as e:
+            logger.warning("round %d: lost the conductor before the commit: %s", roster.round, e)
+            return None
+        finally:
+            conductor_stream.close()
+        if frame.commit.group_id != roster.group_id:
+            return None
+        return frame.commit
+
+    async def _exchange_with_owner(
+        self, owner: bytes, parts: list[pb.ShardPart], results: dict[int, pb.ShardResult], deadline: float
+    ) -> None:
+        expected = {p.shard for p in parts}
+        try:
+            stream = await self.host.open_stream(
+                owner, _protocol(self.run_id, "shard"), timeout_s=self.timing.connect_timeout_s
+            )
+        except Exception as e:
+            logger.info("owner %s unreachable: %s", _short(owner), e)
+            return
+        try:
+            for part in parts:
+                await stream.send(pb.Frame(part=part))
+                self._on_send("part")
+            while expected and time.monotonic() < deadline:
+                frame = await asyncio.wait_for(
+                    stream.expect("result", "reject"), timeout=max(0.05, deadline - time.monotonic())
+                )
+                if frame.WhichOneof("body") == "reject":
+                    logger.warning("owner %s rejected our parts: %s", _short(owner), frame.reject.reason)
+                    return
+                result = frame.result
+                if result.shard not in expected or not self._valid_result(result, parts[0].group_id):
+                    self.rejections += 1
+                    logger.warning(
+                        "dropping an invalid result for shard %d from %s", result.shard, _short(owner)
+                    )
+                    return
+                expected.discard(result.shard)
+                results[result.shard] = result
+        except (TimeoutError, WireError, ConnectionError) as e:
+            logger.info("lost owner %s with %d shard results missing: %s", _short(owner), len(expected), e)
+        finally:
+            stream.close()
+
+    def _valid_result(self, result: pb.ShardResult, group_id: bytes) -> bool:
+        if result.group_id != group_id or result.codec != self.codec.name:
+            return False
+        if not 0 <= result.shard < self.layout.num_shards:
+            return False
+        group = self._owner_groups.get(bytes(group_id))
+        roster = set(group.weights) if group is not None else None
+        if roster is not None and not set(result.included) <= roster:
+            return False
+        start, end = self.layout.bounds(result.shard)
+        try:
+            self.codec.decode(bytes(result.payload), end - start, CodecContext(round=0, shard=result.shard))
+        except CodecError:
+            return False
+        return True
+
+    async def _collect_local(
+        self, group: _OwnerGroup, results: dict[int, pb.ShardResult], deadline: float
+    ) -> None:
+        for shard in group.shards:
+            try:
+                results[shard] = await asyncio.wait_for(
+                    asyncio.shield(group.results[shard]), timeout=max(0.05, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                return
+
+    # ------------------------------------------------------------------ owner side
+
+    def _accept_part(self, group: _OwnerGroup, peer: bytes, part: pb.ShardPart) -> None:
+        shard = part.shard
+        if shard not in group.parts or peer in group.parts[shard] or peer in group.failed[shard]:
+            raise WireError(f"unexpected part for shard {shard}")
+        try:
+            if part.codec != self.codec.name:
+                raise ContributionError(f"part uses codec {part.codec!r}, the run uses {self.codec.name!r}")
+            start, end = group.layout.bounds(shard)
+            ctx = CodecContext(round=group.roster.round, shard=shard)
+            values = self.codec.decode(bytes(part.payload), end - start, ctx)
+            weight = group.weights[peer]
+            check_contribution(values, weight, end - start)
+        except (CodecError, ContributionError) as e:
+            self.rejections += 1
+            group.failed[shard].add(peer)
+            logger.warning(
+                "round %d: excluded %s from shard %d: %s", group.roster.round, _short(peer), shard, e
+            )
+        else:
+            group.parts[shard][peer] = (weight, values)
+        group.arrived.set()
+
+    async def _finish_owned_shards(self, group: _OwnerGroup) -> None:
+        while not group.complete() and time.monotonic() < group.deadline:
+            group.arrived.clear()
+            try:
+                await asyncio.wait_for(
+                    group.arrived.wait(), timeout=max(0.01, group.deadline - time.monotonic())
+                )
+            except TimeoutError:
+                break
+        for shard in group.shards:
+            contributions = group.parts[shard]
+            if not contributions:
+                group.results[shard].cancel()
+                continue
+            start, end = group.layout.bounds(shard)
+            ctx = CodecContext(round=group.roster.round, shard=shard)
+            corrected = apply_error_feedback(weighted_mean(contributions), self._owner_error.get(shard))
+            payload = self.codec.encode(corrected, ctx)
+            residual = corrected - self.codec.decode(payload, end - start, ctx)
+            if bool(residual.any()):
+                self._owner_error[shard] = residual
+            else:
+                self._owner_error.pop(shard, None)
+            group.results[shard].set_result(
+                pb.ShardResult(
+                    group_id=group.roster.group_id,
+                    shard=shard,
+                    included=sorted(contributions),
+                    codec=self.codec.name,
+                    payload=payload,
+                )
+            )
+
+    async def _wait_owner_group(self, group_id: bytes, timeout_s: float) -> _OwnerGroup | None:
+        deadline = time.monotonic() + timeout_s
+        while group_id not in self._owner_groups and time.monotonic() < deadline:
+            self._groups_changed.clear()
+            try:
+                await asyncio.wait_for(
+                    self._groups_changed.wait(), timeout=max(0.01, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                break
+        return self._owner_groups.get(group_id)
+
+    async def _forget_group(self, group_id: bytes, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._owner_groups.pop(group_id, None)
+
+    async def _handle_shard(self, peer: bytes, stream: FramedStream) -> None:
+        first = await asyncio.wait_for(stream.expect("part"), timeout=self.timing.connect_timeout_s)
+        group_id = bytes(first.part.group_id)
+        group = await self._wait_owner_group(group_id, timeout_s=self.timing.join_timeout_s)
+        if group is None or peer not in group.weights:
+            self.rejections += 1
+            reason = "unknown round" if group is None else "not a member of this round"
+            logger.warning("rejected shard parts from %s: %s", _short(peer), reason)
+            await stream.send(pb.Frame(reject=pb.Reject(reason=reason)))
+            return
+        frame: pb.Frame | None = first
+        for _ in group.shards:
+            if frame is None:
+                frame = await asyncio.wait_for(
+                    stream.expect("part"), timeout=max(0.05, group.deadline - time.monotonic())
+                )
+            if frame.part.group_id != group_id:
+                raise WireError("parts of two rounds on one stream")
+            self._accept_part(group, peer, frame.part)
+            frame = None
+        for shard in group.shards:
+            try:
+                result = await asyncio.shield(group.results[shard])
+            except asyncio.CancelledError:
+                continue
+            await stream.send(pb.Frame(result=result))
+            self._on_send("result")
+
+    # ------------------------------------------------------------------ state transfer
+
+    async def _handle_state(self, peer: bytes, stream: FramedStream) -> None:
+        frame = await asyncio.wait_for(stream.expect("state_request"), timeout=self.timing.connect_timeout_s)
+        if frame.state_request.run_id != self.run_id:
+            await stream.send(pb.Frame(reject=pb.Reject(reason=f"this node trains run {self.run_id!r}")))
+            return
+        # Snapshot in one synchronous step: x' only changes on this event loop.
+        data = self.copy.values.numpy().tobytes()
+        header = pb.StateHeader(
+            round=self.copy.round,
+            global_step=self.copy.global_step,
+            digest=self.copy.digest,
+            num_elements=self.copy.values.numel(),
+            swarm_samples=self.copy.swarm_samples,
+        )
+        await stream.send(pb.Frame(state_header=header))
+        for offset in range(0, len(data), STATE_CHUNK_BYTES):
+            await stream.send(
+                pb.Frame(
+                    state_chunk=pb.StateChunk(offset=offset, data=data[offset : offset + STATE_CHUNK_BYTES])
+                )
+            )
+        await stream.send(pb.Frame(state_end=pb.StateEnd()))
+        # Wait for the reader to close: closing first could cut the tail of the transfer.
+        try:
+            await asyncio.wait_for(stream.recv(), timeout=30)
+        except (TimeoutError, WireError, ConnectionError):
+            pass
+
+
+async def fetch_state(
+    host: SwarmHost,
+    peer: bytes,
+    *,
+    run_id: str,
+    num_elements: int,
+    connect_timeout_s: float,
+    timeout_s: float,
+) -> tuple[pb.StateHeader, torch.Tensor]:
+    """Download x' from ``peer`` and verify its length and digest."""
+    stream = await host.open_stream(peer, _protocol(run_id, "state"), timeout_s=connect_timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await stream.send(pb.Frame(state_request=pb.StateRequest(run_id=run_id)))
+            frame = await stream.expect("state_header", "reject")
+            if frame.WhichOneof("body") == "reject":
+                raise WireError(f"peer refused the state transfer: {frame.reject.reason}")
+            header = frame.state_header
+            if header.num_elements != num_elements:
+                raise WireError(
+                    f"peer's x' has {header.num_elements} elements, this model has {num_elements}"
+                )
+            buffer = bytearray(num_elements * 4)
+            received = 0
+            while True:
+                frame = await stream.expect("state_chunk", "state_end")
+                if frame.WhichOneof("body") == "state_end":
+                    break
+                chunk = frame.state_chunk
+                if chunk.offset != received or received + len(chunk.data) > len(buffer):
+                    raise WireError("state chunk out of order or past the end")
+                buffer[received : received + len(chunk.data)] = chunk.data
+                received += len(chunk.data)
+            if received != len(buffer):
+                raise WireError(f"state transfer ended after {received} of {len(buffer)} bytes")
+    finally:
+        stream.close()
+    values = torch.frombuffer(buffer, dtype=torch.float32).clone()
+    if digest_of(values) != header.digest:
+        raise WireError("downloaded x' does not match the digest its provider announced")
+    return header, values

@@ -1,0 +1,58 @@
+"""Shard layout of the flattened parameter vector and shard ownership by rendezvous hashing.
+
+The vector ``[n]`` is cut into ``num_shards`` contiguous slices of near-equal length. Each shard is
+reduced by one member of the round's roster, its owner: the member with the highest
+``blake2b(run_id, shard, peer_id)`` score. When one member leaves, only the shards it owned move;
+every other shard keeps its owner (and its owner-side error buffer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardLayout:
+    """Contiguous slices of a vector of ``num_elements``; shard ``i`` is ``[bounds[i], bounds[i+1])``."""
+
+    num_elements: int
+    num_shards: int
+
+    def __post_init__(self) -> None:
+        if self.num_elements < 1:
+            raise ValueError(f"num_elements must be positive, got {self.num_elements}")
+        if not 1 <= self.num_shards <= self.num_elements:
+            raise ValueError(f"num_shards must be in [1, {self.num_elements}], got {self.num_shards}")
+
+    def bounds(self, shard: int) -> tuple[int, int]:
+        if not 0 <= shard < self.num_shards:
+            raise IndexError(f"shard {shard} out of range [0, {self.num_shards})")
+        base, extra = divmod(self.num_elements, self.num_shards)
+        start = shard * base + min(shard, extra)
+        return start, start + base + (1 if shard < extra else 0)
+
+    def size(self, shard: int) -> int:
+        start, end = self.bounds(shard)
+        return end - start
+
+
+def shard_count_for(num_elements: int, *, target_shard_elements: int, max_shards: int) -> int:
+    """A shard count that keeps shards near ``target_shard_elements`` without exceeding ``max_shards``."""
+    wanted = -(-num_elements // target_shard_elements)
+    return max(1, min(max_shards, wanted, num_elements))
+
+
+def _score(run_id: str, shard: int, peer_id: bytes) -> int:
+    digest = hashlib.blake2b(
+        run_id.encode() + b"\0" + shard.to_bytes(4, "big") + peer_id, digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big")
+
+
+def assign_owners(run_id: str, num_shards: int, roster: Sequence[bytes]) -> list[bytes]:
+    """Owner of every shard: the roster member with the highest rendezvous score (ties by peer id)."""
+    if not roster:
+        raise ValueError("cannot assign shards to an empty roster")
+    return [max(roster, key=lambda peer: (_score(run_id, shard, peer), peer)) for shard in range(num_shards)]

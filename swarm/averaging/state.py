@@ -1,0 +1,54 @@
+"""The global copy x' and its identity: round id, global step and sha256 digest.
+
+x' lives on the CPU in fp32 and only changes through ``apply_shard`` (plain eager fp32 additions),
+so every member that applies the same decoded bytes in any order of shards ends bit-identical.
+
+Shapes: ``values`` is ``[n]`` fp32, contiguous, on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+
+def digest_of(values: torch.Tensor) -> bytes:
+    """sha256 of the little-endian fp32 bytes of a CPU vector."""
+    return hashlib.sha256(values.numpy().tobytes()).digest()
+
+
+@dataclass
+class GlobalCopy:
+    """x' with the counters that travel with it. ``digest`` is cached and refreshed on change."""
+
+    values: torch.Tensor
+    round: int = 0
+    global_step: int = 0
+    swarm_samples: int = 0
+    _digest: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.values.dtype != torch.float32 or self.values.dim() != 1 or self.values.device.type != "cpu":
+            raise ValueError("x' must be a 1-D fp32 CPU tensor")
+        self.values = self.values.contiguous()
+
+    @property
+    def digest(self) -> bytes:
+        if self._digest is None:
+            self._digest = digest_of(self.values)
+        return self._digest
+
+    def apply_shard(self, start: int, update: torch.Tensor) -> None:
+        self.values[start : start + update.numel()].add_(update)
+        self._digest = None
+
+    def replace(self, values: torch.Tensor, *, round: int, global_step: int, swarm_samples: int) -> None:
+        if values.shape != self.values.shape:
+            raise ValueError(
+                f"replacement x' has shape {tuple(values.shape)}, ours is {tuple(self.values.shape)}"
+            )
+        self.values.copy_(values)
+        self.round, self.global_step, self.swarm_samples = round, global_step, swarm_samples
+        self._digest = None

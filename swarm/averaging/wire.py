@@ -1,0 +1,98 @@
+"""Length-prefixed protobuf frames on a libp2p stream, with byte accounting and size bounds.
+
+A frame is a 4-byte big-endian length followed by a serialised ``swarm.averaging.v1.Frame``.
+Nothing here half-closes a stream: p2pd resets a stream whose writer half-closes, so every
+exchange ends with an explicit message and both sides close after reading it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+"""Frames above this are refused before reading them: no peer can make us buffer more."""
+
+_LENGTH = struct.Struct(">I")
+
+
+class WireError(ConnectionError):
+    """The peer sent something that is not a valid frame, or a frame we did not expect."""
+
+
+@dataclass
+class ByteCounter:
+    """Bytes written to and read from streams, including the length prefixes."""
+
+    sent: int = 0
+    received: int = 0
+
+
+NO_COUNTER = ByteCounter()
+
+
+class FramedStream:
+    """One stream, read and written as frames. ``on_bytes`` reports traffic to metrics."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        counter: ByteCounter = NO_COUNTER,
+        on_bytes: Callable[[int, int], None] | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ):
+        self._reader, self._writer = reader, writer
+        self._counter, self._on_bytes = counter, on_bytes
+        self._max_frame_bytes = max_frame_bytes
+
+    def _count(self, sent: int, received: int) -> None:
+        self._counter.sent += sent
+        self._counter.received += received
+        if self._on_bytes is not None:
+            self._on_bytes(sent, received)
+
+    async def send(self, frame: pb.Frame) -> None:
+        data = frame.SerializeToString()
+        if len(data) > self._max_frame_bytes:
+            raise WireError(f"refusing to send a {len(data)}-byte frame (limit {self._max_frame_bytes})")
+        self._writer.write(_LENGTH.pack(len(data)) + data)
+        await self._writer.drain()
+        self._count(_LENGTH.size + len(data), 0)
+
+    async def recv(self) -> pb.Frame:
+        try:
+            header = await self._reader.readexactly(_LENGTH.size)
+            (length,) = _LENGTH.unpack(header)
+            if length > self._max_frame_bytes:
+                raise WireError(f"peer announced a {length}-byte frame (limit {self._max_frame_bytes})")
+            data = await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError as e:
+            raise WireError("stream closed in the middle of a frame") from e
+        self._count(0, _LENGTH.size + length)
+        frame = pb.Frame()
+        try:
+            frame.ParseFromString(data)
+        except DecodeError as e:
+            raise WireError(f"malformed frame: {e}") from e
+        if frame.WhichOneof("body") is None:
+            raise WireError("frame carries no message")
+        return frame
+
+    async def expect(self, *kinds: str) -> pb.Frame:
+        """Receive one frame whose body is one of ``kinds``; anything else is a WireError."""
+        frame = await self.recv()
+        kind = frame.WhichOneof("body")
+        if kind not in kinds:
+            raise WireError(f"expected {' or '.join(kinds)}, got {kind}")
+        return frame
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,0 +1,94 @@
+"""Codec interface and the exact codecs (fp32, fp16).
+
+A codec turns one shard of a flattened fp32 vector into bytes and back. Every member decodes the
+same bytes with the same fp32 operations, so ``decode(encode(x))`` (written C[x]) is bit-identical
+everywhere; the averaging round relies on that to keep the global copies equal.
+
+Shapes: every tensor here is 1-D, ``[n]``, fp32, on the CPU. Payloads are little-endian.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+class CodecError(ValueError):
+    """A payload that cannot be decoded: wrong length, unknown layout, or non-finite values."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodecContext:
+    """What every member knows about a shard without communicating: lets codecs derive shared masks."""
+
+    round: int
+    """Id of the round the shard belongs to."""
+    shard: int
+    """Index of the shard in the round's layout."""
+
+
+class Codec(Protocol):
+    """Encodes one fp32 shard ``[n]`` to bytes; ``decode`` must reject anything ``encode`` can't produce."""
+
+    name: str
+
+    def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes: ...
+
+    def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor: ...
+
+
+def _check_input(values: torch.Tensor) -> torch.Tensor:
+    if values.dim() != 1:
+        raise ValueError(f"codecs take a 1-D shard, got shape {tuple(values.shape)}")
+    return values.detach().to(device="cpu", dtype=torch.float32).contiguous()
+
+
+def _decode_array(payload: bytes, num_elements: int, dtype: np.dtype, name: str) -> torch.Tensor:
+    expected = num_elements * dtype.itemsize
+    if len(payload) != expected:
+        raise CodecError(
+            f"{name} payload has {len(payload)} bytes, expected {expected} for {num_elements} elements"
+        )
+    array = np.frombuffer(payload, dtype=dtype).astype(np.float32)
+    if not np.isfinite(array).all():
+        raise CodecError(f"{name} payload holds NaN or Inf values")
+    return torch.from_numpy(array)
+
+
+class Fp32Codec:
+    """Exact: the fp32 bytes themselves. C[x] == x."""
+
+    name = "fp32"
+
+    def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
+        return _check_input(values).numpy().astype("<f4", copy=False).tobytes()
+
+    def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        return _decode_array(payload, num_elements, np.dtype("<f4"), self.name)
+
+
+class Fp16Codec:
+    """Half precision, round to nearest even; values beyond fp16's range saturate to +-65504."""
+
+    name = "fp16"
+
+    def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
+        finfo = torch.finfo(torch.float16)
+        half = _check_input(values).clamp(finfo.min, finfo.max).to(torch.float16)
+        return half.numpy().astype("<f2", copy=False).tobytes()
+
+    def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        return _decode_array(payload, num_elements, np.dtype("<f2"), self.name)
+
+
+CODECS: dict[str, Codec] = {codec.name: codec for codec in (Fp32Codec(), Fp16Codec())}
+
+
+def get_codec(name: str) -> Codec:
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise ValueError(f"unknown codec {name!r}; choose one of {sorted(CODECS)}") from None

@@ -1,0 +1,163 @@
+"""DHT records of a run: its configuration, its members, and round rendezvous declarations.
+
+Each record is a small dict of plain values with a version field ``v``; ``from_wire`` validates
+every field and raises RecordError on anything unexpected. Keys are namespaced by run id. Records
+stay far below hivemind's ~16 KB safe value size (see DESIGN.md): bulk data moves over streams.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+RECORD_VERSION = 1
+MAX_RECORD_BYTES = 8 * 1024
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class RecordError(ValueError):
+    """A DHT value that does not parse as the record it should be."""
+
+
+def validate_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} must be 1-64 characters of letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return run_id
+
+
+def config_key(run_id: str) -> str:
+    return f"swarm/{run_id}/config"
+
+
+def members_key(run_id: str) -> str:
+    return f"swarm/{run_id}/members"
+
+
+def rendezvous_key(run_id: str) -> str:
+    return f"swarm/{run_id}/rendezvous"
+
+
+def _typed(raw: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(raw, dict):
+        raise RecordError(f"record is a {type(raw).__name__}, expected a dict")
+    if name not in raw:
+        raise RecordError(f"record lacks field {name!r}")
+    value = raw[name]
+    # bool is an int subclass: never accept it where a number is expected.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise RecordError(f"field {name!r} is a bool")
+    if not isinstance(value, kind):
+        raise RecordError(f"field {name!r} is a {type(value).__name__}")
+    return value
+
+
+def _check_version(raw: Any) -> None:
+    version = _typed(raw, "v", int)
+    if version != RECORD_VERSION:
+        raise RecordError(f"record version {version} is not supported (this node speaks {RECORD_VERSION})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """What every member of a run must agree on. The first node publishes it; joiners adopt it."""
+
+    model: str
+    """Model preset name or the name of a local model directory."""
+    model_hash: str
+    """sha256 of the model's configuration (so two different directories with one name differ)."""
+    data: str
+    """Data source: ``stdlib`` for the embedded corpus, else the names of the local files."""
+    data_hash: str
+    """sha256 of the tokenised training and eval bytes."""
+    codec: str
+    """Codec of the averaging rounds."""
+    seq_len: int
+    """Tokens per training sequence."""
+    batch_size: int
+    """Sequences per local optimizer step."""
+    lr: float
+    """Peak learning rate of the global schedule."""
+    warmup_steps: int
+    """Global steps of linear learning-rate warm-up."""
+    total_steps: int
+    """Global steps of the cosine schedule; the rate stays at its floor afterwards."""
+    weight_decay: float
+    """AdamW weight decay."""
+    seed: int
+    """Seed of the initial weights and of data sampling."""
+    num_shards: int
+    """Shards the flattened vector is cut into for the sharded reduce."""
+    software: str
+    """Version of Swarm's averaging protocol that the run speaks."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> RunSpec:
+        _check_version(raw)
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            kind = {"int": int, "float": (int, float), "str": str}[str(field.type)]
+            values[field.name] = _typed(raw, field.name, kind)
+            if kind is str and len(values[field.name]) > 512:
+                raise RecordError(f"field {field.name!r} is longer than 512 characters")
+        spec = cls(**values)
+        if spec.seq_len < 1 or spec.batch_size < 1 or spec.num_shards < 1 or spec.total_steps < 1:
+            raise RecordError("run spec has non-positive sizes")
+        return spec
+
+    def differences(self, other: RunSpec) -> list[str]:
+        """Human-readable ``field: ours != theirs`` lines, empty when the specs agree."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberRecord:
+    """A live member's heartbeat: where its global copy stands."""
+
+    round: int
+    global_step: int
+    local_steps_per_round: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> MemberRecord:
+        _check_version(raw)
+        record = cls(
+            round=_typed(raw, "round", int),
+            global_step=_typed(raw, "global_step", int),
+            local_steps_per_round=float(_typed(raw, "local_steps_per_round", (int, float))),
+        )
+        if record.round < 0 or record.global_step < 0 or not record.local_steps_per_round >= 0:
+            raise RecordError("member record has negative counters")
+        return record
+
+
+@dataclass(frozen=True, kw_only=True)
+class RendezvousRecord:
+    """A member that is ready for a round declares it; the lowest declared peer id conducts."""
+
+    round: int
+    """Round id of the declaring member's x' (it wants to enter ``round + 1``)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, "round": self.round}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> RendezvousRecord:
+        _check_version(raw)
+        record = cls(round=_typed(raw, "round", int))
+        if record.round < 0:
+            raise RecordError("rendezvous record has a negative round")
+        return record

@@ -1,0 +1,79 @@
+"""Every Prometheus metric of a node, declared in one place.
+
+Metrics live in a registry owned by a ``NodeMetrics`` instance (nothing registers at import).
+Names follow Prometheus conventions: prefix ``swarm_``, base units, ``_total`` for counters, and no
+per-peer or per-step labels.
+
+| metric | type | meaning |
+|---|---|---|
+| swarm_step | gauge | local optimizer steps this node has run |
+| swarm_global_step | gauge | the swarm's global step, carried with x' |
+| swarm_round | gauge | round id of this node's x' |
+| swarm_loss | gauge | training loss of the last local step |
+| swarm_eval_loss | gauge | held-out loss of x', nats per byte |
+| swarm_samples_total | counter | sequences this node trained on |
+| swarm_rounds_total{status} | counter | rounds by outcome: committed, aborted, no_group, repair |
+| swarm_sent_bytes_total | counter | bytes the averager wrote to streams |
+| swarm_received_bytes_total | counter | bytes the averager read from streams |
+| swarm_round_duration_seconds | histogram | from rendezvous to commit |
+| swarm_group_size | gauge | members in the last round |
+| swarm_local_steps_per_round | gauge | local steps before the last round |
+| swarm_aborted_shards_total | counter | shards of committed rounds that nobody applied |
+| swarm_rejected_messages_total | counter | malformed or invalid messages from peers |
+| swarm_repairs_total | counter | times this node replaced its x' from a peer |
+| swarm_peers | gauge | peers this node's libp2p host is connected to |
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.step = Gauge("swarm_step", "Local optimizer steps this node has run", registry=r)
+        self.global_step = Gauge("swarm_global_step", "Global step carried with x'", registry=r)
+        self.round = Gauge("swarm_round", "Round id of this node's x'", registry=r)
+        self.loss = Gauge("swarm_loss", "Training loss of the last local step", registry=r)
+        self.eval_loss = Gauge("swarm_eval_loss", "Held-out loss of x' in nats per byte", registry=r)
+        self.samples = Counter("swarm_samples", "Sequences this node trained on", registry=r)
+        self.rounds = Counter("swarm_rounds", "Rounds by outcome", ["status"], registry=r)
+        self.sent_bytes = Counter("swarm_sent_bytes", "Bytes the averager wrote to streams", registry=r)
+        self.received_bytes = Counter(
+            "swarm_received_bytes", "Bytes the averager read from streams", registry=r
+        )
+        self.round_duration = Histogram(
+            "swarm_round_duration_seconds",
+            "Round time from rendezvous to commit",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120, 300),
+            registry=r,
+        )
+        self.group_size = Gauge("swarm_group_size", "Members in the last round", registry=r)
+        self.local_steps_per_round = Gauge(
+            "swarm_local_steps_per_round", "Local steps before the last round", registry=r
+        )
+        self.aborted_shards = Counter(
+            "swarm_aborted_shards", "Shards of committed rounds nobody applied", registry=r
+        )
+        self.rejected = Counter(
+            "swarm_rejected_messages", "Malformed or invalid messages from peers", registry=r
+        )
+        self.repairs = Counter("swarm_repairs", "Times this node replaced its x' from a peer", registry=r)
+        self.peers = Gauge("swarm_peers", "Connected libp2p peers", registry=r)
+        for status in ("committed", "aborted", "no_group", "repair"):
+            self.rounds.labels(status=status)
+
+    def count_bytes(self, sent: int, received: int) -> None:
+        if sent:
+            self.sent_bytes.inc(sent)
+        if received:
+            self.received_bytes.inc(received)
+
+    def serve(self, port: int, host: str) -> int:
+        """Start the /metrics HTTP server in a thread; returns the bound port (useful with port 0)."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

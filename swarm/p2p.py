@@ -1,0 +1,220 @@
+"""The node's libp2p host and DHT: the one module that talks to hivemind.
+
+A ``SwarmHost`` owns one p2pd daemon (one peer id per node), started in this process, and a
+hivemind DHT process that shares it. Swarm's own protocols are binary stream handlers on that
+daemon. Helper processes die with the node: they share its process group, and the DHT process
+runs a watchdog that kills the daemon and itself when the node's main process disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hivemind.dht import DHT
+from hivemind.p2p import P2P, PeerID
+from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
+from hivemind.utils import get_dht_time
+
+from swarm.averaging.wire import ByteCounter, FramedStream
+from swarm.dht.records import RecordError
+
+logger = logging.getLogger(__name__)
+
+StreamHandler = Callable[[bytes, FramedStream], Awaitable[None]]
+
+
+class BootstrapError(RuntimeError):
+    """No bootstrap peer answered."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostOptions:
+    initial_peers: Sequence[str] = ()
+    host_maddrs: Sequence[str] = ("/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic")
+    announce_maddrs: Sequence[str] = ()
+    identity_path: str | None = None
+    nat_port_map: bool = False
+    startup_timeout_s: float = 20.0
+
+
+# The DHT process is forked from the node; this hook arms its parent-death watchdog.
+_watchdog_target: dict[str, int] = {}
+
+
+def _watch_parent(parent_pid: int, daemon_pid: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            for pid in (daemon_pid, os.getpid()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _arm_watchdog_in_child() -> None:
+    if _watchdog_target.get("parent") == os.getppid():
+        threading.Thread(
+            target=_watch_parent,
+            args=(_watchdog_target["parent"], _watchdog_target["daemon"]),
+            daemon=True,
+            name="swarm-parent-watchdog",
+        ).start()
+
+
+_hook_registered = False
+
+
+@dataclass
+class SwarmHost:
+    """A started node host. Use ``await SwarmHost.start(options)``; always ``await host.shutdown()``."""
+
+    p2p: P2P
+    dht: DHT
+    traffic: ByteCounter = field(default_factory=ByteCounter)
+    on_bytes: Callable[[int, int], None] | None = None
+
+    @classmethod
+    async def start(cls, options: HostOptions) -> SwarmHost:
+        global _hook_registered
+        try:
+            p2p = await P2P.create(
+                initial_peers=list(options.initial_peers) or None,
+                host_maddrs=list(options.host_maddrs),
+                announce_maddrs=list(options.announce_maddrs) or None,
+                identity_path=options.identity_path,
+                nat_port_map=options.nat_port_map,
+                startup_timeout=options.startup_timeout_s,
+            )
+        except P2PDaemonError as e:
+            if options.initial_peers and "bootstrap" in str(e):
+                raise BootstrapError(
+                    f"no bootstrap peer answered (tried {', '.join(options.initial_peers)}): check that the"
+                    " address and its /p2p/ peer id are right, that the peer is running, and that no"
+                    " firewall blocks its port"
+                ) from None
+            raise
+        daemon = p2p._child  # hivemind keeps the daemon process here; we need its pid for the watchdog
+        _watchdog_target.update(parent=os.getpid(), daemon=daemon.pid if daemon is not None else 0)
+        if not _hook_registered:
+            os.register_at_fork(after_in_child=_arm_watchdog_in_child)
+            _hook_registered = True
+        try:
+            dht = DHT(
+                initial_peers=list(options.initial_peers) or None,
+                p2p=p2p,
+                start=True,
+                await_ready=False,
+                num_workers=4,
+            )
+            await asyncio.get_running_loop().run_in_executor(
+                None, dht.wait_until_ready, options.startup_timeout_s
+            )
+        except BaseException:
+            await p2p.shutdown()
+            raise
+        finally:
+            _watchdog_target.clear()
+        return cls(p2p=p2p, dht=dht)
+
+    @property
+    def peer_id(self) -> bytes:
+        return self.p2p.peer_id.to_bytes()
+
+    @property
+    def peer_name(self) -> str:
+        return self.p2p.peer_id.to_base58()
+
+    async def visible_maddrs(self) -> list[str]:
+        maddrs = await self.p2p.get_visible_maddrs()
+        return [str(m) for m in maddrs]
+
+    async def connected_peers(self) -> int:
+        return len(await self.p2p.list_peers())
+
+    # --- streams --------------------------------------------------------------------------------
+
+    def _framed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> FramedStream:
+        return FramedStream(reader, writer, counter=self.traffic, on_bytes=self.on_bytes)
+
+    async def add_handler(self, protocol: str, handler: StreamHandler) -> None:
+        async def _handle(
+            stream_info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            stream = self._framed(reader, writer)
+            try:
+                await handler(stream_info.peer_id.to_bytes(), stream)
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
+                logger.info(
+                    "stream %s from %s ended: %s", protocol, _short(stream_info.peer_id.to_bytes()), e
+                )
+            except Exception:
+                logger.exception("handler %s failed on a stream from %s", protocol, stream_info.peer_id)
+            finally:
+                stream.close()
+
+        await self.p2p.add_binary_stream_handler(protocol, _handle)
+
+    async def open_stream(self, peer: bytes, protocol: str, *, timeout_s: float) -> FramedStream:
+        _, reader, writer = await asyncio.wait_for(
+            self.p2p.call_binary_stream_handler(PeerID(peer), protocol), timeout=timeout_s
+        )
+        return self._framed(reader, writer)
+
+    # --- DHT ----------------------------------------------------------------------------------
+
+    async def dht_store(self, key: str, value: Any, *, ttl_s: float, subkey: str | None = None) -> bool:
+        future = self.dht.store(key, value, get_dht_time() + ttl_s, subkey=subkey, return_future=True)
+        return bool(await future)
+
+    async def dht_get_subkeys(
+        self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
+    ) -> dict[str, Any]:
+        """Every valid ``subkey -> record`` under ``key``; invalid entries are logged and dropped."""
+        found = await self.dht.get(key, latest=latest, return_future=True)
+        if found is None or not isinstance(found.value, dict):
+            return {}
+        records = {}
+        for subkey, item in found.value.items():
+            try:
+                if not isinstance(subkey, str) or len(subkey) > 128:
+                    raise RecordError("subkey is not a short string")
+                records[subkey] = parse(item.value)
+            except RecordError as e:
+                logger.warning("ignoring a malformed DHT record under %s/%r: %s", key, subkey, e)
+        return records
+
+    async def dht_get(self, key: str, parse: Callable[[Any], Any], *, latest: bool = True) -> Any | None:
+        found = await self.dht.get(key, latest=latest, return_future=True)
+        if found is None:
+            return None
+        try:
+            return parse(found.value)
+        except RecordError as e:
+            logger.warning("ignoring a malformed DHT record under %s: %s", key, e)
+            return None
+
+    async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.dht.shutdown)
+        await self.p2p.shutdown()
+
+
+def peer_name(peer: bytes) -> str:
+    return PeerID(peer).to_base58()
+
+
+def peer_from_name(name: str) -> bytes:
+    return PeerID.from_base58(name).to_bytes()
+
+
+def _short(peer: bytes) -> str:
+    return peer_name(peer)[-8:]
