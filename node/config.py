@@ -207,11 +207,16 @@ class OutputConfig:
 
 @dataclass(kw_only=True)
 class FaultConfig:
-    """Failure injection for tests (SWARM_FAULT=round:R,after_results:K,scope:group|process)."""
+    """Test hooks, from the environment only: failure injection and numerical dumps."""
 
     kill_round: int | None = None
+    """SWARM_FAULT=round:R,...: the round in which to die."""
     kill_after_results: int | None = None
+    """SWARM_FAULT=...,after_results:K: die after sending K shard results as an owner."""
     kill_scope: str = "group"
+    """SWARM_FAULT=...,scope:group|process: kill the whole process group or the main process only."""
+    dump_dir: str | None = None
+    """SWARM_DUMP_DIR: save each committed round's delta, results and x' before and after (tests)."""
 
 
 @dataclass(kw_only=True)
@@ -353,6 +358,8 @@ def load_config(
         section, name = FLAGS[flag]
         merged[section][name] = raw
     fault = _parse_fault(environ.get("SWARM_FAULT", ""))
+    if environ.get("SWARM_DUMP_DIR"):
+        fault["dump_dir"] = environ["SWARM_DUMP_DIR"]
     try:
         return NodeConfig(
             **{section: SECTIONS[section](**values) for section, values in merged.items()},

@@ -462,6 +462,9 @@ class Node:
             num_batches=cfg.training.eval_batches,
         )
         await self._loop(host, averager, trainer, copy, corpus.train, spec, evals)
+        for task in self._tasks:  # no heartbeat may outlive the leaving notice
+            task.cancel()
+        await averager.announce_leaving()
         self.progress.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
         self.metrics.eval_loss.set(self.progress.eval_loss)
         self._write_summary(copy, device)
@@ -500,7 +503,10 @@ class Node:
             )
             outcome = await averager.run_round(contribution)
             if outcome.status is Status.COMMITTED:
+                before = copy.values.clone() if self.config.fault.dump_dir else None
                 trainer.apply_round(outcome.updates, copy)
+                if before is not None:
+                    self._dump(outcome, contribution, before, copy)
                 copy.round = outcome.round
                 copy.global_step += outcome.global_step_increment
                 copy.swarm_samples += outcome.samples
@@ -527,6 +533,26 @@ class Node:
                 break
             if out_of_steps:
                 break
+
+    def _dump(
+        self, outcome: RoundOutcome, contribution: Contribution, before: torch.Tensor, copy: GlobalCopy
+    ) -> None:
+        """Numerical record of one committed round, for tests that check the algebra."""
+        assert self.config.fault.dump_dir is not None and self.host is not None
+        folder = Path(self.config.fault.dump_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {
+            "round": outcome.round,
+            "peer": self.host.peer_name,
+            "members": [peer_name(m) for m in outcome.members],
+            "delta": contribution.delta,
+            "local_steps": contribution.local_steps,
+            "before": before,
+            "after": copy.values.clone(),
+            "updates": [(u.shard, u.start, u.aggregate, u.own) for u in outcome.updates],
+            "aborted": outcome.aborted_shards,
+        }
+        torch.save(record, folder / f"{self.host.peer_name}-round{outcome.round}.pt")
 
     def _write_summary(self, copy: GlobalCopy, device: torch.device) -> None:
         path = self.config.output.summary_json

@@ -1,12 +1,13 @@
 """One averaging round on libp2p streams: rendezvous, sharded reduce, transactional commit.
 
-Rendezvous. A member ready for a round declares itself under the run's rendezvous key in the DHT.
-The lowest declared peer id conducts: members open a rendezvous stream to it and send a
-JoinRequest with the round id and digest of their x'. The conductor waits for every live member
-(heartbeats in the DHT) up to a grace time, then fixes one roster: the members whose (round, digest)
-is the majority's. Members with another base get ``included=False`` and repair their x' from a
-peer. A conductor that sees a lower declared peer hands its joiners a Redirect; a busy or
-unreachable candidate is skipped. The roster is fixed before anything is sent.
+Rendezvous. Members publish heartbeats in the DHT; the live member with the lowest peer id
+conducts, so every member picks the same conductor without a vote. A member ready for a round
+opens a rendezvous stream to it and sends a JoinRequest with the round id and digest of its x'; a
+conductor still training holds the request until it gathers. The conductor waits for every live
+member up to a grace time, then fixes one roster: the members whose (round, digest) is the
+majority's. Members with another base get ``included=False`` and repair their x' from a peer. A
+conductor that learns of a lower live peer hands its joiners a Redirect; a busy or unreachable
+candidate is skipped for the attempt. The roster is fixed before anything is sent.
 
 Reduce. Shards go to owners by rendezvous hashing over the roster. Every member sends its encoded
 part of each shard to the shard's owner on one shard stream per owner and waits on that stream
@@ -23,6 +24,7 @@ minority and it repairs from a peer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -38,7 +40,7 @@ from swarm.averaging.shards import ShardLayout, assign_owners
 from swarm.averaging.state import GlobalCopy, digest_of
 from swarm.averaging.wire import FramedStream, WireError
 from swarm.compression.codecs import Codec, CodecContext, CodecError
-from swarm.dht.records import MemberRecord, RendezvousRecord, members_key, rendezvous_key
+from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import SwarmHost, peer_from_name, peer_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
@@ -178,6 +180,7 @@ class Averager:
         self.timing = timing
         self._on_send = on_send or (lambda kind: None)
         self._gathering: _Gathering | None = None
+        self._gathering_open = asyncio.Event()
         self._owner_groups: dict[bytes, _OwnerGroup] = {}
         self._groups_changed = asyncio.Event()
         self._owner_error: dict[int, torch.Tensor] = {}
@@ -193,6 +196,17 @@ class Averager:
         await self.host.add_handler(_protocol(self.run_id, "rendezvous"), self._handle_join)
         await self.host.add_handler(_protocol(self.run_id, "shard"), self._handle_shard)
         await self.host.add_handler(_protocol(self.run_id, "state"), self._handle_state)
+
+    async def announce_leaving(self) -> None:
+        """Mark our DHT records as leaving, so that conductors stop waiting for us."""
+        # A subkey keeps the value with the latest expiration: outlive the records we stored before.
+        ttl_s = max(self.timing.join_timeout_s, self.timing.heartbeat_ttl_s) + 1.0
+        name = self.host.peer_name
+        record = MemberRecord(
+            round=self.copy.round, global_step=self.copy.global_step, local_steps_per_round=0, leaving=True
+        )
+        with contextlib.suppress(Exception):
+            await self.host.dht_store(members_key(self.run_id), record.to_wire(), ttl_s=ttl_s, subkey=name)
 
     async def shutdown(self) -> None:
         for task in list(self._background):
@@ -227,15 +241,9 @@ class Averager:
                 logger.warning("ignoring a member record with a malformed peer id %r", name)
         return live
 
-    async def _declared(self) -> list[bytes]:
-        records = await self.host.dht_get_subkeys(rendezvous_key(self.run_id), RendezvousRecord.from_wire)
-        peers = []
-        for name in records:
-            try:
-                peers.append(peer_from_name(name))
-            except ValueError:
-                logger.warning("ignoring a rendezvous record with a malformed peer id %r", name)
-        return peers
+    async def _live_peers(self) -> set[bytes]:
+        """Members with a fresh heartbeat that have not announced they are leaving, and us."""
+        return {p for p, record in (await self.live_members()).items() if not record.leaving} | {self.me}
 
     def _join_request(self, contribution: Contribution) -> pb.JoinRequest:
         return pb.JoinRequest(
@@ -253,22 +261,16 @@ class Averager:
             raise ValueError("contribution delta must have the shape of x'")
         started = time.monotonic()
         request = self._join_request(contribution)
-        await self.host.dht_store(
-            rendezvous_key(self.run_id),
-            RendezvousRecord(round=self.copy.round).to_wire(),
-            ttl_s=self.timing.join_timeout_s,
-            subkey=self.host.peer_name,
-        )
         deadline = started + self.timing.join_timeout_s
         skip: set[bytes] = set()
         target: bytes | None = None
         joined: tuple[pb.Roster, FramedStream | None, _Gathering | None] | None = None
         while joined is None and time.monotonic() < deadline:
             if target is None:
-                candidates = sorted(set(await self._declared()) - skip | {self.me})
+                candidates = sorted((await self._live_peers() - skip) | {self.me})
                 target = candidates[0]
             if target == self.me:
-                outcome = await self._conduct(request, deadline)
+                outcome = await self._conduct(request, deadline, skip)
             else:
                 outcome = await self._join(target, request, deadline)
             if isinstance(outcome, tuple):
@@ -324,22 +326,22 @@ class Averager:
     # ------------------------------------------------------------------ rendezvous: conductor side
 
     async def _conduct(
-        self, request: pb.JoinRequest, deadline: float
+        self, request: pb.JoinRequest, deadline: float, skip: set[bytes]
     ) -> tuple[pb.Roster, None, _Gathering] | bytes | None:
         gathering = _Gathering()
         gathering.requests[self.me] = request
         self._gathering = gathering
+        self._gathering_open.set()
         started = time.monotonic()
         t = self.timing
         try:
             while True:
-                declared = await self._declared()
-                lower = [p for p in declared if p < self.me]
+                live = await self._live_peers()
+                lower = [p for p in live if p < self.me and p not in skip]
                 if lower:
                     target = min(lower)
                     self._close_gathering(gathering, pb.Frame(redirect=pb.Redirect(conductor=target)))
                     return target
-                live = set(await self.live_members()) | {self.me}
                 joined = set(gathering.requests)
                 waited = time.monotonic() - started
                 enough = len(joined) >= t.min_group
@@ -354,6 +356,7 @@ class Averager:
                 except TimeoutError:
                     pass
             gathering.closed = True
+            self._gathering_open.clear()
             rosters = self._make_rosters(gathering)
             for peer, future in gathering.replies.items():
                 if not future.done():
@@ -364,9 +367,11 @@ class Averager:
         finally:
             if self._gathering is gathering:
                 self._gathering = None
+                self._gathering_open.clear()
 
     def _close_gathering(self, gathering: _Gathering, reply: pb.Frame) -> None:
         gathering.closed = True
+        self._gathering_open.clear()
         for future in gathering.replies.values():
             if not future.done():
                 future.set_result(reply)
@@ -444,10 +449,16 @@ class Averager:
             logger.warning("rejected a malformed join request from %s", _short(peer))
             await stream.send(pb.Frame(busy=pb.Busy(reason="malformed join request")))
             return
-        gathering = self._gathering
-        if gathering is None or gathering.closed:
-            await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
-            return
+        # Everyone picks the same conductor; one that is still training (or just closed a roster)
+        # keeps the joiner waiting for its next gathering rather than splitting the group.
+        waited_until = time.monotonic() + 2 * self.timing.join_grace_s
+        while (gathering := self._gathering) is None or gathering.closed:
+            remaining = waited_until - time.monotonic()
+            if remaining <= 0:
+                await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gathering_open.wait(), timeout=remaining)
         reply: asyncio.Future[pb.Frame] = asyncio.get_running_loop().create_future()
         gathering.requests[peer] = request
         gathering.replies[peer] = reply

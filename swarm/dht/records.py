@@ -1,4 +1,4 @@
-"""DHT records of a run: its configuration, its members, and round rendezvous declarations.
+"""DHT records of a run: its configuration and its members' heartbeats.
 
 Each record is a small dict of plain values with a version field ``v``; ``from_wire`` validates
 every field and raises RecordError on anything unexpected. Keys are namespaced by run id. Records
@@ -35,10 +35,6 @@ def config_key(run_id: str) -> str:
 
 def members_key(run_id: str) -> str:
     return f"swarm/{run_id}/members"
-
-
-def rendezvous_key(run_id: str) -> str:
-    return f"swarm/{run_id}/rendezvous"
 
 
 def _typed(raw: Any, name: str, kind: type | tuple[type, ...]) -> Any:
@@ -127,6 +123,8 @@ class MemberRecord:
     round: int
     global_step: int
     local_steps_per_round: float
+    leaving: bool = False
+    """Set by a node that leaves gracefully: conductors stop waiting for it."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"v": RECORD_VERSION, **asdict(self)}
@@ -138,26 +136,8 @@ class MemberRecord:
             round=_typed(raw, "round", int),
             global_step=_typed(raw, "global_step", int),
             local_steps_per_round=float(_typed(raw, "local_steps_per_round", (int, float))),
+            leaving=_typed(raw, "leaving", bool),
         )
         if record.round < 0 or record.global_step < 0 or not record.local_steps_per_round >= 0:
             raise RecordError("member record has negative counters")
-        return record
-
-
-@dataclass(frozen=True, kw_only=True)
-class RendezvousRecord:
-    """A member that is ready for a round declares it; the lowest declared peer id conducts."""
-
-    round: int
-    """Round id of the declaring member's x' (it wants to enter ``round + 1``)."""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"v": RECORD_VERSION, "round": self.round}
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> RendezvousRecord:
-        _check_version(raw)
-        record = cls(round=_typed(raw, "round", int))
-        if record.round < 0:
-            raise RecordError("rendezvous record has a negative round")
         return record

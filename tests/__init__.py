@@ -1,0 +1,1 @@
+"""Swarm's tests, layered by cost: unit, protocol, swarm (real processes), gpu."""

@@ -1,0 +1,159 @@
+"""Real node processes on loopback: start them, wait for their files, and reap whole process groups.
+
+Every node is ``python -m node join`` in its own session (process group), so SIGKILL of the group
+takes its DHT process and p2pd with it; the fixture kills every group it started, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.swarm
+
+
+def make_identity(path: Path) -> str:
+    """Write a fresh peer key to ``path`` and return its peer id (base58)."""
+    code = (
+        "import sys; from hivemind.p2p import P2P, PeerID; P2P.generate_identity(sys.argv[1]); "
+        "print(PeerID.from_identity(open(sys.argv[1], 'rb').read()).to_base58())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    workdir: Path
+    process: subprocess.Popen
+    log: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status_path(self) -> Path:
+        return self.workdir / f"{self.name}.status.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.workdir / f"{self.name}.summary.json"
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_path.read_text())
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_for(self, predicate, *, timeout_s: float, what: str) -> dict[str, Any]:
+        """Poll the status file until ``predicate(status)`` holds; fail with the log if it never does."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status is not None and predicate(status):
+                return status
+            if self.process.poll() is not None and not (status is not None and predicate(status)):
+                pytest.fail(
+                    f"{self.name} exited ({self.process.returncode}) before {what}:\n{self.log_tail()}"
+                )
+            time.sleep(0.2)
+        pytest.fail(f"{self.name}: timed out waiting for {what}:\n{self.log_tail()}")
+
+    def wait_exit(self, timeout_s: float) -> int:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.name} did not exit within {timeout_s}s:\n{self.log_tail()}")
+
+
+class Swarm:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.nodes: list[NodeProcess] = []
+
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, identity: Path | None = None
+    ) -> NodeProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "node",
+            "join",
+            "--host-maddr",
+            "/ip4/127.0.0.1/tcp/0",
+            "--threads",
+            "1",
+            "--status-file",
+            str(self.workdir / f"{name}.status.json"),
+            "--summary-json",
+            str(self.workdir / f"{name}.summary.json"),
+            *args,
+        ]
+        if identity is not None:
+            command += ["--identity", str(identity)]
+        log = self.workdir / f"{name}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                start_new_session=True,
+            )
+        node = NodeProcess(name, self.workdir, process, log)
+        self.nodes.append(node)
+        return node
+
+    def first_maddr(self, node: NodeProcess) -> str:
+        return node.wait_for(lambda s: bool(s.get("maddrs")), timeout_s=120, what="its addresses")["maddrs"][
+            0
+        ]
+
+    def reap(self) -> None:
+        for node in self.nodes:
+            try:
+                os.killpg(node.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node.process.wait(timeout=30)
+
+
+@pytest.fixture
+def swarm(tmp_path: Path) -> Iterator[Swarm]:
+    s = Swarm(tmp_path)
+    try:
+        yield s
+    finally:
+        s.reap()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still exists (zombies of our own children excepted)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, process_group = fields[0], int(fields[2])
+        if process_group == pgid and state != "Z":
+            return True
+    return False

@@ -1,0 +1,224 @@
+"""Real node processes on loopback: training together, the round algebra, failures mid-round, joiners.
+
+Each test starts ``swarm-node join`` processes with small deterministic settings (``--local-steps``
+per round, ``--min-group``) so that rosters are predictable, and reads what the nodes wrote: status
+files, summary JSON and, where the algebra is checked, per-round dumps (SWARM_DUMP_DIR).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.swarm.conftest import Swarm, group_alive, make_identity
+
+pytestmark = pytest.mark.swarm
+
+COMMON = ["--join-grace", "20", "--eval-every", "1000", "--num-shards", "16"]
+
+
+def _digests(summary: dict) -> dict[int, str]:
+    return {entry["round"]: entry["digest"] for entry in summary["history"]}
+
+
+def _load_dumps(folder: Path, round_id: int) -> dict[str, dict]:
+    return {
+        path.name.split("-round")[0]: torch.load(path, weights_only=False)
+        for path in folder.glob(f"*-round{round_id}.pt")
+    }
+
+
+def test_two_nodes_train_together_and_agree_on_every_round(swarm: Swarm) -> None:
+    a = swarm.start(
+        "a", "--run-id", "pair", "--local-steps", "3", "--min-group", "2", "--max-rounds", "4", *COMMON
+    )
+    b = swarm.start(
+        "b",
+        "--run-id",
+        "pair",
+        "--peer",
+        swarm.first_maddr(a),
+        "--local-steps",
+        "3",
+        "--min-group",
+        "2",
+        "--max-rounds",
+        "4",
+        *COMMON,
+    )
+    assert a.wait_exit(240) == 0, a.log_tail()
+    assert b.wait_exit(240) == 0, b.log_tail()
+    sa, sb = a.summary(), b.summary()
+    shared = set(_digests(sa)) & set(_digests(sb))
+    assert len(shared) >= 3, (sa["history"], sb["history"])
+    for round_id in shared:
+        assert _digests(sa)[round_id] == _digests(sb)[round_id], f"x' differs after round {round_id}"
+    assert all(entry["group_size"] == 2 for entry in sa["history"] if entry["round"] in shared)
+    for s in (sa, sb):
+        assert s["bytes_sent"] > 0 and s["bytes_received"] > 0
+        assert s["last_loss"] < 5.5
+        assert {"run_id", "peer_id", "final_step", "rounds_completed", "digest", "eval_loss"} <= set(s)
+
+
+def test_aggregate_is_the_mean_of_member_deltas(swarm: Swarm, tmp_path: Path) -> None:
+    """Members with unequal work (2 vs 5 local steps): the committed C[Delta] equals the float64 mean."""
+    dumps = tmp_path / "dumps"
+    env = {"SWARM_DUMP_DIR": str(dumps)}
+    a = swarm.start(
+        "a",
+        "--run-id",
+        "mean",
+        "--local-steps",
+        "2",
+        "--min-group",
+        "2",
+        "--max-rounds",
+        "3",
+        *COMMON,
+        env=env,
+    )
+    b = swarm.start(
+        "b",
+        "--run-id",
+        "mean",
+        "--peer",
+        swarm.first_maddr(a),
+        "--local-steps",
+        "5",
+        "--min-group",
+        "2",
+        "--max-rounds",
+        "3",
+        *COMMON,
+        env=env,
+    )
+    assert a.wait_exit(240) == 0, a.log_tail()
+    assert b.wait_exit(240) == 0, b.log_tail()
+    checked = 0
+    for round_id in range(1, 10):
+        records = _load_dumps(dumps, round_id)
+        if len(records) != 2:
+            continue
+        first = next(iter(records.values()))
+        assert len(first["members"]) == 2
+        reference = sum(r["delta"].double() for r in records.values()) / 2
+        assert not torch.equal(*[r["delta"] for r in records.values()])
+        for record in records.values():
+            assert not record["aborted"]
+            for _shard, start, aggregate, own in record["updates"]:
+                expected = reference[start : start + aggregate.numel()]
+                torch.testing.assert_close(aggregate.double(), expected, rtol=0, atol=1e-6)
+                assert own is not None
+            # x' after = x' before + C[Delta], applied once, on every member alike.
+            total = torch.zeros_like(record["before"])
+            for _shard, start, aggregate, _own in record["updates"]:
+                total[start : start + aggregate.numel()] = aggregate
+            assert torch.equal(record["after"], record["before"] + total)
+        afters = [r["after"] for r in records.values()]
+        assert torch.equal(afters[0], afters[1])
+        checked += 1
+    assert checked >= 2, "too few rounds with both members"
+
+
+@pytest.mark.parametrize("scope", ["group", "process"])
+def test_member_killed_mid_round_leaves_survivors_identical(swarm: Swarm, tmp_path: Path, scope: str) -> None:
+    """The owner with the highest peer id (never the conductor) dies after 3 of its result sends."""
+    keys = {f"n{i}": tmp_path / f"n{i}.key" for i in range(3)}
+    ids = {name: make_identity(path) for name, path in keys.items()}
+    victim = max(ids, key=lambda name: ids[name])
+    dumps = tmp_path / "dumps"
+    kill_round = 3
+    args = ["--run-id", "kill", "--local-steps", "2", "--min-group", "3", "--max-rounds", "6", *COMMON]
+    order = sorted(ids, key=lambda name: ids[name])  # the conductor (lowest id) first
+    nodes = {}
+    for name in order:
+        env = {"SWARM_DUMP_DIR": str(dumps)}
+        if name == victim:
+            env["SWARM_FAULT"] = f"round:{kill_round},after_results:3,scope:{scope}"
+        peer = [] if not nodes else ["--peer", swarm.first_maddr(nodes[order[0]])]
+        nodes[name] = swarm.start(name, *args, *peer, env=env, identity=keys[name])
+    dead = nodes[victim]
+    assert dead.wait_exit(300) == -9, dead.log_tail()
+    # Its helpers (DHT process, p2pd) die with it: at once for the group, by the watchdog otherwise.
+    deadline = time.monotonic() + 30
+    while group_alive(dead.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not group_alive(dead.process.pid), "the killed node's helper processes outlived it"
+
+    survivors = [nodes[name] for name in order if name != victim]
+    for node in survivors:
+        assert node.wait_exit(300) == 0, node.log_tail()
+    summaries = [node.summary() for node in survivors]
+    records = _load_dumps(dumps, kill_round)
+    survivor_records = [records[s["peer_id"]] for s in summaries if s["peer_id"] in records]
+    assert len(survivor_records) == 2, f"survivors did not both commit round {kill_round}"
+    first, second = survivor_records
+    assert first["members"] == second["members"] and len(first["members"]) == 3
+    assert first["aborted"] == second["aborted"]
+    assert first["aborted"], "the victim's shards should have been aborted"
+    assert len(first["updates"]) > 0, "the other owners' shards should have committed"
+    assert torch.equal(first["after"], second["after"])
+    for record in survivor_records:  # nothing applied twice: after = before + each committed shard once
+        total = torch.zeros_like(record["before"])
+        for _shard, start, aggregate, _own in record["updates"]:
+            total[start : start + aggregate.numel()] = aggregate
+        assert torch.equal(record["after"], record["before"] + total)
+    assert _digests(summaries[0])[kill_round] == _digests(summaries[1])[kill_round]
+    for round_id in set(_digests(summaries[0])) & set(_digests(summaries[1])):
+        assert _digests(summaries[0])[round_id] == _digests(summaries[1])[round_id]
+
+
+def test_late_joiner_catches_up_and_agrees(swarm: Swarm) -> None:
+    a = swarm.start(
+        "a", "--run-id", "late", "--local-steps", "2", "--min-group", "2", "--max-rounds", "8", *COMMON
+    )
+    maddr = swarm.first_maddr(a)
+    b = swarm.start(
+        "b",
+        "--run-id",
+        "late",
+        "--peer",
+        maddr,
+        "--local-steps",
+        "2",
+        "--min-group",
+        "2",
+        "--max-rounds",
+        "8",
+        *COMMON,
+    )
+    a.wait_for(lambda s: s["round"] >= 3, timeout_s=240, what="round 3")
+    c = swarm.start(
+        "c", "--run-id", "late", "--peer", maddr, "--local-steps", "2", "--max-rounds", "3", *COMMON
+    )
+    for node in (a, b, c):
+        assert node.wait_exit(300) == 0, node.log_tail()
+    sa, sc = a.summary(), c.summary()
+    shared = set(_digests(sa)) & set(_digests(sc))
+    assert shared and min(_digests(sc)) > 3, "the joiner should start from the swarm's round, not from 0"
+    for round_id in shared:
+        assert _digests(sa)[round_id] == _digests(sc)[round_id]
+
+
+def test_unreachable_peer_gives_one_line_error() -> None:
+    fake = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
+    result = subprocess.run(
+        [sys.executable, "-m", "node", "join", "--peer", fake, "--host-maddr", "/ip4/127.0.0.1/tcp/0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [
+        line for line in (result.stdout + result.stderr).splitlines() if line.startswith("swarm-node: error")
+    ]
+    assert len(errors) == 1
+    assert fake in errors[0] and re.search(r"no bootstrap peer answered", errors[0])
+    assert "firewall" in errors[0] and "run id" in errors[0]
+    assert "Traceback" not in result.stdout + result.stderr

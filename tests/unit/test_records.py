@@ -1,0 +1,63 @@
+"""DHT records: round trips and validation of untrusted values."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm.dht.records import MemberRecord, RecordError, RunSpec, validate_run_id
+
+SPEC = RunSpec(
+    model="tiny",
+    model_hash="a" * 64,
+    data="stdlib",
+    data_hash="b" * 64,
+    codec="fp32",
+    seq_len=128,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=50,
+    total_steps=3000,
+    weight_decay=0.01,
+    seed=0,
+    num_shards=16,
+    software="swarm-averaging/1",
+)
+
+
+def test_run_spec_round_trips_and_reports_differences() -> None:
+    assert RunSpec.from_wire(SPEC.to_wire()) == SPEC
+    other = RunSpec.from_wire({**SPEC.to_wire(), "lr": 1e-3})
+    assert SPEC.differences(other) == ["lr: 0.003 != 0.001"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not a dict",
+        {**SPEC.to_wire(), "v": 2},
+        {**SPEC.to_wire(), "seq_len": "128"},
+        {**SPEC.to_wire(), "seq_len": True},
+        {**SPEC.to_wire(), "seq_len": 0},
+        {**SPEC.to_wire(), "model": "x" * 600},
+        {k: v for k, v in SPEC.to_wire().items() if k != "codec"},
+    ],
+)
+def test_malformed_run_specs_are_rejected(raw) -> None:
+    with pytest.raises(RecordError):
+        RunSpec.from_wire(raw)
+
+
+def test_member_records() -> None:
+    record = MemberRecord(round=3, global_step=10, local_steps_per_round=2.5, leaving=False)
+    assert MemberRecord.from_wire(record.to_wire()) == record
+    with pytest.raises(RecordError):
+        MemberRecord.from_wire({**record.to_wire(), "round": -1})
+    with pytest.raises(RecordError):
+        MemberRecord.from_wire({**record.to_wire(), "leaving": "no"})
+
+
+@pytest.mark.parametrize("bad", ["", "-x", "a b", "x" * 65, "ü"])
+def test_run_ids_are_validated(bad: str) -> None:
+    with pytest.raises(ValueError):
+        validate_run_id(bad)
+    assert validate_run_id("demo-1.2_x") == "demo-1.2_x"
