@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(join)
     demo = commands.add_parser("demo", help="train with a local swarm of N node processes on this machine")
     demo.add_argument("--nodes", type=int, default=3, help="node processes to start (default 3)")
-    demo.add_argument("--steps", type=int, default=300, help="local steps per node (default 300)")
+    demo.add_argument("--steps", type=int, default=150, help="local steps per node (default 150)")
     demo.add_argument("--model", default="tiny", help="model preset or local model folder (default tiny)")
     demo.add_argument("--codec", default="fp32", help="averaging codec (default fp32)")
     demo.add_argument("--round-period", type=float, default=4.0, help="seconds between rounds (default 4)")

@@ -27,7 +27,7 @@ START_TIMEOUT_S = 180.0
 @dataclass(frozen=True, kw_only=True)
 class DemoOptions:
     nodes: int = 3
-    steps: int = 300
+    steps: int = 150
     model: str = "tiny"
     codec: str = "fp32"
     round_period_s: float = 4.0

@@ -521,7 +521,7 @@ class Node:
                 self.metrics.eval_loss.set(p.eval_loss)
             logger.info(
                 "round %d %s: group %d, %d shards aborted, %.2fs, loss %.3f, eval %s",
-                outcome.round,
+                outcome.round or copy.round + 1,
                 outcome.status.value,
                 len(outcome.members),
                 len(outcome.aborted_shards),

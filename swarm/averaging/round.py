@@ -269,14 +269,15 @@ class Averager:
             if target is None:
                 candidates = sorted((await self._live_peers() - skip) | {self.me})
                 target = candidates[0]
+            attempt: tuple[pb.Roster, FramedStream | None, _Gathering | None] | bytes | None
             if target == self.me:
-                outcome = await self._conduct(request, deadline, skip)
+                attempt = await self._conduct(request, deadline, skip)
             else:
-                outcome = await self._join(target, request, deadline)
-            if isinstance(outcome, tuple):
-                joined = outcome
-            elif isinstance(outcome, bytes):
-                target = outcome if outcome not in skip else None
+                attempt = await self._join(target, request, deadline)
+            if isinstance(attempt, tuple):
+                joined = attempt
+            elif isinstance(attempt, bytes):
+                target = attempt if attempt not in skip else None
             else:  # busy, unreachable or gave up: skip it for this attempt, re-read the DHT
                 if target != self.me:
                     skip.add(target)
@@ -292,9 +293,9 @@ class Averager:
                 repair_from=list(roster.repair_from),
                 duration_s=time.monotonic() - started,
             )
-        outcome = await self._reduce_and_commit(roster, contribution, conductor_stream, gathering)
-        outcome.duration_s = time.monotonic() - started
-        return outcome
+        result = await self._reduce_and_commit(roster, contribution, conductor_stream, gathering)
+        result.duration_s = time.monotonic() - started
+        return result
 
     async def _join(
         self, conductor: bytes, request: pb.JoinRequest, deadline: float

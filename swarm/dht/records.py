@@ -98,7 +98,8 @@ class RunSpec:
         _check_version(raw)
         values: dict[str, Any] = {}
         for field in fields(cls):
-            kind = {"int": int, "float": (int, float), "str": str}[str(field.type)]
+            kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
+            kind = kinds[str(field.type)]
             values[field.name] = _typed(raw, field.name, kind)
             if kind is str and len(values[field.name]) > 512:
                 raise RecordError(f"field {field.name!r} is longer than 512 characters")

@@ -1,0 +1,155 @@
+"""Benchmark: time and bytes of one averaging round, 2 and 4 real nodes on loopback, fp32 vs fp16.
+
+Each setting starts N ``swarm-node join`` processes (one torch thread each) in deterministic mode
+(one local step per round, the whole group required), lets them run R rounds, and reads their
+summaries: bytes each node wrote per round (length prefixes included, at the stream layer), the
+median round time (rendezvous to commit) and the median transfer time (roster to last result).
+
+    python benchmarks/round_loopback.py [--model small] [--rounds 8] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) -> dict:
+    processes, summaries = [], []
+    run_id = f"bench-{nodes}-{codec}-{os.getpid()}"
+    base = [
+        sys.executable,
+        "-m",
+        "node",
+        "join",
+        "--run-id",
+        run_id,
+        "--host-maddr",
+        "/ip4/127.0.0.1/tcp/0",
+        "--threads",
+        "1",
+        "--local-steps",
+        "1",
+        "--min-group",
+        str(nodes),
+        "--join-grace",
+        "60",
+        "--max-rounds",
+        str(rounds),
+        "--eval-every",
+        "100000",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "64",
+    ]
+    try:
+        for index in range(nodes):
+            status = workdir / f"{run_id}-{index}.status.json"
+            summary = workdir / f"{run_id}-{index}.summary.json"
+            summaries.append(summary)
+            command = [*base, "--status-file", str(status), "--summary-json", str(summary)]
+            if index == 0:
+                command += ["--model", model, "--codec", codec]
+            else:
+                first = workdir / f"{run_id}-0.status.json"
+                deadline = time.monotonic() + 180
+                while not first.exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                command += ["--peer", json.loads(first.read_text())["maddrs"][0]]
+            with open(workdir / f"{run_id}-{index}.log", "w") as log:
+                processes.append(
+                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                )
+        for process in processes:
+            if process.wait(timeout=900) != 0:
+                raise RuntimeError(f"a node failed; see logs in {workdir}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    data = [json.loads(path.read_text()) for path in summaries]
+    full = [[h for h in d["history"] if h["group_size"] == nodes] for d in data]
+    durations = [h["duration_s"] for history in full for h in history[1:]]
+    transfers = [h["transfer_s"] for history in full for h in history[1:]]
+    bytes_per_round = [d["bytes_sent"] / max(1, len(h)) for d, h in zip(data, full, strict=True)]
+    return {
+        "nodes": nodes,
+        "codec": codec,
+        "rounds_with_full_group": min(len(h) for h in full),
+        "median_round_s": statistics.median(durations),
+        "median_transfer_s": statistics.median(transfers),
+        "sent_bytes_per_node_per_round": statistics.median(bytes_per_round),
+        "digests_agree": all(
+            len({d["history"][i]["digest"] for d in data}) == 1
+            for i in range(min(len(d["history"]) for d in data))
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="small")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
+        for nodes in (2, 4):
+            for codec in ("fp32", "fp16"):
+                result = run_setting(nodes, codec, args.model, args.rounds, Path(tmp))
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    import torch
+
+    from swarm.models import build_model, resolve_model
+
+    parameters = sum(p.numel() for p in build_model(resolve_model(args.model), seed=0).parameters())
+    today = dt.date.today().isoformat()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": "round_loopback",
+        "date": today,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "torch": torch.__version__,
+        "model": args.model,
+        "parameters": parameters,
+        "fp32_bytes_of_model": 4 * parameters,
+        "rounds": args.rounds,
+        "results": results,
+    }
+    (out / f"round_loopback-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [
+        f"# Round time and bytes on loopback ({today})",
+        "",
+        f"Machine: {record['machine']}; torch {record['torch']}; model `{args.model}` ({parameters:,} parameters,"
+        f" {4 * parameters / 1e6:.1f} MB in fp32); {args.rounds} rounds per setting, one local step per round,"
+        " one torch thread per node; bytes are what each node wrote to its streams per round.",
+        "",
+        "| nodes | codec | median round s | median transfer s | MB sent per node per round | x' digests agree |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['nodes']} | {r['codec']} | {r['median_round_s']:.2f} | {r['median_transfer_s']:.2f} |"
+            f" {r['sent_bytes_per_node_per_round'] / 1e6:.2f} | {r['digests_agree']} |"
+        )
+    (out / f"round_loopback-{today}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

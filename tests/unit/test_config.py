@@ -1,0 +1,72 @@
+"""The config tree: sources and their precedence, validation, and the example config that ships."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_loads() -> None:
+    config = load_config(file=str(ROOT / "deploy" / "node.example.toml"), cli={}, environ={})
+    assert config.output.metrics_port == 9100
+    assert config.network.host_maddrs[0] == "/ip4/0.0.0.0/tcp/31337"
+    assert config.run.explicit() == {}
+
+
+def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nrun_id = "from-file"\nlr = 0.01\n[training]\nmax_rounds = 3\n')
+    config = load_config(file=str(path), cli={}, environ={"SWARM_RUN_ID": "from-env"})
+    assert (config.run.run_id, config.run.lr, config.training.max_rounds) == ("from-env", 0.01, 3)
+    config = load_config(file=str(path), cli={"run-id": "from-flag"}, environ={"SWARM_RUN_ID": "from-env"})
+    assert config.run.run_id == "from-flag"
+    config = load_config(
+        file=None, cli={}, environ={"SWARM_PEER": "/ip4/1.2.3.4/tcp/1/p2p/Qm1,/ip4/1.2.3.5/tcp/1/p2p/Qm2"}
+    )
+    assert len(config.network.peers) == 2
+
+
+@pytest.mark.parametrize(
+    ("cli", "environ", "message"),
+    [
+        ({"codec": "zip"}, {}, "codec"),
+        ({"lr": 5.0}, {}, "lr"),
+        ({"device": "tpu"}, {}, "device"),
+        ({"peer": ["/ip4/1.2.3.4/tcp/1"]}, {}, "/p2p/"),
+        ({"peer": ["1.2.3.4:31337"]}, {}, "multiaddr"),
+        ({}, {"SWARM_MAX_ROUNDS": "many"}, "max_rounds"),
+        ({"run-id": "bad id"}, {}, "run id"),
+        ({"round-period": 0.0}, {}, "round_period_s"),
+    ],
+)
+def test_bad_values_are_clear_errors(cli, environ, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(file=None, cli=cli, environ=environ)
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(file=str(tmp_path / "missing.toml"), cli={}, environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[nonsense]\nx = 1\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(file=str(bad), cli={}, environ={})
+    bad.write_text("[training]\nmax_rounds = 'three'\n")
+    with pytest.raises(ConfigError, match="max_rounds"):
+        load_config(file=str(bad), cli={}, environ={})
+
+
+def test_fault_injection_comes_from_the_environment_only() -> None:
+    config = load_config(file=None, cli={}, environ={"SWARM_FAULT": "round:3,after_results:2,scope:process"})
+    assert (config.fault.kill_round, config.fault.kill_after_results, config.fault.kill_scope) == (
+        3,
+        2,
+        "process",
+    )
+    with pytest.raises(ConfigError, match="SWARM_FAULT"):
+        load_config(file=None, cli={}, environ={"SWARM_FAULT": "explode"})

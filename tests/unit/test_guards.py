@@ -1,0 +1,35 @@
+"""Import boundaries: `import swarm` is side-effect free and pulls in no networking stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CHECK = """
+import sys, threading
+before = threading.active_count()
+import swarm, swarm.compression, swarm.averaging.shards, swarm.averaging.reduce, swarm.dht.records
+import swarm.data, swarm.averaging.state
+assert threading.active_count() == before, "importing swarm started a thread"
+for banned in ("grpc", "hivemind", "libp2p", "prometheus_client"):
+    assert banned not in sys.modules, banned + " was imported"
+import torch
+assert not torch.cuda.is_initialized(), "CUDA was initialised at import"
+print("ok")
+"""
+
+
+def test_importing_the_core_has_no_side_effects() -> None:
+    result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_the_pure_centre_imports_no_protocol_code() -> None:
+    code = (
+        "import sys; import swarm.compression, swarm.averaging.reduce, swarm.averaging.shards;"
+        "print(sorted(m for m in sys.modules if m.startswith(('swarm.p2p', 'swarm.averaging.round', 'swarm.averaging.wire', 'hivemind'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
