@@ -345,7 +345,13 @@ class Node:
             self.metrics.aborted_shards.inc(len(outcome.aborted_shards))
             p.aborted_shards += len(outcome.aborted_shards)
             p.history.append(
-                {"round": copy.round, "digest": copy.digest.hex(), "group_size": len(outcome.members)}
+                {
+                    "round": copy.round,
+                    "digest": copy.digest.hex(),
+                    "group_size": len(outcome.members),
+                    "duration_s": round(outcome.duration_s, 4),
+                    "transfer_s": round(outcome.transfer_s, 4),
+                }
             )
             del p.history[:-1000]
         self.metrics.round.set(copy.round)
