@@ -1,0 +1,63 @@
+"""Algorithm 1 for one member: what a committed round does to x_i and x'."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from node.trainer import LocalTrainer, lr_at
+from swarm.averaging.round import ShardUpdate
+from swarm.averaging.state import GlobalCopy
+
+
+def _trainer() -> LocalTrainer:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Linear(3, 2))
+    return LocalTrainer(
+        model,
+        device=torch.device("cpu"),
+        peak_lr=1e-3,
+        warmup_steps=2,
+        total_steps=10,
+        weight_decay=0.0,
+        batch_size=2,
+        micro_batch=None,
+        joiner_warmup_steps=0,
+    )
+
+
+def test_round_keeps_the_unsent_residual_and_moves_both_copies() -> None:
+    trainer = _trainer()
+    n = trainer.num_elements
+    copy = GlobalCopy(trainer.flat() - torch.randn(n) * 0.1)  # x' differs from x_i by a delta
+    delta = trainer.flat() - copy.values
+    sent = delta.half().float()  # C[delta_i] of a lossy codec
+    aggregate = torch.randn(n) * 0.01  # C[Delta]
+    half = n // 2
+    updates = [
+        ShardUpdate(shard=0, start=0, aggregate=aggregate[:half], own=sent[:half]),  # included
+        ShardUpdate(shard=1, start=half, aggregate=aggregate[half:], own=None),  # not included
+    ]
+    before_copy = copy.values.clone()
+    trainer.apply_round(updates, copy)
+    torch.testing.assert_close(copy.values, before_copy + aggregate, rtol=0, atol=0)
+    residual = trainer.flat() - copy.values
+    torch.testing.assert_close(residual[:half], (delta - sent)[:half], rtol=0, atol=1e-6)
+    torch.testing.assert_close(residual[half:], delta[half:], rtol=0, atol=1e-6)
+
+
+def test_shards_not_committed_change_nothing() -> None:
+    trainer = _trainer()
+    copy = GlobalCopy(trainer.flat().clone())
+    digest, own = copy.digest, trainer.flat()
+    trainer.apply_round([], copy)
+    assert copy.digest == digest and torch.equal(trainer.flat(), own)
+
+
+def test_schedule_warms_up_then_decays_to_its_floor() -> None:
+    peak = 1.0
+    values = [lr_at(s, peak=peak, warmup_steps=10, total_steps=100) for s in range(0, 200, 5)]
+    assert values[0] == 0.1 and values[2] == 1.0
+    assert all(a >= b for a, b in itertools.pairwise(values[2:]))
+    assert abs(values[-1] - 0.1) < 1e-9
