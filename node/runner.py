@@ -172,12 +172,15 @@ class Node:
         await host.dht_store(key, spec.to_wire(), ttl_s=SPEC_TTL_S)
         return spec
 
-    async def _catch_up(self, averager: Averager, copy: GlobalCopy, trainer: LocalTrainer) -> None:
-        """A joiner first takes x' (and its round and step) from the most advanced live member."""
+    async def _fetch_from_any(
+        self, peers: list[bytes], copy: GlobalCopy
+    ) -> tuple[bytes, torch.Tensor] | None:
+        """Replace x' (and its counters) with the first peer's copy that downloads and verifies.
+
+        Returns the peer and our previous x', or None when no peer could send its copy.
+        """
         assert self.host is not None
-        members = await averager.live_members()
-        members.pop(self.host.peer_id, None)
-        for peer, _record in sorted(members.items(), key=lambda item: -item[1].round):
+        for peer in peers:
             try:
                 header, values = await fetch_state(
                     self.host,
@@ -190,48 +193,43 @@ class Node:
             except Exception as e:
                 logger.warning("could not fetch x' from %s: %s", peer_name(peer)[-8:], e)
                 continue
+            old = copy.values.clone()
             copy.replace(
                 values, round=header.round, global_step=header.global_step, swarm_samples=header.swarm_samples
             )
-            trainer.load_flat(values)
             logger.info(
-                "caught up from %s: round %d, global step %d",
+                "took x' from %s: round %d, global step %d",
                 peer_name(peer)[-8:],
                 header.round,
                 header.global_step,
             )
+            return peer, old
+        return None
+
+    async def _catch_up(self, averager: Averager, copy: GlobalCopy, trainer: LocalTrainer) -> None:
+        """A joiner first takes x' (and its round and step) from the most advanced live member."""
+        assert self.host is not None
+        members = {p: r for p, r in (await averager.live_members()).items() if not r.leaving}
+        members.pop(self.host.peer_id, None)
+        ranked = sorted(members, key=lambda peer: -members[peer].round)
+        if await self._fetch_from_any(ranked, copy) is not None:
+            trainer.load_flat(copy.values)
             return
         if members:
             raise NodeError("no live member of the run could send its x'; try again in a moment")
         logger.warning("no live member to catch up from: starting from the run's initial weights")
 
     async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> None:
-        assert self.host is not None
-        for peer in outcome.repair_from:
-            try:
-                header, values = await fetch_state(
-                    self.host,
-                    peer,
-                    run_id=self.config.run.run_id,
-                    num_elements=copy.values.numel(),
-                    connect_timeout_s=5.0,
-                    timeout_s=600.0,
-                )
-            except Exception as e:
-                logger.warning("repair from %s failed: %s", peer_name(peer)[-8:], e)
-                continue
-            old = copy.values.clone()
-            copy.replace(
-                values, round=header.round, global_step=header.global_step, swarm_samples=header.swarm_samples
+        fetched = await self._fetch_from_any(outcome.repair_from, copy)
+        if fetched is None:
+            logger.warning(
+                "round %d: could not repair x' from any of %d peers", outcome.round, len(outcome.repair_from)
             )
-            trainer.adopt_global_change(old, copy.values)
-            self.progress.repairs += 1
-            self.metrics.repairs.inc()
-            logger.info("repaired x' from %s: now at round %d", peer_name(peer)[-8:], header.round)
             return
-        logger.warning(
-            "round %d: could not repair x' from any of %d peers", outcome.round, len(outcome.repair_from)
-        )
+        _peer, old = fetched
+        trainer.adopt_global_change(old, copy.values)
+        self.progress.repairs += 1
+        self.metrics.repairs.inc()
 
     # --- background tasks ---------------------------------------------------------------------
 
