@@ -21,6 +21,7 @@ from tests.swarm.conftest import Swarm, group_alive, make_identity
 
 pytestmark = pytest.mark.swarm
 
+DEAD_PEER = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
 COMMON = ["--join-grace", "20", "--eval-every", "1000", "--num-shards", "16"]
 
 
@@ -39,10 +40,13 @@ def test_two_nodes_train_together_and_agree_on_every_round(swarm: Swarm) -> None
     a = swarm.start(
         "a", "--run-id", "pair", "--local-steps", "3", "--min-group", "2", "--max-rounds", "4", *COMMON
     )
+    # The first --peer is dead: any live one of several must do.
     b = swarm.start(
         "b",
         "--run-id",
         "pair",
+        "--peer",
+        DEAD_PEER,
         "--peer",
         swarm.first_maddr(a),
         "--local-steps",
@@ -210,7 +214,7 @@ def test_late_joiner_catches_up_and_agrees(swarm: Swarm) -> None:
 
 
 def test_unreachable_peer_gives_one_line_error() -> None:
-    fake = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
+    fake = DEAD_PEER
     result = subprocess.run(
         [sys.executable, "-m", "node", "join", "--peer", fake, "--host-maddr", "/ip4/127.0.0.1/tcp/0"],
         capture_output=True,
