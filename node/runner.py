@@ -70,6 +70,8 @@ class Progress:
     peers: int = 0
     aborted_shards: int = 0
     repairs: int = 0
+    rejections: int = 0
+    local_steps_last_round: int = 0
 
 
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
@@ -236,8 +238,11 @@ class Node:
     async def _heartbeat(self, copy: GlobalCopy) -> None:
         assert self.host is not None
         while True:
-            steps = self.metrics.local_steps_per_round._value.get()
-            record = MemberRecord(round=copy.round, global_step=copy.global_step, local_steps_per_round=steps)
+            record = MemberRecord(
+                round=copy.round,
+                global_step=copy.global_step,
+                local_steps_per_round=float(self.progress.local_steps_last_round),
+            )
             with contextlib.suppress(Exception):
                 await self.host.dht_store(
                     members_key(self.config.run.run_id),
@@ -355,7 +360,8 @@ class Node:
         self.metrics.round.set(copy.round)
         self.metrics.global_step.set(copy.global_step)
         if self.averager is not None:
-            self.metrics.rejected.inc(self.averager.rejections - self.metrics.rejected._value.get())
+            self.metrics.rejected.inc(self.averager.rejections - p.rejections)
+            p.rejections = self.averager.rejections
 
     async def run(self) -> int:
         cfg = self.config
@@ -515,6 +521,7 @@ class Node:
                 copy.global_step += outcome.global_step_increment
                 copy.swarm_samples += outcome.samples
                 self.metrics.local_steps_per_round.set(p.steps_since_round)
+                p.local_steps_last_round = p.steps_since_round
                 p.steps_since_round = p.samples_since_round = 0
             elif outcome.status is Status.REPAIR:
                 await self._repair(outcome, copy, trainer)
