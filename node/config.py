@@ -215,6 +215,8 @@ class FaultConfig:
     """SWARM_FAULT=...,after_results:K: die after sending K shard results as an owner."""
     kill_scope: str = "group"
     """SWARM_FAULT=...,scope:group|process: kill the whole process group or the main process only."""
+    diverge_round: int | None = None
+    """SWARM_FAULT=diverge:R: perturb our x' after committing round R (tests the digest repair)."""
     dump_dir: str | None = None
     """SWARM_DUMP_DIR: save each committed round's delta, results and x' before and after (tests)."""
 
@@ -320,6 +322,8 @@ def _parse_fault(spec: str) -> dict[str, Any]:
             values["kill_round"] = int(value)
         elif key == "after_results":
             values["kill_after_results"] = int(value)
+        elif key == "diverge":
+            values["diverge_round"] = int(value)
         elif key == "scope" and value in ("group", "process"):
             values["kill_scope"] = value
         else:

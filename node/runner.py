@@ -74,6 +74,15 @@ class Progress:
     local_steps_last_round: int = 0
 
 
+MAX_SHARD_BYTES = 32 * 1024 * 1024
+
+
+def shards_for(requested: int, num_elements: int) -> int:
+    """The run's shard count, raised so that no fp32 shard exceeds MAX_SHARD_BYTES (same on every member)."""
+    needed = -(-4 * num_elements // MAX_SHARD_BYTES)
+    return min(num_elements, max(requested, needed))
+
+
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
     values = run.resolved()
     return RunSpec(
@@ -175,7 +184,7 @@ class Node:
         return spec
 
     async def _fetch_from_any(
-        self, peers: list[bytes], copy: GlobalCopy
+        self, peers: list[bytes], copy: GlobalCopy, *, min_round: int = 0
     ) -> tuple[bytes, torch.Tensor] | None:
         """Replace x' (and its counters) with the first peer's copy that downloads and verifies.
 
@@ -189,6 +198,7 @@ class Node:
                     peer,
                     run_id=self.config.run.run_id,
                     num_elements=copy.values.numel(),
+                    min_round=min_round,
                     connect_timeout_s=5.0,
                     timeout_s=600.0,
                 )
@@ -222,7 +232,8 @@ class Node:
         logger.warning("no live member to catch up from: starting from the run's initial weights")
 
     async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> None:
-        fetched = await self._fetch_from_any(outcome.repair_from, copy)
+        # The providers are committing this very round: ask for its result, not the copy before it.
+        fetched = await self._fetch_from_any(outcome.repair_from, copy, min_round=outcome.round)
         if fetched is None:
             logger.warning(
                 "round %d: could not repair x' from any of %d peers", outcome.round, len(outcome.repair_from)
@@ -429,7 +440,7 @@ class Node:
             run_id=cfg.run.run_id,
             codec=get_codec(spec.codec),
             global_copy=copy,
-            num_shards=min(spec.num_shards, copy.values.numel()),
+            num_shards=shards_for(spec.num_shards, copy.values.numel()),
             timing=timing,
             on_send=self._on_send,
         )
@@ -517,6 +528,9 @@ class Node:
                 trainer.apply_round(outcome.updates, copy)
                 if before is not None:
                     self._dump(outcome, contribution, before, copy)
+                if self.config.fault.diverge_round == copy.round:
+                    logger.warning("fault injection: perturbing x' after round %d", copy.round)
+                    copy.apply_shard(0, torch.full((1,), 1e-3))
                 copy.round = outcome.round
                 copy.global_step += outcome.global_step_increment
                 copy.swarm_samples += outcome.samples
@@ -525,6 +539,8 @@ class Node:
                 p.steps_since_round = p.samples_since_round = 0
             elif outcome.status is Status.REPAIR:
                 await self._repair(outcome, copy, trainer)
+            if outcome.status in (Status.COMMITTED, Status.REPAIR):
+                await averager.copy_advanced()
             self._record(outcome, copy)
             committed = p.rounds[Status.COMMITTED.value]
             if outcome.status is Status.COMMITTED and committed % training.eval_every_rounds == 0:

@@ -23,7 +23,7 @@ from hivemind.p2p import P2P, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
-from swarm.averaging.wire import ByteCounter, FramedStream
+from swarm.averaging.wire import ByteCounter, FramedStream, WireError
 from swarm.dht.records import RecordError
 
 logger = logging.getLogger(__name__)
@@ -142,20 +142,32 @@ class SwarmHost:
 
     # --- streams --------------------------------------------------------------------------------
 
-    def _framed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> FramedStream:
-        return FramedStream(reader, writer, counter=self.traffic, on_bytes=self.on_bytes)
+    def _framed(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_bytes: int
+    ) -> FramedStream:
+        return FramedStream(
+            reader, writer, counter=self.traffic, on_bytes=self.on_bytes, max_frame_bytes=max_frame_bytes
+        )
 
-    async def add_handler(self, protocol: str, handler: StreamHandler) -> None:
+    async def add_handler(self, protocol: str, handler: StreamHandler, *, max_frame_bytes: int) -> None:
+        """Serve ``protocol``; frames a peer sends above ``max_frame_bytes`` end its stream unread."""
+
         async def _handle(
             stream_info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            stream = self._framed(reader, writer)
+            stream = self._framed(reader, writer, max_frame_bytes)
             try:
                 await handler(stream_info.peer_id.to_bytes(), stream)
+            except WireError as e:
+                logger.warning(
+                    "rejected a stream %s from %s: %s", protocol, _short(stream_info.peer_id.to_bytes()), e
+                )
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
                 logger.info(
                     "stream %s from %s ended: %s", protocol, _short(stream_info.peer_id.to_bytes()), e
                 )
+            except asyncio.CancelledError:  # the node is shutting down
+                pass
             except Exception:
                 logger.exception("handler %s failed on a stream from %s", protocol, stream_info.peer_id)
             finally:
@@ -163,11 +175,13 @@ class SwarmHost:
 
         await self.p2p.add_binary_stream_handler(protocol, _handle)
 
-    async def open_stream(self, peer: bytes, protocol: str, *, timeout_s: float) -> FramedStream:
+    async def open_stream(
+        self, peer: bytes, protocol: str, *, timeout_s: float, max_frame_bytes: int
+    ) -> FramedStream:
         _, reader, writer = await asyncio.wait_for(
             self.p2p.call_binary_stream_handler(PeerID(peer), protocol), timeout=timeout_s
         )
-        return self._framed(reader, writer)
+        return self._framed(reader, writer, max_frame_bytes)
 
     # --- DHT ----------------------------------------------------------------------------------
 

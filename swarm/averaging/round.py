@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -48,6 +49,14 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1"
 STATE_CHUNK_BYTES = 1 << 20
+CONTROL_FRAME_BYTES = 64 * 1024
+"""Limit for rendezvous and state-request frames: they carry ids, digests and counters only."""
+STATE_FRAME_BYTES = STATE_CHUNK_BYTES + 4096
+MAX_STATE_STREAMS = 2
+"""State transfers served at once: each holds a copy of x'."""
+MAX_JOIN_WEIGHT = 1000.0
+MAX_JOIN_SAMPLES = 1 << 40
+MAX_JOIN_LOCAL_STEPS = 1 << 20
 
 
 def _protocol(run_id: str, name: str) -> str:
@@ -140,22 +149,35 @@ class _Gathering:
         self.replies: dict[bytes, asyncio.Future[pb.Frame]] = {}
         self.receipts: dict[bytes, asyncio.Future[pb.Receipt]] = {}
         self.commit: asyncio.Future[pb.Commit] = asyncio.get_running_loop().create_future()
+        self.my_base: tuple[int, bytes] | None = None
         self.changed = asyncio.Event()
         self.closed = False
 
 
 class _OwnerGroup:
-    """An owner's side of one round: parts per owned shard until the deadline, then the results."""
+    """An owner's side of one round: parts per owned shard until the deadline, then the results.
+
+    A result future resolves to None when the shard has no result (no valid part arrived).
+    """
 
     def __init__(self, roster: pb.Roster, layout: ShardLayout, shards: list[int], deadline: float):
         self.roster = roster
-        self.weights = {m.peer_id: m.weight for m in roster.members}
+        self.weights = {bytes(m.peer_id): m.weight for m in roster.members}
         self.layout, self.shards, self.deadline = layout, shards, deadline
         self.parts: dict[int, dict[bytes, tuple[float, torch.Tensor]]] = {s: {} for s in shards}
         self.failed: dict[int, set[bytes]] = {s: set() for s in shards}
         self.arrived = asyncio.Event()
         loop = asyncio.get_running_loop()
-        self.results: dict[int, asyncio.Future[pb.ShardResult]] = {s: loop.create_future() for s in shards}
+        self.results: dict[int, asyncio.Future[pb.ShardResult | None]] = {
+            s: loop.create_future() for s in shards
+        }
+        self.pending_error: dict[int, torch.Tensor | None] = {}
+        """Owner-side residuals of this round, kept only for shards that commit."""
+
+    def resolve_missing(self) -> None:
+        for future in self.results.values():
+            if not future.done():
+                future.set_result(None)
 
     def complete(self) -> bool:
         return all(len(self.parts[s]) + len(self.failed[s]) >= len(self.weights) for s in self.shards)
@@ -186,6 +208,11 @@ class Averager:
         self._owner_error: dict[int, torch.Tensor] = {}
         self._transfer_ema_s: float | None = None
         self._background: set[asyncio.Task] = set()
+        self._copy_advanced = asyncio.Condition()
+        self._state_slots = asyncio.Semaphore(MAX_STATE_STREAMS)
+        # A part is at most one shard in fp32 (the widest codec) plus the frame's own fields.
+        largest_shard = max(self.layout.size(s) for s in range(self.layout.num_shards))
+        self.shard_frame_bytes = 4 * largest_shard + 4096
         self.rejections = 0
 
     @property
@@ -193,20 +220,32 @@ class Averager:
         return self.host.peer_id
 
     async def start(self) -> None:
-        await self.host.add_handler(_protocol(self.run_id, "rendezvous"), self._handle_join)
-        await self.host.add_handler(_protocol(self.run_id, "shard"), self._handle_shard)
-        await self.host.add_handler(_protocol(self.run_id, "state"), self._handle_state)
+        await self.host.add_handler(
+            _protocol(self.run_id, "rendezvous"), self._handle_join, max_frame_bytes=CONTROL_FRAME_BYTES
+        )
+        await self.host.add_handler(
+            _protocol(self.run_id, "shard"), self._handle_shard, max_frame_bytes=self.shard_frame_bytes
+        )
+        await self.host.add_handler(
+            _protocol(self.run_id, "state"), self._handle_state, max_frame_bytes=CONTROL_FRAME_BYTES
+        )
+
+    async def copy_advanced(self) -> None:
+        """The node tells us x' moved (a commit or a repair): wakes state requests waiting for a round."""
+        async with self._copy_advanced:
+            self._copy_advanced.notify_all()
 
     async def announce_leaving(self) -> None:
-        """Mark our DHT records as leaving, so that conductors stop waiting for us."""
+        """Mark our member record as leaving, so that conductors stop waiting for us."""
         # A subkey keeps the value with the latest expiration: outlive the records we stored before.
         ttl_s = max(self.timing.join_timeout_s, self.timing.heartbeat_ttl_s) + 1.0
-        name = self.host.peer_name
         record = MemberRecord(
             round=self.copy.round, global_step=self.copy.global_step, local_steps_per_round=0, leaving=True
         )
         with contextlib.suppress(Exception):
-            await self.host.dht_store(members_key(self.run_id), record.to_wire(), ttl_s=ttl_s, subkey=name)
+            await self.host.dht_store(
+                members_key(self.run_id), record.to_wire(), ttl_s=ttl_s, subkey=self.host.peer_name
+            )
 
     async def shutdown(self) -> None:
         for task in list(self._background):
@@ -217,6 +256,7 @@ class Averager:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     def _transfer_deadline_s(self) -> float:
@@ -225,7 +265,11 @@ class Averager:
             return t.min_transfer_s
         return min(t.max_transfer_s, max(t.min_transfer_s, t.transfer_factor * self._transfer_ema_s))
 
-    def _record_transfer(self, seconds: float) -> None:
+    def _record_transfer(self, seconds: float, deadline_s: float) -> None:
+        # A transfer that ran into the deadline measures the deadline, not the network: feeding it
+        # back would ratchet the deadline up round after round.
+        if seconds >= 0.9 * deadline_s:
+            return
         ema = self._transfer_ema_s
         self._transfer_ema_s = seconds if ema is None else 0.7 * ema + 0.3 * seconds
 
@@ -243,7 +287,13 @@ class Averager:
 
     async def _live_peers(self) -> set[bytes]:
         """Members with a fresh heartbeat that have not announced they are leaving, and us."""
-        return {p for p, record in (await self.live_members()).items() if not record.leaving} | {self.me}
+        try:
+            async with asyncio.timeout(self.timing.connect_timeout_s):
+                records = await self.live_members()
+        except Exception as e:  # the DHT is unreachable for now: act on what we know, ourselves
+            logger.warning("could not read the member list from the DHT: %s", e)
+            return {self.me}
+        return {p for p, record in records.items() if not record.leaving} | {self.me}
 
     def _join_request(self, contribution: Contribution) -> pb.JoinRequest:
         return pb.JoinRequest(
@@ -286,29 +336,60 @@ class Averager:
         if joined is None:
             return RoundOutcome(status=Status.NO_GROUP, duration_s=time.monotonic() - started)
         roster, conductor_stream, gathering = joined
-        if not roster.included:
+        problem = self._roster_problem(roster)
+        if problem is not None or not roster.included:
+            if conductor_stream is not None:
+                conductor_stream.close()
+            if problem is not None:
+                self.rejections += 1
+                logger.warning("refusing a roster for round %d: %s", roster.round, problem)
+                return RoundOutcome(status=Status.ABORTED, duration_s=time.monotonic() - started)
             return RoundOutcome(
                 status=Status.REPAIR,
                 round=roster.round,
-                repair_from=list(roster.repair_from),
+                repair_from=[bytes(p) for p in roster.repair_from if bytes(p) != self.me],
                 duration_s=time.monotonic() - started,
             )
         result = await self._reduce_and_commit(roster, contribution, conductor_stream, gathering)
         result.duration_s = time.monotonic() - started
         return result
 
+    def _roster_problem(self, roster: pb.Roster) -> str | None:
+        """Why a roster from a conductor (an untrusted peer) cannot be acted on, or None."""
+        members = [bytes(m.peer_id) for m in roster.members]
+        if roster.num_shards != self.layout.num_shards:
+            return f"{roster.num_shards} shards, the run uses {self.layout.num_shards}"
+        if not members or members != sorted(set(members)):
+            return "members are empty, unsorted or repeated"
+        if (self.me in members) != roster.included:
+            return "the roster's member list contradicts its included flag"
+        if not (0 < roster.deadline_s <= 2 * self.timing.max_transfer_s):
+            return f"deadline {roster.deadline_s} s is outside (0, {2 * self.timing.max_transfer_s}]"
+        if any(not (0 < m.weight <= MAX_JOIN_WEIGHT) for m in roster.members):
+            return "a member weight is out of range"
+        if roster.included and (
+            roster.round != self.copy.round + 1 or roster.base_digest != self.copy.digest
+        ):
+            return "it includes us on a base other than our x'"
+        if not roster.included and len(roster.repair_from) > 16:
+            return "too many repair sources"
+        return None
+
     async def _join(
         self, conductor: bytes, request: pb.JoinRequest, deadline: float
     ) -> tuple[pb.Roster, FramedStream, None] | bytes | None:
         try:
             stream = await self.host.open_stream(
-                conductor, _protocol(self.run_id, "rendezvous"), timeout_s=self.timing.connect_timeout_s
+                conductor,
+                _protocol(self.run_id, "rendezvous"),
+                timeout_s=self.timing.connect_timeout_s,
+                max_frame_bytes=CONTROL_FRAME_BYTES,
             )
         except Exception as e:
             logger.info("conductor %s unreachable: %s", _short(conductor), e)
             return None
         try:
-            await stream.send(pb.Frame(join=request))
+            await asyncio.wait_for(stream.send(pb.Frame(join=request)), timeout=self.timing.connect_timeout_s)
             frame = await asyncio.wait_for(
                 stream.expect("roster", "redirect", "busy"), timeout=max(0.1, deadline - time.monotonic())
             )
@@ -320,7 +401,7 @@ class Averager:
         if kind == "roster":
             return frame.roster, stream, None
         stream.close()
-        if kind == "redirect":
+        if kind == "redirect" and len(frame.redirect.conductor) <= 64:
             return bytes(frame.redirect.conductor)
         return None
 
@@ -331,6 +412,7 @@ class Averager:
     ) -> tuple[pb.Roster, None, _Gathering] | bytes | None:
         gathering = _Gathering()
         gathering.requests[self.me] = request
+        gathering.my_base = (request.round, bytes(request.digest))
         self._gathering = gathering
         self._gathering_open.set()
         started = time.monotonic()
@@ -352,10 +434,8 @@ class Averager:
                     self._close_gathering(gathering, pb.Frame(busy=pb.Busy(reason="not enough members")))
                     return None
                 gathering.changed.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(gathering.changed.wait(), timeout=0.25)
-                except TimeoutError:
-                    pass
             gathering.closed = True
             self._gathering_open.clear()
             rosters = self._make_rosters(gathering)
@@ -378,10 +458,16 @@ class Averager:
                 future.set_result(reply)
 
     def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
-        bases = Counter((r.round, r.digest) for r in gathering.requests.values())
-        (base_round, base_digest), _ = max(bases.items(), key=lambda item: (item[1], item[0][0], item[0][1]))
+        bases = Counter((r.round, bytes(r.digest)) for r in gathering.requests.values())
+        # The majority's base; on a tie the conductor's own (a stranger cannot win a tie with a
+        # made-up round id), then the higher round.
+        (base_round, base_digest), _ = max(
+            bases.items(), key=lambda item: (item[1], item[0] == gathering.my_base, item[0][0], item[0][1])
+        )
         included = sorted(
-            p for p, r in gathering.requests.items() if (r.round, r.digest) == (base_round, base_digest)
+            p
+            for p, r in gathering.requests.items()
+            if (r.round, bytes(r.digest)) == (base_round, base_digest)
         )
         members = [
             pb.Member(
@@ -414,16 +500,23 @@ class Averager:
     async def _coordinate_commit(self, gathering: _Gathering, roster: pb.Roster) -> None:
         margin = self._margin(roster)
         wait_s = roster.deadline_s + 2 * margin
-        receipts: list[pb.Receipt] = []
         done, _ = await asyncio.wait(list(gathering.receipts.values()), timeout=wait_s)
-        for future in done:
-            if not future.cancelled() and future.exception() is None:
-                receipts.append(future.result())
-        shards = set(range(roster.num_shards))
+        receipts = [f.result() for f in done if not f.cancelled() and f.exception() is None]
+        # A shard commits when every reporting member holds its result, with the same bytes.
+        digests: dict[int, set[bytes]] = {}
+        holders: Counter[int] = Counter()
         for receipt in receipts:
-            shards &= set(receipt.shards)
-        if not receipts:
-            shards = set()
+            for shard, digest in zip(receipt.shards, receipt.result_digests, strict=False):
+                digests.setdefault(shard, set()).add(bytes(digest))
+                holders[shard] += 1
+        shards = {s for s, n in holders.items() if n == len(receipts) and len(digests[s]) == 1}
+        split = [s for s, d in digests.items() if len(d) > 1]
+        if split:
+            logger.warning(
+                "round %d: owners sent different bytes to different members for shards %s",
+                roster.round,
+                split,
+            )
         commit = pb.Commit(group_id=roster.group_id, shards=sorted(shards))
         gathering.commit.set_result(commit)
         logger.info(
@@ -439,16 +532,28 @@ class Averager:
     def _margin(roster: pb.Roster) -> float:
         return max(1.0, 0.5 * roster.deadline_s)
 
+    def _join_problem(self, request: pb.JoinRequest) -> str | None:
+        if request.run_id != self.run_id:
+            return f"this node trains run {self.run_id!r}"
+        if len(request.digest) != 32:
+            return "digest is not 32 bytes"
+        if not (0 < request.weight <= MAX_JOIN_WEIGHT):
+            return f"weight {request.weight} is outside (0, {MAX_JOIN_WEIGHT}]"
+        if request.samples > MAX_JOIN_SAMPLES or request.local_steps > MAX_JOIN_LOCAL_STEPS:
+            return "sample or step counts are implausibly large"
+        if request.round > self.copy.round + 1_000_000:
+            return "round id is implausibly far ahead"
+        return None
+
     async def _handle_join(self, peer: bytes, stream: FramedStream) -> None:
         frame = await asyncio.wait_for(stream.expect("join"), timeout=self.timing.connect_timeout_s)
         request = frame.join
-        if request.run_id != self.run_id:
-            await stream.send(pb.Frame(busy=pb.Busy(reason=f"this node trains run {self.run_id!r}")))
-            return
-        if len(request.digest) != 32 or not (request.weight > 0 and request.weight < float("inf")):
-            self.rejections += 1
-            logger.warning("rejected a malformed join request from %s", _short(peer))
-            await stream.send(pb.Frame(busy=pb.Busy(reason="malformed join request")))
+        problem = self._join_problem(request)
+        if problem is not None:
+            if request.run_id == self.run_id:
+                self.rejections += 1
+                logger.warning("rejected a join request from %s: %s", _short(peer), problem)
+            await stream.send(pb.Frame(busy=pb.Busy(reason=problem)))
             return
         # Everyone picks the same conductor; one that is still training (or just closed a roster)
         # keeps the joiner waiting for its next gathering rather than splitting the group.
@@ -464,21 +569,44 @@ class Averager:
         gathering.requests[peer] = request
         gathering.replies[peer] = reply
         gathering.changed.set()
-        answer = await asyncio.wait_for(reply, timeout=self.timing.join_timeout_s)
+        # Watch the stream while waiting: a joiner that gives up (closes) must not enter the roster.
+        gone = asyncio.ensure_future(stream.recv())
+        try:
+            await asyncio.wait(
+                {reply, gone}, timeout=self.timing.join_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            gone.cancel()
+            if not reply.done() and not gathering.closed:
+                gathering.requests.pop(peer, None)
+                gathering.replies.pop(peer, None)
+                gathering.changed.set()
+        if not reply.done():
+            return
+        answer = reply.result()
         await stream.send(answer)
         if answer.WhichOneof("body") != "roster" or not answer.roster.included:
             return
         roster = answer.roster
         margin = self._margin(roster)
+        commit_ready = time.monotonic() + roster.deadline_s + 3 * margin
         try:
             receipt = await asyncio.wait_for(stream.expect("receipt"), timeout=roster.deadline_s + 2 * margin)
         except (TimeoutError, WireError, ConnectionError):
             logger.info("round %d: no receipt from %s", roster.round, _short(peer))
+            gathering.receipts[peer].cancel()  # gone: the commit need not wait for it
             return
-        if receipt.receipt.group_id == roster.group_id and not gathering.receipts[peer].done():
+        valid = (
+            receipt.receipt.group_id == roster.group_id
+            and len(receipt.receipt.shards) == len(receipt.receipt.result_digests)
+            and len(receipt.receipt.shards) <= roster.num_shards
+        )
+        if valid and not gathering.receipts[peer].done():
             gathering.receipts[peer].set_result(receipt.receipt)
-        commit = await asyncio.shield(gathering.commit)
-        await stream.send(pb.Frame(commit=commit))
+        commit = await asyncio.wait_for(
+            asyncio.shield(gathering.commit), timeout=max(0.1, commit_ready - time.monotonic())
+        )
+        await asyncio.wait_for(stream.send(pb.Frame(commit=commit)), timeout=self.timing.connect_timeout_s)
 
     # ------------------------------------------------------------------ reduce and commit
 
@@ -491,52 +619,62 @@ class Averager:
     ) -> RoundOutcome:
         roster_time = time.monotonic()
         members = [bytes(m.peer_id) for m in roster.members]
-        layout = ShardLayout(num_elements=self.layout.num_elements, num_shards=roster.num_shards)
+        layout = self.layout
         owners = assign_owners(self.run_id, layout.num_shards, members)
         margin = self._margin(roster)
         my_shards = [s for s, owner in enumerate(owners) if owner == self.me]
+        group_id = bytes(roster.group_id)
         group = _OwnerGroup(roster, layout, my_shards, roster_time + roster.deadline_s)
-        self._owner_groups[bytes(roster.group_id)] = group
+        self._owner_groups[group_id] = group
         self._groups_changed.set()
-        self._spawn(self._finish_owned_shards(group))
+        try:
+            self._spawn(self._finish_owned_shards(group))
+            # Encode every part once; C[delta_i] is what this member subtracts if its part is included.
+            parts: dict[int, pb.ShardPart] = {}
+            own_decoded: dict[int, torch.Tensor] = {}
+            for shard in range(layout.num_shards):
+                start, end = layout.bounds(shard)
+                ctx = CodecContext(round=roster.round, shard=shard)
+                payload = self.codec.encode(contribution.delta[start:end], ctx)
+                own_decoded[shard] = self.codec.decode(payload, end - start, ctx)
+                parts[shard] = pb.ShardPart(
+                    group_id=roster.group_id,
+                    shard=shard,
+                    weight=contribution.weight,
+                    codec=self.codec.name,
+                    payload=payload,
+                )
+            for shard in my_shards:
+                self._accept_part(group, self.me, parts[shard])
 
-        # Encode every part once; C[delta_i] is what this member subtracts if its part is included.
-        parts: dict[int, pb.ShardPart] = {}
-        own_decoded: dict[int, torch.Tensor] = {}
-        for shard in range(layout.num_shards):
-            start, end = layout.bounds(shard)
-            ctx = CodecContext(round=roster.round, shard=shard)
-            payload = self.codec.encode(contribution.delta[start:end], ctx)
-            own_decoded[shard] = self.codec.decode(payload, end - start, ctx)
-            parts[shard] = pb.ShardPart(
+            results: dict[int, tuple[pb.ShardResult, torch.Tensor]] = {}
+            by_owner: dict[bytes, list[int]] = {}
+            for shard, owner in enumerate(owners):
+                by_owner.setdefault(owner, []).append(shard)
+            results_deadline = roster_time + roster.deadline_s + margin
+            exchanges = [
+                self._exchange_with_owner(
+                    owner, roster, [parts[s] for s in shards], results, results_deadline
+                )
+                for owner, shards in by_owner.items()
+                if owner != self.me
+            ]
+            local = [self._collect_local(group, results, results_deadline)] if my_shards else []
+            await asyncio.gather(*exchanges, *local)
+            transfer_s = time.monotonic() - roster_time
+            if len(results) == layout.num_shards:
+                self._record_transfer(transfer_s, roster.deadline_s)
+
+            receipt = pb.Receipt(
                 group_id=roster.group_id,
-                shard=shard,
-                weight=contribution.weight,
-                codec=self.codec.name,
-                payload=payload,
+                shards=sorted(results),
+                result_digests=[hashlib.sha256(results[s][0].payload).digest() for s in sorted(results)],
             )
-        for shard in my_shards:
-            self._accept_part(group, self.me, parts[shard])
-
-        results: dict[int, pb.ShardResult] = {}
-        by_owner: dict[bytes, list[int]] = {}
-        for shard, owner in enumerate(owners):
-            by_owner.setdefault(owner, []).append(shard)
-        results_deadline = roster_time + roster.deadline_s + margin
-        exchanges = [
-            self._exchange_with_owner(owner, [parts[s] for s in shards], results, results_deadline)
-            for owner, shards in by_owner.items()
-            if owner != self.me
-        ]
-        local = [self._collect_local(group, results, results_deadline)] if my_shards else []
-        await asyncio.gather(*exchanges, *local)
-        transfer_s = time.monotonic() - roster_time
-        if len(results) == layout.num_shards:
-            self._record_transfer(transfer_s)
-
-        receipt = pb.Receipt(group_id=roster.group_id, shards=sorted(results))
-        commit = await self._send_receipt(receipt, roster, conductor_stream, gathering, roster_time)
-        self._spawn(self._forget_group(bytes(roster.group_id), delay_s=roster.deadline_s + 4 * margin))
+            commit = await self._send_receipt(receipt, roster, conductor_stream, gathering, roster_time)
+        finally:
+            if conductor_stream is not None:
+                conductor_stream.close()
+            self._spawn(self._forget_group(group_id, delay_s=roster.deadline_s + 4 * margin))
         if commit is None:
             logger.warning("round %d: no commit from the conductor; applying nothing", roster.round)
             return RoundOutcome(
@@ -546,14 +684,12 @@ class Averager:
         committed = set(commit.shards)
         updates = []
         for shard in sorted(committed):
-            result = results.get(shard)
-            if result is None:  # the conductor committed a shard we never reported: refuse, repair later
+            if shard not in results:  # a commit naming a shard we never reported: refuse, repair later
                 logger.error("round %d: commit names shard %d that this member lacks", roster.round, shard)
                 continue
-            start, end = layout.bounds(shard)
-            ctx = CodecContext(round=roster.round, shard=shard)
-            aggregate = self.codec.decode(bytes(result.payload), end - start, ctx)
-            included = self.me in set(result.included)
+            result, aggregate = results[shard]
+            start, _ = layout.bounds(shard)
+            included = self.me in {bytes(p) for p in result.included}
             updates.append(
                 ShardUpdate(
                     shard=shard,
@@ -562,6 +698,15 @@ class Averager:
                     own=own_decoded[shard] if included else None,
                 )
             )
+        # Owner-side error feedback survives only for shards that committed: an aborted shard's
+        # deltas come back next round, and its residual must not be counted twice.
+        for shard in my_shards:
+            if shard in committed:
+                residual = group.pending_error.get(shard)
+                if residual is None:
+                    self._owner_error.pop(shard, None)
+                else:
+                    self._owner_error[shard] = residual
         return RoundOutcome(
             status=Status.COMMITTED,
             round=roster.round,
@@ -595,81 +740,92 @@ class Averager:
                 return None
         assert conductor_stream is not None
         try:
-            await conductor_stream.send(pb.Frame(receipt=receipt))
-            frame = await asyncio.wait_for(
-                conductor_stream.expect("commit"), timeout=max(0.1, commit_deadline - time.monotonic())
-            )
+            async with asyncio.timeout_at(_loop_time(commit_deadline)):
+                await conductor_stream.send(pb.Frame(receipt=receipt))
+                frame = await conductor_stream.expect("commit")
         except (TimeoutError, WireError, ConnectionError) as e:
             logger.warning("round %d: lost the conductor before the commit: %s", roster.round, e)
             return None
-        finally:
-            conductor_stream.close()
         if frame.commit.group_id != roster.group_id:
             return None
         return frame.commit
 
     async def _exchange_with_owner(
-        self, owner: bytes, parts: list[pb.ShardPart], results: dict[int, pb.ShardResult], deadline: float
+        self,
+        owner: bytes,
+        roster: pb.Roster,
+        parts: list[pb.ShardPart],
+        results: dict[int, tuple[pb.ShardResult, torch.Tensor]],
+        deadline: float,
     ) -> None:
         expected = {p.shard for p in parts}
+        stream: FramedStream | None = None
         try:
-            stream = await self.host.open_stream(
-                owner, _protocol(self.run_id, "shard"), timeout_s=self.timing.connect_timeout_s
-            )
-        except Exception as e:
-            logger.info("owner %s unreachable: %s", _short(owner), e)
-            return
-        try:
-            for part in parts:
-                await stream.send(pb.Frame(part=part))
-                self._on_send("part")
-            while expected and time.monotonic() < deadline:
-                frame = await asyncio.wait_for(
-                    stream.expect("result", "reject"), timeout=max(0.05, deadline - time.monotonic())
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                stream = await self.host.open_stream(
+                    owner,
+                    _protocol(self.run_id, "shard"),
+                    timeout_s=self.timing.connect_timeout_s,
+                    max_frame_bytes=self.shard_frame_bytes,
                 )
-                if frame.WhichOneof("body") == "reject":
-                    logger.warning("owner %s rejected our parts: %s", _short(owner), frame.reject.reason)
-                    return
-                result = frame.result
-                if result.shard not in expected or not self._valid_result(result, parts[0].group_id):
-                    self.rejections += 1
-                    logger.warning(
-                        "dropping an invalid result for shard %d from %s", result.shard, _short(owner)
-                    )
-                    return
-                expected.discard(result.shard)
-                results[result.shard] = result
+                for part in parts:
+                    await stream.send(pb.Frame(part=part))
+                    self._on_send("part")
+                while expected:
+                    frame = await stream.expect("result", "reject")
+                    if frame.WhichOneof("body") == "reject":
+                        logger.warning("owner %s rejected our parts: %s", _short(owner), frame.reject.reason)
+                        return
+                    result = frame.result
+                    decoded = self._decode_result(result, roster) if result.shard in expected else None
+                    if decoded is None:
+                        self.rejections += 1
+                        logger.warning(
+                            "dropping an invalid result for shard %d from %s", result.shard, _short(owner)
+                        )
+                        return
+                    expected.discard(result.shard)
+                    results[result.shard] = (result, decoded)
         except (TimeoutError, WireError, ConnectionError) as e:
             logger.info("lost owner %s with %d shard results missing: %s", _short(owner), len(expected), e)
+        except Exception as e:  # p2pd refused the stream (the owner is gone)
+            logger.info("owner %s unreachable: %s", _short(owner), e)
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
 
-    def _valid_result(self, result: pb.ShardResult, group_id: bytes) -> bool:
-        if result.group_id != group_id or result.codec != self.codec.name:
-            return False
+    def _decode_result(self, result: pb.ShardResult, roster: pb.Roster) -> torch.Tensor | None:
+        """The aggregate of a result, decoded exactly as it will be applied; None if it is invalid."""
+        if result.group_id != roster.group_id or result.codec != self.codec.name:
+            return None
         if not 0 <= result.shard < self.layout.num_shards:
-            return False
-        group = self._owner_groups.get(bytes(group_id))
-        roster = set(group.weights) if group is not None else None
-        if roster is not None and not set(result.included) <= roster:
-            return False
+            return None
+        members = {bytes(m.peer_id) for m in roster.members}
+        included = [bytes(p) for p in result.included]
+        if not included or not set(included) <= members:
+            return None
         start, end = self.layout.bounds(result.shard)
         try:
-            self.codec.decode(bytes(result.payload), end - start, CodecContext(round=0, shard=result.shard))
+            return self.codec.decode(
+                bytes(result.payload), end - start, CodecContext(round=roster.round, shard=result.shard)
+            )
         except CodecError:
-            return False
-        return True
+            return None
 
     async def _collect_local(
-        self, group: _OwnerGroup, results: dict[int, pb.ShardResult], deadline: float
+        self, group: _OwnerGroup, results: dict[int, tuple[pb.ShardResult, torch.Tensor]], deadline: float
     ) -> None:
         for shard in group.shards:
             try:
-                results[shard] = await asyncio.wait_for(
+                result = await asyncio.wait_for(
                     asyncio.shield(group.results[shard]), timeout=max(0.05, deadline - time.monotonic())
                 )
             except TimeoutError:
                 return
+            if result is not None:
+                decoded = self._decode_result(result, group.roster)
+                if decoded is not None:
+                    results[shard] = (result, decoded)
 
     # ------------------------------------------------------------------ owner side
 
@@ -696,37 +852,38 @@ class Averager:
         group.arrived.set()
 
     async def _finish_owned_shards(self, group: _OwnerGroup) -> None:
-        while not group.complete() and time.monotonic() < group.deadline:
-            group.arrived.clear()
-            try:
-                await asyncio.wait_for(
-                    group.arrived.wait(), timeout=max(0.01, group.deadline - time.monotonic())
+        try:
+            while not group.complete() and time.monotonic() < group.deadline:
+                group.arrived.clear()
+                try:
+                    await asyncio.wait_for(
+                        group.arrived.wait(), timeout=max(0.01, group.deadline - time.monotonic())
+                    )
+                except TimeoutError:
+                    break
+            for shard in group.shards:
+                contributions = group.parts[shard]
+                if not contributions:
+                    continue
+                start, end = group.layout.bounds(shard)
+                ctx = CodecContext(round=group.roster.round, shard=shard)
+                corrected = apply_error_feedback(weighted_mean(contributions), self._owner_error.get(shard))
+                payload = self.codec.encode(corrected, ctx)
+                residual = corrected - self.codec.decode(payload, end - start, ctx)
+                group.pending_error[shard] = residual if bool(residual.any()) else None
+                group.results[shard].set_result(
+                    pb.ShardResult(
+                        group_id=group.roster.group_id,
+                        shard=shard,
+                        included=sorted(contributions),
+                        codec=self.codec.name,
+                        payload=payload,
+                    )
                 )
-            except TimeoutError:
-                break
-        for shard in group.shards:
-            contributions = group.parts[shard]
-            if not contributions:
-                group.results[shard].cancel()
-                continue
-            start, end = group.layout.bounds(shard)
-            ctx = CodecContext(round=group.roster.round, shard=shard)
-            corrected = apply_error_feedback(weighted_mean(contributions), self._owner_error.get(shard))
-            payload = self.codec.encode(corrected, ctx)
-            residual = corrected - self.codec.decode(payload, end - start, ctx)
-            if bool(residual.any()):
-                self._owner_error[shard] = residual
-            else:
-                self._owner_error.pop(shard, None)
-            group.results[shard].set_result(
-                pb.ShardResult(
-                    group_id=group.roster.group_id,
-                    shard=shard,
-                    included=sorted(contributions),
-                    codec=self.codec.name,
-                    payload=payload,
-                )
-            )
+        finally:
+            group.resolve_missing()  # never leave a member's stream waiting on a result that will not come
+            for contributions in group.parts.values():
+                contributions.clear()
 
     async def _wait_owner_group(self, group_id: bytes, timeout_s: float) -> _OwnerGroup | None:
         deadline = time.monotonic() + timeout_s
@@ -754,53 +911,73 @@ class Averager:
             logger.warning("rejected shard parts from %s: %s", _short(peer), reason)
             await stream.send(pb.Frame(reject=pb.Reject(reason=reason)))
             return
-        frame: pb.Frame | None = first
-        for _ in group.shards:
-            if frame is None:
-                frame = await asyncio.wait_for(
-                    stream.expect("part"), timeout=max(0.05, group.deadline - time.monotonic())
-                )
-            if frame.part.group_id != group_id:
-                raise WireError("parts of two rounds on one stream")
-            self._accept_part(group, peer, frame.part)
-            frame = None
-        for shard in group.shards:
-            try:
+        margin = self._margin(group.roster)
+        async with asyncio.timeout_at(_loop_time(group.deadline + 2 * margin)):
+            frame: pb.Frame | None = first
+            for _ in group.shards:
+                if frame is None:
+                    frame = await stream.expect("part")
+                if frame.part.group_id != group_id:
+                    raise WireError("parts of two rounds on one stream")
+                self._accept_part(group, peer, frame.part)
+                frame = None
+            for shard in group.shards:
                 result = await asyncio.shield(group.results[shard])
-            except asyncio.CancelledError:
-                continue
-            await stream.send(pb.Frame(result=result))
-            self._on_send("result")
+                if result is None:
+                    continue
+                await stream.send(pb.Frame(result=result))
+                self._on_send("result")
 
     # ------------------------------------------------------------------ state transfer
 
     async def _handle_state(self, peer: bytes, stream: FramedStream) -> None:
         frame = await asyncio.wait_for(stream.expect("state_request"), timeout=self.timing.connect_timeout_s)
-        if frame.state_request.run_id != self.run_id:
+        request = frame.state_request
+        if request.run_id != self.run_id:
             await stream.send(pb.Frame(reject=pb.Reject(reason=f"this node trains run {self.run_id!r}")))
             return
-        # Snapshot in one synchronous step: x' only changes on this event loop.
-        data = self.copy.values.numpy().tobytes()
-        header = pb.StateHeader(
-            round=self.copy.round,
-            global_step=self.copy.global_step,
-            digest=self.copy.digest,
-            num_elements=self.copy.values.numel(),
-            swarm_samples=self.copy.swarm_samples,
-        )
-        await stream.send(pb.Frame(state_header=header))
-        for offset in range(0, len(data), STATE_CHUNK_BYTES):
-            await stream.send(
-                pb.Frame(
-                    state_chunk=pb.StateChunk(offset=offset, data=data[offset : offset + STATE_CHUNK_BYTES])
-                )
+        # A repairing member asks for the round being committed now: wait (bounded) for it.
+        if request.min_round > self.copy.round:
+            with contextlib.suppress(TimeoutError):
+                async with self._copy_advanced:
+                    await asyncio.wait_for(
+                        self._copy_advanced.wait_for(lambda: self.copy.round >= request.min_round),
+                        timeout=min(self.timing.max_transfer_s, 4 * self._transfer_deadline_s()),
+                    )
+        if self._state_slots.locked():
+            logger.info("state request from %s waits for a free slot", _short(peer))
+        async with self._state_slots, asyncio.timeout(STATE_TRANSFER_TIMEOUT_S):
+            # Snapshot in one synchronous step: x' only changes on this event loop.
+            data = self.copy.values.numpy().tobytes()
+            header = pb.StateHeader(
+                round=self.copy.round,
+                global_step=self.copy.global_step,
+                digest=self.copy.digest,
+                num_elements=self.copy.values.numel(),
+                swarm_samples=self.copy.swarm_samples,
             )
-        await stream.send(pb.Frame(state_end=pb.StateEnd()))
-        # Wait for the reader to close: closing first could cut the tail of the transfer.
-        try:
-            await asyncio.wait_for(stream.recv(), timeout=30)
-        except (TimeoutError, WireError, ConnectionError):
-            pass
+            await stream.send(pb.Frame(state_header=header))
+            for offset in range(0, len(data), STATE_CHUNK_BYTES):
+                chunk = pb.StateChunk(offset=offset, data=data[offset : offset + STATE_CHUNK_BYTES])
+                await stream.send(pb.Frame(state_chunk=chunk))
+            await stream.send(pb.Frame(state_end=pb.StateEnd()))
+            # Wait for the reader to close: closing first could cut the tail of the transfer.
+            with contextlib.suppress(TimeoutError, WireError, ConnectionError):
+                await asyncio.wait_for(stream.recv(), timeout=30)
+
+
+STATE_TRANSFER_TIMEOUT_S = 600.0
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """``time.monotonic()`` deadline -> the running loop's clock (they may differ)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background task failed", exc_info=task.exception())
 
 
 async def fetch_state(
@@ -809,14 +986,17 @@ async def fetch_state(
     *,
     run_id: str,
     num_elements: int,
+    min_round: int = 0,
     connect_timeout_s: float,
     timeout_s: float,
 ) -> tuple[pb.StateHeader, torch.Tensor]:
-    """Download x' from ``peer`` and verify its length and digest."""
-    stream = await host.open_stream(peer, _protocol(run_id, "state"), timeout_s=connect_timeout_s)
+    """Download x' from ``peer`` (at ``min_round`` or later if it gets there in time) and verify it."""
+    stream = await host.open_stream(
+        peer, _protocol(run_id, "state"), timeout_s=connect_timeout_s, max_frame_bytes=STATE_FRAME_BYTES
+    )
     try:
         async with asyncio.timeout(timeout_s):
-            await stream.send(pb.Frame(state_request=pb.StateRequest(run_id=run_id)))
+            await stream.send(pb.Frame(state_request=pb.StateRequest(run_id=run_id, min_round=min_round)))
             frame = await stream.expect("state_header", "reject")
             if frame.WhichOneof("body") == "reject":
                 raise WireError(f"peer refused the state transfer: {frame.reject.reason}")

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 MAX_FRAME_BYTES = 256 * 1024 * 1024
-"""Frames above this are refused before reading them: no peer can make us buffer more."""
+"""No frame is ever larger. Each stream also has its own, smaller limit for what it accepts."""
 
 _LENGTH = struct.Struct(">I")
 
@@ -38,7 +38,11 @@ NO_COUNTER = ByteCounter()
 
 
 class FramedStream:
-    """One stream, read and written as frames. ``on_bytes`` reports traffic to metrics."""
+    """One stream, read and written as frames. ``on_bytes`` reports traffic to metrics.
+
+    ``max_frame_bytes`` bounds what the peer may send us: a larger announced frame ends the stream
+    before a byte of it is read.
+    """
 
     def __init__(
         self,
@@ -61,8 +65,8 @@ class FramedStream:
 
     async def send(self, frame: pb.Frame) -> None:
         data = frame.SerializeToString()
-        if len(data) > self._max_frame_bytes:
-            raise WireError(f"refusing to send a {len(data)}-byte frame (limit {self._max_frame_bytes})")
+        if len(data) > MAX_FRAME_BYTES:
+            raise WireError(f"refusing to send a {len(data)}-byte frame (limit {MAX_FRAME_BYTES})")
         self._writer.write(_LENGTH.pack(len(data)) + data)
         await self._writer.drain()
         self._count(_LENGTH.size + len(data), 0)

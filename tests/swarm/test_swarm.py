@@ -190,6 +190,33 @@ def test_member_killed_mid_round_leaves_survivors_identical(swarm: Swarm, tmp_pa
         assert _digests(summaries[0])[round_id] == _digests(summaries[1])[round_id]
 
 
+def test_a_diverged_member_is_repaired_from_the_majority(swarm: Swarm, tmp_path: Path) -> None:
+    """The higher-id member perturbs its x' after round 2: the next rendezvous excludes it, it repairs."""
+    keys = {f"n{i}": tmp_path / f"n{i}.key" for i in range(2)}
+    ids = {name: make_identity(path) for name, path in keys.items()}
+    conductor, diverging = sorted(ids, key=lambda name: ids[name])
+    args = ["--run-id", "repair", "--local-steps", "2", "--min-group", "2", *COMMON]
+    first = swarm.start(conductor, *args, "--max-rounds", "6", identity=keys[conductor])
+    second = swarm.start(
+        diverging,
+        *args,
+        "--peer",
+        swarm.first_maddr(first),
+        identity=keys[diverging],
+        env={"SWARM_FAULT": "diverge:2"},
+    )
+    assert first.wait_exit(300) == 0, first.log_tail()
+    second.process.send_signal(signal.SIGTERM)
+    assert second.wait_exit(120) == 0, second.log_tail()
+    s1, s2 = first.summary(), second.summary()
+    assert s2["repairs"] >= 1 and s2["rounds_by_status"]["repair"] >= 1
+    assert s1["repairs"] == 0
+    later = sorted(r for r in set(_digests(s1)) & set(_digests(s2)) if r > 3)
+    assert later, (s1["history"], s2["history"])
+    for round_id in later:
+        assert _digests(s1)[round_id] == _digests(s2)[round_id]
+
+
 def test_late_joiner_catches_up_and_agrees(swarm: Swarm) -> None:
     """A and B train on; C joins after round 3, takes x' from them, trains 3 rounds; then A and B stop on SIGTERM."""
     a = swarm.start("a", "--run-id", "late", "--local-steps", "2", "--min-group", "2", *COMMON)

@@ -67,12 +67,14 @@ class Busy(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("group_id", "shards")
+    __slots__ = ("group_id", "shards", "result_digests")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     group_id: bytes
     shards: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, group_id: _Optional[bytes] = ..., shards: _Optional[_Iterable[int]] = ...) -> None: ...
+    result_digests: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, group_id: _Optional[bytes] = ..., shards: _Optional[_Iterable[int]] = ..., result_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Commit(_message.Message):
     __slots__ = ("group_id", "shards")
@@ -117,10 +119,12 @@ class Reject(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class StateRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "min_round")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_ROUND_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    min_round: int
+    def __init__(self, run_id: _Optional[str] = ..., min_round: _Optional[int] = ...) -> None: ...
 
 class StateHeader(_message.Message):
     __slots__ = ("round", "global_step", "digest", "num_elements", "swarm_samples")
