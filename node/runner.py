@@ -516,8 +516,16 @@ class Node:
             if self.stop.is_set() or (out_of_steps and p.steps_since_round == 0):
                 break
             self._round_in_progress, self._results_sent = copy.round + 1, 0
+            delta = trainer.flat().sub_(copy.values)
+            if not bool(torch.isfinite(delta).all()):
+                # Local training diverged: drop this node's unsent work rather than poison the round.
+                logger.error(
+                    "local model holds NaN/Inf after %d steps: resetting it to the global copy", p.steps
+                )
+                trainer.reset_to(copy.values)
+                delta.zero_()
             contribution = Contribution(
-                delta=trainer.flat().sub_(copy.values),
+                delta=delta,
                 weight=1.0,
                 samples=p.samples_since_round,
                 local_steps=p.steps_since_round,

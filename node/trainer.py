@@ -158,6 +158,12 @@ class LocalTrainer:
         self.load_flat(self.flat().add_(adjustment))
 
     @torch.no_grad()
+    def reset_to(self, values: torch.Tensor) -> None:
+        """Start over from ``values`` (x') with a fresh optimizer state, after local divergence."""
+        self.load_flat(values)
+        self.optimizer.state.clear()
+
+    @torch.no_grad()
     def adopt_global_change(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """After replacing x' from a peer: move x_i by the same amount, keeping x_i - x' (our unsent work)."""
         self.load_flat(self.flat().add_(new - old))

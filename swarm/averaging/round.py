@@ -309,6 +309,8 @@ class Averager:
         """Get into a roster, reduce, commit. Never waits past the round's deadlines."""
         if contribution.delta.shape != self.copy.values.shape:
             raise ValueError("contribution delta must have the shape of x'")
+        if not bool(torch.isfinite(contribution.delta).all()):
+            raise ValueError("contribution delta holds NaN or Inf values")
         started = time.monotonic()
         request = self._join_request(contribution)
         deadline = started + self.timing.join_timeout_s

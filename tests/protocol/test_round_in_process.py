@@ -1,0 +1,180 @@
+"""The round protocol between two real libp2p hosts in one process (each with its own p2pd and DHT).
+
+Covers what is awkward to reach through whole nodes: a full round between two averagers; a member
+refusing to contribute NaN; a hostile member whose parts and results carry NaN (excluded by the
+honest owner, its results refused, the round completes on the honest shards); hostile streams
+(oversized frames, another run, absurd weights) that get a rejection while the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from swarm.averaging.round import Averager, Contribution, RoundTiming, Status, fetch_state
+from swarm.averaging.state import GlobalCopy
+from swarm.averaging.wire import WireError
+from swarm.compression.codecs import Codec, CodecContext, Fp32Codec
+from swarm.dht.records import MemberRecord, members_key
+from swarm.p2p import HostOptions, SwarmHost
+from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+
+N = 1000
+TIMING = RoundTiming(gather_s=0.2, join_grace_s=3.0, join_timeout_s=15.0, min_group=2, min_transfer_s=2.0)
+
+
+async def _averager(host: SwarmHost, values: torch.Tensor, codec: Codec | None = None) -> Averager:
+    averager = Averager(
+        host,
+        run_id="proto",
+        codec=codec or Fp32Codec(),
+        global_copy=GlobalCopy(values.clone()),
+        num_shards=4,
+        timing=TIMING,
+    )
+    await averager.start()
+    record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
+    await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
+    return averager
+
+
+async def _hosts(count: int) -> list[SwarmHost]:
+    local = ("/ip4/127.0.0.1/tcp/0",)
+    hosts = [await SwarmHost.start(HostOptions(host_maddrs=local))]
+    for _ in range(count - 1):
+        peers = tuple(await hosts[0].visible_maddrs())
+        hosts.append(await SwarmHost.start(HostOptions(host_maddrs=local, initial_peers=peers)))
+    return hosts
+
+
+def _run(coro) -> None:
+    asyncio.run(asyncio.wait_for(coro, timeout=120))
+
+
+def test_two_averagers_complete_a_round_and_agree() -> None:
+    async def go() -> None:
+        a_host, b_host = await _hosts(2)
+        try:
+            start = torch.randn(N)
+            a, b = await _averager(a_host, start), await _averager(b_host, start)
+            da, db = torch.randn(N) * 0.01, torch.randn(N) * 0.01
+            out_a, out_b = await asyncio.gather(
+                a.run_round(Contribution(delta=da, weight=1.0, samples=4, local_steps=1)),
+                b.run_round(Contribution(delta=db, weight=1.0, samples=8, local_steps=2)),
+            )
+            assert out_a.status is out_b.status is Status.COMMITTED
+            assert out_a.round == out_b.round == 1 and len(out_a.updates) == 4 and not out_a.aborted_shards
+            mean = (da.double() + db.double()) / 2
+            for ua, ub in zip(out_a.updates, out_b.updates, strict=True):
+                assert torch.equal(ua.aggregate, ub.aggregate)
+                torch.testing.assert_close(
+                    ua.aggregate.double(), mean[ua.start : ua.start + ua.aggregate.numel()], rtol=0, atol=1e-7
+                )
+            assert out_a.samples == 12 and out_a.global_step_increment == 2
+            assert a_host.traffic.sent > 0 and b_host.traffic.received > 0
+        finally:
+            await a_host.shutdown()
+            await b_host.shutdown()
+
+    _run(go())
+
+
+class _HostileFp32(Fp32Codec):
+    """A peer that puts NaN into every payload it sends and accepts anything it receives."""
+
+    def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
+        poisoned = values.detach().float().clone()
+        poisoned[::7] = float("nan")
+        return poisoned.numpy().astype("<f4").tobytes()
+
+    def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(payload, dtype="<f4").copy())
+
+
+def test_a_member_refuses_to_contribute_nan() -> None:
+    async def go() -> None:
+        (a_host,) = await _hosts(1)
+        try:
+            a = await _averager(a_host, torch.randn(N))
+            poisoned = torch.full((N,), float("nan"))
+            with pytest.raises(ValueError, match="NaN"):
+                await a.run_round(Contribution(delta=poisoned, weight=1.0, samples=1, local_steps=1))
+        finally:
+            await a_host.shutdown()
+
+    _run(go())
+
+
+def test_nan_from_a_hostile_member_is_excluded_and_the_round_completes() -> None:
+    async def go() -> None:
+        a_host, b_host = await _hosts(2)
+        try:
+            start = torch.randn(N)
+            a = await _averager(a_host, start)
+            b = await _averager(b_host, start, codec=_HostileFp32())
+            clean, other = torch.randn(N) * 0.01, torch.randn(N) * 0.01
+            out_a, _ = await asyncio.gather(
+                a.run_round(Contribution(delta=clean, weight=1.0, samples=4, local_steps=1)),
+                b.run_round(Contribution(delta=other, weight=1.0, samples=4, local_steps=1)),
+            )
+            assert out_a.status is Status.COMMITTED
+            assert out_a.updates, "the honest owner's shards should commit"
+            assert out_a.aborted_shards, "the hostile owner's NaN results must not commit"
+            for update in out_a.updates:
+                assert torch.isfinite(update.aggregate).all()
+                torch.testing.assert_close(
+                    update.aggregate, clean[update.start : update.start + update.aggregate.numel()]
+                )
+            assert a.rejections >= 1
+        finally:
+            await a_host.shutdown()
+            await b_host.shutdown()
+
+    _run(go())
+
+
+def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
+    async def go() -> None:
+        a_host, b_host = await _hosts(2)
+        try:
+            values = torch.randn(N)
+            a = await _averager(a_host, values)
+            # An oversized frame on the rendezvous protocol: refused before it is read.
+            stream = await b_host.open_stream(
+                a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+            )
+            stream._writer.write(struct.pack(">I", 1 << 28))
+            await stream._writer.drain()
+            with pytest.raises((WireError, ConnectionError)):
+                await asyncio.wait_for(stream.recv(), timeout=10)
+            stream.close()
+            # A join for another run: told so, not admitted.
+            stream = await b_host.open_stream(
+                a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+            )
+            await stream.send(pb.Frame(join=pb.JoinRequest(run_id="other", digest=b"x" * 32, weight=1.0)))
+            reply = await asyncio.wait_for(stream.expect("busy"), timeout=10)
+            assert "run" in reply.busy.reason
+            stream.close()
+            # A join with an absurd weight: a logged rejection.
+            stream = await b_host.open_stream(
+                a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+            )
+            await stream.send(pb.Frame(join=pb.JoinRequest(run_id="proto", digest=b"x" * 32, weight=1e30)))
+            reply = await asyncio.wait_for(stream.expect("busy"), timeout=10)
+            assert "weight" in reply.busy.reason and a.rejections >= 1
+            stream.close()
+            # The node still serves its state, verified against its digest.
+            header, fetched = await fetch_state(
+                b_host, a_host.peer_id, run_id="proto", num_elements=N, connect_timeout_s=5, timeout_s=30
+            )
+            assert torch.equal(fetched, values) and header.digest == a.copy.digest
+        finally:
+            await a_host.shutdown()
+            await b_host.shutdown()
+
+    _run(go())
