@@ -132,23 +132,40 @@ def main() -> None:
         "results": results,
     }
     (out / f"round_loopback-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"round_loopback-{today}.md").write_text(render(record))
+    print(render(record))
+
+
+def render(record: dict) -> str:
+    """The Markdown report of one run (also used to re-render a saved JSON file)."""
+    parameters = record["parameters"]
     lines = [
-        f"# Round time and bytes on loopback ({today})",
+        f"# Round time and bytes on loopback ({record['date']})",
         "",
-        f"Machine: {record['machine']}; torch {record['torch']}; model `{args.model}` ({parameters:,} parameters,"
-        f" {4 * parameters / 1e6:.1f} MB in fp32); {args.rounds} rounds per setting, one local step per round,"
-        " one torch thread per node; bytes are what each node wrote to its streams per round.",
+        f"Machine: {record['machine']}; torch {record['torch']}; model `{record['model']}` ({parameters:,}"
+        f" parameters, {4 * parameters / 1e6:.1f} MB in fp32); {record['rounds']} rounds per setting, one local"
+        " step per round, one torch thread per node; bytes are what each node wrote to its streams per round.",
         "",
-        "| nodes | codec | median round s | median transfer s | MB sent per node per round | x' digests agree |",
-        "|---|---|---|---|---|---|",
+        "| nodes | codec | median round s | median transfer s | MB sent per node per round | predicted MB | x' digests agree |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in record["results"]:
+        width = 4 if r["codec"] == "fp32" else 2
+        predicted = 2 * (r["nodes"] - 1) / r["nodes"] * width * parameters
         lines.append(
             f"| {r['nodes']} | {r['codec']} | {r['median_round_s']:.2f} | {r['median_transfer_s']:.2f} |"
-            f" {r['sent_bytes_per_node_per_round'] / 1e6:.2f} | {r['digests_agree']} |"
+            f" {r['sent_bytes_per_node_per_round'] / 1e6:.2f} | {predicted / 1e6:.2f} | {r['digests_agree']} |"
         )
-    (out / f"round_loopback-{today}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += [
+        "",
+        "Predicted: parts to the owners plus results back, 2 x (N-1)/N copies of the vector per node per",
+        "round. The measured figures add frame headers and, for joiners, their one-time download of x'",
+        "spread over the rounds. Round time includes the conductor's 0.5 s gather window and a DHT read;",
+        "the transfer is the time from the roster to the last result.",
+        "",
+        f"Reproduce: `python benchmarks/round_loopback.py --model {record['model']} --rounds {record['rounds']}`.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
