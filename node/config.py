@@ -31,7 +31,9 @@ class ConfigError(ValueError):
 class NetworkConfig:
     peers: list[str] = field(default_factory=list)
     """Multiaddrs of peers of a running swarm (any live one works); none starts a new swarm."""
-    host_maddrs: list[str] = field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic"])
+    host_maddrs: list[str] = field(
+        default_factory=lambda: ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+    )
     """Where to listen. The default is every interface, TCP and QUIC, on free ports."""
     announce_maddrs: list[str] = field(default_factory=list)
     """Public addresses to announce (behind port forwarding); explicit ports only."""

@@ -38,7 +38,8 @@ class BootstrapError(RuntimeError):
 @dataclass(frozen=True, kw_only=True)
 class HostOptions:
     initial_peers: Sequence[str] = ()
-    host_maddrs: Sequence[str] = ("/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic")
+    # p2pd speaks QUIC as /quic-v1: a plain /quic address is silently not listened on.
+    host_maddrs: Sequence[str] = ("/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1")
     announce_maddrs: Sequence[str] = ()
     identity_path: str | None = None
     nat_port_map: bool = False

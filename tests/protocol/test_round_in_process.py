@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from node.config import NetworkConfig
 from swarm.averaging.round import Averager, Contribution, RoundTiming, Status, fetch_state
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.wire import WireError
@@ -176,5 +177,21 @@ def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
         finally:
             await a_host.shutdown()
             await b_host.shutdown()
+
+    _run(go())
+
+
+def test_default_listen_addresses_serve_tcp_and_quic() -> None:
+    """The default --host-maddr set really listens on both transports (on loopback here)."""
+
+    async def go() -> None:
+        loopback = tuple(m.replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/") for m in NetworkConfig().host_maddrs)
+        host = await SwarmHost.start(HostOptions(host_maddrs=loopback))
+        try:
+            visible = await host.visible_maddrs()
+            assert any("/tcp/" in m for m in visible), visible
+            assert any("/quic-v1/" in m for m in visible), visible
+        finally:
+            await host.shutdown()
 
     _run(go())
