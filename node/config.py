@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from swarm.averaging.timing import RoundTiming
 from swarm.compression.codecs import CODECS
 from swarm.dht.records import validate_run_id
 
@@ -169,27 +170,6 @@ class TrainingConfig:
 
 
 @dataclass(kw_only=True)
-class RoundsConfig:
-    min_group: int = 1
-    """The conductor waits (up to join_timeout_s) until this many members joined."""
-    join_grace_s: float = 5.0
-    """The conductor fixes the roster after this long even if some live members have not joined."""
-    join_timeout_s: float = 30.0
-    """A member gives up on a round after trying this long to get into one."""
-    min_transfer_s: float = 5.0
-    """Floor of the adaptive deadline for shard transfers."""
-    max_transfer_s: float = 120.0
-    """Ceiling of the adaptive deadline for shard transfers."""
-
-    def __post_init__(self) -> None:
-        if self.min_group < 1:
-            raise ConfigError("min_group must be at least 1")
-        for name in ("join_grace_s", "join_timeout_s", "min_transfer_s", "max_transfer_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive")
-
-
-@dataclass(kw_only=True)
 class OutputConfig:
     metrics_port: int | None = None
     """Serve Prometheus /metrics on this port (0: a free port, printed at start)."""
@@ -228,7 +208,7 @@ class NodeConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     run: RunConfig = field(default_factory=RunConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    rounds: RoundTiming = field(default_factory=RoundTiming)
     output: OutputConfig = field(default_factory=OutputConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
@@ -237,7 +217,7 @@ SECTIONS: dict[str, type] = {
     "network": NetworkConfig,
     "run": RunConfig,
     "training": TrainingConfig,
-    "rounds": RoundsConfig,
+    "rounds": RoundTiming,
     "output": OutputConfig,
 }
 
@@ -371,7 +351,7 @@ def load_config(
             **{section: SECTIONS[section](**values) for section, values in merged.items()},
             fault=FaultConfig(**fault),
         )
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
 
 

@@ -32,7 +32,6 @@ from swarm.averaging.round import (
     Averager,
     Contribution,
     RoundOutcome,
-    RoundTiming,
     Status,
     fetch_state,
 )
@@ -427,21 +426,13 @@ class Node:
             joiner_warmup_steps=cfg.training.joiner_warmup_steps if cfg.network.peers else 0,
         )
         copy = GlobalCopy(trainer.flat())
-        rounds = cfg.rounds
-        timing = RoundTiming(
-            join_grace_s=rounds.join_grace_s,
-            join_timeout_s=rounds.join_timeout_s,
-            min_group=rounds.min_group,
-            min_transfer_s=rounds.min_transfer_s,
-            max_transfer_s=rounds.max_transfer_s,
-        )
         self.averager = averager = Averager(
             host,
             run_id=cfg.run.run_id,
             codec=get_codec(spec.codec),
             global_copy=copy,
             num_shards=shards_for(spec.num_shards, copy.values.numel()),
-            timing=timing,
+            timing=cfg.rounds,
             on_send=self._on_send,
         )
         await averager.start()

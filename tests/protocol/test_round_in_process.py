@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from node.config import NetworkConfig
-from swarm.averaging.round import Averager, Contribution, RoundTiming, Status, fetch_state
+from swarm.averaging.round import Averager, Contribution, Status, fetch_state
 from swarm.averaging.state import GlobalCopy
+from swarm.averaging.timing import RoundTiming
 from swarm.averaging.wire import WireError
 from swarm.compression.codecs import Codec, CodecContext, Fp32Codec
 from swarm.dht.records import MemberRecord, members_key

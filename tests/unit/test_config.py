@@ -42,6 +42,8 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({}, {"SWARM_MAX_ROUNDS": "many"}, "max_rounds"),
         ({"run-id": "bad id"}, {}, "run id"),
         ({"round-period": 0.0}, {}, "round_period_s"),
+        ({"join-grace": 0.0}, {}, "join_grace_s"),
+        ({"min-group": 0}, {}, "min_group"),
     ],
 )
 def test_bad_values_are_clear_errors(cli, environ, message: str) -> None:

@@ -9,7 +9,7 @@ CHECK = """
 import sys, threading
 before = threading.active_count()
 import swarm, swarm.compression, swarm.averaging.shards, swarm.averaging.reduce, swarm.dht.records
-import swarm.data, swarm.averaging.state
+import swarm.data, swarm.averaging.state, swarm.averaging.timing
 assert threading.active_count() == before, "importing swarm started a thread"
 for banned in ("grpc", "hivemind", "libp2p", "prometheus_client"):
     assert banned not in sys.modules, banned + " was imported"
