@@ -1,0 +1,131 @@
+"""The CocktailSGD codec against a float64 reference: selection, error bounds, layout checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from swarm.compression.cocktail import CocktailCodec, CocktailParams, kept_indices
+from swarm.compression.codecs import CodecContext, CodecError
+
+CTX = CodecContext(round=5, shard=2)
+
+
+def _reference_selection(x: np.ndarray, params: CocktailParams, ctx: CodecContext) -> np.ndarray:
+    kept = kept_indices(len(x), params.stride, ctx)
+    sampled = np.abs(x[kept].astype(np.float64))
+    k = min(len(kept), math.ceil(params.topk * len(kept)))
+    threshold = np.sort(sampled)[::-1][k - 1] if k else np.inf
+    return kept[sampled >= threshold]
+
+
+@pytest.mark.parametrize("n", [1, 9, 127, 1000, 100_003])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_round_trip_selects_the_top_entries_and_bounds_the_error(n: int, bits: int) -> None:
+    params = CocktailParams(bits=bits)
+    codec = CocktailCodec(params)
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n + bits)) * 0.02
+    y = codec.decode(codec.encode(x, CTX), n, CTX).double()
+    xd = x.double()
+    chosen = _reference_selection(x.numpy(), params, CTX)
+    nonzero = np.flatnonzero(y.numpy())
+    assert set(nonzero) <= set(chosen)
+    others = np.setdiff1d(np.arange(n), chosen)
+    assert (y[others] == 0).all()
+    # Round to nearest: each selected value is within half a quantisation step of its bucket's scale
+    # (plus fp16 rounding of that scale, at most 2^-10 relative).
+    levels = 2 ** (bits - 1) - 1
+    selected = xd[chosen]
+    for start in range(0, len(chosen), params.bucket):
+        part = slice(start, start + params.bucket)
+        scale = selected[part].abs().max().item() * (1 + 2**-10)
+        error = (y[chosen][part] - selected[part]).abs()
+        assert (error <= scale / levels / 2 + 1e-12).all()
+
+
+def test_the_mask_is_shared_and_moves_with_the_round() -> None:
+    a = kept_indices(1000, 10, CodecContext(round=1, shard=0))
+    assert np.array_equal(a, kept_indices(1000, 10, CodecContext(round=1, shard=0)))
+    offsets = {int(kept_indices(1000, 10, CodecContext(round=r, shard=0))[0]) for r in range(50)}
+    assert len(offsets) > 5
+
+
+def test_encoding_is_deterministic_and_ignores_memory_layout() -> None:
+    codec = CocktailCodec()
+    base = torch.randn(4000, 3)
+    column = base[:, 1]
+    assert not column.is_contiguous()
+    assert codec.encode(column, CTX) == codec.encode(column.contiguous(), CTX)
+
+
+def test_defaults_cost_about_point_18_bits_per_parameter() -> None:
+    codec = CocktailCodec()
+    n = 1_000_000
+    payload = codec.encode(torch.randn(n), CTX)
+    bits = 8 * len(payload) / n
+    assert bits == pytest.approx(codec.wire_bits_per_parameter(n))
+    assert 0.17 < bits < 0.19  # DESIGN.md: p (1 + r (q + 16/128)) = 0.1825
+    assert 32 / bits > 170
+
+
+def test_stochastic_rounding_is_unbiased() -> None:
+    params = CocktailParams(stochastic=True, bits=2, topk=1.0, sparsity=1.0)
+    x = torch.rand(256, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
+    total = torch.zeros(256, dtype=torch.float64)
+    runs = 400
+    codec = CocktailCodec(params, seed=3)
+    for _ in range(runs):
+        total += codec.decode(codec.encode(x, CTX), 256, CTX).double()
+    bias = (total / runs - x.double()).abs().mean().item()
+    deterministic = CocktailCodec(CocktailParams(bits=2, topk=1.0, sparsity=1.0))
+    rounded = (
+        (deterministic.decode(deterministic.encode(x, CTX), 256, CTX).double() - x.double())
+        .abs()
+        .mean()
+        .item()
+    )
+    assert bias < rounded / 4
+
+
+def test_zero_shards_and_tiny_shards() -> None:
+    codec = CocktailCodec()
+    for n in (1, 3, 10):
+        x = torch.zeros(n)
+        assert torch.equal(codec.decode(codec.encode(x, CTX), n, CTX), x)
+
+
+def test_decode_rejects_malformed_payloads() -> None:
+    codec = CocktailCodec()
+    n = 5000
+    payload = codec.encode(torch.randn(n), CTX)
+    with pytest.raises(CodecError, match="expected"):
+        codec.decode(payload[:-1], n, CTX)
+    with pytest.raises(CodecError, match="n="):
+        codec.decode(payload, n + 1, CTX)
+    with pytest.raises(CodecError, match="cocktail payload"):
+        codec.decode(b"XX" + payload[2:], n, CTX)
+    with pytest.raises(CodecError, match="shorter"):
+        codec.decode(payload[:4], n, CTX)
+    with pytest.raises(CodecError, match="q="):
+        CocktailCodec(CocktailParams(bits=8)).decode(payload, n, CTX)
+    corrupt = bytearray(payload)
+    corrupt[12] ^= 0xFF  # flip bitmap bits: no longer exactly k selected
+    with pytest.raises(CodecError, match="bitmap"):
+        codec.decode(bytes(corrupt), n, CTX)
+    m = len(kept_indices(n, 10, CTX))
+    scale_at = 12 + -(-m // 8)
+    nan_scale = bytearray(payload)
+    nan_scale[scale_at : scale_at + 2] = np.array([np.nan], dtype="<f2").tobytes()
+    with pytest.raises(CodecError, match="scales"):
+        codec.decode(bytes(nan_scale), n, CTX)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(sparsity=0.0), dict(sparsity=1.5), dict(topk=0.0), dict(bits=3), dict(bucket=0)]
+)
+def test_nonsense_parameters_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError):
+        CocktailParams(**kwargs)
