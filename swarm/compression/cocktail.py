@@ -114,28 +114,25 @@ class CocktailCodec:
         sampled = x[kept]
         m = len(sampled)
         k = min(m, math.ceil(p.topk * m)) if m else 0
-        # Top-k by magnitude; ties broken by position so that the choice is a function of the input.
-        order = np.lexsort((np.arange(m), -np.abs(sampled)))[:k]
-        chosen = np.sort(order)
+        # Top-k by magnitude (argpartition: a function of the input alone), then in index order.
+        chosen = np.sort(np.argpartition(-np.abs(sampled), k - 1)[:k]) if 0 < k < m else np.arange(k)
         bitmap = np.zeros(m, dtype=bool)
         bitmap[chosen] = True
-        selected = sampled[chosen].astype(np.float64)
         num_buckets = -(-k // p.bucket)
         levels = _levels(p.bits)
-        scales = np.zeros(num_buckets, dtype=np.float16)
-        codes = np.zeros(k, dtype=np.int64)
-        for b in range(num_buckets):
-            part = selected[b * p.bucket : (b + 1) * p.bucket]
-            scale = np.float16(np.abs(part).max()) if len(part) else np.float16(0)
-            # fp16 rounds the scale; never let it round below the largest magnitude (codes would clip).
-            if np.isfinite(scale) and float(scale) < np.abs(part).max():
-                scale = np.nextafter(scale, np.float16(np.inf))
-            scales[b] = scale
-            if float(scale) == 0:
-                continue
-            scaled = part / float(scale) * levels
-            level = np.floor(scaled + self._rng.random(len(scaled))) if p.stochastic else np.rint(scaled)
-            codes[b * p.bucket : b * p.bucket + len(part)] = np.clip(level, -levels, levels)
+        # Buckets as rows [num_buckets, bucket], zero-padded at the end.
+        padded = np.zeros(num_buckets * p.bucket, dtype=np.float64)
+        padded[:k] = sampled[chosen]
+        rows = padded.reshape(num_buckets, p.bucket)
+        peaks = np.abs(rows).max(axis=1) if num_buckets else np.zeros(0)
+        scales = peaks.astype(np.float16)
+        # fp16 rounds a scale to nearest; never let it fall below its bucket's peak (codes would clip).
+        low = scales.astype(np.float64) < peaks
+        scales[low] = np.nextafter(scales[low], np.float16(np.inf))
+        safe = np.where(scales > 0, scales.astype(np.float64), 1.0)
+        scaled = rows / safe[:, None] * levels
+        level = np.floor(scaled + self._rng.random(scaled.shape)) if p.stochastic else np.rint(scaled)
+        codes = np.clip(level, -levels, levels).reshape(-1)[:k].astype(np.int64)
         if not np.isfinite(scales.astype(np.float32)).all():
             raise ValueError("shard values are too large for fp16 scales (or not finite)")
         return (
