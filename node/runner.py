@@ -159,27 +159,28 @@ class Node:
         host.on_bytes = self.metrics.count_bytes
         return host
 
-    async def _agree_on_spec(self, host: SwarmHost, model_hash: str, data_hash: str) -> RunSpec:
+    async def _find_run_spec(self, host: SwarmHost) -> RunSpec | None:
+        """A joiner's run spec, read once before anything is loaded; None for a node starting the run."""
         run = self.config.run
+        if not self.config.network.peers:
+            return None
         key = config_key(run.run_id)
-        existing = await host.dht_get(key, RunSpec.from_wire)
-        if existing is None and self.config.network.peers:
-            # The swarm may be reachable but our routing table still filling: look a few more times.
-            for _ in range(10):
+        # The swarm may be reachable but our routing table still filling: look a few times.
+        for attempt in range(11):
+            existing = await host.dht_get(key, RunSpec.from_wire)
+            if existing is not None:
+                _check_adoption(run, existing)
+                return existing
+            if attempt < 10:
                 await asyncio.sleep(0.5)
-                existing = await host.dht_get(key, RunSpec.from_wire)
-                if existing is not None:
-                    break
-        if existing is not None:
-            _check_adoption(run, existing)
-            return existing
-        if self.config.network.peers:
-            raise NodeError(
-                f"the peers at {', '.join(self.config.network.peers)} answered, but no run {run.run_id!r} is"
-                " published in their swarm: check --run-id"
-            )
-        spec = spec_for(run, model_hash=model_hash, data_hash=data_hash)
-        await host.dht_store(key, spec.to_wire(), ttl_s=SPEC_TTL_S)
+        raise NodeError(
+            f"the peers at {', '.join(self.config.network.peers)} answered, but no run {run.run_id!r} is"
+            " published in their swarm: check --run-id"
+        )
+
+    async def _publish_run_spec(self, host: SwarmHost, model_hash: str, data_hash: str) -> RunSpec:
+        spec = spec_for(self.config.run, model_hash=model_hash, data_hash=data_hash)
+        await host.dht_store(config_key(self.config.run.run_id), spec.to_wire(), ttl_s=SPEC_TTL_S)
         return spec
 
     async def _fetch_from_any(
@@ -392,17 +393,14 @@ class Node:
         self.maddrs = await host.visible_maddrs()
         run_values = cfg.run.resolved()
         # The run's model and data come from the DHT for joiners; read it before loading anything.
-        spec_probe = (
-            await host.dht_get(config_key(cfg.run.run_id), RunSpec.from_wire) if cfg.network.peers else None
-        )
-        if spec_probe is not None:
-            _check_adoption(cfg.run, spec_probe)
-            run_values.update(model=spec_probe.model, data=spec_probe.data.split(","), seed=spec_probe.seed)
+        adopted = await self._find_run_spec(host)
+        if adopted is not None:
+            run_values.update(model=adopted.model, data=adopted.data.split(","), seed=adopted.seed)
         source = resolve_model(run_values["model"])
         corpus = await asyncio.to_thread(
             load_corpus, run_values["data"], max_bytes=cfg.training.max_data_bytes
         )
-        spec = await self._agree_on_spec(host, source.config_hash, corpus.content_hash)
+        spec = adopted or await self._publish_run_spec(host, source.config_hash, corpus.content_hash)
         if spec.data_hash != corpus.content_hash:
             raise NodeError(
                 f"this node's data ({corpus.description}) differs from run {cfg.run.run_id!r}'s: hash"
