@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from swarm.averaging.timing import RoundTiming
-from swarm.compression.codecs import CODECS
+from swarm.compression.cocktail import CocktailParams
+from swarm.compression.registry import CODEC_NAMES
 from swarm.dht.records import validate_run_id
 
 
@@ -64,6 +65,10 @@ RUN_DEFAULTS: dict[str, Any] = dict(
     model="tiny",
     data=["stdlib"],
     codec="fp32",
+    sparsity=0.1,
+    topk=0.2,
+    bits=4,
+    warmup_rounds=0,
     seq_len=128,
     batch_size=16,
     lr=3e-3,
@@ -84,7 +89,15 @@ class RunConfig:
     data: list[str] | None = None
     """Training data: stdlib (the embedded corpus) or local text/JSONL/Parquet files and folders."""
     codec: str | None = None
-    """Averaging codec: fp32 (exact) or fp16. Default: fp32."""
+    """Averaging codec: cocktail (CocktailSGD: random mask, top-k, q-bit), fp16 or fp32 (exact). Default: fp32."""
+    sparsity: float | None = None
+    """Cocktail codec: fraction p of entries the shared random mask keeps, in (0, 1]. Default: 0.1."""
+    topk: float | None = None
+    """Cocktail codec: fraction r of the kept entries sent (largest magnitudes), in (0, 1]. Default: 0.2."""
+    bits: int | None = None
+    """Cocktail codec: bits q per sent value, 2, 4 or 8. Default: 4."""
+    warmup_rounds: int | None = None
+    """The run's first rounds are averaged exactly (fp32) before its codec takes over. Default: 0."""
     seq_len: int | None = None
     """Tokens per sequence. Default: 128."""
     batch_size: int | None = None
@@ -107,8 +120,24 @@ class RunConfig:
             validate_run_id(self.run_id)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if self.codec is not None and self.codec not in CODECS:
-            raise ConfigError(f"codec {self.codec!r} is unknown; choose one of {sorted(CODECS)}")
+        if self.codec is not None and self.codec not in CODEC_NAMES:
+            raise ConfigError(f"codec {self.codec!r} is unknown; choose one of {', '.join(CODEC_NAMES)}")
+        defaults = CocktailParams()
+        try:
+            CocktailParams(
+                sparsity=defaults.sparsity if self.sparsity is None else self.sparsity,
+                topk=defaults.topk if self.topk is None else self.topk,
+                bits=defaults.bits if self.bits is None else self.bits,
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        cocktail_set = [n for n in ("sparsity", "topk", "bits") if getattr(self, n) is not None]
+        if cocktail_set and self.codec not in (None, "cocktail"):
+            raise ConfigError(
+                f"{', '.join(cocktail_set)} apply to the cocktail codec only, and codec is {self.codec!r}"
+            )
+        if self.warmup_rounds is not None and self.warmup_rounds < 0:
+            raise ConfigError(f"warmup_rounds must be at least 0, got {self.warmup_rounds}")
         for name in ("seq_len", "batch_size", "warmup_steps", "total_steps", "num_shards"):
             value = getattr(self, name)
             if value is not None and (value < (0 if name == "warmup_steps" else 1)):
@@ -128,7 +157,13 @@ class RunConfig:
 
     def resolved(self) -> dict[str, Any]:
         """Every run-level value, defaults filled in."""
-        return {**RUN_DEFAULTS, **self.explicit()}
+        values = {**RUN_DEFAULTS, **self.explicit()}
+        cocktail_set = [n for n in ("sparsity", "topk", "bits") if getattr(self, n) is not None]
+        if cocktail_set and values["codec"] != "cocktail":
+            raise ConfigError(
+                f"{', '.join(cocktail_set)} apply to the cocktail codec only: add --codec cocktail"
+            )
+        return values
 
 
 @dataclass(kw_only=True)
@@ -138,7 +173,13 @@ class TrainingConfig:
     local_steps: int | None = None
     """Deterministic mode: exactly this many local steps per round. Unset: rounds follow round_period_s."""
     round_period_s: float = 5.0
-    """Rounds start at multiples of this period of wall-clock time, the same instants on every node."""
+    """Rounds start at multiples of this period of wall-clock time, the same instants on every node
+    (with adaptive_rounds: the shortest period; the swarm doubles it while communication would not fit)."""
+    adaptive_rounds: bool = True
+    """Lengthen the round period (powers of two times round_period_s, agreed through the DHT) until a
+    round's communication fits inside the next round's compute."""
+    overlap: bool = True
+    """Run round r's communication while round r+1's local steps compute (staleness of one round)."""
     max_rounds: int | None = None
     """Leave gracefully after this many committed rounds."""
     max_steps: int | None = None
@@ -177,6 +218,8 @@ class OutputConfig:
     """Interface of the metrics server."""
     summary_json: str | None = None
     """Write a JSON summary here at exit."""
+    save_model: str | None = None
+    """At exit, save x' here as a model folder (loads with --model DIR or transformers)."""
     status_file: str | None = None
     """Keep a small JSON status here, rewritten as training goes (used by `swarm-node demo`)."""
     log_level: str = "INFO"
@@ -232,6 +275,10 @@ FLAGS: dict[str, tuple[str, str]] = {
     "model": ("run", "model"),
     "data": ("run", "data"),
     "codec": ("run", "codec"),
+    "sparsity": ("run", "sparsity"),
+    "topk": ("run", "topk"),
+    "bits": ("run", "bits"),
+    "warmup-rounds": ("run", "warmup_rounds"),
     "seq-len": ("run", "seq_len"),
     "batch-size": ("run", "batch_size"),
     "lr": ("run", "lr"),
@@ -241,6 +288,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "device": ("training", "device"),
     "local-steps": ("training", "local_steps"),
     "round-period": ("training", "round_period_s"),
+    "adaptive-rounds": ("training", "adaptive_rounds"),
+    "overlap": ("training", "overlap"),
     "max-rounds": ("training", "max_rounds"),
     "max-steps": ("training", "max_steps"),
     "micro-batch": ("training", "micro_batch"),
@@ -252,6 +301,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "metrics-port": ("output", "metrics_port"),
     "summary-json": ("output", "summary_json"),
     "status-file": ("output", "status_file"),
+    "save-model": ("output", "save_model"),
     "log-level": ("output", "log_level"),
 }
 
@@ -364,7 +414,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         if kind.startswith("list"):
             parser.add_argument(f"--{flag}", action="append", default=argparse.SUPPRESS, help=help_text)
         elif kind.startswith("bool"):
-            parser.add_argument(f"--{flag}", action="store_true", default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                f"--{flag}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             caster = int if kind.startswith("int") else float if kind.startswith("float") else str
             parser.add_argument(f"--{flag}", type=caster, default=argparse.SUPPRESS, help=help_text)

@@ -36,10 +36,12 @@ from swarm.averaging.round import (
     fetch_state,
 )
 from swarm.averaging.state import GlobalCopy
-from swarm.compression.codecs import get_codec
+from swarm.compression.cocktail import CocktailParams
+from swarm.compression.codecs import Codec
+from swarm.compression.registry import make_codec
 from swarm.data.corpus import load_corpus
 from swarm.data.sampling import eval_batches, train_batch
-from swarm.dht.records import MemberRecord, RunSpec, config_key, members_key
+from swarm.dht.records import MAX_ROUND_PERIOD_S, MemberRecord, RunSpec, config_key, members_key
 from swarm.metrics import NodeMetrics
 from swarm.models.build import build_model, resolve_model
 from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_name
@@ -47,6 +49,10 @@ from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_name
 logger = logging.getLogger("swarm.node")
 
 HEARTBEAT_INTERVAL_S = 5.0
+OVERLAP_MARGIN = 1.25
+"""With overlap, a round's communication should take at most 1/1.25 of the next round's compute."""
+SERIAL_FACTOR = 4.0
+"""Without overlap, rounds are spaced so that communication takes at most a quarter of the time."""
 SPEC_TTL_S = 24 * 3600.0
 
 
@@ -64,6 +70,8 @@ class Progress:
     eval_loss: float | None = None
     steps_since_round: int = 0
     samples_since_round: int = 0
+    steps_in_flight: int = 0
+    """Local steps of the contribution whose round is communicating now (overlap)."""
     rounds: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
     history: list[dict[str, Any]] = field(default_factory=list)
     peers: int = 0
@@ -71,6 +79,12 @@ class Progress:
     repairs: int = 0
     rejections: int = 0
     local_steps_last_round: int = 0
+    round_period_s: float = 0.0
+    wanted_period_s: float = 0.0
+    round_time_ema_s: float | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    fp32_bytes: int = 0
 
 
 MAX_SHARD_BYTES = 32 * 1024 * 1024
@@ -82,6 +96,28 @@ def shards_for(requested: int, num_elements: int) -> int:
     return min(num_elements, max(requested, needed))
 
 
+def codec_for_spec(spec: RunSpec) -> Codec:
+    params = (
+        CocktailParams(sparsity=spec.sparsity, topk=spec.topk, bits=spec.bits)
+        if spec.codec == "cocktail"
+        else None
+    )
+    return make_codec(spec.codec, params)
+
+
+def wanted_period(base_s: float, round_time_s: float, *, overlap: bool) -> float:
+    """The shortest period ``base_s * 2**k`` (k >= 0) in which a round of ``round_time_s`` hides.
+
+    Powers of two keep the swarm's round instants aligned: a member on an 8 s period still meets
+    members on 4 s at every other boundary while the longer period propagates through the DHT.
+    """
+    needed = round_time_s * (OVERLAP_MARGIN if overlap else SERIAL_FACTOR)
+    period = base_s
+    while period < needed and period < MAX_ROUND_PERIOD_S / 2:
+        period *= 2
+    return period
+
+
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
     values = run.resolved()
     return RunSpec(
@@ -90,6 +126,10 @@ def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
         data=",".join(values["data"]),
         data_hash=data_hash,
         codec=values["codec"],
+        sparsity=float(values["sparsity"]),
+        topk=float(values["topk"]),
+        bits=values["bits"],
+        warmup_rounds=values["warmup_rounds"],
         seq_len=values["seq_len"],
         batch_size=values["batch_size"],
         lr=float(values["lr"]),
@@ -133,6 +173,8 @@ class Node:
         self.averager: Averager | None = None
         self.maddrs: list[str] = []
         self.metrics_port: int | None = None
+        self.progress.round_period_s = config.training.round_period_s
+        self.metrics.round_period.set(config.training.round_period_s)
         self._results_sent = 0
         self._round_in_progress = 0
         self._tasks: list[asyncio.Task] = []
@@ -253,6 +295,7 @@ class Node:
                 round=copy.round,
                 global_step=copy.global_step,
                 local_steps_per_round=float(self.progress.local_steps_last_round),
+                wanted_period_s=self.progress.wanted_period_s,
             )
             with contextlib.suppress(Exception):
                 await self.host.dht_store(
@@ -263,7 +306,21 @@ class Node:
                 )
                 self.progress.peers = await self.host.connected_peers()
                 self.metrics.peers.set(self.progress.peers)
+                if self.averager is not None and self.config.training.adaptive_rounds:
+                    live = await self.averager.live_members()
+                    self._adopt_period([r.wanted_period_s for r in live.values() if not r.leaving])
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    def _adopt_period(self, wanted: list[float]) -> None:
+        """The swarm's round period: the longest any live member needs (never below our base)."""
+        p = self.progress
+        period = max([self.config.training.round_period_s, p.wanted_period_s, *wanted])
+        if period != p.round_period_s:
+            logger.info(
+                "round period %.1f s -> %.1f s (what the slowest link needs)", p.round_period_s, period
+            )
+            p.round_period_s = period
+            self.metrics.round_period.set(period)
 
     def _status(self, copy: GlobalCopy, state: str) -> dict[str, Any]:
         assert self.host is not None
@@ -321,7 +378,7 @@ class Node:
     ) -> None:
         training = self.config.training
         p = self.progress
-        period = training.round_period_s
+        period = p.round_period_s or training.round_period_s
         boundary = (int(time.time() / period) + 1) * period
         peer = self.host.peer_id if self.host is not None else b""
         while not self.stop_thread.is_set():
@@ -341,7 +398,7 @@ class Node:
                 round=copy.round,
                 step=trainer.steps,
             )
-            loss = trainer.step(batch, global_step=copy.global_step + p.steps_since_round)
+            loss = trainer.step(batch, global_step=copy.global_step + p.steps_in_flight + p.steps_since_round)
             p.steps, p.samples, p.last_loss = trainer.steps, trainer.samples, loss
             p.steps_since_round += 1
             p.samples_since_round += batch.shape[0]
@@ -349,11 +406,26 @@ class Node:
             self.metrics.loss.set(loss)
             self.metrics.samples.inc(batch.shape[0])
 
-    def _record(self, outcome: RoundOutcome, copy: GlobalCopy) -> None:
+    def _record(self, outcome: RoundOutcome, contribution: Contribution, copy: GlobalCopy) -> None:
         p = self.progress
         p.rounds[outcome.status.value] += 1
         self.metrics.rounds.labels(status=outcome.status.value).inc()
+        p.bytes_sent += outcome.bytes_sent
+        p.bytes_received += outcome.bytes_received
+        self.metrics.round_sent_bytes.set(outcome.bytes_sent)
+        self.metrics.round_received_bytes.set(outcome.bytes_received)
         if outcome.status is Status.COMMITTED:
+            p.fp32_bytes += outcome.fp32_bytes
+            self.metrics.compression_ratio.set(outcome.compression_ratio)
+            if self.config.training.adaptive_rounds and self.config.training.local_steps is None:
+                ema = p.round_time_ema_s
+                p.round_time_ema_s = ema = (
+                    outcome.duration_s if ema is None else 0.7 * ema + 0.3 * outcome.duration_s
+                )
+                p.wanted_period_s = wanted_period(
+                    self.config.training.round_period_s, ema, overlap=self.config.training.overlap
+                )
+                self._adopt_period([])
             self.metrics.round_duration.observe(outcome.duration_s)
             self.metrics.group_size.set(len(outcome.members))
             self.metrics.aborted_shards.inc(len(outcome.aborted_shards))
@@ -365,6 +437,14 @@ class Node:
                     "group_size": len(outcome.members),
                     "duration_s": round(outcome.duration_s, 4),
                     "transfer_s": round(outcome.transfer_s, 4),
+                    "local_steps": contribution.local_steps,
+                    "codec": outcome.codec,
+                    "bytes_sent": outcome.bytes_sent,
+                    "bytes_received": outcome.bytes_received,
+                    "fp32_bytes": outcome.fp32_bytes,
+                    "compression_ratio": round(outcome.compression_ratio, 2),
+                    "round_period_s": p.round_period_s,
+                    "swarm_samples": copy.swarm_samples,
                 }
             )
             del p.history[:-1000]
@@ -427,10 +507,11 @@ class Node:
         self.averager = averager = Averager(
             host,
             run_id=cfg.run.run_id,
-            codec=get_codec(spec.codec),
+            codec=codec_for_spec(spec),
             global_copy=copy,
             num_shards=shards_for(spec.num_shards, copy.values.numel()),
             timing=cfg.rounds,
+            warmup_rounds=spec.warmup_rounds,
             on_send=self._on_send,
         )
         await averager.start()
@@ -478,6 +559,8 @@ class Node:
         self.progress.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
         self.metrics.eval_loss.set(self.progress.eval_loss)
         self._write_summary(copy, device)
+        if cfg.output.save_model is not None:
+            await asyncio.to_thread(self._save_model, trainer, copy)
         self._write_status(copy, "done")
         logger.info(
             "left after %d steps and %d rounds; eval loss of x' %.3f",
@@ -497,66 +580,108 @@ class Node:
         spec: RunSpec,
         evals: list[torch.Tensor],
     ) -> None:
+        """Train, and average every round; with overlap, round r communicates while round r+1 trains.
+
+        Staleness is one round at most: round r's outcome is applied before round r+1 is sent.
+        Outcomes are applied and x_i is read only while the training thread is idle.
+        """
         training = self.config.training
         p = self.progress
-        while not self.stop.is_set():
-            await asyncio.to_thread(self._train_until_round, trainer, copy, corpus_train, spec)
-            out_of_steps = training.max_steps is not None and p.steps >= training.max_steps
-            if self.stop.is_set() or (out_of_steps and p.steps_since_round == 0):
-                break
-            self._round_in_progress, self._results_sent = copy.round + 1, 0
-            delta = trainer.flat().sub_(copy.values)
-            if not bool(torch.isfinite(delta).all()):
-                # Local training diverged: drop this node's unsent work rather than poison the round.
-                logger.error(
-                    "local model holds NaN/Inf after %d steps: resetting it to the global copy", p.steps
+        pending: tuple[asyncio.Task[RoundOutcome], Contribution] | None = None
+        try:
+            while not self.stop.is_set():
+                await asyncio.to_thread(self._train_until_round, trainer, copy, corpus_train, spec)
+                if pending is not None:
+                    await self._finish_round(await pending[0], pending[1], averager, trainer, copy, evals)
+                    pending = None
+                out_of_steps = training.max_steps is not None and p.steps >= training.max_steps
+                enough_rounds = (
+                    training.max_rounds is not None
+                    and p.rounds[Status.COMMITTED.value] >= training.max_rounds
                 )
-                trainer.reset_to(copy.values)
-                delta.zero_()
-            contribution = Contribution(
-                delta=delta,
-                weight=1.0,
-                samples=p.samples_since_round,
-                local_steps=p.steps_since_round,
-            )
-            outcome = await averager.run_round(contribution)
-            if outcome.status is Status.COMMITTED:
-                before = copy.values.clone() if self.config.fault.dump_dir else None
-                trainer.apply_round(outcome.updates, copy)
-                if before is not None:
-                    self._dump(outcome, contribution, before, copy)
-                if self.config.fault.diverge_round == copy.round:
-                    logger.warning("fault injection: perturbing x' after round %d", copy.round)
-                    copy.apply_shard(0, torch.full((1,), 1e-3))
-                copy.round = outcome.round
-                copy.global_step += outcome.global_step_increment
-                copy.swarm_samples += outcome.samples
-                self.metrics.local_steps_per_round.set(p.steps_since_round)
-                p.local_steps_last_round = p.steps_since_round
-                p.steps_since_round = p.samples_since_round = 0
-            elif outcome.status is Status.REPAIR:
+                if self.stop.is_set() or enough_rounds or (out_of_steps and p.steps_since_round == 0):
+                    break
+                contribution = self._contribution(trainer, copy)
+                task = asyncio.create_task(averager.run_round(contribution))
+                if training.overlap:
+                    pending = (task, contribution)
+                else:
+                    await self._finish_round(await task, contribution, averager, trainer, copy, evals)
+        finally:
+            # A stop while a round communicates: finish it (bounded by its deadlines), lose nothing.
+            if pending is not None:
+                outcome = await pending[0]
+                await self._finish_round(outcome, pending[1], averager, trainer, copy, evals)
+
+    def _contribution(self, trainer: LocalTrainer, copy: GlobalCopy) -> Contribution:
+        p = self.progress
+        self._round_in_progress, self._results_sent = copy.round + 1, 0
+        delta = trainer.flat().sub_(copy.values)
+        if not bool(torch.isfinite(delta).all()):
+            # Local training diverged: drop this node's unsent work rather than poison the round.
+            logger.error("local model holds NaN/Inf after %d steps: resetting it to the global copy", p.steps)
+            trainer.reset_to(copy.values)
+            delta.zero_()
+        contribution = Contribution(
+            delta=delta, weight=1.0, samples=p.samples_since_round, local_steps=p.steps_since_round
+        )
+        p.steps_in_flight = p.steps_since_round
+        p.steps_since_round = p.samples_since_round = 0
+        return contribution
+
+    async def _finish_round(
+        self,
+        outcome: RoundOutcome,
+        contribution: Contribution,
+        averager: Averager,
+        trainer: LocalTrainer,
+        copy: GlobalCopy,
+        evals: list[torch.Tensor],
+    ) -> None:
+        p = self.progress
+        p.steps_in_flight = 0
+        trainer.apply_folds(outcome.folds)
+        if outcome.status is Status.COMMITTED:
+            before = copy.values.clone() if self.config.fault.dump_dir else None
+            trainer.apply_round(outcome.updates, copy)
+            if before is not None:
+                self._dump(outcome, contribution, before, copy)
+            if self.config.fault.diverge_round == copy.round:
+                logger.warning("fault injection: perturbing x' after round %d", copy.round)
+                copy.apply_shard(0, torch.full((1,), 1e-3))
+            copy.round = outcome.round
+            copy.global_step += outcome.global_step_increment
+            copy.swarm_samples += outcome.samples
+            self.metrics.local_steps_per_round.set(contribution.local_steps)
+            p.local_steps_last_round = contribution.local_steps
+        else:
+            # The work stays in x_i - x' and goes with the next round: so do its counters.
+            p.steps_since_round += contribution.local_steps
+            p.samples_since_round += contribution.samples
+            if outcome.status is Status.REPAIR:
                 await self._repair(outcome, copy, trainer)
-            if outcome.status in (Status.COMMITTED, Status.REPAIR):
-                await averager.copy_advanced()
-            self._record(outcome, copy)
-            committed = p.rounds[Status.COMMITTED.value]
-            if outcome.status is Status.COMMITTED and committed % training.eval_every_rounds == 0:
-                p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
-                self.metrics.eval_loss.set(p.eval_loss)
-            logger.info(
-                "round %d %s: group %d, %d shards aborted, %.2fs, loss %.3f, eval %s",
-                outcome.round or copy.round + 1,
-                outcome.status.value,
-                len(outcome.members),
-                len(outcome.aborted_shards),
-                outcome.duration_s,
-                p.last_loss or float("nan"),
-                "-" if p.eval_loss is None else f"{p.eval_loss:.3f}",
-            )
-            if training.max_rounds is not None and committed >= training.max_rounds:
-                break
-            if out_of_steps:
-                break
+        if outcome.status in (Status.COMMITTED, Status.REPAIR):
+            await averager.copy_advanced()
+        self._record(outcome, contribution, copy)
+        committed = p.rounds[Status.COMMITTED.value]
+        if outcome.status is Status.COMMITTED and committed % self.config.training.eval_every_rounds == 0:
+            p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
+            self.metrics.eval_loss.set(p.eval_loss)
+            p.history[-1]["eval_loss"] = p.eval_loss
+        logger.info(
+            "round %d %s: group %d, %d shards aborted, %.2fs, %s %.0f kB sent (%.0fx vs fp32),"
+            " loss %.3f, eval %s",
+            outcome.round or copy.round + 1,
+            outcome.status.value,
+            len(outcome.members),
+            len(outcome.aborted_shards),
+            outcome.duration_s,
+            outcome.codec or "-",
+            outcome.bytes_sent / 1e3,
+            outcome.compression_ratio,
+            p.last_loss or float("nan"),
+            "-" if p.eval_loss is None else f"{p.eval_loss:.3f}",
+        )
 
     def _dump(
         self, outcome: RoundOutcome, contribution: Contribution, before: torch.Tensor, copy: GlobalCopy
@@ -577,6 +702,14 @@ class Node:
             "aborted": outcome.aborted_shards,
         }
         torch.save(record, folder / f"{self.host.peer_name}-round{outcome.round}.pt")
+
+    def _save_model(self, trainer: LocalTrainer, copy: GlobalCopy) -> None:
+        """Write x' as a model folder that ``--model`` (and ``transformers``) loads, for fine-tuning."""
+        path = self.config.output.save_model
+        assert path is not None
+        trainer.load_flat(copy.values)
+        trainer.model.save_pretrained(path)
+        logger.info("saved x' of round %d to %s", copy.round, path)
 
     def _write_summary(self, copy: GlobalCopy, device: torch.device) -> None:
         path = self.config.output.summary_json
@@ -601,6 +734,13 @@ class Node:
             "samples": p.samples,
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
+            "round_bytes_sent": p.bytes_sent,
+            "round_bytes_received": p.bytes_received,
+            "compression_ratio": (
+                p.fp32_bytes / (p.bytes_sent + p.bytes_received) if p.bytes_sent + p.bytes_received else None
+            ),
+            "overlap": self.config.training.overlap,
+            "round_period_s": p.round_period_s,
             "duration_s": time.time() - self.started,
             "history": p.history,
         }

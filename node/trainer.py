@@ -158,6 +158,16 @@ class LocalTrainer:
         self.load_flat(self.flat().add_(adjustment))
 
     @torch.no_grad()
+    def apply_folds(self, folds: Sequence[tuple[int, torch.Tensor]]) -> None:
+        """Add owner error moved into this member's residual (``RoundOutcome.folds``) to x_i."""
+        if not folds:
+            return
+        values = self.flat()
+        for start, moved in folds:
+            values[start : start + moved.numel()] += moved
+        self.load_flat(values)
+
+    @torch.no_grad()
     def reset_to(self, values: torch.Tensor) -> None:
         """Start over from ``values`` (x') with a fresh optimizer state, after local divergence."""
         self.load_flat(values)

@@ -15,6 +15,10 @@ per-peer or per-step labels.
 | swarm_rounds_total{status} | counter | rounds by outcome: committed, aborted, no_group, repair |
 | swarm_sent_bytes_total | counter | bytes the averager wrote to streams |
 | swarm_received_bytes_total | counter | bytes the averager read from streams |
+| swarm_round_sent_bytes | gauge | bytes the averager wrote during the last round |
+| swarm_round_received_bytes | gauge | bytes the averager read during the last round |
+| swarm_compression_ratio | gauge | fp32 payload bytes over bytes moved, last committed round |
+| swarm_round_period_seconds | gauge | wall-clock period between rounds the swarm uses now |
 | swarm_round_duration_seconds | histogram | from rendezvous to commit |
 | swarm_group_size | gauge | members in the last round |
 | swarm_local_steps_per_round | gauge | local steps before the last round |
@@ -43,6 +47,20 @@ class NodeMetrics:
         self.sent_bytes = Counter("swarm_sent_bytes", "Bytes the averager wrote to streams", registry=r)
         self.received_bytes = Counter(
             "swarm_received_bytes", "Bytes the averager read from streams", registry=r
+        )
+        self.round_sent_bytes = Gauge(
+            "swarm_round_sent_bytes", "Bytes the averager wrote during the last round", registry=r
+        )
+        self.round_received_bytes = Gauge(
+            "swarm_round_received_bytes", "Bytes the averager read during the last round", registry=r
+        )
+        self.compression_ratio = Gauge(
+            "swarm_compression_ratio",
+            "fp32 payload bytes over bytes moved in the last committed round",
+            registry=r,
+        )
+        self.round_period = Gauge(
+            "swarm_round_period_seconds", "Wall-clock period between rounds the swarm uses now", registry=r
         )
         self.round_duration = Histogram(
             "swarm_round_duration_seconds",

@@ -23,7 +23,7 @@ from hivemind.p2p import P2P, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
-from swarm.averaging.wire import ByteCounter, FramedStream, WireError
+from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, WireError
 from swarm.dht.records import RecordError
 
 logger = logging.getLogger(__name__)
@@ -144,19 +144,38 @@ class SwarmHost:
     # --- streams --------------------------------------------------------------------------------
 
     def _framed(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_bytes: int
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_bytes: int,
+        counter: ByteCounter | None,
     ) -> FramedStream:
         return FramedStream(
-            reader, writer, counter=self.traffic, on_bytes=self.on_bytes, max_frame_bytes=max_frame_bytes
+            reader,
+            writer,
+            counter=self.traffic,
+            extra_counter=counter or NO_COUNTER,
+            on_bytes=self.on_bytes,
+            max_frame_bytes=max_frame_bytes,
         )
 
-    async def add_handler(self, protocol: str, handler: StreamHandler, *, max_frame_bytes: int) -> None:
-        """Serve ``protocol``; frames a peer sends above ``max_frame_bytes`` end its stream unread."""
+    async def add_handler(
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        max_frame_bytes: int,
+        counter: ByteCounter | None = None,
+    ) -> None:
+        """Serve ``protocol``; frames a peer sends above ``max_frame_bytes`` end its stream unread.
+
+        Its streams' bytes also count into ``counter`` when one is given.
+        """
 
         async def _handle(
             stream_info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            stream = self._framed(reader, writer, max_frame_bytes)
+            stream = self._framed(reader, writer, max_frame_bytes, counter)
             try:
                 await handler(stream_info.peer_id.to_bytes(), stream)
             except WireError as e:
@@ -177,12 +196,18 @@ class SwarmHost:
         await self.p2p.add_binary_stream_handler(protocol, _handle)
 
     async def open_stream(
-        self, peer: bytes, protocol: str, *, timeout_s: float, max_frame_bytes: int
+        self,
+        peer: bytes,
+        protocol: str,
+        *,
+        timeout_s: float,
+        max_frame_bytes: int,
+        counter: ByteCounter | None = None,
     ) -> FramedStream:
         _, reader, writer = await asyncio.wait_for(
             self.p2p.call_binary_stream_handler(PeerID(peer), protocol), timeout=timeout_s
         )
-        return self._framed(reader, writer, max_frame_bytes)
+        return self._framed(reader, writer, max_frame_bytes, counter)
 
     # --- DHT ----------------------------------------------------------------------------------
 

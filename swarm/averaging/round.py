@@ -40,8 +40,8 @@ from swarm.averaging.reduce import ContributionError, apply_error_feedback, chec
 from swarm.averaging.shards import ShardLayout, assign_owners
 from swarm.averaging.state import GlobalCopy, digest_of
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.wire import FramedStream, WireError
-from swarm.compression.codecs import Codec, CodecContext, CodecError
+from swarm.averaging.wire import ByteCounter, FramedStream, WireError
+from swarm.compression.codecs import Codec, CodecContext, CodecError, Fp32Codec
 from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import SwarmHost, peer_from_name, peer_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
@@ -107,6 +107,21 @@ class RoundOutcome:
     samples: int = 0
     duration_s: float = 0.0
     transfer_s: float = 0.0
+    folds: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    """Owner-side error this member held for shards it no longer owns, moved into its own residual:
+    add each ``(start, values)`` to x_i whatever the status (x' does not change)."""
+    codec: str = ""
+    bytes_sent: int = 0
+    """Bytes written to rendezvous and shard streams while this round ran (length prefixes included)."""
+    bytes_received: int = 0
+    fp32_bytes: int = 0
+    """Payload bytes the fp32 codec would have moved for this member in the same roster."""
+
+    @property
+    def compression_ratio(self) -> float:
+        """fp32 payload bytes over the bytes actually moved (control messages included)."""
+        moved = self.bytes_sent + self.bytes_received
+        return self.fp32_bytes / moved if moved else 0.0
 
 
 class _Gathering:
@@ -163,9 +178,14 @@ class Averager:
         global_copy: GlobalCopy,
         num_shards: int,
         timing: RoundTiming,
+        warmup_rounds: int = 0,
         on_send: Callable[[str], None] | None = None,
     ):
         self.host, self.run_id, self.codec, self.copy = host, run_id, codec, global_copy
+        self.warmup_rounds = warmup_rounds
+        self._exact = Fp32Codec()
+        self.round_traffic = ByteCounter()
+        """Bytes of rendezvous and shard streams (not state transfers)."""
         self.layout = ShardLayout(num_elements=global_copy.values.numel(), num_shards=num_shards)
         self.timing = timing
         self._on_send = on_send or (lambda kind: None)
@@ -187,12 +207,22 @@ class Averager:
     def me(self) -> bytes:
         return self.host.peer_id
 
+    def codec_for(self, round_id: int) -> Codec:
+        """The codec of round ``round_id``: exact fp32 during the run's warm-up rounds, then the run's."""
+        return self._exact if round_id <= self.warmup_rounds else self.codec
+
     async def start(self) -> None:
         await self.host.add_handler(
-            _protocol(self.run_id, "rendezvous"), self._handle_join, max_frame_bytes=CONTROL_FRAME_BYTES
+            _protocol(self.run_id, "rendezvous"),
+            self._handle_join,
+            max_frame_bytes=CONTROL_FRAME_BYTES,
+            counter=self.round_traffic,
         )
         await self.host.add_handler(
-            _protocol(self.run_id, "shard"), self._handle_shard, max_frame_bytes=self.shard_frame_bytes
+            _protocol(self.run_id, "shard"),
+            self._handle_shard,
+            max_frame_bytes=self.shard_frame_bytes,
+            counter=self.round_traffic,
         )
         await self.host.add_handler(
             _protocol(self.run_id, "state"), self._handle_state, max_frame_bytes=CONTROL_FRAME_BYTES
@@ -274,7 +304,19 @@ class Averager:
         )
 
     async def run_round(self, contribution: Contribution) -> RoundOutcome:
-        """Get into a roster, reduce, commit. Never waits past the round's deadlines."""
+        """Get into a roster, reduce, commit. Never waits past the round's deadlines.
+
+        The outcome counts the bytes of rendezvous and shard streams while the round ran: one round
+        runs at a time on a node, so these are the round's bytes (parts that reach an owner before its
+        own round starts count towards its previous round).
+        """
+        sent, received = self.round_traffic.sent, self.round_traffic.received
+        outcome = await self._run_round(contribution)
+        outcome.bytes_sent = self.round_traffic.sent - sent
+        outcome.bytes_received = self.round_traffic.received - received
+        return outcome
+
+    async def _run_round(self, contribution: Contribution) -> RoundOutcome:
         if contribution.delta.shape != self.copy.values.shape:
             raise ValueError("contribution delta must have the shape of x'")
         if not bool(torch.isfinite(contribution.delta).all()):
@@ -354,6 +396,7 @@ class Averager:
                 _protocol(self.run_id, "rendezvous"),
                 timeout_s=self.timing.connect_timeout_s,
                 max_frame_bytes=CONTROL_FRAME_BYTES,
+                counter=self.round_traffic,
             )
         except Exception as e:
             logger.info("conductor %s unreachable: %s", _short(conductor), e)
@@ -594,6 +637,10 @@ class Averager:
         margin = self._margin(roster)
         my_shards = [s for s, owner in enumerate(owners) if owner == self.me]
         group_id = bytes(roster.group_id)
+        codec = self.codec_for(roster.round)
+        delta, folds = self._fold_moved_errors(roster, contribution.delta, set(my_shards))
+        mine = sum(layout.size(s) for s in my_shards)
+        fp32_bytes = 4 * (2 * (layout.num_elements - mine) + 2 * (len(members) - 1) * mine)
         group = _OwnerGroup(roster, layout, my_shards, roster_time + roster.deadline_s)
         self._owner_groups[group_id] = group
         self._groups_changed.set()
@@ -605,13 +652,13 @@ class Averager:
             for shard in range(layout.num_shards):
                 start, end = layout.bounds(shard)
                 ctx = CodecContext(round=roster.round, shard=shard)
-                payload = self.codec.encode(contribution.delta[start:end], ctx)
-                own_decoded[shard] = self.codec.decode(payload, end - start, ctx)
+                payload = codec.encode(delta[start:end], ctx)
+                own_decoded[shard] = codec.decode(payload, end - start, ctx)
                 parts[shard] = pb.ShardPart(
                     group_id=roster.group_id,
                     shard=shard,
                     weight=contribution.weight,
-                    codec=self.codec.name,
+                    codec=codec.name,
                     payload=payload,
                 )
             for shard in my_shards:
@@ -648,7 +695,13 @@ class Averager:
         if commit is None:
             logger.warning("round %d: no commit from the conductor; applying nothing", roster.round)
             return RoundOutcome(
-                status=Status.ABORTED, round=roster.round, members=members, transfer_s=transfer_s
+                status=Status.ABORTED,
+                round=roster.round,
+                members=members,
+                transfer_s=transfer_s,
+                folds=folds,
+                codec=codec.name,
+                fp32_bytes=fp32_bytes,
             )
 
         committed = set(commit.shards)
@@ -686,7 +739,42 @@ class Averager:
             global_step_increment=round(sum(m.local_steps for m in roster.members) / len(members)),
             samples=sum(m.samples for m in roster.members),
             transfer_s=transfer_s,
+            folds=folds,
+            codec=codec.name,
+            fp32_bytes=fp32_bytes,
         )
+
+    def _fold_moved_errors(
+        self, roster: pb.Roster, delta: torch.Tensor, my_shards: set[int]
+    ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+        """Move owner-side error of shards this member no longer owns into its own residual.
+
+        The owner error e of a shard is averaged mass that x' has not received yet. When membership
+        changes and the shard gets another owner, this member adds e / share (its share of the mean)
+        to its delta now and to x_i afterwards (``RoundOutcome.folds``): the new owner's mean then
+        carries e, and whatever compression leaves of it stays in x_i - x' like any unsent work. So
+        ``x' + sum_i share_i (x_i - x') + sum(owner errors)`` is conserved; only an owner that leaves
+        the swarm takes its error with it (at most one round's compression error of its shards).
+        """
+        moved = sorted(shard for shard in self._owner_error if shard not in my_shards)
+        if not moved:
+            return delta, []
+        weights = {bytes(m.peer_id): m.weight for m in roster.members}
+        share = weights[self.me] / sum(weights.values())
+        delta = delta.clone()
+        folds = []
+        for shard in moved:
+            error = self._owner_error.pop(shard)
+            if shard >= self.layout.num_shards or error.numel() != self.layout.size(shard):
+                continue
+            start, end = self.layout.bounds(shard)
+            values = error / share
+            delta[start:end] += values
+            folds.append((start, values))
+        logger.info(
+            "round %d: moved owner error of %d shards into this member's residual", roster.round, len(folds)
+        )
+        return delta, folds
 
     async def _send_receipt(
         self,
@@ -737,6 +825,7 @@ class Averager:
                     _protocol(self.run_id, "shard"),
                     timeout_s=self.timing.connect_timeout_s,
                     max_frame_bytes=self.shard_frame_bytes,
+                    counter=self.round_traffic,
                 )
                 for part in parts:
                     await stream.send(pb.Frame(part=part))
@@ -766,7 +855,8 @@ class Averager:
 
     def _decode_result(self, result: pb.ShardResult, roster: pb.Roster) -> torch.Tensor | None:
         """The aggregate of a result, decoded exactly as it will be applied; None if it is invalid."""
-        if result.group_id != roster.group_id or result.codec != self.codec.name:
+        codec = self.codec_for(roster.round)
+        if result.group_id != roster.group_id or result.codec != codec.name:
             return None
         if not 0 <= result.shard < self.layout.num_shards:
             return None
@@ -776,7 +866,7 @@ class Averager:
             return None
         start, end = self.layout.bounds(result.shard)
         try:
-            return self.codec.decode(
+            return codec.decode(
                 bytes(result.payload), end - start, CodecContext(round=roster.round, shard=result.shard)
             )
         except CodecError:
@@ -804,11 +894,12 @@ class Averager:
         if shard not in group.parts or peer in group.parts[shard] or peer in group.failed[shard]:
             raise WireError(f"unexpected part for shard {shard}")
         try:
-            if part.codec != self.codec.name:
-                raise ContributionError(f"part uses codec {part.codec!r}, the run uses {self.codec.name!r}")
+            codec = self.codec_for(group.roster.round)
+            if part.codec != codec.name:
+                raise ContributionError(f"part uses codec {part.codec!r}, this round uses {codec.name!r}")
             start, end = group.layout.bounds(shard)
             ctx = CodecContext(round=group.roster.round, shard=shard)
-            values = self.codec.decode(bytes(part.payload), end - start, ctx)
+            values = codec.decode(bytes(part.payload), end - start, ctx)
             weight = group.weights[peer]
             check_contribution(values, weight, end - start)
         except (CodecError, ContributionError) as e:
@@ -831,6 +922,7 @@ class Averager:
                     )
                 except TimeoutError:
                     break
+            codec = self.codec_for(group.roster.round)
             for shard in group.shards:
                 contributions = group.parts[shard]
                 if not contributions:
@@ -838,15 +930,15 @@ class Averager:
                 start, end = group.layout.bounds(shard)
                 ctx = CodecContext(round=group.roster.round, shard=shard)
                 corrected = apply_error_feedback(weighted_mean(contributions), self._owner_error.get(shard))
-                payload = self.codec.encode(corrected, ctx)
-                residual = corrected - self.codec.decode(payload, end - start, ctx)
+                payload = codec.encode(corrected, ctx)
+                residual = corrected - codec.decode(payload, end - start, ctx)
                 group.pending_error[shard] = residual if bool(residual.any()) else None
                 group.results[shard].set_result(
                     pb.ShardResult(
                         group_id=group.roster.group_id,
                         shard=shard,
                         included=sorted(contributions),
-                        codec=self.codec.name,
+                        codec=codec.name,
                         payload=payload,
                     )
                 )

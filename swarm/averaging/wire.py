@@ -38,7 +38,8 @@ NO_COUNTER = ByteCounter()
 
 
 class FramedStream:
-    """One stream, read and written as frames. ``on_bytes`` reports traffic to metrics.
+    """One stream, read and written as frames. Bytes count into ``counter`` (the host's total) and
+    ``extra_counter`` (a protocol's own), and ``on_bytes`` reports them to metrics.
 
     ``max_frame_bytes`` bounds what the peer may send us: a larger announced frame ends the stream
     before a byte of it is read.
@@ -50,16 +51,19 @@ class FramedStream:
         writer: asyncio.StreamWriter,
         *,
         counter: ByteCounter = NO_COUNTER,
+        extra_counter: ByteCounter = NO_COUNTER,
         on_bytes: Callable[[int, int], None] | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
     ):
         self._reader, self._writer = reader, writer
-        self._counter, self._on_bytes = counter, on_bytes
+        self._counters = (counter, extra_counter)
+        self._on_bytes = on_bytes
         self._max_frame_bytes = max_frame_bytes
 
     def _count(self, sent: int, received: int) -> None:
-        self._counter.sent += sent
-        self._counter.received += received
+        for counter in self._counters:
+            counter.sent += sent
+            counter.received += received
         if self._on_bytes is not None:
             self._on_bytes(sent, received)
 

@@ -82,13 +82,3 @@ class Fp16Codec:
 
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
         return _decode_array(payload, num_elements, np.dtype("<f2"), self.name)
-
-
-CODECS: dict[str, Codec] = {codec.name: codec for codec in (Fp32Codec(), Fp16Codec())}
-
-
-def get_codec(name: str) -> Codec:
-    try:
-        return CODECS[name]
-    except KeyError:
-        raise ValueError(f"unknown codec {name!r}; choose one of {sorted(CODECS)}") from None

@@ -13,6 +13,7 @@ from typing import Any
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
+MAX_ROUND_PERIOD_S = 3600.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -71,6 +72,14 @@ class RunSpec:
     """sha256 of the tokenised training and eval bytes."""
     codec: str
     """Codec of the averaging rounds."""
+    sparsity: float
+    """Cocktail codec: fraction of entries the shared random mask keeps."""
+    topk: float
+    """Cocktail codec: fraction of the kept entries that top-k selects."""
+    bits: int
+    """Cocktail codec: bits per selected value."""
+    warmup_rounds: int
+    """Rounds (by round id) averaged with the exact fp32 codec before the run's codec takes over."""
     seq_len: int
     """Tokens per training sequence."""
     batch_size: int
@@ -106,6 +115,10 @@ class RunSpec:
         spec = cls(**values)
         if spec.seq_len < 1 or spec.batch_size < 1 or spec.num_shards < 1 or spec.total_steps < 1:
             raise RecordError("run spec has non-positive sizes")
+        if not (0 < spec.sparsity <= 1 and 0 < spec.topk <= 1) or spec.bits not in (2, 4, 8):
+            raise RecordError("run spec has cocktail settings out of range")
+        if spec.warmup_rounds < 0:
+            raise RecordError("run spec has negative warm-up rounds")
         return spec
 
     def differences(self, other: RunSpec) -> list[str]:
@@ -126,6 +139,8 @@ class MemberRecord:
     local_steps_per_round: float
     leaving: bool = False
     """Set by a node that leaves gracefully: conductors stop waiting for it."""
+    wanted_period_s: float = 0.0
+    """Round period this member needs for its communication to hide behind compute (0: no opinion)."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"v": RECORD_VERSION, **asdict(self)}
@@ -138,7 +153,10 @@ class MemberRecord:
             global_step=_typed(raw, "global_step", int),
             local_steps_per_round=float(_typed(raw, "local_steps_per_round", (int, float))),
             leaving=_typed(raw, "leaving", bool),
+            wanted_period_s=float(_typed(raw, "wanted_period_s", (int, float))),
         )
         if record.round < 0 or record.global_step < 0 or not record.local_steps_per_round >= 0:
             raise RecordError("member record has negative counters")
+        if not 0 <= record.wanted_period_s <= MAX_ROUND_PERIOD_S:
+            raise RecordError(f"wanted round period outside [0, {MAX_ROUND_PERIOD_S}] s")
         return record

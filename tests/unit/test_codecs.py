@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec, get_codec
+from swarm.compression.cocktail import CocktailParams
+from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec
+from swarm.compression.registry import make_codec
 
 CTX = CodecContext(round=3, shard=1)
 
@@ -59,6 +61,9 @@ def test_decode_rejects_wrong_lengths_and_non_finite_values(codec) -> None:
 def test_codecs_take_one_dimensional_shards_and_names_resolve() -> None:
     with pytest.raises(ValueError, match="1-D"):
         Fp32Codec().encode(torch.randn(2, 2), CTX)
-    assert get_codec("fp16").name == "fp16"
+    assert make_codec("fp16").name == "fp16"
+    assert make_codec("cocktail", CocktailParams(bits=2)).name == "cocktail"
     with pytest.raises(ValueError, match="unknown codec"):
-        get_codec("zip")
+        make_codec("zip")
+    with pytest.raises(ValueError, match="cocktail codec only"):
+        make_codec("fp32", CocktailParams())

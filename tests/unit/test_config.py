@@ -44,6 +44,13 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"round-period": 0.0}, {}, "round_period_s"),
         ({"join-grace": 0.0}, {}, "join_grace_s"),
         ({"min-group": 0}, {}, "min_group"),
+        ({"codec": "cocktail", "sparsity": 0.0}, {}, "sparsity"),
+        ({"codec": "cocktail", "sparsity": 1.5}, {}, "sparsity"),
+        ({"codec": "cocktail", "topk": -0.2}, {}, "topk"),
+        ({"codec": "cocktail", "bits": 3}, {}, "bits"),
+        ({"codec": "fp32", "bits": 8}, {}, "cocktail codec only"),
+        ({"warmup-rounds": -1}, {}, "warmup_rounds"),
+        ({}, {"SWARM_OVERLAP": "maybe"}, "overlap"),
     ],
 )
 def test_bad_values_are_clear_errors(cli, environ, message: str) -> None:
@@ -72,3 +79,32 @@ def test_fault_injection_comes_from_the_environment_only() -> None:
     )
     with pytest.raises(ConfigError, match="SWARM_FAULT"):
         load_config(file=None, cli={}, environ={"SWARM_FAULT": "explode"})
+
+
+def test_cocktail_settings_and_switches() -> None:
+    config = load_config(
+        file=None,
+        cli={"codec": "cocktail", "sparsity": 0.4, "topk": 0.5, "bits": 8, "overlap": False},
+        environ={"SWARM_WARMUP_ROUNDS": "10"},
+    )
+    values = config.run.resolved()
+    assert (values["codec"], values["sparsity"], values["topk"], values["bits"]) == ("cocktail", 0.4, 0.5, 8)
+    assert values["warmup_rounds"] == 10 and config.training.overlap is False
+    assert load_config(file=None, cli={}, environ={}).training.overlap is True
+    # Cocktail settings without a codec: fine for a joiner (it adopts the run's codec), an error
+    # for the node that starts a run with the default fp32 codec.
+    joiner = load_config(file=None, cli={"bits": 2}, environ={})
+    with pytest.raises(ConfigError, match="--codec cocktail"):
+        joiner.run.resolved()
+
+
+def test_boolean_flags_have_a_negative_form() -> None:
+    import argparse
+
+    from node.config import add_flags
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    assert vars(parser.parse_args(["--no-overlap"]))["overlap"] is False
+    assert vars(parser.parse_args(["--overlap"]))["overlap"] is True
+    assert "overlap" not in vars(parser.parse_args([]))

@@ -11,7 +11,11 @@ SPEC = RunSpec(
     model_hash="a" * 64,
     data="stdlib",
     data_hash="b" * 64,
-    codec="fp32",
+    codec="cocktail",
+    sparsity=0.1,
+    topk=0.2,
+    bits=4,
+    warmup_rounds=0,
     seq_len=128,
     batch_size=16,
     lr=3e-3,
@@ -39,6 +43,10 @@ def test_run_spec_round_trips_and_reports_differences() -> None:
         {**SPEC.to_wire(), "seq_len": True},
         {**SPEC.to_wire(), "seq_len": 0},
         {**SPEC.to_wire(), "model": "x" * 600},
+        {**SPEC.to_wire(), "sparsity": 0.0},
+        {**SPEC.to_wire(), "topk": 1.5},
+        {**SPEC.to_wire(), "bits": 3},
+        {**SPEC.to_wire(), "warmup_rounds": -1},
         {k: v for k, v in SPEC.to_wire().items() if k != "codec"},
     ],
 )
@@ -48,12 +56,16 @@ def test_malformed_run_specs_are_rejected(raw) -> None:
 
 
 def test_member_records() -> None:
-    record = MemberRecord(round=3, global_step=10, local_steps_per_round=2.5, leaving=False)
+    record = MemberRecord(
+        round=3, global_step=10, local_steps_per_round=2.5, leaving=False, wanted_period_s=8.0
+    )
     assert MemberRecord.from_wire(record.to_wire()) == record
     with pytest.raises(RecordError):
         MemberRecord.from_wire({**record.to_wire(), "round": -1})
     with pytest.raises(RecordError):
         MemberRecord.from_wire({**record.to_wire(), "leaving": "no"})
+    with pytest.raises(RecordError):
+        MemberRecord.from_wire({**record.to_wire(), "wanted_period_s": 1e9})
 
 
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "x" * 65, "ü"])

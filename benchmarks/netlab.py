@@ -1,0 +1,180 @@
+"""A small network lab for benchmarks: one network namespace per node, a bridge, tbf-shaped links.
+
+    with NetLab(nodes=4, rate_mbit=100) as lab:
+        lab.run(0, ["python", "-m", "node", "join", ...])     # a process inside node 0's namespace
+        lab.link_bytes(0)                                     # bytes node 0's link carried so far
+
+Layout: namespace ``<tag>-hub`` holds a bridge; node i lives in ``<tag>-n<i>`` with ``eth0`` at
+10.77.0.(i+1)/24, joined to the bridge by a veth pair. With ``rate_mbit`` both ends of every veth get
+a ``tbf`` qdisc, so a node's upload and download are each limited to the rate (netem is not
+available here, so links add no delay). Counters: ``link_bytes`` reads the hub end of the node's
+veth (Ethernet frames: payload plus TCP/IP headers and ACKs); ``socket_bytes`` sums ``ss``'s per
+socket payload counters (bytes_acked sent, bytes_received) over the TCP sockets in the namespace.
+
+Needs root and iproute2. Everything it creates carries the tag and is deleted on exit, on error,
+and on SIGINT/SIGTERM; ``NetLab.sweep(tag)`` removes what a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+class NetLab:
+    def __init__(self, nodes: int, *, rate_mbit: float | None = None, tag: str = "swb"):
+        if not 1 <= nodes <= 200:
+            raise ValueError("nodes must be in [1, 200]")
+        if not re.fullmatch(r"[a-z]{2,6}", tag):
+            raise ValueError("tag must be 2-6 lowercase letters")
+        self.nodes, self.rate_mbit, self.tag = nodes, rate_mbit, tag
+        self.hub = f"{tag}-hub"
+        self.processes: list[subprocess.Popen] = []
+        self._previous_handlers: dict[int, object] = {}
+
+    # --- set-up and tear-down -----------------------------------------------------------------
+
+    def namespace(self, index: int) -> str:
+        return f"{self.tag}-n{index}"
+
+    def address(self, index: int) -> str:
+        return f"10.77.0.{index + 1}"
+
+    def __enter__(self) -> NetLab:
+        if os.geteuid() != 0:
+            raise PermissionError("the network lab needs root (network namespaces and tc)")
+        NetLab.sweep(self.tag)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.close()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def _create(self) -> None:
+        _ip("netns", "add", self.hub)
+        _ip("-n", self.hub, "link", "set", "lo", "up")
+        _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.hub, "link", "set", "br0", "up")
+        for i in range(self.nodes):
+            ns, veth = self.namespace(i), f"{self.tag}v{i}"
+            _ip("netns", "add", ns)
+            _ip("link", "add", veth, "netns", self.hub, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("-n", self.hub, "link", "set", veth, "master", "br0", "up")
+            _ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+            if self.rate_mbit is not None:
+                for where, dev in ((ns, "eth0"), (self.hub, veth)):
+                    subprocess.run(
+                        ["ip", "netns", "exec", where, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                         "rate", f"{self.rate_mbit}mbit", "burst", "256kb", "latency", "100ms"],
+                        check=True, capture_output=True,
+                    )  # fmt: skip
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        NetLab.sweep(self.tag)
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous_handlers.clear()
+
+    @staticmethod
+    def sweep(tag: str) -> None:
+        """Delete every namespace named ``<tag>-*`` (and with it its veth ends and qdiscs)."""
+        listing = _ip("netns", "list", check=False).stdout
+        for line in listing.splitlines():
+            name = line.split()[0] if line.strip() else ""
+            if name.startswith(f"{tag}-"):
+                # Processes still inside keep a namespace's interfaces alive: kill them first.
+                pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+                for pid in pids.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _ip("netns", "delete", name, check=False)
+
+    # --- processes and counters ---------------------------------------------------------------
+
+    def run(
+        self, index: int, command: Sequence[str], *, log: Path, env: dict | None = None
+    ) -> subprocess.Popen:
+        """Start ``command`` inside node ``index``'s namespace, in its own process group."""
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.namespace(index), *command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        return process
+
+    def link_bytes(self, index: int) -> tuple[int, int]:
+        """(sent, received) by node ``index`` on its link, Ethernet frames included."""
+
+        def read(counter: str) -> int:
+            path = f"/sys/class/net/{self.tag}v{index}/statistics/{counter}"
+            result = subprocess.run(
+                ["ip", "netns", "exec", self.hub, "cat", path], check=True, capture_output=True, text=True
+            )
+            return int(result.stdout)
+
+        # The hub end receives what the node sends.
+        return read("rx_bytes"), read("tx_bytes")
+
+    def socket_bytes(self, index: int) -> dict[str, tuple[int, int]]:
+        """Per TCP connection of node ``index``: (payload bytes acked by the peer, payload bytes received)."""
+        output = subprocess.run(
+            ["ip", "netns", "exec", self.namespace(index), "ss", "-tinH"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        sockets: dict[str, tuple[int, int]] = {}
+        key = None
+        for line in output.splitlines():
+            if not line.startswith((" ", "\t")):
+                parts = line.split()
+                key = f"{parts[3]}>{parts[4]}" if len(parts) >= 5 else None
+                continue
+            if key is None:
+                continue
+            acked = re.search(r"bytes_acked:(\d+)", line)
+            received = re.search(r"bytes_received:(\d+)", line)
+            sockets[key] = (int(acked.group(1)) if acked else 0, int(received.group(1)) if received else 0)
+        return sockets
+
+
+def socket_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """Payload bytes (sent, received) between two ``socket_bytes`` snapshots; new sockets count from 0."""
+    sent = received = 0
+    for key, (s, r) in after.items():
+        s0, r0 = before.get(key, (0, 0))
+        sent += s - s0
+        received += r - r0
+    return sent, received

@@ -1,0 +1,184 @@
+"""Compressed rounds between real libp2p hosts in one process: error feedback and byte accounting.
+
+The conservation law of two-level error feedback (swarm/averaging/round.py, ``_fold_moved_errors``):
+for a round of N members with equal weights and no training in between,
+
+    x' + (1/N) sum_i (x_i - x') + sum_s E_s
+
+is the same before and after the round, where E_s is the owner-side error of shard s, wherever it
+is held. When membership changes, ownership moves, and the former owner folds its error into its
+own residual; only a departed member's residual and owner error leave the sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+from swarm.averaging.round import Averager, Contribution, RoundOutcome, Status
+from swarm.averaging.shards import assign_owners
+from swarm.averaging.state import GlobalCopy
+from swarm.compression.cocktail import CocktailCodec
+from swarm.compression.codecs import Codec, Fp32Codec
+from swarm.dht.records import MemberRecord, members_key
+from swarm.p2p import SwarmHost
+from tests.protocol.test_round_in_process import TIMING, _hosts, _run
+
+N = 20_000
+SHARDS = 32
+
+
+async def _member(
+    host: SwarmHost, start: torch.Tensor, codec: Codec, *, shards: int = SHARDS, run_id: str = "proto"
+) -> Averager:
+    averager = Averager(
+        host,
+        run_id=run_id,
+        codec=codec,
+        global_copy=GlobalCopy(start.clone()),
+        num_shards=shards,
+        timing=TIMING,
+    )
+    await averager.start()
+    record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
+    await host.dht_store(members_key(run_id), record.to_wire(), ttl_s=60, subkey=host.peer_name)
+    return averager
+
+
+def _owner_error_total(averagers: list[Averager]) -> torch.Tensor:
+    total = torch.zeros(N, dtype=torch.float64)
+    for averager in averagers:
+        for shard, error in averager._owner_error.items():
+            start, end = averager.layout.bounds(shard)
+            total[start:end] += error.double()
+    return total
+
+
+def _apply(outcome: RoundOutcome, x: torch.Tensor, copy: GlobalCopy) -> torch.Tensor:
+    """What node.trainer does with an outcome, on a bare vector x_i; returns the new x_i."""
+    x = x.clone()
+    for start, moved in outcome.folds:
+        x[start : start + moved.numel()] += moved
+    if outcome.status is Status.COMMITTED:
+        for update in outcome.updates:
+            end = update.start + update.aggregate.numel()
+            copy.apply_shard(update.start, update.aggregate)
+            x[update.start : end] += update.aggregate if update.own is None else update.aggregate - update.own
+        copy.round = outcome.round
+    return x
+
+
+def _conserved(copy: GlobalCopy, residuals: list[torch.Tensor], averagers: list[Averager]) -> torch.Tensor:
+    mean_residual = torch.stack([r.double() for r in residuals]).mean(0)
+    return copy.values.double() + mean_residual + _owner_error_total(averagers)
+
+
+def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
+    async def go() -> None:
+        a_host, b_host, c_host, d_host = await _hosts(4)
+        try:
+            start = torch.randn(N)
+            codec = CocktailCodec()
+            a, b, c = [await _member(h, start, codec) for h in (a_host, b_host, c_host)]
+            x = {name: start + torch.randn(N) * 0.01 for name in "abc"}
+
+            # Round 1: a, b, c. Nothing is lost: the sum is conserved exactly (up to fp32 rounding).
+            before = _conserved(a.copy, [x[n] - start for n in "abc"], [])
+            outcomes = await asyncio.gather(
+                *(
+                    m.run_round(
+                        Contribution(delta=x[n] - m.copy.values, weight=1.0, samples=1, local_steps=1)
+                    )
+                    for n, m in zip("abc", (a, b, c), strict=True)
+                )
+            )
+            assert all(o.status is Status.COMMITTED and not o.aborted_shards for o in outcomes)
+            assert not any(o.folds for o in outcomes)
+            for n, m, o in zip("abc", (a, b, c), outcomes, strict=True):
+                x[n] = _apply(o, x[n], m.copy)
+            assert a.copy.digest == b.copy.digest == c.copy.digest
+            after = _conserved(a.copy, [x[n] - a.copy.values for n in "abc"], [a, b, c])
+            torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+            assert _owner_error_total([a, b, c]).abs().sum() > 0, "cocktail leaves owner-side error"
+
+            # Round 2: c leaves, d joins with x_d = x'. Shards move (c's to the others, some of a's and
+            # b's to d): a and b fold their moved error into their residuals; c's error is the loss.
+            await c.announce_leaving()
+            d = await _member(d_host, a.copy.values, codec)
+            d.copy.round = a.copy.round
+            x["d"] = a.copy.values.clone()
+            members = sorted(h.peer_id for h in (a_host, b_host, d_host))
+            old_owners = assign_owners("proto", SHARDS, sorted(h.peer_id for h in (a_host, b_host, c_host)))
+            new_owners = assign_owners("proto", SHARDS, members)
+            moved_from_ab = [
+                s for s in range(SHARDS) if old_owners[s] != new_owners[s] and old_owners[s] != c_host.peer_id
+            ]
+            assert moved_from_ab, "with 32 shards some of a's or b's shards move to d"
+            before = _conserved(a.copy, [x[n] - a.copy.values for n in "abd"], [a, b, d])
+            outcomes = await asyncio.gather(
+                *(
+                    m.run_round(
+                        Contribution(delta=x[n] - m.copy.values, weight=1.0, samples=1, local_steps=1)
+                    )
+                    for n, m in zip("abd", (a, b, d), strict=True)
+                )
+            )
+            assert all(o.status is Status.COMMITTED and len(o.members) == 3 for o in outcomes)
+            folded = {a.layout.bounds(s)[0] for s in moved_from_ab}
+            assert {start for o in outcomes for start, _ in o.folds} == folded
+            for n, m, o in zip("abd", (a, b, d), outcomes, strict=True):
+                x[n] = _apply(o, x[n], m.copy)
+            assert a.copy.digest == b.copy.digest == d.copy.digest
+            after = _conserved(a.copy, [x[n] - a.copy.values for n in "abd"], [a, b, d])
+            torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+            # No member keeps error for a shard it does not own.
+            for m in (a, b, d):
+                assert all(new_owners[s] == m.me for s in m._owner_error)
+        finally:
+            for host in (a_host, b_host, c_host, d_host):
+                await host.shutdown()
+
+    _run(go())
+
+
+def test_round_bytes_are_counted_and_cocktail_moves_two_orders_less_than_fp32() -> None:
+    async def go() -> None:
+        n = 400_000
+        a_host, b_host = await _hosts(2)
+        try:
+            sent = {}
+            for codec in (Fp32Codec(), CocktailCodec()):
+                start = torch.randn(n)
+                run_id = f"bytes-{codec.name}"
+                a = await _member(a_host, start, codec, shards=4, run_id=run_id)
+                b = await _member(b_host, start, codec, shards=4, run_id=run_id)
+                outcomes = await asyncio.gather(
+                    *(
+                        m.run_round(
+                            Contribution(delta=torch.randn(n) * 0.01, weight=1.0, samples=1, local_steps=1)
+                        )
+                        for m in (a, b)
+                    )
+                )
+                assert all(o.status is Status.COMMITTED for o in outcomes)
+                for o in outcomes:
+                    # Each member sends its parts of the other's shards and one result per own shard.
+                    assert o.fp32_bytes == 4 * 2 * n
+                    assert o.bytes_sent > 0 and o.bytes_received > 0 and o.codec == codec.name
+                sent[codec.name] = sum(o.bytes_sent for o in outcomes)
+                if codec.name == "fp32":
+                    # Payloads are the fp32 bytes themselves; headers and control frames add little.
+                    assert (
+                        1.0 <= sum(o.bytes_sent + o.bytes_received for o in outcomes) / (2 * 4 * 2 * n) < 1.01
+                    )
+                else:
+                    assert min(o.compression_ratio for o in outcomes) > 100
+                await a.shutdown()
+                await b.shutdown()
+            assert sent["fp32"] / sent["cocktail"] > 100
+        finally:
+            await a_host.shutdown()
+            await b_host.shutdown()
+
+    _run(go())
