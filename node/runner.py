@@ -708,7 +708,7 @@ class Node:
         path = self.config.output.save_model
         assert path is not None
         trainer.load_flat(copy.values)
-        trainer.model.save_pretrained(path)
+        trainer.model.save_pretrained(path)  # type: ignore[operator]
         logger.info("saved x' of round %d to %s", copy.round, path)
 
     def _write_summary(self, copy: GlobalCopy, device: torch.device) -> None:
