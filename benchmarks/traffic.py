@@ -128,7 +128,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default="small")
     parser.add_argument("--groups", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     results = []

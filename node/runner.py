@@ -445,6 +445,7 @@ class Node:
                     "compression_ratio": round(outcome.compression_ratio, 2),
                     "round_period_s": p.round_period_s,
                     "swarm_samples": copy.swarm_samples,
+                    "time": round(time.time(), 3),
                 }
             )
             del p.history[:-1000]
