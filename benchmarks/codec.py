@@ -1,10 +1,19 @@
-"""Benchmark: the CocktailSGD shard codec on the CPU: encode/decode time and compression ratio.
+"""Benchmark: the CocktailSGD codec with error feedback, on the CPU or a GPU, against the memory floor.
 
-For each size, one shard of fresh N(0, 0.01) values: median of 3 encodes and decodes (one torch/numpy
-thread), payload bytes, and the ratio against fp32. The GPU part of this benchmark (100M and 1B
-parameters against the memory floor) needs the GPU machine and a torch implementation; not here yet.
+One step as a member or owner runs it on a vector of N parameters:
 
-    python benchmarks/codec.py [--sizes 1000000 10000000 100000000]
+    e += u                      error feedback: the new update joins what was not sent yet
+    payload = encode(e)         random mask, top-k, q-bit quantisation (bytes on the host)
+    e -= decode(payload)        what was sent leaves the residual (in place, selected entries only)
+
+Reported per size: median time of that step (and of encode and decode alone), bits per parameter,
+ratio against fp32. On a GPU also the memory floor: 12 bytes per parameter (read u, read and write
+e) over the device's measured copy bandwidth (a large tensor copy, read + write), and the step's
+multiple of it. The GPU run also checks that decoding the same bytes on the GPU and the CPU gives
+bit-identical tensors, and that x' + C[Delta] is bit-identical on both (the mixed CPU/GPU pair).
+
+    python benchmarks/codec.py                                  # CPU: 1M, 10M, 100M
+    python benchmarks/codec.py --device cuda --sizes 100000000 1000000000
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import os
 import platform
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,31 +33,84 @@ import torch
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import CodecContext
 
+REPEATS = 5
 
-def measure(n: int, params: CocktailParams) -> dict:
-    codec = CocktailCodec(params)
-    values = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 0.01
-    ctx = CodecContext(round=1, shard=0)
-    encode_s, decode_s = [], []
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> tuple[float, object]:
+    _sync(device)
+    started = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return time.perf_counter() - started, result
+
+
+def copy_bandwidth(device: torch.device, n: int = 1 << 28) -> float:
+    """Bytes per second of a device-to-device copy (read + write) of n fp32 values."""
+    src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = [_timed(partial(dst.copy_, src), device)[0] for _ in range(REPEATS)]
+    return 2 * 4 * n / statistics.median(times)
+
+
+def measure(n: int, params: CocktailParams, device: torch.device, topk_method: str) -> dict:
+    codec = CocktailCodec(params, topk_method=topk_method)
+    generator = torch.Generator(device=device).manual_seed(n)
+    error = torch.zeros(n, device=device)
+    update = torch.empty(n, device=device).normal_(0, 0.01, generator=generator)
+    step_s, encode_s, decode_s = [], [], []
     payload = b""
-    for _ in range(3):
-        started = time.perf_counter()
-        payload = codec.encode(values, ctx)
-        encode_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        codec.decode(payload, n, ctx)
-        decode_s.append(time.perf_counter() - started)
-    return {
+
+    def step(ctx: CodecContext) -> bytes:
+        error.add_(update)
+        data = codec.encode(error, ctx)
+        codec.subtract_decoded(data, error, ctx)
+        return data
+
+    for round_id in range(REPEATS + 1):
+        ctx = CodecContext(round=round_id, shard=0)
+        seconds, payload = _timed(partial(step, ctx), device)  # type: ignore[assignment]
+        if round_id:  # the first call warms up kernels and allocators
+            step_s.append(seconds)
+            encode_s.append(_timed(partial(codec.encode, error, ctx), device)[0])
+            decode_s.append(_timed(partial(codec.decode, payload, n, ctx, device=device), device)[0])
+    result = {
         "parameters": n,
+        "device": str(device),
+        "topk_method": topk_method,
         "sparsity": params.sparsity,
         "topk": params.topk,
         "bits": params.bits,
         "payload_bytes": len(payload),
         "bits_per_parameter": 8 * len(payload) / n,
         "ratio_vs_fp32": 4 * n / len(payload),
+        "step_s": statistics.median(step_s),
         "encode_s": statistics.median(encode_s),
         "decode_s": statistics.median(decode_s),
-        "encode_mparams_per_s": n / statistics.median(encode_s) / 1e6,
+    }
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def cross_device_identity(device: torch.device, n: int = 10_000_000) -> dict:
+    """Decode on the GPU and on the CPU; apply to x' on both: are the results bit-identical?"""
+    codec = CocktailCodec()
+    ctx = CodecContext(round=3, shard=1)
+    values = torch.randn(n, generator=torch.Generator().manual_seed(7)) * 0.01
+    payload = codec.encode(values.to(device), ctx)
+    on_gpu = codec.decode(payload, n, ctx, device=device)
+    on_cpu = codec.decode(payload, n, ctx)
+    x = torch.randn(n, generator=torch.Generator().manual_seed(8))
+    return {
+        "decode_identical": bool(torch.equal(on_gpu.cpu(), on_cpu)),
+        "x_update_identical": bool(torch.equal((x.to(device) + on_gpu).cpu(), x + on_cpu)),
+        "encode_on_cpu_and_gpu_identical_bytes": payload == codec.encode(values, ctx),
     }
 
 
@@ -55,39 +118,77 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    sizes = args.sizes or (
+        [1_000_000, 10_000_000, 100_000_000] if device.type == "cpu" else [100_000_000, 1_000_000_000]
+    )
+    methods = ["exact"] if device.type == "cpu" else ["exact", "sampled"]
     settings = [CocktailParams(), CocktailParams(sparsity=0.4, topk=0.5)]
-    results = [measure(n, params) for params in settings for n in args.sizes]
-    today = dt.date.today().isoformat()
-    record = {
-        "benchmark": "codec_cpu",
-        "date": today,
+    results = [measure(n, params, device, method) for params in settings for method in methods for n in sizes]
+    record: dict = {
+        "benchmark": f"codec_{device.type}",
+        "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (1 thread)",
         "torch": torch.__version__,
         "results": results,
     }
+    if device.type == "cuda":
+        bandwidth = copy_bandwidth(device)
+        record["copy_bandwidth_bytes_per_s"] = bandwidth
+        for r in results:
+            r["floor_s"] = 12 * r["parameters"] / bandwidth
+            r["step_over_floor"] = r["step_s"] / r["floor_s"]
+        record["cross_device"] = cross_device_identity(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"codec_cpu-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
+    stem = f"{record['benchmark']}-{record['date']}"
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(render(record))
+    print(render(record))
+
+
+def render(record: dict) -> str:
+    gpu = "copy_bandwidth_bytes_per_s" in record
     lines = [
-        f"# CocktailSGD codec on the CPU ({today})",
+        f"# CocktailSGD codec with error feedback, {record['device_name']} ({record['date']})",
         "",
-        f"Machine: {record['machine']}; torch {record['torch']}; one thread; median of 3.",
-        "",
-        "| parameters | p | r | q | bits/param | ratio vs fp32 | encode s | decode s | encode Mparam/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Machine: {record['machine']}; torch {record['torch']}; median of {REPEATS}. step = e += u;"
+        " encode(e); e -= decode (payload bytes to and from the host included).",
     ]
-    for r in results:
+    if gpu:
         lines.append(
-            f"| {r['parameters']:,} | {r['sparsity']} | {r['topk']} | {r['bits']} | {r['bits_per_parameter']:.3f} |"
-            f" {r['ratio_vs_fp32']:.0f}x | {r['encode_s']:.3f} | {r['decode_s']:.3f} | {r['encode_mparams_per_s']:.0f} |"
+            f"Measured copy bandwidth {record['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s (read + write);"
+            " floor = 12 bytes per parameter over it."
         )
-    lines += ["", "Reproduce: `python benchmarks/codec.py`."]
-    (out / f"codec_cpu-{today}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += [
+        "",
+        "| parameters | top-k | p | r | q | bits/param | ratio vs fp32 | step s | encode s | decode s |"
+        + (" floor s | step / floor |" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else ""),
+    ]
+    for r in record["results"]:
+        line = (
+            f"| {r['parameters']:,} | {r['topk_method']} | {r['sparsity']} | {r['topk']} | {r['bits']} |"
+            f" {r['bits_per_parameter']:.3f} | {r['ratio_vs_fp32']:.0f}x | {r['step_s']:.4f} |"
+            f" {r['encode_s']:.4f} | {r['decode_s']:.4f} |"
+        )
+        if gpu:
+            line += f" {r['floor_s']:.4f} | {r['step_over_floor']:.2f}x |"
+        lines.append(line)
+    if "cross_device" in record:
+        lines += ["", f"Mixed CPU/GPU check: {json.dumps(record['cross_device'])}"]
+    device = record["benchmark"].removeprefix("codec_")
+    lines += ["", f"Reproduce: `python benchmarks/codec.py --device {device}`."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

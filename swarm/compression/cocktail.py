@@ -61,88 +61,154 @@ class CocktailParams:
         return max(1, round(1 / self.sparsity))
 
 
+def _offset(stride: int, ctx: CodecContext) -> int:
+    seed = hashlib.blake2b(f"{ctx.round}:{ctx.shard}".encode(), digest_size=8).digest()
+    return int.from_bytes(seed, "little") % stride
+
+
 def kept_indices(n: int, stride: int, ctx: CodecContext) -> np.ndarray:
     """The random mask: every ``stride``-th index from an offset seeded by (round, shard)."""
-    seed = hashlib.blake2b(f"{ctx.round}:{ctx.shard}".encode(), digest_size=8).digest()
-    offset = int.from_bytes(seed, "little") % stride
-    return np.arange(offset, n, stride, dtype=np.int64)
+    return np.arange(_offset(stride, ctx), n, stride, dtype=np.int64)
 
 
 def _levels(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def _pack(codes: np.ndarray, bits: int) -> bytes:
-    if bits == 8:
-        return codes.astype(np.uint8).tobytes()
-    per_byte = 8 // bits
-    padded = np.zeros(-(-len(codes) // per_byte) * per_byte, dtype=np.uint8)
-    padded[: len(codes)] = codes
-    grouped = padded.reshape(-1, per_byte)
-    packed = np.zeros(len(grouped), dtype=np.uint8)
-    for slot in range(per_byte):
-        packed |= grouped[:, slot] << (slot * bits)
-    return packed.tobytes()
+SAMPLE_SIZE = 1 << 16
+"""Entries the sampled top-k estimates its threshold from: the selected count is within a few
+percent of k (binomial spread sqrt(r (1 - r) / SAMPLE_SIZE) of the fraction; tested)."""
 
 
-def _unpack(data: bytes, count: int, bits: int) -> np.ndarray:
-    raw = np.frombuffer(data, dtype=np.uint8)
+def _pack(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack ``values`` (uint8, each < 2**bits) low bits first into ``ceil(len * bits / 8)`` bytes."""
     if bits == 8:
-        return raw[:count].copy()
+        return values
     per_byte = 8 // bits
-    mask = (1 << bits) - 1
-    slots = [(raw >> (slot * bits)) & mask for slot in range(per_byte)]
-    return np.stack(slots, axis=1).reshape(-1)[:count]
+    padded = torch.nn.functional.pad(values, (0, -len(values) % per_byte)).view(-1, per_byte)
+    packed = padded[:, 0].clone()
+    for slot in range(1, per_byte):
+        packed |= padded[:, slot] << (slot * bits)
+    return packed
+
+
+def _unpack(packed: torch.Tensor, count: int, bits: int) -> torch.Tensor:
+    if bits == 8:
+        return packed[:count]
+    per_byte, mask = 8 // bits, (1 << bits) - 1
+    slots = [(packed >> (slot * bits)) & mask for slot in range(per_byte)]
+    return torch.stack(slots, dim=1).reshape(-1)[:count]
+
+
+def _round_up_to_half(peaks: torch.Tensor) -> torch.Tensor:
+    """fp16 scales no smaller than their fp32 peaks (round to nearest, then one ulp up where it fell short)."""
+    scales = peaks.to(torch.float16)
+    short = scales.float() < peaks
+    raised = (scales.view(torch.int16) + short.to(torch.int16)).view(torch.float16)
+    return raised
 
 
 class CocktailCodec:
-    """The compressed codec; ``decode(encode(x))`` is C[x], identical on every member."""
+    """The compressed codec; ``decode(encode(x))`` is C[x], identical on every member and device.
+
+    ``encode`` runs where its input lives (CPU or CUDA) and may differ between devices in which of
+    two equal magnitudes it keeps; that is harmless, since every member applies the bytes the owner
+    sent. ``decode`` is the same sequence of fp32 operations on any device: bit-identical results.
+    ``topk_method``: ``exact`` (torch.topk) or ``sampled`` (a threshold from SAMPLE_SIZE random kept
+    entries; faster on GPUs for large shards, count within a few percent of k). It changes only what
+    this member selects, never the layout: members may use either.
+    """
 
     name = "cocktail"
 
-    def __init__(self, params: CocktailParams | None = None, *, seed: int = 0):
+    def __init__(self, params: CocktailParams | None = None, *, seed: int = 0, topk_method: str = "exact"):
+        if topk_method not in ("exact", "sampled"):
+            raise ValueError(f"topk_method must be exact or sampled, got {topk_method!r}")
         self.params = params or CocktailParams()
-        self._rng = np.random.default_rng(seed)
+        self.topk_method = topk_method
+        self._seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
+        return self._generators[device]
+
+    def _select(self, magnitude: torch.Tensor, k: int) -> torch.Tensor:
+        """Boolean mask ``[m]`` of the entries top-k keeps."""
+        m = magnitude.numel()
+        if k >= m:
+            return torch.ones(m, dtype=torch.bool, device=magnitude.device)
+        if k == 0:
+            return torch.zeros(m, dtype=torch.bool, device=magnitude.device)
+        if self.topk_method == "sampled" and m > SAMPLE_SIZE:
+            probe_at = torch.randint(0, m, (SAMPLE_SIZE,), generator=self._generator(magnitude.device),
+                                     device=magnitude.device)  # fmt: skip
+            probe = magnitude[probe_at]
+            rank = max(1, SAMPLE_SIZE - round(k * SAMPLE_SIZE / m) + 1)
+            threshold = torch.kthvalue(probe, rank).values
+            # Ties at zero would select every zero entry: keep strictly positive ones then.
+            return magnitude > threshold if bool(threshold == 0) else magnitude >= threshold
+        mask = torch.zeros(m, dtype=torch.bool, device=magnitude.device)
+        mask[torch.topk(magnitude, k, sorted=False).indices] = True
+        return mask
 
     def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
         if values.dim() != 1:
             raise ValueError(f"codecs take a 1-D shard, got shape {tuple(values.shape)}")
         p = self.params
-        x = values.detach().to(device="cpu", dtype=torch.float32).numpy()
-        n = len(x)
-        kept = kept_indices(n, p.stride, ctx)
-        sampled = x[kept]
-        m = len(sampled)
-        k = min(m, math.ceil(p.topk * m)) if m else 0
-        # Top-k by magnitude (argpartition: a function of the input alone), then in index order.
-        chosen = np.sort(np.argpartition(-np.abs(sampled), k - 1)[:k]) if 0 < k < m else np.arange(k)
-        bitmap = np.zeros(m, dtype=bool)
-        bitmap[chosen] = True
-        num_buckets = -(-k // p.bucket)
-        levels = _levels(p.bits)
-        # Buckets as rows [num_buckets, bucket], zero-padded at the end.
-        padded = np.zeros(num_buckets * p.bucket, dtype=np.float64)
-        padded[:k] = sampled[chosen]
-        rows = padded.reshape(num_buckets, p.bucket)
-        peaks = np.abs(rows).max(axis=1) if num_buckets else np.zeros(0)
-        scales = peaks.astype(np.float16)
-        # fp16 rounds a scale to nearest; never let it fall below its bucket's peak (codes would clip).
-        low = scales.astype(np.float64) < peaks
-        scales[low] = np.nextafter(scales[low], np.float16(np.inf))
-        safe = np.where(scales > 0, scales.astype(np.float64), 1.0)
-        scaled = rows / safe[:, None] * levels
-        level = np.floor(scaled + self._rng.random(scaled.shape)) if p.stochastic else np.rint(scaled)
-        codes = np.clip(level, -levels, levels).reshape(-1)[:k].astype(np.int64)
-        if not np.isfinite(scales.astype(np.float32)).all():
+        x = values.detach().float()
+        n = x.numel()
+        offset = _offset(p.stride, ctx)
+        sampled = x[offset :: p.stride]
+        m = sampled.numel()
+        selected = self._select(sampled.abs(), min(m, math.ceil(p.topk * m)))
+        chosen = sampled[selected]  # index order
+        k = chosen.numel()
+        num_buckets, levels = -(-k // p.bucket), _levels(p.bits)
+        rows = torch.nn.functional.pad(chosen, (0, num_buckets * p.bucket - k)).view(num_buckets, p.bucket)
+        peaks = rows.abs().amax(dim=1) if num_buckets else rows.new_zeros(0)
+        scales = _round_up_to_half(peaks)
+        if not bool(torch.isfinite(scales).all()):
             raise ValueError("shard values are too large for fp16 scales (or not finite)")
-        return (
-            _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k)
-            + np.packbits(bitmap, bitorder="little").tobytes()
-            + scales.astype("<f2").tobytes()
-            + _pack((codes + levels).astype(np.uint8), p.bits)
+        safe = torch.where(scales > 0, scales.float(), torch.ones_like(peaks))
+        scaled = rows / safe[:, None] * levels
+        if p.stochastic:
+            noise = torch.rand(scaled.shape, generator=self._generator(scaled.device), device=scaled.device)
+            level = torch.floor(scaled + noise)
+        else:
+            level = torch.round(scaled)
+        codes = (level.clamp(-levels, levels).reshape(-1)[:k] + levels).to(torch.uint8)
+        body = torch.cat(
+            [
+                _pack(selected.to(torch.uint8), 1),
+                scales.view(torch.uint8),
+                _pack(codes, p.bits),
+            ]
         )
+        return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k) + body.cpu().numpy().tobytes()
 
-    def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+    def decode(
+        self, payload: bytes, num_elements: int, ctx: CodecContext, *, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """C[x] as a dense ``[n]`` fp32 tensor on ``device`` (the CPU by default)."""
+        offset, selected, values = self._parse(payload, num_elements, ctx, device)
+        dense = torch.zeros(num_elements, dtype=torch.float32, device=values.device)
+        if values.numel():
+            dense[offset :: self.params.stride][selected] = values
+        return dense
+
+    def subtract_decoded(self, payload: bytes, out: torch.Tensor, ctx: CodecContext) -> None:
+        """``out -= C[x]`` in place, touching only the k selected entries (error feedback on a GPU)."""
+        offset, selected, values = self._parse(payload, out.numel(), ctx, out.device)
+        if values.numel():
+            view = out[offset :: self.params.stride]
+            view[selected] = view[selected] - values
+
+    def _parse(
+        self, payload: bytes, num_elements: int, ctx: CodecContext, device: torch.device | None
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Validate a payload; (mask offset, selection mask [m], dequantised values [k]) on ``device``."""
         p = self.params
         if len(payload) < _HEADER.size:
             raise CodecError(f"cocktail payload of {len(payload)} bytes is shorter than its header")
@@ -151,8 +217,8 @@ class CocktailCodec:
             raise CodecError(f"not a version-{_VERSION} cocktail payload")
         if bits != p.bits or n != num_elements:
             raise CodecError(f"payload has q={bits}, n={n}; expected q={p.bits}, n={num_elements}")
-        kept = kept_indices(n, p.stride, ctx)
-        m = len(kept)
+        offset = _offset(p.stride, ctx)
+        m = len(range(offset, n, p.stride))
         if k > m:
             raise CodecError(f"payload selects {k} of {m} sampled entries")
         bitmap_bytes, num_buckets = -(-m // 8), -(-k // p.bucket)
@@ -160,27 +226,25 @@ class CocktailCodec:
         expected = _HEADER.size + bitmap_bytes + 2 * num_buckets + code_bytes
         if len(payload) != expected:
             raise CodecError(f"cocktail payload has {len(payload)} bytes, expected {expected}")
-        offset = _HEADER.size
-        bitmap = np.unpackbits(
-            np.frombuffer(payload, dtype=np.uint8, count=bitmap_bytes, offset=offset), bitorder="little"
+        body = (
+            torch.frombuffer(bytearray(payload[_HEADER.size :]), dtype=torch.uint8)
+            if expected > _HEADER.size
+            else torch.zeros(0, dtype=torch.uint8)
         )
-        if bitmap[m:].any() or int(bitmap[:m].sum()) != k:
+        body = body.to(device or "cpu")
+        bitmap = _unpack(body[:bitmap_bytes], 8 * bitmap_bytes, 1).bool()
+        if bool(bitmap[m:].any()) or int(bitmap[:m].sum()) != k:
             raise CodecError("bitmap does not select exactly k sampled entries")
-        offset += bitmap_bytes
-        scales = np.frombuffer(payload, dtype="<f2", count=num_buckets, offset=offset).astype(np.float32)
-        if not np.isfinite(scales).all() or (scales < 0).any():
+        scales = body[bitmap_bytes : bitmap_bytes + 2 * num_buckets].clone().view(torch.float16).float()
+        if not bool(torch.isfinite(scales).all()) or bool((scales < 0).any()):
             raise CodecError("bucket scales must be finite and non-negative")
-        offset += 2 * num_buckets
         levels = _levels(bits)
-        codes = _unpack(payload[offset:], k, bits).astype(np.int64) - levels
-        if (np.abs(codes) > levels).any():
+        codes = _unpack(body[bitmap_bytes + 2 * num_buckets :], k, bits).to(torch.int32) - levels
+        if bool((codes.abs() > levels).any()):
             raise CodecError("quantisation code out of range")
-        values = np.zeros(n, dtype=np.float32)
-        if k:
-            bucket_of = np.arange(k) // p.bucket
-            dequantised = codes.astype(np.float32) * (scales[bucket_of] / np.float32(levels))
-            values[kept[bitmap[:m].astype(bool)]] = dequantised
-        return torch.from_numpy(values)
+        step = scales / levels  # one fp32 division per bucket, then one multiply per value
+        bucket_of = torch.arange(k, device=body.device) // p.bucket
+        return offset, bitmap[:m], codes.float() * step[bucket_of]
 
     def wire_bits_per_parameter(self, n: int) -> float:
         """Bits on the wire per shard entry for a shard of ``n`` (header included)."""

@@ -53,3 +53,24 @@ def test_global_copy_is_bit_identical_for_a_cpu_and_a_gpu_member() -> None:
     cpu.apply_round(update, copies[0])
     gpu.apply_round(update, copies[1])
     assert copies[0].digest == copies[1].digest
+
+
+def test_cocktail_bytes_decode_bit_identically_on_gpu_and_cpu() -> None:
+    from swarm.compression.cocktail import CocktailCodec, CocktailParams
+    from swarm.compression.codecs import CodecContext
+
+    for params in (CocktailParams(), CocktailParams(sparsity=0.4, topk=0.5, bits=2)):
+        for method in ("exact", "sampled"):
+            codec = CocktailCodec(params, topk_method=method)
+            ctx = CodecContext(round=11, shard=3)
+            n = 2_000_003
+            x = torch.randn(n, generator=torch.Generator().manual_seed(1)) * 0.01
+            payload = codec.encode(x.cuda(), ctx)  # encoded on the GPU, in the shared layout
+            on_gpu = codec.decode(payload, n, ctx, device=torch.device("cuda"))
+            on_cpu = codec.decode(payload, n, ctx)
+            assert torch.equal(on_gpu.cpu(), on_cpu)
+            base = torch.randn(n)
+            assert torch.equal((base.cuda() + on_gpu).cpu(), base + on_cpu)
+            residual = x.cuda()
+            codec.subtract_decoded(payload, residual, ctx)
+            assert torch.equal(residual.cpu(), x - on_cpu)

@@ -129,3 +129,31 @@ def test_decode_rejects_malformed_payloads() -> None:
 def test_nonsense_parameters_are_refused(kwargs) -> None:
     with pytest.raises(ValueError):
         CocktailParams(**kwargs)
+
+
+def test_subtract_decoded_matches_the_dense_decode() -> None:
+    codec = CocktailCodec()
+    n = 50_001
+    x = torch.randn(n, generator=torch.Generator().manual_seed(4))
+    payload = codec.encode(x, CTX)
+    expected = x - codec.decode(payload, n, CTX)
+    codec.subtract_decoded(payload, x, CTX)
+    assert torch.equal(x, expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampled_topk_keeps_the_largest_entries_and_about_k_of_them(seed: int) -> None:
+    """The GPU-friendly selection: a threshold from 2^16 sampled magnitudes; count within 5% of k."""
+    params = CocktailParams()
+    exact, sampled = CocktailCodec(params), CocktailCodec(params, topk_method="sampled", seed=seed)
+    n = 3_000_000
+    x = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * (1 + seed)
+    ctx = CodecContext(round=seed, shard=0)
+    k_exact = int(exact.decode(exact.encode(x, ctx), n, ctx).count_nonzero())
+    y = sampled.decode(sampled.encode(x, ctx), n, ctx)
+    selected = y != 0
+    assert abs(int(selected.sum()) - k_exact) <= 0.05 * k_exact
+    kept = torch.from_numpy(kept_indices(n, params.stride, ctx))
+    magnitude = x.abs()[kept]
+    chosen = selected[kept]
+    assert magnitude[chosen].min() >= magnitude[~chosen].max()

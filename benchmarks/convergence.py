@@ -1,0 +1,222 @@
+"""Benchmark: does the cocktail codec train as well as exact averaging on the same samples?
+
+The default task (model ``tiny`` on the embedded stdlib corpus), 4 node processes on loopback in
+deterministic mode: every round each node runs ``--local-steps`` steps, the whole group averages,
+and the run stops after ``--rounds`` committed rounds, so every setting sees the same samples.
+Held-out eval loss of x' is recorded every ``--eval-every`` rounds.
+
+From scratch, per seed: fp32 codec; cocktail at the defaults (p=0.1, r=0.2, q=4) after
+``--warmup-rounds`` exact rounds; cocktail aggressive (p=0.05, r=0.1, q=2) with the same warm-up.
+Fine-tuning, per seed: start from the x' the fp32 run of the first seed ended with (saved with
+--save-model) and train ``--finetune-rounds`` more rounds with fp32 or cocktail defaults, no
+warm-up. Writes results/convergence-<date>.{json,md,png}.
+
+    python benchmarks/convergence.py [--rounds 60] [--seeds 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NODES = 4
+SETTINGS: dict[str, list[str]] = {
+    "fp32": ["--codec", "fp32"],
+    "cocktail": ["--codec", "cocktail"],
+    "cocktail-aggressive": ["--codec", "cocktail", "--sparsity", "0.05", "--topk", "0.1", "--bits", "2"],
+}
+
+
+def run_swarm(
+    name: str, first_args: list[str], args: argparse.Namespace, rounds: int, workdir: Path
+) -> list[dict]:
+    """Start NODES processes (the first one starts the run), wait for them, return their summaries."""
+    processes: list[subprocess.Popen] = []
+    summaries = [workdir / f"{name}-{i}.summary.json" for i in range(NODES)]
+    status0 = workdir / f"{name}-0.status.json"
+    common = [
+        sys.executable, "-m", "node", "join", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        "--threads", "1", "--local-steps", str(args.local_steps), "--min-group", str(NODES),
+        "--join-grace", "120", "--join-timeout", "240", "--max-rounds", str(rounds),
+        "--eval-every", str(args.eval_every),
+    ]  # fmt: skip
+    try:
+        for i in range(NODES):
+            command = [*common, "--summary-json", str(summaries[i])]
+            if i == 0:
+                command += ["--status-file", str(status0), *first_args]
+            else:
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    try:
+                        command += ["--peer", json.loads(status0.read_text())["maddrs"][0]]
+                        break
+                    except (FileNotFoundError, json.JSONDecodeError, KeyError, IndexError):
+                        if processes[0].poll() is not None:
+                            raise RuntimeError(f"{name}: the first node exited; see {workdir}") from None
+                        time.sleep(0.2)
+            with open(workdir / f"{name}-{i}.log", "w") as log:
+                processes.append(
+                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                )
+        for process in processes:
+            if process.wait(timeout=3600) != 0:
+                raise RuntimeError(f"{name}: a node failed; see logs in {workdir}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    return [json.loads(p.read_text()) for p in summaries]
+
+
+def curve(summaries: list[dict]) -> dict:
+    """Eval loss of x' against swarm samples (node 0's evaluations; every node's x' is the same)."""
+    history = summaries[0]["history"]
+    points = [(h["swarm_samples"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None]
+    rounds = min(len(s["history"]) for s in summaries)
+    identical = all(len({s["history"][i]["digest"] for s in summaries}) == 1 for i in range(rounds))
+    return {
+        "points": points,
+        "final_eval_loss": summaries[0]["eval_loss"],
+        "samples": history[-1]["swarm_samples"],
+        "rounds": len(history),
+        "identical_x_every_round": identical,
+        "compression_ratio": summaries[0]["compression_ratio"],
+        "wall_s": max(s["duration_s"] for s in summaries),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--local-steps", type=int, default=4)
+    parser.add_argument("--warmup-rounds", type=int, default=10)
+    parser.add_argument("--finetune-rounds", type=int, default=30)
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="swarm-convergence-") as tmp:
+        workdir = Path(tmp)
+        pretrained = workdir / "pretrained"
+        schedule = ["--total-steps", str(args.rounds * args.local_steps)]
+        for seed in args.seeds:
+            for setting, codec_args in SETTINGS.items():
+                name = f"scratch-{setting}-s{seed}"
+                first = [*codec_args, *schedule, "--seed", str(seed)]
+                if setting != "fp32":
+                    first += ["--warmup-rounds", str(args.warmup_rounds)]
+                if setting == "fp32" and seed == args.seeds[0]:
+                    first += ["--save-model", str(pretrained)]
+                results[name] = curve(run_swarm(name, first, args, args.rounds, workdir))
+                print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
+        finetune = [
+            "--model", str(pretrained), "--lr", "1e-3", "--total-steps",
+            str(args.finetune_rounds * args.local_steps),
+        ]  # fmt: skip
+        for seed in args.seeds:
+            for setting in ("fp32", "cocktail"):
+                name = f"finetune-{setting}-s{seed}"
+                first = [*SETTINGS[setting], *finetune, "--seed", str(seed + 100)]
+                results[name] = curve(run_swarm(name, first, args, args.finetune_rounds, workdir))
+                print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
+    import torch
+
+    today = dt.date.today().isoformat()
+    record = {
+        "benchmark": "convergence",
+        "date": today,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "torch": torch.__version__,
+        "nodes": NODES,
+        "args": vars(args),
+        "results": results,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"convergence-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"convergence-{today}.md").write_text(render(record))
+    plot(record, out / f"convergence-{today}.png")
+    print(render(record))
+
+
+def render(record: dict) -> str:
+    a, results = record["args"], record["results"]
+    lines = [
+        f"# Convergence: cocktail vs fp32 averaging on the same samples ({record['date']})",
+        "",
+        f"Machine: {record['machine']}; torch {record['torch']}. {record['nodes']} nodes on loopback, model"
+        f" `tiny` on the stdlib corpus, batch 16 x 128 bytes, {a['local_steps']} local steps per round.",
+        f"From scratch: {a['rounds']} rounds; cocktail settings start after {a['warmup_rounds']} exact (fp32)"
+        f" warm-up rounds. Fine-tuning: {a['finetune_rounds']} rounds from the x' of the first seed's fp32"
+        " run, lr 1e-3, no warm-up rounds.",
+        "",
+        "| run | seed | samples | start eval | final eval | vs fp32 | ratio vs fp32 bytes | identical x' every round |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        phase, setting, seed = (
+            name.split("-", 1)[0],
+            name.split("-", 1)[1].rsplit("-s", 1)[0],
+            name.rsplit("-s", 1)[1],
+        )
+        baseline = results.get(f"{phase}-fp32-s{seed}")
+        versus = f"{100 * (r['final_eval_loss'] / baseline['final_eval_loss'] - 1):+.2f}%" if baseline else ""
+        start = r["points"][0][1] if r["points"] else float("nan")
+        lines.append(
+            f"| {phase} {setting} | {seed} | {r['samples']:,} | {start:.3f} | {r['final_eval_loss']:.3f} |"
+            f" {versus} | {r['compression_ratio']:.0f}x | {r['identical_x_every_round']} |"
+        )
+    lines += [
+        "",
+        "start eval: the first evaluation (after the first eval interval). vs fp32: final eval loss",
+        "relative to the fp32 run of the same phase and seed (target: within +2%). ratio: fp32 payload",
+        "bytes over bytes moved, whole run (warm-up rounds included, which move fp32).",
+        "",
+        "Reproduce: `python benchmarks/convergence.py"
+        f" --rounds {a['rounds']} --local-steps {a['local_steps']} --warmup-rounds {a['warmup_rounds']}"
+        f" --finetune-rounds {a['finetune_rounds']} --seeds {' '.join(map(str, a['seeds']))}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = {"fp32": "-", "cocktail": "--", "cocktail-aggressive": ":"}
+    for name, r in record["results"].items():
+        phase, rest = name.split("-", 1)
+        setting, seed = rest.rsplit("-s", 1)
+        ax = axes[0] if phase == "scratch" else axes[1]
+        xs, ys = zip(*r["points"], strict=True) if r["points"] else ((), ())
+        ax.plot(xs, ys, styles[setting], label=f"{setting} seed {seed}", color=f"C{list(styles).index(setting)}",
+                alpha=1.0 if seed == str(record["args"]["seeds"][0]) else 0.55)  # fmt: skip
+    for ax, title in zip(axes, ("from scratch", "fine-tuning from the fp32 x'"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("samples (sequences, whole swarm)")
+        ax.set_ylabel("held-out eval loss of x' (nats/byte)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{record['nodes']} nodes, cocktail vs fp32 averaging ({record['date']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
