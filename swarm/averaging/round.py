@@ -263,6 +263,13 @@ class Averager:
             return t.min_transfer_s
         return min(t.max_transfer_s, max(t.min_transfer_s, t.transfer_factor * self._transfer_ema_s))
 
+    def _missed_deadline(self, deadline_s: float) -> None:
+        """Results missing at the deadline: a slow link or a dead owner. Double the next deadline
+        (up to the ceiling), so that a link slower than the floor still completes rounds; completed
+        rounds bring it back down through the EMA."""
+        t = self.timing
+        self._transfer_ema_s = min(t.max_transfer_s, 2 * deadline_s) / t.transfer_factor
+
     def _record_transfer(self, seconds: float, deadline_s: float) -> None:
         # A transfer that ran into the deadline measures the deadline, not the network: feeding it
         # back would ratchet the deadline up round after round.
@@ -681,6 +688,8 @@ class Averager:
             transfer_s = time.monotonic() - roster_time
             if len(results) == layout.num_shards:
                 self._record_transfer(transfer_s, roster.deadline_s)
+            elif len(members) > 1:
+                self._missed_deadline(roster.deadline_s)
 
             receipt = pb.Receipt(
                 group_id=roster.group_id,

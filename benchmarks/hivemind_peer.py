@@ -1,0 +1,112 @@
+"""One peer of the baseline: hivemind's stock ``hivemind.Optimizer`` on Swarm's task, for benchmarks/wan.py.
+
+Same model, data, sampling, batch and peak learning rate as ``swarm-node join``; hivemind's defaults
+otherwise, with fp16 gradient averaging (``Float16Compression``) and its stock fp32 state averaging
+every epoch. ``--target-batch`` is the swarm-wide batch per optimizer step: the samples all peers
+process in one step of Swarm's data-parallel schedule. Peer 0 writes its multiaddrs to ``--status``
+and evaluates its parameters on the held-out split every ``--eval-every-s`` seconds.
+
+    python benchmarks/hivemind_peer.py --index 0 --status s.json --out p0.json --seconds 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--peer", default=None, help="multiaddr of peer 0 (others)")
+    parser.add_argument("--host-maddr", default="/ip4/127.0.0.1/tcp/0")
+    parser.add_argument("--model", default="small")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--target-batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--eval-every-s", type=float, default=15)
+    parser.add_argument("--eval-batches", type=int, default=8)
+    parser.add_argument("--status", default=None)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    import hivemind
+
+    from node.trainer import causal_lm_loss
+    from swarm.data.corpus import load_corpus
+    from swarm.data.sampling import eval_batches, train_batch
+    from swarm.models import build_model, resolve_model
+
+    corpus = load_corpus(["stdlib"], max_bytes=64 * 1024 * 1024)
+    model = build_model(resolve_model(args.model), seed=0)
+    evals = eval_batches(
+        corpus.eval, seq_len=args.seq_len, batch_size=args.batch_size, num_batches=args.eval_batches
+    )
+    dht = hivemind.DHT(
+        initial_peers=[args.peer] if args.peer else None, host_maddrs=[args.host_maddr], start=True
+    )
+    if args.status:
+        Path(args.status).write_text(json.dumps({"maddrs": [str(m) for m in dht.get_visible_maddrs()]}))
+    warmup = args.warmup_steps
+    optimizer = hivemind.Optimizer(
+        dht=dht,
+        run_id="hivemind-baseline",
+        target_batch_size=args.target_batch,
+        batch_size_per_step=args.batch_size,
+        optimizer=partial(torch.optim.AdamW, lr=args.lr, weight_decay=0.01),
+        scheduler=partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lambda s: min(1.0, (s + 1) / warmup)),
+        params=model.parameters(),
+        matchmaking_time=3.0,
+        averaging_timeout=60.0,
+        grad_compression=hivemind.Float16Compression(),
+        verbose=False,
+    )
+
+    def evaluate() -> float:
+        model.eval()
+        with torch.no_grad():
+            losses = [causal_lm_loss(model, b).item() for b in evals]
+        model.train()
+        return sum(losses) / len(losses)
+
+    started = time.time()
+    points = [{"t": 0.0, "epoch": 0, "eval_loss": evaluate()}] if args.index == 0 else []
+    next_eval = started + args.eval_every_s
+    step = 0
+    while time.time() - started < args.seconds:
+        batch = train_batch(
+            corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0,
+            peer_id=bytes([args.index]), round=0, step=step,
+        )  # fmt: skip
+        loss = causal_lm_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        if args.index == 0 and time.time() >= next_eval:
+            points.append(
+                {"t": time.time() - started, "epoch": optimizer.local_epoch, "eval_loss": evaluate()}
+            )
+            next_eval = time.time() + args.eval_every_s
+    Path(args.out).write_text(
+        json.dumps(
+            {"index": args.index, "local_steps": step, "epochs": optimizer.local_epoch, "points": points}
+        )
+    )
+    optimizer.shutdown()
+    dht.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Benchmark: training over slow links. Swarm with the cocktail codec, Swarm with fp32, and hivemind's
+stock optimizer (fp16 gradients), 4 peers, each in its own network namespace, links shaped with tbf.
+
+For every link rate (unlimited, 1000, 500, 100, 50, 20 Mbit/s, both directions of every peer's
+link) and method, the 4 peers train for ``--seconds`` of wall-clock time on the same task (model
+``small``, stdlib corpus, batch 16 x 128 bytes per peer step, the same peak learning rate and
+50-step warm-up; hivemind's target batch is 4 x 16, one step of all peers). Swarm runs in wall-clock
+mode with adaptive rounds (the period doubles from 2 s until communication fits; the chosen period
+is reported). Peer 0 evaluates its model on the held-out split as it goes (Swarm: x'). Reported: swarm
+samples per second, median round time, socket bytes per peer per round, the chosen round period,
+eval loss against wall-clock time, and the time to reach a target eval loss (the loss Swarm-fp32
+reaches on the unlimited link at 60% of its run). Every namespace is deleted at the end.
+
+    sudo .venv/bin/python benchmarks/wan.py [--seconds 110] [--rates 0 1000 500 100 50 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from netlab import NetLab, socket_delta
+
+PEERS = 4
+MODEL = "small"
+
+
+def _wait_maddr(path: Path, process, timeout_s: float = 240) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(path.read_text())["maddrs"][0]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, IndexError):
+            if process.poll() is not None:
+                raise RuntimeError(f"peer 0 exited; see the logs next to {path}") from None
+            time.sleep(0.2)
+    raise TimeoutError("peer 0 did not start")
+
+
+def run_swarm(lab: NetLab, codec: str, seconds: float, workdir: Path, tag: str) -> dict:
+    summaries = [workdir / f"{tag}-{i}.summary.json" for i in range(PEERS)]
+    status0 = workdir / f"{tag}-0.status.json"
+    processes = []
+    for i in range(PEERS):
+        command = [
+            sys.executable, "-m", "node", "join", "--run-id", tag, "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
+            "--threads", "1", "--round-period", "2", "--summary-json", str(summaries[i]),
+            "--eval-every", "2" if i == 0 else "1000000",
+        ]  # fmt: skip
+        if i == 0:
+            command += [
+                "--status-file",
+                str(status0),
+                "--model",
+                MODEL,
+                "--codec",
+                codec,
+                "--total-steps",
+                "100000",
+            ]
+        else:
+            command += ["--peer", _wait_maddr(status0, processes[0])]
+        processes.append(lab.run(i, command, log=workdir / f"{tag}-{i}.log"))
+    started = time.time()
+    sockets0 = [lab.socket_bytes(i) for i in range(PEERS)]
+    time.sleep(seconds)
+    sockets1 = [lab.socket_bytes(i) for i in range(PEERS)]
+    for process in processes:
+        process.send_signal(signal.SIGTERM)  # leave gracefully: finish the round, write the summary
+    for process in processes:
+        process.wait(timeout=300)
+    data = [json.loads(p.read_text()) for p in summaries]
+    history = data[0]["history"]
+    rounds = [h for h in history if h["time"] <= started + seconds]
+    points = [
+        {"t": h["time"] - started, "eval_loss": h["eval_loss"]}
+        for h in rounds
+        if h.get("eval_loss") is not None
+    ]
+    sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
+    return {
+        "samples_per_s": (rounds[-1]["swarm_samples"] / seconds) if rounds else 0.0,
+        "rounds": len(rounds),
+        "median_round_s": statistics.median(h["duration_s"] for h in rounds) if rounds else None,
+        "socket_sent_per_peer_per_round": sent / max(1, len(rounds)),
+        "round_period_s": [h["round_period_s"] for h in rounds][-1:] or [None],
+        "local_steps_per_round": statistics.median(h["local_steps"] for h in rounds) if rounds else None,
+        "aborted_or_failed_rounds": sum(
+            v for k, v in data[0]["rounds_by_status"].items() if k != "committed"
+        ),
+        "points": points,
+    }
+
+
+def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
+    outs = [workdir / f"{tag}-{i}.json" for i in range(PEERS)]
+    status0 = workdir / f"{tag}-0.status.json"
+    script = str(Path(__file__).parent / "hivemind_peer.py")
+    processes = []
+    for i in range(PEERS):
+        command = [
+            sys.executable, script, "--index", str(i), "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
+            "--model", MODEL, "--seconds", str(seconds), "--out", str(outs[i]), "--eval-every-s", "10",
+            "--eval-batches", "8",
+        ]  # fmt: skip
+        if i == 0:
+            command += ["--status", str(status0)]
+        else:
+            command += ["--peer", _wait_maddr(status0, processes[0])]
+        processes.append(
+            lab.run(i, command, log=workdir / f"{tag}-{i}.log", env={**os.environ, "PYTHONPATH": "."})
+        )
+    sockets0 = [lab.socket_bytes(i) for i in range(PEERS)]
+    for process in processes:
+        process.wait(timeout=seconds + 300)
+    sockets1 = [lab.socket_bytes(i) for i in range(PEERS)]
+    data = [json.loads(p.read_text()) for p in outs]
+    epochs = data[0]["epochs"]
+    sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
+    return {
+        "samples_per_s": epochs * PEERS * 16 / seconds,
+        "rounds": epochs,
+        "median_round_s": seconds / epochs if epochs else None,
+        "socket_sent_per_peer_per_round": sent / max(1, epochs),
+        "round_period_s": [None],
+        "local_steps_per_round": 1,
+        "aborted_or_failed_rounds": None,
+        "points": data[0]["points"],
+    }
+
+
+def time_to(points: list[dict], target: float) -> float | None:
+    for point in points:
+        if point["eval_loss"] <= target:
+            return point["t"]
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=110)
+    parser.add_argument("--rates", type=float, nargs="+", default=[0, 1000, 500, 100, 50, 20])
+    parser.add_argument("--methods", nargs="+", default=["cocktail", "fp32", "hivemind"])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="swarm-wan-") as tmp:
+        workdir = Path(tmp)
+        for rate in args.rates:
+            for method in args.methods:
+                tag = f"wan-{method}-{int(rate)}"
+                with NetLab(PEERS, rate_mbit=rate or None, tag="swwan") as lab:
+                    if method == "hivemind":
+                        result = run_hivemind(lab, args.seconds, workdir, tag)
+                    else:
+                        result = run_swarm(lab, method, args.seconds, workdir, tag)
+                result.update(method=method, rate_mbit=rate or None)
+                print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)
+                results.append(result)
+    reference = next((r for r in results if r["method"] == "fp32" and r["rate_mbit"] is None), None)
+    target = None
+    if reference and reference["points"]:
+        cutoff = 0.6 * args.seconds
+        target = min(p["eval_loss"] for p in reference["points"] if p["t"] <= cutoff)
+    for r in results:
+        r["time_to_target_s"] = time_to(r["points"], target) if target is not None else None
+    import torch
+
+    today = dt.date.today().isoformat()
+    record = {
+        "benchmark": "wan",
+        "date": today,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "torch": torch.__version__,
+        "model": MODEL,
+        "peers": PEERS,
+        "seconds": args.seconds,
+        "target_eval_loss": target,
+        "results": results,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"wan-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"wan-{today}.md").write_text(render(record))
+    plot(record, out / f"wan-{today}.png")
+    print(render(record))
+
+
+def render(record: dict) -> str:
+    lines = [
+        f"# Training over shaped links: Swarm cocktail, Swarm fp32, hivemind stock ({record['date']})",
+        "",
+        f"Machine: {record['machine']}; torch {record['torch']}; {record['peers']} peers, each in its own network"
+        f" namespace; model `{record['model']}`; {record['seconds']:.0f} s of training per run; links shaped with"
+        " tbf at both ends (no added delay).",
+        f"Target eval loss: {record['target_eval_loss']:.3f} (what Swarm fp32 reaches on the unlimited link within 60%"
+        " of its run)."
+        if record["target_eval_loss"] is not None
+        else "Target eval loss: none (no reference run).",
+        "",
+        "| link Mbit/s | method | samples/s | rounds | median round s | period s | local steps/round | MB sent/peer/round | final eval | time to target s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["results"]:
+        final = r["points"][-1]["eval_loss"] if r["points"] else float("nan")
+        median = f"{r['median_round_s']:.2f}" if r["median_round_s"] is not None else "-"
+        period = r["round_period_s"][0]
+        target = r["time_to_target_s"]
+        lines.append(
+            f"| {r['rate_mbit'] or 'unlimited'} | {r['method']} | {r['samples_per_s']:.1f} | {r['rounds']} | {median} |"
+            f" {period if period is not None else '-'} | {r['local_steps_per_round']} |"
+            f" {r['socket_sent_per_peer_per_round'] / 1e6:.2f} | {final:.3f} |"
+            f" {'not reached' if target is None else f'{target:.0f}'} |"
+        )
+    lines += [
+        "",
+        "samples/s: sequences the whole swarm trained per second of wall-clock time (hivemind: epochs x",
+        "target batch). MB sent: TCP payload each peer's sockets sent, per round (hivemind: per epoch).",
+        "",
+        f"Reproduce: `sudo .venv/bin/python benchmarks/wan.py --seconds {record['seconds']:.0f}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = sorted({r["rate_mbit"] or 0 for r in record["results"]}, reverse=True)
+    fig, axes = plt.subplots(1, len(rates), figsize=(4 * len(rates), 3.8), sharey=True, squeeze=False)
+    for ax, rate in zip(axes[0], rates, strict=True):
+        for r in record["results"]:
+            if (r["rate_mbit"] or 0) == rate and r["points"]:
+                ax.plot(
+                    [p["t"] for p in r["points"]], [p["eval_loss"] for p in r["points"]], label=r["method"]
+                )
+        if record["target_eval_loss"] is not None:
+            ax.axhline(record["target_eval_loss"], color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{rate:.0f} Mbit/s" if rate else "unlimited")
+        ax.set_xlabel("wall-clock s")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out eval loss (nats/byte)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
