@@ -643,10 +643,12 @@ class Node:
         p.steps_in_flight = 0
         trainer.apply_folds(outcome.folds)
         if outcome.status is Status.COMMITTED:
-            before = copy.values.clone() if self.config.fault.dump_dir else None
+            dumping = self.config.fault.dump_dir is not None
+            before = copy.values.clone() if dumping else None
+            local_before = trainer.flat() if dumping else None
             trainer.apply_round(outcome.updates, copy)
-            if before is not None:
-                self._dump(outcome, contribution, before, copy)
+            if before is not None and local_before is not None:
+                self._dump(outcome, contribution, before, local_before, trainer.flat(), copy)
             if self.config.fault.diverge_round == copy.round:
                 logger.warning("fault injection: perturbing x' after round %d", copy.round)
                 copy.apply_shard(0, torch.full((1,), 1e-3))
@@ -685,7 +687,13 @@ class Node:
         )
 
     def _dump(
-        self, outcome: RoundOutcome, contribution: Contribution, before: torch.Tensor, copy: GlobalCopy
+        self,
+        outcome: RoundOutcome,
+        contribution: Contribution,
+        before: torch.Tensor,
+        local_before: torch.Tensor,
+        local_after: torch.Tensor,
+        copy: GlobalCopy,
     ) -> None:
         """Numerical record of one committed round, for tests that check the algebra."""
         assert self.config.fault.dump_dir is not None and self.host is not None
@@ -699,6 +707,9 @@ class Node:
             "local_steps": contribution.local_steps,
             "before": before,
             "after": copy.values.clone(),
+            "residual_before": local_before - before,
+            "residual_after": local_after - copy.values,
+            "folds": outcome.folds,
             "updates": [(u.shard, u.start, u.aggregate, u.own) for u in outcome.updates],
             "aborted": outcome.aborted_shards,
         }

@@ -256,3 +256,53 @@ def test_unreachable_peer_gives_one_line_error() -> None:
     assert fake in errors[0] and re.search(r"no bootstrap peer answered", errors[0])
     assert "firewall" in errors[0] and "run id" in errors[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_three_nodes_with_the_cocktail_codec_hold_identical_x_and_lose_no_unsent_work(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    """Cocktail rounds after one exact warm-up round, with overlap: bit-identical x' on every member,
+    C[delta_i] is exactly the codec's output, and x_i - x' keeps everything that was not sent."""
+    from swarm.compression.cocktail import CocktailCodec
+    from swarm.compression.codecs import CodecContext
+
+    dumps = tmp_path / "dumps"
+    env = {"SWARM_DUMP_DIR": str(dumps)}
+    settings = ["--local-steps", "2", "--min-group", "3", "--max-rounds", "4", *COMMON]
+    a = swarm.start(
+        "a", "--run-id", "cocktail", "--codec", "cocktail", "--warmup-rounds", "1", *settings, env=env
+    )
+    peer = swarm.first_maddr(a)
+    others = [swarm.start(n, "--run-id", "cocktail", "--peer", peer, *settings, env=env) for n in "bc"]
+    for node in (a, *others):
+        assert node.wait_exit(300) == 0, node.log_tail()
+    summaries = [n.summary() for n in (a, *others)]
+    shared = set.intersection(*(set(_digests(s)) for s in summaries))
+    assert len(shared) >= 3
+    for round_id in shared:
+        assert len({_digests(s)[round_id] for s in summaries}) == 1, f"x' differs after round {round_id}"
+    for entry in summaries[0]["history"]:
+        if entry["round"] == 1:
+            assert entry["codec"] == "fp32"
+        elif entry["group_size"] == 3:
+            assert entry["codec"] == "cocktail" and entry["compression_ratio"] > 100, entry
+    codec = CocktailCodec()
+    checked = 0
+    for round_id in sorted(shared - {1}):
+        records = _load_dumps(dumps, round_id)
+        assert len(records) == 3
+        for record in records.values():
+            expected_residual = record["residual_before"].clone()
+            for shard, start, aggregate, own in record["updates"]:
+                end = start + aggregate.numel()
+                ctx = CodecContext(round=round_id, shard=shard)
+                part = record["delta"][start:end].clone()
+                for fold_start, moved in record["folds"]:
+                    if fold_start == start:
+                        part += moved
+                assert torch.equal(own, codec.decode(codec.encode(part, ctx), end - start, ctx))
+                expected_residual[start:end] -= own
+            torch.testing.assert_close(record["residual_after"], expected_residual, rtol=0, atol=1e-6)
+            assert torch.count_nonzero(record["residual_after"]) > 0.9 * record["residual_after"].numel()
+        checked += 1
+    assert checked >= 2
