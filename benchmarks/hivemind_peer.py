@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--origin", type=float, default=None, help="epoch seconds the run's clock starts at")
     parser.add_argument("--eval-every-s", type=float, default=15)
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--status", default=None)
@@ -42,6 +43,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import hivemind
+    from hivemind.compression import Float16Compression
 
     from node.trainer import causal_lm_loss
     from swarm.data.corpus import load_corpus
@@ -69,7 +71,7 @@ def main() -> None:
         params=model.parameters(),
         matchmaking_time=3.0,
         averaging_timeout=60.0,
-        grad_compression=hivemind.Float16Compression(),
+        grad_compression=Float16Compression(),
         verbose=False,
     )
 
@@ -80,8 +82,9 @@ def main() -> None:
         model.train()
         return sum(losses) / len(losses)
 
-    started = time.time()
-    points = [{"t": 0.0, "epoch": 0, "eval_loss": evaluate()}] if args.index == 0 else []
+    started = args.origin or time.time()
+    points = [{"t": time.time() - started, "epoch": 0, "eval_loss": evaluate()}] if args.index == 0 else []
+    history = []
     next_eval = started + args.eval_every_s
     step = 0
     while time.time() - started < args.seconds:
@@ -94,6 +97,8 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
         step += 1
+        if not history or history[-1]["epoch"] != optimizer.local_epoch:
+            history.append({"t": time.time() - started, "epoch": optimizer.local_epoch})
         if args.index == 0 and time.time() >= next_eval:
             points.append(
                 {"t": time.time() - started, "epoch": optimizer.local_epoch, "eval_loss": evaluate()}

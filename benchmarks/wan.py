@@ -88,8 +88,15 @@ def run_swarm(lab: NetLab, codec: str, seconds: float, workdir: Path, tag: str) 
         if h.get("eval_loss") is not None
     ]
     sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
+    full = [h for h in rounds if h["group_size"] == PEERS]
+    steady = (
+        (full[-1]["swarm_samples"] - full[0]["swarm_samples"]) / (full[-1]["time"] - full[0]["time"])
+        if len(full) >= 2
+        else 0.0
+    )
     return {
         "samples_per_s": (rounds[-1]["swarm_samples"] / seconds) if rounds else 0.0,
+        "steady_samples_per_s": steady,
         "rounds": len(rounds),
         "median_round_s": statistics.median(h["duration_s"] for h in rounds) if rounds else None,
         "socket_sent_per_peer_per_round": sent / max(1, len(rounds)),
@@ -107,11 +114,12 @@ def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
     status0 = workdir / f"{tag}-0.status.json"
     script = str(Path(__file__).parent / "hivemind_peer.py")
     processes = []
+    origin = time.time()
     for i in range(PEERS):
         command = [
             sys.executable, script, "--index", str(i), "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
             "--model", MODEL, "--seconds", str(seconds), "--out", str(outs[i]), "--eval-every-s", "10",
-            "--eval-batches", "8",
+            "--eval-batches", "8", "--origin", str(origin),
         ]  # fmt: skip
         if i == 0:
             command += ["--status", str(status0)]
@@ -127,15 +135,23 @@ def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
     data = [json.loads(p.read_text()) for p in outs]
     epochs = data[0]["epochs"]
     sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
+    times = data[0]["epoch_times"]
+    steady = (
+        (times[-1]["epoch"] - times[0]["epoch"]) * PEERS * 16 / (times[-1]["t"] - times[0]["t"])
+        if len(times) >= 2 and times[-1]["t"] > times[0]["t"]
+        else 0.0
+    )
     return {
         "samples_per_s": epochs * PEERS * 16 / seconds,
+        "steady_samples_per_s": steady,
         "rounds": epochs,
         "median_round_s": seconds / epochs if epochs else None,
         "socket_sent_per_peer_per_round": sent / max(1, epochs),
         "round_period_s": [None],
         "local_steps_per_round": 1,
         "aborted_or_failed_rounds": None,
-        "points": data[0]["points"],
+        # A step that outlived the window (waiting on departed peers) does not count.
+        "points": [p for p in data[0]["points"] if p["t"] <= seconds],
     }
 
 
@@ -210,8 +226,8 @@ def render(record: dict) -> str:
         if record["target_eval_loss"] is not None
         else "Target eval loss: none (no reference run).",
         "",
-        "| link Mbit/s | method | samples/s | rounds | median round s | period s | local steps/round | MB sent/peer/round | final eval | time to target s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| link Mbit/s | method | samples/s | steady samples/s | rounds | median round s | period s | local steps/round | MB sent/peer/round | final eval | time to target s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["results"]:
         final = r["points"][-1]["eval_loss"] if r["points"] else float("nan")
@@ -219,15 +235,18 @@ def render(record: dict) -> str:
         period = r["round_period_s"][0]
         target = r["time_to_target_s"]
         lines.append(
-            f"| {r['rate_mbit'] or 'unlimited'} | {r['method']} | {r['samples_per_s']:.1f} | {r['rounds']} | {median} |"
+            f"| {r['rate_mbit'] or 'unlimited'} | {r['method']} | {r['samples_per_s']:.1f} |"
+            f" {r['steady_samples_per_s']:.1f} | {r['rounds']} | {median} |"
             f" {period if period is not None else '-'} | {r['local_steps_per_round']} |"
             f" {r['socket_sent_per_peer_per_round'] / 1e6:.2f} | {final:.3f} |"
             f" {'not reached' if target is None else f'{target:.0f}'} |"
         )
     lines += [
         "",
-        "samples/s: sequences the whole swarm trained per second of wall-clock time (hivemind: epochs x",
-        "target batch). MB sent: TCP payload each peer's sockets sent, per round (hivemind: per epoch).",
+        "samples/s: sequences the whole swarm trained per second of the run, start-up and joiners'",
+        "download of the model included (hivemind: epochs x target batch). steady: from the first to the",
+        "last round with all peers (hivemind: first to last epoch). MB sent: TCP payload each peer's",
+        "sockets sent per round (hivemind: per epoch).",
         "",
         f"Reproduce: `sudo .venv/bin/python benchmarks/wan.py --seconds {record['seconds']:.0f}`.",
     ]
