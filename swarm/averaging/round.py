@@ -450,6 +450,14 @@ class Averager:
                 enough = len(joined) >= t.min_group
                 if enough and waited >= t.gather_s and (live <= joined or waited >= t.join_grace_s):
                     break
+                logger.debug(
+                    "gathering: %d joined %s, %d live %s, waited %.1fs",
+                    len(joined),
+                    sorted(_short(p) for p in joined),
+                    len(live),
+                    sorted(_short(p) for p in live),
+                    waited,
+                )
                 if time.monotonic() >= deadline:
                     self._close_gathering(gathering, pb.Frame(busy=pb.Busy(reason="not enough members")))
                     return None
@@ -586,6 +594,9 @@ class Averager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._gathering_open.wait(), timeout=remaining)
         reply: asyncio.Future[pb.Frame] = asyncio.get_running_loop().create_future()
+        logger.debug(
+            "join request from %s enters the gathering (%d joined)", _short(peer), len(gathering.requests) + 1
+        )
         gathering.requests[peer] = request
         gathering.replies[peer] = reply
         gathering.changed.set()
