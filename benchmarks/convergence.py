@@ -46,7 +46,7 @@ def run_swarm(
     common = [
         sys.executable, "-m", "node", "join", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", str(args.local_steps), "--min-group", str(NODES),
-        "--join-grace", "120", "--join-timeout", "240", "--max-rounds", str(rounds),
+        "--join-grace", "120", "--join-timeout", "240", "--until-round", str(rounds),
         "--eval-every", str(args.eval_every),
     ]  # fmt: skip
     try:

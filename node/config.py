@@ -182,6 +182,8 @@ class TrainingConfig:
     """Run round r's communication while round r+1's local steps compute (staleness of one round)."""
     max_rounds: int | None = None
     """Leave gracefully after this many committed rounds."""
+    until_round: int | None = None
+    """Leave gracefully once x' reaches this round id: the same round on every member (benchmarks)."""
     max_steps: int | None = None
     """Leave gracefully after this many local steps."""
     micro_batch: int | None = None
@@ -200,7 +202,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("local_steps", "max_rounds", "max_steps", "micro_batch", "threads"):
+        for name in ("local_steps", "max_rounds", "until_round", "max_steps", "micro_batch", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
@@ -291,6 +293,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "adaptive-rounds": ("training", "adaptive_rounds"),
     "overlap": ("training", "overlap"),
     "max-rounds": ("training", "max_rounds"),
+    "until-round": ("training", "until_round"),
     "max-steps": ("training", "max_steps"),
     "micro-batch": ("training", "micro_batch"),
     "threads": ("training", "threads"),

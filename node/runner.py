@@ -599,7 +599,7 @@ class Node:
                 enough_rounds = (
                     training.max_rounds is not None
                     and p.rounds[Status.COMMITTED.value] >= training.max_rounds
-                )
+                ) or (training.until_round is not None and copy.round >= training.until_round)
                 if self.stop.is_set() or enough_rounds or (out_of_steps and p.steps_since_round == 0):
                     break
                 contribution = self._contribution(trainer, copy)

@@ -582,6 +582,7 @@ class Averager:
                 self.rejections += 1
                 logger.warning("rejected a join request from %s: %s", _short(peer), problem)
             await stream.send(pb.Frame(busy=pb.Busy(reason=problem)))
+            await stream.linger(self.timing.connect_timeout_s)
             return
         # Everyone picks the same conductor; one that is still training (or just closed a roster)
         # keeps the joiner waiting for its next gathering rather than splitting the group.
@@ -590,6 +591,7 @@ class Averager:
             remaining = waited_until - time.monotonic()
             if remaining <= 0:
                 await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
+                await stream.linger(self.timing.connect_timeout_s)
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._gathering_open.wait(), timeout=remaining)
@@ -617,6 +619,7 @@ class Averager:
         answer = reply.result()
         await stream.send(answer)
         if answer.WhichOneof("body") != "roster" or not answer.roster.included:
+            await stream.linger(self.timing.connect_timeout_s)
             return
         roster = answer.roster
         margin = self._margin(roster)
@@ -638,6 +641,7 @@ class Averager:
             asyncio.shield(gathering.commit), timeout=max(0.1, commit_ready - time.monotonic())
         )
         await asyncio.wait_for(stream.send(pb.Frame(commit=commit)), timeout=self.timing.connect_timeout_s)
+        await stream.linger(self.timing.connect_timeout_s)
 
     # ------------------------------------------------------------------ reduce and commit
 
@@ -992,6 +996,7 @@ class Averager:
             reason = "unknown round" if group is None else "not a member of this round"
             logger.warning("rejected shard parts from %s: %s", _short(peer), reason)
             await stream.send(pb.Frame(reject=pb.Reject(reason=reason)))
+            await stream.linger(self.timing.connect_timeout_s)
             return
         margin = self._margin(group.roster)
         async with asyncio.timeout_at(_loop_time(group.deadline + 2 * margin)):
@@ -1009,6 +1014,7 @@ class Averager:
                     continue
                 await stream.send(pb.Frame(result=result))
                 self._on_send("result")
+        await stream.linger(self.timing.connect_timeout_s)
 
     # ------------------------------------------------------------------ state transfer
 

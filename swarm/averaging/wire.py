@@ -102,5 +102,15 @@ class FramedStream:
             raise WireError(f"expected {' or '.join(kinds)}, got {kind}")
         return frame
 
+    async def linger(self, timeout_s: float) -> None:
+        """After our last frame: wait (bounded) until the peer closes. Closing first would let p2pd
+        reset the stream and cut the tail of what we sent."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await self._reader.read(1 << 16):  # anything more is discarded
+                    pass
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+
     def close(self) -> None:
         self._writer.close()
