@@ -191,6 +191,9 @@ class Averager:
         self._on_send = on_send or (lambda kind: None)
         self._gathering: _Gathering | None = None
         self._gathering_open = asyncio.Event()
+        self._joining = asyncio.Event()
+        self._joining_target: bytes | None = None
+        """The conductor this node is asking for a roster right now, if any."""
         self._owner_groups: dict[bytes, _OwnerGroup] = {}
         self._groups_changed = asyncio.Event()
         self._owner_error: dict[int, torch.Tensor] = {}
@@ -342,7 +345,14 @@ class Averager:
             if target == self.me:
                 attempt = await self._conduct(request, deadline, skip)
             else:
-                attempt = await self._join(target, request, deadline)
+                # Joiners that reach us meanwhile are sent on to the same conductor.
+                self._joining_target = target
+                self._joining.set()
+                try:
+                    attempt = await self._join(target, request, deadline)
+                finally:
+                    self._joining_target = None
+                    self._joining.clear()
             if isinstance(attempt, tuple):
                 joined = attempt
             elif isinstance(attempt, bytes):
@@ -585,16 +595,30 @@ class Averager:
             await stream.linger(self.timing.connect_timeout_s)
             return
         # Everyone picks the same conductor; one that is still training (or just closed a roster)
-        # keeps the joiner waiting for its next gathering rather than splitting the group.
+        # keeps the joiner waiting for its next gathering rather than splitting the group. A node
+        # that is itself joining another conductor (one the joiner has not seen yet) redirects it.
         waited_until = time.monotonic() + 2 * self.timing.join_grace_s
         while (gathering := self._gathering) is None or gathering.closed:
+            target = self._joining_target
+            if target is not None and target != peer:
+                logger.debug("redirecting %s to %s, the conductor we join", _short(peer), _short(target))
+                await stream.send(pb.Frame(redirect=pb.Redirect(conductor=target)))
+                await stream.linger(self.timing.connect_timeout_s)
+                return
             remaining = waited_until - time.monotonic()
             if remaining <= 0:
                 await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
                 await stream.linger(self.timing.connect_timeout_s)
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._gathering_open.wait(), timeout=remaining)
+            waiters = {
+                asyncio.ensure_future(self._gathering_open.wait()),
+                asyncio.ensure_future(self._joining.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
         reply: asyncio.Future[pb.Frame] = asyncio.get_running_loop().create_future()
         logger.debug(
             "join request from %s enters the gathering (%d joined)", _short(peer), len(gathering.requests) + 1
@@ -610,6 +634,7 @@ class Averager:
             )
         finally:
             gone.cancel()
+            await asyncio.wait({gone})  # let it finish cancelling: only one reader at a time
             if not reply.done() and not gathering.closed:
                 gathering.requests.pop(peer, None)
                 gathering.replies.pop(peer, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -194,5 +195,53 @@ def test_default_listen_addresses_serve_tcp_and_quic() -> None:
             assert any("/quic-v1/" in m for m in visible), visible
         finally:
             await host.shutdown()
+
+    _run(go())
+
+
+def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> None:
+    """H asks M (the lowest it sees); M then sees L and asks L. M must send H on to L at once,
+    not hold H until a gathering of its own that will never open."""
+
+    async def go() -> None:
+        hosts = sorted(await _hosts(3), key=lambda h: h.peer_id)
+        low, mid, high = hosts
+        timing = RoundTiming(
+            gather_s=0.2, join_grace_s=20.0, join_timeout_s=40.0, min_group=3, min_transfer_s=2.0
+        )
+        try:
+            start = torch.randn(N)
+            averagers = {}
+            for host in hosts:
+                averagers[host.peer_id] = Averager(
+                    host, run_id="chain", codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=4,
+                    timing=timing,
+                )  # fmt: skip
+                await averagers[host.peer_id].start()
+
+            async def announce(host: SwarmHost) -> None:
+                record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
+                await host.dht_store(members_key("chain"), record.to_wire(), ttl_s=120, subkey=host.peer_name)
+
+            def contribution() -> Contribution:
+                return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
+
+            await announce(mid)
+            await announce(high)
+            high_round = asyncio.create_task(averagers[high.peer_id].run_round(contribution()))
+            await asyncio.sleep(1.0)  # high is now waiting in mid's rendezvous handler
+            await announce(low)
+            mid_round = asyncio.create_task(averagers[mid.peer_id].run_round(contribution()))
+            await asyncio.sleep(1.0)  # mid asks low, which is still training
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                averagers[low.peer_id].run_round(contribution()), mid_round, high_round
+            )
+            assert [o.status for o in outcomes] == [Status.COMMITTED] * 3
+            assert all(len(o.members) == 3 for o in outcomes)
+            assert time.monotonic() - started < 10, "the joiner was held instead of redirected"
+        finally:
+            for host in hosts:
+                await host.shutdown()
 
     _run(go())
