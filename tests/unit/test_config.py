@@ -108,3 +108,15 @@ def test_boolean_flags_have_a_negative_form() -> None:
     assert vars(parser.parse_args(["--no-overlap"]))["overlap"] is False
     assert vars(parser.parse_args(["--overlap"]))["overlap"] is True
     assert "overlap" not in vars(parser.parse_args([]))
+
+
+def test_adaptive_round_period_doubles_until_communication_hides() -> None:
+    from node.runner import wanted_period
+
+    # With overlap a round of 3 s needs 3 x 1.25 = 3.75 s of compute: 2 s doubles to 4 s.
+    assert wanted_period(2.0, 3.0, overlap=True) == 4.0
+    assert wanted_period(2.0, 1.0, overlap=True) == 2.0
+    # Without overlap communication should take at most a quarter of the period.
+    assert wanted_period(2.0, 3.0, overlap=False) == 16.0
+    # Powers of two of the base keep every member's round instants aligned; bounded above.
+    assert wanted_period(5.0, 1e9, overlap=True) <= 3600.0
