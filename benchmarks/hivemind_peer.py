@@ -106,7 +106,13 @@ def main() -> None:
             next_eval = time.time() + args.eval_every_s
     Path(args.out).write_text(
         json.dumps(
-            {"index": args.index, "local_steps": step, "epochs": optimizer.local_epoch, "points": points}
+            {
+                "index": args.index,
+                "local_steps": step,
+                "epochs": optimizer.local_epoch,
+                "points": points,
+                "epoch_times": history,
+            }
         )
     )
     optimizer.shutdown()

@@ -3,7 +3,7 @@ stock optimizer (fp16 gradients), 4 peers, each in its own network namespace, li
 
 For every link rate (unlimited, 1000, 500, 100, 50, 20 Mbit/s, both directions of every peer's
 link) and method, the 4 peers train for ``--seconds`` of wall-clock time on the same task (model
-``small``, stdlib corpus, batch 16 x 128 bytes per peer step, the same peak learning rate and
+``tiny``, stdlib corpus, batch 16 x 128 bytes per peer step, the same peak learning rate and
 50-step warm-up; hivemind's target batch is 4 x 16, one step of all peers). Swarm runs in wall-clock
 mode with adaptive rounds (the period doubles from 2 s until communication fits; the chosen period
 is reported). Peer 0 evaluates its model on the held-out split as it goes (Swarm: x'). Reported: swarm
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from netlab import NetLab, socket_delta
 
 PEERS = 4
-MODEL = "small"
+MODEL = "tiny"
 
 
 def _wait_maddr(path: Path, process, timeout_s: float = 240) -> str:
