@@ -129,9 +129,10 @@ def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
             lab.run(i, command, log=workdir / f"{tag}-{i}.log", env={**os.environ, "PYTHONPATH": "."})
         )
     sockets0 = [lab.socket_bytes(i) for i in range(PEERS)]
+    time.sleep(max(0.0, origin + seconds - 1 - time.time()))  # the peers stop at origin + seconds
+    sockets1 = [lab.socket_bytes(i) for i in range(PEERS)]
     for process in processes:
         process.wait(timeout=seconds + 300)
-    sockets1 = [lab.socket_bytes(i) for i in range(PEERS)]
     data = [json.loads(p.read_text()) for p in outs]
     epochs = data[0]["epochs"]
     sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
@@ -170,6 +171,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[0, 1000, 500, 100, 50, 20])
     parser.add_argument("--methods", nargs="+", default=["cocktail", "fp32", "hivemind"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--name", default="wan", help="stem of the result files (default wan)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-wan-") as tmp:
@@ -208,9 +210,9 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"wan-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"wan-{today}.md").write_text(render(record))
-    plot(record, out / f"wan-{today}.png")
+    (out / f"{args.name}-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"{args.name}-{today}.md").write_text(render(record))
+    plot(record, out / f"{args.name}-{today}.png")
     print(render(record))
 
 
