@@ -47,7 +47,9 @@ def _wait_maddr(path: Path, process, timeout_s: float = 240) -> str:
     raise TimeoutError("peer 0 did not start")
 
 
-def run_swarm(lab: NetLab, codec: str, seconds: float, workdir: Path, tag: str) -> dict:
+def run_swarm(
+    lab: NetLab, codec: str, seconds: float, workdir: Path, tag: str, warmup_rounds: int = 0
+) -> dict:
     summaries = [workdir / f"{tag}-{i}.summary.json" for i in range(PEERS)]
     status0 = workdir / f"{tag}-0.status.json"
     processes = []
@@ -172,6 +174,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["cocktail", "fp32", "hivemind"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--name", default="wan", help="stem of the result files (default wan)")
+    parser.add_argument(
+        "--warmup-rounds", type=int, default=0, help="exact rounds before the cocktail codec takes over"
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-wan-") as tmp:
@@ -183,7 +188,7 @@ def main() -> None:
                     if method == "hivemind":
                         result = run_hivemind(lab, args.seconds, workdir, tag)
                     else:
-                        result = run_swarm(lab, method, args.seconds, workdir, tag)
+                        result = run_swarm(lab, method, args.seconds, workdir, tag, args.warmup_rounds)
                 result.update(method=method, rate_mbit=rate or None)
                 print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)
                 results.append(result)
