@@ -70,6 +70,8 @@ def run_swarm(
                 "--total-steps",
                 "100000",
             ]
+            if codec == "cocktail" and warmup_rounds:
+                command += ["--warmup-rounds", str(warmup_rounds)]
         else:
             command += ["--peer", _wait_maddr(status0, processes[0])]
         processes.append(lab.run(i, command, log=workdir / f"{tag}-{i}.log"))
