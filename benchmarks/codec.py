@@ -19,16 +19,14 @@ bit-identical tensors, and that x' + C[Delta] is bit-identical on both (the mixe
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
+from report import machine, save, today
 
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import CodecContext
@@ -135,8 +133,8 @@ def main() -> None:
     results = [measure(n, params, device, method) for params in settings for method in methods for n in sizes]
     record: dict = {
         "benchmark": f"codec_{device.type}",
-        "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": today(),
+        "machine": machine(),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (1 thread)",
         "torch": torch.__version__,
         "results": results,
@@ -148,11 +146,7 @@ def main() -> None:
             r["floor_s"] = 12 * r["parameters"] / bandwidth
             r["step_over_floor"] = r["step_s"] / r["floor_s"]
         record["cross_device"] = cross_device_identity(device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{record['benchmark']}-{record['date']}"
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(render(record))
+    save(args.out, f"{record['benchmark']}-{record['date']}", record, render(record))
     print(render(record))
 
 

@@ -17,16 +17,15 @@ warm-up. Writes results/convergence-<date>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from report import first_maddr, machine, save, today
 
 NODES = 4
 SETTINGS: dict[str, list[str]] = {
@@ -55,15 +54,7 @@ def run_swarm(
             if i == 0:
                 command += ["--status-file", str(status0), *first_args]
             else:
-                deadline = time.monotonic() + 300
-                while time.monotonic() < deadline:
-                    try:
-                        command += ["--peer", json.loads(status0.read_text())["maddrs"][0]]
-                        break
-                    except (FileNotFoundError, json.JSONDecodeError, KeyError, IndexError):
-                        if processes[0].poll() is not None:
-                            raise RuntimeError(f"{name}: the first node exited; see {workdir}") from None
-                        time.sleep(0.2)
+                command += ["--peer", first_maddr(status0, processes[0], timeout_s=300)]
             with open(workdir / f"{name}-{i}.log", "w") as log:
                 processes.append(
                     subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -134,21 +125,17 @@ def main() -> None:
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
     import torch
 
-    today = dt.date.today().isoformat()
     record = {
         "benchmark": "convergence",
-        "date": today,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": today(),
+        "machine": machine(),
         "torch": torch.__version__,
         "nodes": NODES,
         "args": vars(args),
         "results": results,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"convergence-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"convergence-{today}.md").write_text(render(record))
-    plot(record, out / f"convergence-{today}.png")
+    stem = f"convergence-{record['date']}"
+    plot(record, save(args.out, stem, record, render(record)) / f"{stem}.png")
     print(render(record))
 
 

@@ -17,10 +17,7 @@ Socket and link windows include everything the node does meanwhile (DHT heartbea
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netlab import NetLab, socket_delta
+from report import first_maddr, machine, save, today
 
 WARM = 3
 """Rounds before the window opens: the joiners' one-time download of x' stays outside it."""
@@ -72,8 +70,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
             if i == 0:
                 command += ["--model", model, "--codec", codec, "--batch-size", "2", "--seq-len", "64"]
             else:
-                first = _wait_status(statuses[0], processes)
-                command += ["--peer", first["maddrs"][0]]
+                command += ["--peer", first_maddr(statuses[0], processes[0])]
             processes.append(lab.run(i, command, log=workdir / f"{run_id}-{i}.log"))
         _wait_rounds(statuses, WARM, processes, timeout_s=600)
         start_round = min(_status(p)["round"] for p in statuses)  # type: ignore[index]
@@ -110,18 +107,6 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
     }
 
 
-def _wait_status(path: Path, processes: list, timeout_s: float = 180) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = _status(path)
-        if status and status.get("maddrs"):
-            return status
-        if any(p.poll() is not None for p in processes):
-            raise RuntimeError("the first node exited early")
-        time.sleep(0.1)
-    raise TimeoutError("the first node did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,21 +128,17 @@ def main() -> None:
     from swarm.models import build_model, resolve_model
 
     parameters = sum(p.numel() for p in build_model(resolve_model(args.model), seed=0).parameters())
-    today = dt.date.today().isoformat()
     record = {
         "benchmark": "traffic",
-        "date": today,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": today(),
+        "machine": machine(),
         "torch": torch.__version__,
         "model": args.model,
         "parameters": parameters,
         "rounds": args.rounds,
         "results": results,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"traffic-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"traffic-{today}.md").write_text(render(record))
+    save(args.out, f"traffic-{record['date']}", record, render(record))
     print(render(record))
 
 

@@ -17,10 +17,8 @@ reaches on the unlimited link at 60% of its run). Every namespace is deleted at 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -30,21 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netlab import NetLab, socket_delta
+from report import first_maddr, machine, save, today
 
 PEERS = 4
 MODEL = "tiny"
-
-
-def _wait_maddr(path: Path, process, timeout_s: float = 240) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            return json.loads(path.read_text())["maddrs"][0]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, IndexError):
-            if process.poll() is not None:
-                raise RuntimeError(f"peer 0 exited; see the logs next to {path}") from None
-            time.sleep(0.2)
-    raise TimeoutError("peer 0 did not start")
 
 
 def run_swarm(
@@ -73,7 +60,7 @@ def run_swarm(
             if codec == "cocktail" and warmup_rounds:
                 command += ["--warmup-rounds", str(warmup_rounds)]
         else:
-            command += ["--peer", _wait_maddr(status0, processes[0])]
+            command += ["--peer", first_maddr(status0, processes[0])]
         processes.append(lab.run(i, command, log=workdir / f"{tag}-{i}.log"))
     started = time.time()
     sockets0 = [lab.socket_bytes(i) for i in range(PEERS)]
@@ -128,7 +115,7 @@ def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
         if i == 0:
             command += ["--status", str(status0)]
         else:
-            command += ["--peer", _wait_maddr(status0, processes[0])]
+            command += ["--peer", first_maddr(status0, processes[0])]
         processes.append(
             lab.run(i, command, log=workdir / f"{tag}-{i}.log", env={**os.environ, "PYTHONPATH": "."})
         )
@@ -203,11 +190,10 @@ def main() -> None:
         r["time_to_target_s"] = time_to(r["points"], target) if target is not None else None
     import torch
 
-    today = dt.date.today().isoformat()
     record = {
         "benchmark": "wan",
-        "date": today,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": today(),
+        "machine": machine(),
         "torch": torch.__version__,
         "model": MODEL,
         "peers": PEERS,
@@ -215,11 +201,8 @@ def main() -> None:
         "target_eval_loss": target,
         "results": results,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"{args.name}-{today}.md").write_text(render(record))
-    plot(record, out / f"{args.name}-{today}.png")
+    stem = f"{args.name}-{record['date']}"
+    plot(record, save(args.out, stem, record, render(record)) / f"{stem}.png")
     print(render(record))
 
 
