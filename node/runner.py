@@ -378,7 +378,7 @@ class Node:
     ) -> None:
         training = self.config.training
         p = self.progress
-        period = p.round_period_s or training.round_period_s
+        period = p.round_period_s
         boundary = (int(time.time() / period) + 1) * period
         peer = self.host.peer_id if self.host is not None else b""
         while not self.stop_thread.is_set():

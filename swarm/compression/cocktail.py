@@ -226,12 +226,12 @@ class CocktailCodec:
         expected = _HEADER.size + bitmap_bytes + 2 * num_buckets + code_bytes
         if len(payload) != expected:
             raise CodecError(f"cocktail payload has {len(payload)} bytes, expected {expected}")
+        # One copy of the payload (torch needs a writable buffer; slicing bytes would copy twice).
         body = (
-            torch.frombuffer(bytearray(payload[_HEADER.size :]), dtype=torch.uint8)
+            torch.frombuffer(bytearray(memoryview(payload)[_HEADER.size :]), dtype=torch.uint8)
             if expected > _HEADER.size
             else torch.zeros(0, dtype=torch.uint8)
-        )
-        body = body.to(device or "cpu")
+        ).to(device or "cpu")
         bitmap = _unpack(body[:bitmap_bytes], 8 * bitmap_bytes, 1).bool()
         if bool(bitmap[m:].any()) or int(bitmap[:m].sum()) != k:
             raise CodecError("bitmap does not select exactly k sampled entries")
