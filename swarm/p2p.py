@@ -61,6 +61,10 @@ def _watch_parent(parent_pid: int, daemon_pid: int) -> None:
                     pass
 
 
+LINGER_S = 30.0
+"""How long a served stream waits, after its handler returned, for the peer to close it."""
+
+
 def _arm_watchdog_in_child() -> None:
     if _watchdog_target.get("parent") == os.getppid():
         threading.Thread(
@@ -178,6 +182,9 @@ class SwarmHost:
             stream = self._framed(reader, writer, max_frame_bytes, counter)
             try:
                 await handler(stream_info.peer_id.to_bytes(), stream)
+                # The handler's last frame may still sit in p2pd's buffers: closing first lets p2pd
+                # reset the stream and cut it. The peer closes once it has read it.
+                await stream.linger(LINGER_S)
             except WireError as e:
                 logger.warning(
                     "rejected a stream %s from %s: %s", protocol, _short(stream_info.peer_id.to_bytes()), e

@@ -592,7 +592,6 @@ class Averager:
                 self.rejections += 1
                 logger.warning("rejected a join request from %s: %s", _short(peer), problem)
             await stream.send(pb.Frame(busy=pb.Busy(reason=problem)))
-            await stream.linger(self.timing.connect_timeout_s)
             return
         # Everyone picks the same conductor; one that is still training (or just closed a roster)
         # keeps the joiner waiting for its next gathering rather than splitting the group. A node
@@ -603,12 +602,10 @@ class Averager:
             if target is not None and target != peer:
                 logger.debug("redirecting %s to %s, the conductor we join", _short(peer), _short(target))
                 await stream.send(pb.Frame(redirect=pb.Redirect(conductor=target)))
-                await stream.linger(self.timing.connect_timeout_s)
                 return
             remaining = waited_until - time.monotonic()
             if remaining <= 0:
                 await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
-                await stream.linger(self.timing.connect_timeout_s)
                 return
             waiters = {
                 asyncio.ensure_future(self._gathering_open.wait()),
@@ -644,7 +641,6 @@ class Averager:
         answer = reply.result()
         await stream.send(answer)
         if answer.WhichOneof("body") != "roster" or not answer.roster.included:
-            await stream.linger(self.timing.connect_timeout_s)
             return
         roster = answer.roster
         margin = self._margin(roster)
@@ -666,7 +662,6 @@ class Averager:
             asyncio.shield(gathering.commit), timeout=max(0.1, commit_ready - time.monotonic())
         )
         await asyncio.wait_for(stream.send(pb.Frame(commit=commit)), timeout=self.timing.connect_timeout_s)
-        await stream.linger(self.timing.connect_timeout_s)
 
     # ------------------------------------------------------------------ reduce and commit
 
@@ -1019,7 +1014,6 @@ class Averager:
             reason = "unknown round" if group is None else "not a member of this round"
             logger.warning("rejected shard parts from %s: %s", _short(peer), reason)
             await stream.send(pb.Frame(reject=pb.Reject(reason=reason)))
-            await stream.linger(self.timing.connect_timeout_s)
             return
         margin = self._margin(group.roster)
         async with asyncio.timeout_at(_loop_time(group.deadline + 2 * margin)):
@@ -1037,7 +1031,6 @@ class Averager:
                     continue
                 await stream.send(pb.Frame(result=result))
                 self._on_send("result")
-        await stream.linger(self.timing.connect_timeout_s)
 
     # ------------------------------------------------------------------ state transfer
 
@@ -1072,9 +1065,6 @@ class Averager:
                 chunk = pb.StateChunk(offset=offset, data=data[offset : offset + STATE_CHUNK_BYTES])
                 await stream.send(pb.Frame(state_chunk=chunk))
             await stream.send(pb.Frame(state_end=pb.StateEnd()))
-            # Wait for the reader to close: closing first could cut the tail of the transfer.
-            with contextlib.suppress(TimeoutError, WireError, ConnectionError):
-                await asyncio.wait_for(stream.recv(), timeout=30)
 
 
 STATE_TRANSFER_TIMEOUT_S = 600.0
