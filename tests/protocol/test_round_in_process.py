@@ -30,13 +30,15 @@ N = 1000
 TIMING = RoundTiming(gather_s=0.2, join_grace_s=3.0, join_timeout_s=15.0, min_group=2, min_transfer_s=2.0)
 
 
-async def _averager(host: SwarmHost, values: torch.Tensor, codec: Codec | None = None) -> Averager:
+async def _averager(
+    host: SwarmHost, values: torch.Tensor, codec: Codec | None = None, num_shards: int = 4
+) -> Averager:
     averager = Averager(
         host,
         run_id="proto",
         codec=codec or Fp32Codec(),
         global_copy=GlobalCopy(values.clone()),
-        num_shards=4,
+        num_shards=num_shards,
         timing=TIMING,
     )
     await averager.start()
@@ -117,8 +119,9 @@ def test_nan_from_a_hostile_member_is_excluded_and_the_round_completes() -> None
         a_host, b_host = await _hosts(2)
         try:
             start = torch.randn(N)
-            a = await _averager(a_host, start)
-            b = await _averager(b_host, start, codec=_HostileFp32())
+            # 16 shards: the honest member owns some of them (with 4, all went to the hostile one 1 time in 16).
+            a = await _averager(a_host, start, num_shards=16)
+            b = await _averager(b_host, start, codec=_HostileFp32(), num_shards=16)
             clean, other = torch.randn(N) * 0.01, torch.randn(N) * 0.01
             out_a, _ = await asyncio.gather(
                 a.run_round(Contribution(delta=clean, weight=1.0, samples=4, local_steps=1)),
