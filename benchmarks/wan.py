@@ -1,17 +1,21 @@
 """Benchmark: training over slow links. Swarm with the cocktail codec, Swarm with fp32, and hivemind's
 stock optimizer (fp16 gradients), 4 peers, each in its own network namespace, links shaped with tbf.
 
-For every link rate (unlimited, 1000, 500, 100, 50, 20 Mbit/s, both directions of every peer's
-link) and method, the 4 peers train for ``--seconds`` of wall-clock time on the same task (model
-``tiny``, stdlib corpus, batch 16 x 128 bytes per peer step, the same peak learning rate and
-50-step warm-up; hivemind's target batch is 4 x 16, one step of all peers). Swarm runs in wall-clock
-mode with adaptive rounds (the period doubles from 2 s until communication fits; the chosen period
-is reported). Peer 0 evaluates its model on the held-out split as it goes (Swarm: x'). Reported: swarm
-samples per second, median round time, socket bytes per peer per round, the chosen round period,
-eval loss against wall-clock time, and the time to reach a target eval loss (the loss Swarm-fp32
-reaches on the unlimited link at 60% of its run). Every namespace is deleted at the end.
+The task is fine-tuning, CocktailSGD's setting: first one process trains the model alone for
+``--pretrain-steps`` steps on loopback (model ``small``, ~7M parameters, 28 MB in fp32: large enough
+that a round of exact averaging takes ~20 s over 20 Mbit/s), and every run starts from that
+checkpoint. For every link rate (unlimited, 1000, 500, 100, 50, 20 Mbit/s, both directions of every
+peer's link) and method, the 4 peers then train for ``--seconds`` of wall-clock time on the same data
+(stdlib corpus, ``--batch-size`` x 128 bytes per peer step, the same peak learning rate and 50-step
+warm-up; hivemind's target batch is 4 x the batch, one step of all peers: the same effective batch).
+Swarm runs in wall-clock mode with adaptive rounds (the period doubles from 2 s until communication
+fits; the chosen period and local steps per round are reported). Peer 0 evaluates its model on the
+held-out split at most every ``--eval-every-s`` seconds (Swarm: x', after a committed round).
+Reported: swarm samples per second, median round time, socket bytes per peer per round, eval loss
+against wall-clock time, and the time to reach a target eval loss (the loss Swarm-fp32 reaches on
+the unlimited link at 60% of its run). Every namespace is deleted at the end.
 
-    sudo .venv/bin/python benchmarks/wan.py [--seconds 110] [--rates 0 1000 500 100 50 20]
+    sudo .venv/bin/python benchmarks/wan.py [--seconds 120] [--rates 0 1000 500 100 50 20]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +36,25 @@ from netlab import NetLab, socket_delta
 from report import first_maddr, machine, save, today
 
 PEERS = 4
-MODEL = "tiny"
 
 
-def run_swarm(
-    lab: NetLab, codec: str, seconds: float, workdir: Path, tag: str, warmup_rounds: int = 0
-) -> dict:
+def pretrain(args: argparse.Namespace, path: Path, workdir: Path) -> None:
+    """Train ``args.model`` alone on loopback for ``args.pretrain_steps`` steps and save it to ``path``."""
+    rounds = max(1, args.pretrain_steps // 10)
+    command = [
+        sys.executable, "-m", "node", "join", "--run-id", "wan-pretrain", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        "--model", args.model, "--batch-size", str(args.batch_size), "--local-steps", "10", "--min-group", "1",
+        "--until-round", str(rounds), "--total-steps", str(rounds * 10), "--save-model", str(path),
+        "--eval-every", str(rounds), "--summary-json", str(workdir / "pretrain.summary.json"),
+    ]  # fmt: skip
+    with open(workdir / "pretrain.log", "w") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=7200)
+    summary = json.loads((workdir / "pretrain.summary.json").read_text())
+    print(f"pretrained {args.model}: {rounds * 10} steps, eval loss {summary['eval_loss']:.3f}", flush=True)
+
+
+def run_swarm(lab: NetLab, codec: str, args: argparse.Namespace, model: str, workdir: Path, tag: str) -> dict:
+    seconds = args.seconds
     summaries = [workdir / f"{tag}-{i}.summary.json" for i in range(PEERS)]
     status0 = workdir / f"{tag}-0.status.json"
     processes = []
@@ -44,21 +62,16 @@ def run_swarm(
         command = [
             sys.executable, "-m", "node", "join", "--run-id", tag, "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
             "--threads", "1", "--round-period", "2", "--summary-json", str(summaries[i]),
-            "--eval-every", "2" if i == 0 else "1000000",
+            "--eval-every", "1000000", "--min-group", str(PEERS), "--join-timeout", "120",
         ]  # fmt: skip
         if i == 0:
             command += [
-                "--status-file",
-                str(status0),
-                "--model",
-                MODEL,
-                "--codec",
-                codec,
-                "--total-steps",
-                "100000",
-            ]
-            if codec == "cocktail" and warmup_rounds:
-                command += ["--warmup-rounds", str(warmup_rounds)]
+                "--status-file", str(status0), "--eval-every-s", str(args.eval_every_s), "--model", model,
+                "--codec", codec, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                "--total-steps", "100000",
+            ]  # fmt: skip
+            if codec == "cocktail" and args.warmup_rounds:
+                command += ["--warmup-rounds", str(args.warmup_rounds)]
         else:
             command += ["--peer", first_maddr(status0, processes[0])]
         processes.append(lab.run(i, command, log=workdir / f"{tag}-{i}.log"))
@@ -70,6 +83,10 @@ def run_swarm(
         process.send_signal(signal.SIGTERM)  # leave gracefully: finish the round, write the summary
     for process in processes:
         process.wait(timeout=300)
+    missing = [i for i, p in enumerate(summaries) if not p.exists()]
+    if missing:
+        log = (workdir / f"{tag}-{missing[0]}.log").read_text()[-3000:]
+        raise RuntimeError(f"{tag}: peers {missing} wrote no summary; peer {missing[0]}'s log ends:\n{log}")
     data = [json.loads(p.read_text()) for p in summaries]
     history = data[0]["history"]
     rounds = [h for h in history if h["time"] <= started + seconds]
@@ -100,7 +117,8 @@ def run_swarm(
     }
 
 
-def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
+def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Path, tag: str) -> dict:
+    seconds = args.seconds
     outs = [workdir / f"{tag}-{i}.json" for i in range(PEERS)]
     status0 = workdir / f"{tag}-0.status.json"
     script = str(Path(__file__).parent / "hivemind_peer.py")
@@ -109,8 +127,10 @@ def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
     for i in range(PEERS):
         command = [
             sys.executable, script, "--index", str(i), "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
-            "--model", MODEL, "--seconds", str(seconds), "--out", str(outs[i]), "--eval-every-s", "10",
-            "--eval-batches", "8", "--origin", str(origin),
+            "--model", model, "--seconds", str(seconds), "--out", str(outs[i]),
+            "--eval-every-s", str(args.eval_every_s), "--eval-batches", "8", "--origin", str(origin),
+            "--batch-size", str(args.batch_size), "--target-batch", str(PEERS * args.batch_size),
+            "--lr", str(args.lr),
         ]  # fmt: skip
         if i == 0:
             command += ["--status", str(status0)]
@@ -129,12 +149,12 @@ def run_hivemind(lab: NetLab, seconds: float, workdir: Path, tag: str) -> dict:
     sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
     times = data[0]["epoch_times"]
     steady = (
-        (times[-1]["epoch"] - times[0]["epoch"]) * PEERS * 16 / (times[-1]["t"] - times[0]["t"])
+        (times[-1]["epoch"] - times[0]["epoch"]) * PEERS * args.batch_size / (times[-1]["t"] - times[0]["t"])
         if len(times) >= 2 and times[-1]["t"] > times[0]["t"]
         else 0.0
     )
     return {
-        "samples_per_s": epochs * PEERS * 16 / seconds,
+        "samples_per_s": epochs * PEERS * args.batch_size / seconds,
         "steady_samples_per_s": steady,
         "rounds": epochs,
         "median_round_s": seconds / epochs if epochs else None,
@@ -158,7 +178,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=110)
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument(
+        "--model", default="small", help="model preset to pretrain and fine-tune (default small)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="sequences per peer step (default 4)")
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="peak learning rate of fine-tuning (default 1e-3)"
+    )
+    parser.add_argument("--pretrain-steps", type=int, default=400, help="steps of the starting checkpoint")
+    parser.add_argument(
+        "--pretrained", default=None, help="reuse this checkpoint folder instead of pretraining"
+    )
+    parser.add_argument("--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)")
+    parser.add_argument("--eval-every-s", type=float, default=8.0, help="peer 0's evaluation interval")
     parser.add_argument("--rates", type=float, nargs="+", default=[0, 1000, 500, 100, 50, 20])
     parser.add_argument("--methods", nargs="+", default=["cocktail", "fp32", "hivemind"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -169,15 +202,19 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-wan-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model = args.pretrained or str(workdir / "pretrained")
+        if args.pretrained is None:
+            pretrain(args, Path(model), workdir)
         for rate in args.rates:
             for method in args.methods:
                 tag = f"wan-{method}-{int(rate)}"
                 with NetLab(PEERS, rate_mbit=rate or None, tag="swwan") as lab:
                     if method == "hivemind":
-                        result = run_hivemind(lab, args.seconds, workdir, tag)
+                        result = run_hivemind(lab, args, model, workdir, tag)
                     else:
-                        result = run_swarm(lab, method, args.seconds, workdir, tag, args.warmup_rounds)
+                        result = run_swarm(lab, method, args, model, workdir, tag)
                 result.update(method=method, rate_mbit=rate or None)
                 print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)
                 results.append(result)
@@ -195,7 +232,10 @@ def main() -> None:
         "date": today(),
         "machine": machine(),
         "torch": torch.__version__,
-        "model": MODEL,
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "pretrain_steps": args.pretrain_steps if args.pretrained is None else None,
         "peers": PEERS,
         "seconds": args.seconds,
         "target_eval_loss": target,
@@ -211,8 +251,10 @@ def render(record: dict) -> str:
         f"# Training over shaped links: Swarm cocktail, Swarm fp32, hivemind stock ({record['date']})",
         "",
         f"Machine: {record['machine']}; torch {record['torch']}; {record['peers']} peers, each in its own network"
-        f" namespace; model `{record['model']}`; {record['seconds']:.0f} s of training per run; links shaped with"
-        " tbf at both ends (no added delay).",
+        f" namespace; fine-tuning model `{record['model']}` from a checkpoint pretrained alone for"
+        f" {record['pretrain_steps']} steps; batch {record['batch_size']} x 128 bytes per peer step, peak lr"
+        f" {record['lr']}; {record['seconds']:.0f} s of training per run; links shaped with tbf at both ends"
+        " (no added delay).",
         f"Target eval loss: {record['target_eval_loss']:.3f} (what Swarm fp32 reaches on the unlimited link within 60%"
         " of its run)."
         if record["target_eval_loss"] is not None
@@ -240,7 +282,8 @@ def render(record: dict) -> str:
         "last round with all peers (hivemind: first to last epoch). MB sent: TCP payload each peer's",
         "sockets sent per round (hivemind: per epoch).",
         "",
-        f"Reproduce: `sudo .venv/bin/python benchmarks/wan.py --seconds {record['seconds']:.0f}`.",
+        f"Reproduce: `sudo .venv/bin/python benchmarks/wan.py --seconds {record['seconds']:.0f}"
+        f" --model {record['model']} --batch-size {record['batch_size']} --pretrain-steps {record['pretrain_steps']}`.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -69,6 +69,7 @@ RUN_DEFAULTS: dict[str, Any] = dict(
     topk=0.2,
     bits=4,
     warmup_rounds=0,
+    exact_every=0,
     seq_len=128,
     batch_size=16,
     lr=3e-3,
@@ -98,6 +99,8 @@ class RunConfig:
     """Cocktail codec: bits q per sent value, 2, 4 or 8. Default: 4."""
     warmup_rounds: int | None = None
     """The run's first rounds are averaged exactly (fp32) before its codec takes over. Default: 0."""
+    exact_every: int | None = None
+    """Every N-th round is averaged exactly, flushing what compression held back into x'. Default: 0 (never)."""
     seq_len: int | None = None
     """Tokens per sequence. Default: 128."""
     batch_size: int | None = None
@@ -136,8 +139,10 @@ class RunConfig:
             raise ConfigError(
                 f"{', '.join(cocktail_set)} apply to the cocktail codec only, and codec is {self.codec!r}"
             )
-        if self.warmup_rounds is not None and self.warmup_rounds < 0:
-            raise ConfigError(f"warmup_rounds must be at least 0, got {self.warmup_rounds}")
+        for name in ("warmup_rounds", "exact_every"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be at least 0, got {value}")
         for name in ("seq_len", "batch_size", "warmup_steps", "total_steps", "num_shards"):
             value = getattr(self, name)
             if value is not None and (value < (0 if name == "warmup_steps" else 1)):
@@ -192,6 +197,8 @@ class TrainingConfig:
     """torch CPU threads; unset: all cores, or 1 under `swarm-node demo`."""
     eval_every_rounds: int = 5
     """Evaluate x' on the held-out split every this many rounds (and at exit)."""
+    eval_every_s: float | None = None
+    """Also evaluate x' after a round that commits this many seconds or more after the last evaluation."""
     eval_batches: int = 8
     """Batches of the held-out split per evaluation."""
     joiner_warmup_steps: int = 20
@@ -210,6 +217,8 @@ class TrainingConfig:
             raise ConfigError(f"round_period_s must be positive, got {self.round_period_s}")
         if self.eval_every_rounds < 1 or self.eval_batches < 1:
             raise ConfigError("eval_every_rounds and eval_batches must be at least 1")
+        if self.eval_every_s is not None and not (self.eval_every_s > 0 and math.isfinite(self.eval_every_s)):
+            raise ConfigError(f"eval_every_s must be positive, got {self.eval_every_s}")
 
 
 @dataclass(kw_only=True)
@@ -281,6 +290,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "topk": ("run", "topk"),
     "bits": ("run", "bits"),
     "warmup-rounds": ("run", "warmup_rounds"),
+    "exact-every": ("run", "exact_every"),
     "seq-len": ("run", "seq_len"),
     "batch-size": ("run", "batch_size"),
     "lr": ("run", "lr"),
@@ -298,6 +308,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "micro-batch": ("training", "micro_batch"),
     "threads": ("training", "threads"),
     "eval-every": ("training", "eval_every_rounds"),
+    "eval-every-s": ("training", "eval_every_s"),
     "min-group": ("rounds", "min_group"),
     "join-grace": ("rounds", "join_grace_s"),
     "join-timeout": ("rounds", "join_timeout_s"),

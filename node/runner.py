@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +118,12 @@ def wanted_period(base_s: float, round_time_s: float, *, overlap: bool) -> float
     return period
 
 
-def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
+def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:
     values = run.resolved()
     return RunSpec(
         model=values["model"],
         model_hash=model_hash,
+        initial_digest=initial_digest,
         data=",".join(values["data"]),
         data_hash=data_hash,
         codec=values["codec"],
@@ -130,6 +131,7 @@ def spec_for(run: RunConfig, *, model_hash: str, data_hash: str) -> RunSpec:
         topk=float(values["topk"]),
         bits=values["bits"],
         warmup_rounds=values["warmup_rounds"],
+        exact_every=values["exact_every"],
         seq_len=values["seq_len"],
         batch_size=values["batch_size"],
         lr=float(values["lr"]),
@@ -179,6 +181,7 @@ class Node:
         self._round_in_progress = 0
         self._tasks: list[asyncio.Task] = []
         self.started = time.time()
+        self._last_eval_t = time.monotonic()
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -220,10 +223,8 @@ class Node:
             " published in their swarm: check --run-id"
         )
 
-    async def _publish_run_spec(self, host: SwarmHost, model_hash: str, data_hash: str) -> RunSpec:
-        spec = spec_for(self.config.run, model_hash=model_hash, data_hash=data_hash)
+    async def _publish_run_spec(self, host: SwarmHost, spec: RunSpec) -> None:
         await host.dht_store(config_key(self.config.run.run_id), spec.to_wire(), ttl_s=SPEC_TTL_S)
-        return spec
 
     async def _fetch_from_any(
         self, peers: list[bytes], copy: GlobalCopy, *, min_round: int = 0
@@ -260,11 +261,20 @@ class Node:
             return peer, old
         return None
 
-    async def _catch_up(self, averager: Averager, copy: GlobalCopy, trainer: LocalTrainer) -> None:
+    async def _catch_up(
+        self, averager: Averager, copy: GlobalCopy, trainer: LocalTrainer, spec: RunSpec
+    ) -> None:
         """A joiner first takes x' (and its round and step) from the most advanced live member."""
         assert self.host is not None
         members = {p: r for p, r in (await averager.live_members()).items() if not r.leaving}
         members.pop(self.host.peer_id, None)
+        if (
+            members
+            and all(r.round == 0 for r in members.values())
+            and copy.digest.hex() == spec.initial_digest
+        ):
+            logger.info("the run has committed no round yet and this node holds its initial x': no download")
+            return
         ranked = sorted(members, key=lambda peer: -members[peer].round)
         if await self._fetch_from_any(ranked, copy) is not None:
             trainer.load_flat(copy.values)
@@ -406,6 +416,15 @@ class Node:
             self.metrics.loss.set(loss)
             self.metrics.samples.inc(batch.shape[0])
 
+    def _evaluation_due(self, committed_rounds: int) -> bool:
+        training = self.config.training
+        if committed_rounds % training.eval_every_rounds == 0:
+            return True
+        return (
+            training.eval_every_s is not None
+            and time.monotonic() - self._last_eval_t >= training.eval_every_s
+        )
+
     def _record(self, outcome: RoundOutcome, contribution: Contribution, copy: GlobalCopy) -> None:
         p = self.progress
         p.rounds[outcome.status.value] += 1
@@ -418,9 +437,11 @@ class Node:
             p.fp32_bytes += outcome.fp32_bytes
             self.metrics.compression_ratio.set(outcome.compression_ratio)
             if self.config.training.adaptive_rounds and self.config.training.local_steps is None:
+                # The exchange's own time: waiting for joiners (a first round, a late member) is not
+                # what a longer period would hide.
                 ema = p.round_time_ema_s
                 p.round_time_ema_s = ema = (
-                    outcome.duration_s if ema is None else 0.7 * ema + 0.3 * outcome.duration_s
+                    outcome.transfer_s if ema is None else 0.7 * ema + 0.3 * outcome.transfer_s
                 )
                 p.wanted_period_s = wanted_period(
                     self.config.training.round_period_s, ema, overlap=self.config.training.overlap
@@ -481,7 +502,10 @@ class Node:
         corpus = await asyncio.to_thread(
             load_corpus, run_values["data"], max_bytes=cfg.training.max_data_bytes
         )
-        spec = adopted or await self._publish_run_spec(host, source.config_hash, corpus.content_hash)
+        # The starting node publishes its spec once x' exists (the spec names x's digest).
+        spec = adopted or spec_for(
+            cfg.run, model_hash=source.config_hash, data_hash=corpus.content_hash, initial_digest=""
+        )
         if spec.data_hash != corpus.content_hash:
             raise NodeError(
                 f"this node's data ({corpus.description}) differs from run {cfg.run.run_id!r}'s: hash"
@@ -505,6 +529,9 @@ class Node:
             joiner_warmup_steps=cfg.training.joiner_warmup_steps if cfg.network.peers else 0,
         )
         copy = GlobalCopy(trainer.flat())
+        if adopted is None:
+            spec = replace(spec, initial_digest=copy.digest.hex())
+            await self._publish_run_spec(host, spec)
         self.averager = averager = Averager(
             host,
             run_id=cfg.run.run_id,
@@ -513,11 +540,12 @@ class Node:
             num_shards=shards_for(spec.num_shards, copy.values.numel()),
             timing=cfg.rounds,
             warmup_rounds=spec.warmup_rounds,
+            exact_every=spec.exact_every,
             on_send=self._on_send,
         )
         await averager.start()
         if cfg.network.peers:
-            await self._catch_up(averager, copy, trainer)
+            await self._catch_up(averager, copy, trainer, spec)
         if cfg.output.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
             logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, self.metrics_port)
@@ -666,8 +694,8 @@ class Node:
         if outcome.status in (Status.COMMITTED, Status.REPAIR):
             await averager.copy_advanced()
         self._record(outcome, contribution, copy)
-        committed = p.rounds[Status.COMMITTED.value]
-        if outcome.status is Status.COMMITTED and committed % self.config.training.eval_every_rounds == 0:
+        if outcome.status is Status.COMMITTED and self._evaluation_due(p.rounds[Status.COMMITTED.value]):
+            self._last_eval_t = time.monotonic()
             p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
             self.metrics.eval_loss.set(p.eval_loss)
             p.history[-1]["eval_loss"] = p.eval_loss

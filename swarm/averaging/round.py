@@ -179,10 +179,11 @@ class Averager:
         num_shards: int,
         timing: RoundTiming,
         warmup_rounds: int = 0,
+        exact_every: int = 0,
         on_send: Callable[[str], None] | None = None,
     ):
         self.host, self.run_id, self.codec, self.copy = host, run_id, codec, global_copy
-        self.warmup_rounds = warmup_rounds
+        self.warmup_rounds, self.exact_every = warmup_rounds, exact_every
         self._exact = Fp32Codec()
         self.round_traffic = ByteCounter()
         """Bytes of rendezvous and shard streams (not state transfers)."""
@@ -211,8 +212,11 @@ class Averager:
         return self.host.peer_id
 
     def codec_for(self, round_id: int) -> Codec:
-        """The codec of round ``round_id``: exact fp32 during the run's warm-up rounds, then the run's."""
-        return self._exact if round_id <= self.warmup_rounds else self.codec
+        """The codec of round ``round_id``: exact fp32 during the run's warm-up rounds and on every
+        ``exact_every``-th round (a flush of all residuals and owner errors), else the run's."""
+        if round_id <= self.warmup_rounds or (self.exact_every and round_id % self.exact_every == 0):
+            return self._exact
+        return self.codec
 
     async def start(self) -> None:
         await self.host.add_handler(

@@ -66,6 +66,9 @@ class RunSpec:
     """Model preset name or the name of a local model directory."""
     model_hash: str
     """sha256 of the model's configuration (so two different directories with one name differ)."""
+    initial_digest: str
+    """sha256 (hex) of the run's initial x': a joiner whose own initial x' has this digest, joining
+    before any round committed, starts without downloading x'."""
     data: str
     """Data source: ``stdlib`` for the embedded corpus, else the names of the local files."""
     data_hash: str
@@ -80,6 +83,9 @@ class RunSpec:
     """Cocktail codec: bits per selected value."""
     warmup_rounds: int
     """Rounds (by round id) averaged with the exact fp32 codec before the run's codec takes over."""
+    exact_every: int
+    """Every ``exact_every``-th round (by round id) is also exact: it flushes every member's residual
+    and every owner's error into x', so all included members end it with x_i == x'. 0: never."""
     seq_len: int
     """Tokens per training sequence."""
     batch_size: int
@@ -117,8 +123,8 @@ class RunSpec:
             raise RecordError("run spec has non-positive sizes")
         if not (0 < spec.sparsity <= 1 and 0 < spec.topk <= 1) or spec.bits not in (2, 4, 8):
             raise RecordError("run spec has cocktail settings out of range")
-        if spec.warmup_rounds < 0:
-            raise RecordError("run spec has negative warm-up rounds")
+        if spec.warmup_rounds < 0 or spec.exact_every < 0:
+            raise RecordError("run spec has negative warm-up rounds or exact-round interval")
         return spec
 
     def differences(self, other: RunSpec) -> list[str]:

@@ -30,7 +30,13 @@ SHARDS = 32
 
 
 async def _member(
-    host: SwarmHost, start: torch.Tensor, codec: Codec, *, shards: int = SHARDS, run_id: str = "proto"
+    host: SwarmHost,
+    start: torch.Tensor,
+    codec: Codec,
+    *,
+    shards: int = SHARDS,
+    run_id: str = "proto",
+    exact_every: int = 0,
 ) -> Averager:
     averager = Averager(
         host,
@@ -39,6 +45,7 @@ async def _member(
         global_copy=GlobalCopy(start.clone()),
         num_shards=shards,
         timing=TIMING,
+        exact_every=exact_every,
     )
     await averager.start()
     record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
@@ -137,6 +144,44 @@ def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
                 assert all(new_owners[s] == m.me for s in m._owner_error)
         finally:
             for host in (a_host, b_host, c_host, d_host):
+                await host.shutdown()
+
+    _run(go())
+
+
+def test_an_exact_round_flushes_every_residual_and_owner_error_into_x_prime() -> None:
+    async def go() -> None:
+        hosts = await _hosts(3)
+        try:
+            start = torch.randn(N)
+            members = [await _member(h, start, CocktailCodec(), exact_every=2, run_id="flush") for h in hosts]
+            x = [start + torch.randn(N) * 0.01 for _ in members]
+            for round_id in (1, 2):
+                before = _conserved(members[0].copy, [xi - members[0].copy.values for xi in x], members)
+                outcomes = await asyncio.gather(
+                    *(
+                        m.run_round(
+                            Contribution(delta=xi - m.copy.values, weight=1.0, samples=1, local_steps=1)
+                        )
+                        for m, xi in zip(members, x, strict=True)
+                    )
+                )
+                assert all(o.status is Status.COMMITTED and not o.aborted_shards for o in outcomes)
+                assert {o.codec for o in outcomes} == {"cocktail" if round_id == 1 else "fp32"}
+                x = [_apply(o, xi, m.copy) for o, xi, m in zip(outcomes, x, members, strict=True)]
+                after = _conserved(members[0].copy, [xi - members[0].copy.values for xi in x], members)
+                torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+                if round_id == 1:
+                    assert _owner_error_total(members).abs().sum() > 0
+                    assert all(not torch.equal(xi, members[0].copy.values) for xi in x)
+            # After the exact round nothing is held back anywhere: x_i == x' on every member, no owner
+            # error, and x' is the plain mean of where the members' local models had got to.
+            assert len({m.copy.digest for m in members}) == 1
+            assert not any(m._owner_error for m in members)
+            for xi in x:
+                torch.testing.assert_close(xi, members[0].copy.values, rtol=0, atol=1e-6)
+        finally:
+            for host in hosts:
                 await host.shutdown()
 
     _run(go())

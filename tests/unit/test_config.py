@@ -50,6 +50,7 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"codec": "cocktail", "bits": 3}, {}, "bits"),
         ({"codec": "fp32", "bits": 8}, {}, "cocktail codec only"),
         ({"warmup-rounds": -1}, {}, "warmup_rounds"),
+        ({"exact-every": -5}, {}, "exact_every"),
         ({}, {"SWARM_OVERLAP": "maybe"}, "overlap"),
     ],
 )

@@ -9,6 +9,7 @@ from swarm.dht.records import MemberRecord, RecordError, RunSpec, validate_run_i
 SPEC = RunSpec(
     model="tiny",
     model_hash="a" * 64,
+    initial_digest="b" * 64,
     data="stdlib",
     data_hash="b" * 64,
     codec="cocktail",
@@ -16,6 +17,7 @@ SPEC = RunSpec(
     topk=0.2,
     bits=4,
     warmup_rounds=0,
+    exact_every=0,
     seq_len=128,
     batch_size=16,
     lr=3e-3,
