@@ -190,7 +190,9 @@ def main() -> None:
     parser.add_argument(
         "--pretrained", default=None, help="reuse this checkpoint folder instead of pretraining"
     )
-    parser.add_argument("--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)"
+    )
     parser.add_argument("--eval-every-s", type=float, default=8.0, help="peer 0's evaluation interval")
     parser.add_argument("--rates", type=float, nargs="+", default=[0, 1000, 500, 100, 50, 20])
     parser.add_argument("--methods", nargs="+", default=["cocktail", "fp32", "hivemind"])
