@@ -9,7 +9,10 @@ From scratch, per seed: fp32 codec; cocktail at the defaults (p=0.1, r=0.2, q=4)
 ``--warmup-rounds`` exact rounds; cocktail aggressive (p=0.05, r=0.1, q=2) with the same warm-up.
 Fine-tuning, per seed: start from the x' the fp32 run of the first seed ended with (saved with
 --save-model) and train ``--finetune-rounds`` more rounds with fp32 or cocktail defaults, no
-warm-up. Writes results/convergence-<date>.{json,md,png}.
+warm-up. With ``--flush`` (the default) every run trains one more round, which the cocktail runs
+average exactly (``--exact-every``): that round moves what compression still holds back (members'
+residuals, owners' errors) into x', as a run would before it hands over its final model. The eval
+loss before that round and after it are both reported. Writes results/convergence-<date>.{json,md,png}.
 
     python benchmarks/convergence.py [--rounds 60] [--seeds 0 1]
 """
@@ -75,9 +78,11 @@ def curve(summaries: list[dict]) -> dict:
     points = [(h["swarm_samples"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None]
     rounds = min(len(s["history"]) for s in summaries)
     identical = all(len({s["history"][i]["digest"] for s in summaries}) == 1 for i in range(rounds))
+    evals = {h["round"]: h["eval_loss"] for h in history if h.get("eval_loss") is not None}
     return {
         "points": points,
         "final_eval_loss": summaries[0]["eval_loss"],
+        "eval_before_last_round": evals.get(history[-1]["round"] - 1),
         "samples": history[-1]["swarm_samples"],
         "rounds": len(history),
         "identical_x_every_round": identical,
@@ -96,6 +101,18 @@ def main() -> None:
     parser.add_argument("--finetune-rounds", type=int, default=30)
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--aggressive-seeds",
+        type=int,
+        default=None,
+        help="run the aggressive setting for the first N seeds only",
+    )
+    parser.add_argument(
+        "--flush",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one more round at the end, exact for cocktail runs (default: on)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     results: dict[str, dict] = {}
@@ -103,15 +120,23 @@ def main() -> None:
         workdir = Path(tmp)
         pretrained = workdir / "pretrained"
         schedule = ["--total-steps", str(args.rounds * args.local_steps)]
+        extra = 1 if args.flush else 0
+        aggressive_seeds = (
+            args.seeds[: args.aggressive_seeds] if args.aggressive_seeds is not None else args.seeds
+        )
         for seed in args.seeds:
             for setting, codec_args in SETTINGS.items():
+                if setting == "cocktail-aggressive" and seed not in aggressive_seeds:
+                    continue
                 name = f"scratch-{setting}-s{seed}"
                 first = [*codec_args, *schedule, "--seed", str(seed)]
                 if setting != "fp32":
                     first += ["--warmup-rounds", str(args.warmup_rounds)]
+                    if args.flush:
+                        first += ["--exact-every", str(args.rounds + 1)]
                 if setting == "fp32" and seed == args.seeds[0]:
                     first += ["--save-model", str(pretrained)]
-                results[name] = curve(run_swarm(name, first, args, args.rounds, workdir))
+                results[name] = curve(run_swarm(name, first, args, args.rounds + extra, workdir))
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
         finetune = [
             "--model", str(pretrained), "--lr", "1e-3", "--total-steps",
@@ -121,7 +146,9 @@ def main() -> None:
             for setting in ("fp32", "cocktail"):
                 name = f"finetune-{setting}-s{seed}"
                 first = [*SETTINGS[setting], *finetune, "--seed", str(seed + 100)]
-                results[name] = curve(run_swarm(name, first, args, args.finetune_rounds, workdir))
+                if setting != "fp32" and args.flush:
+                    first += ["--exact-every", str(args.finetune_rounds + 1)]
+                results[name] = curve(run_swarm(name, first, args, args.finetune_rounds + extra, workdir))
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
     import torch
 
@@ -148,10 +175,16 @@ def render(record: dict) -> str:
         f" `tiny` on the stdlib corpus, batch 16 x 128 bytes, {a['local_steps']} local steps per round.",
         f"From scratch: {a['rounds']} rounds; cocktail settings start after {a['warmup_rounds']} exact (fp32)"
         f" warm-up rounds. Fine-tuning: {a['finetune_rounds']} rounds from the x' of the first seed's fp32"
-        " run, lr 1e-3, no warm-up rounds.",
+        " run, lr 1e-3, no warm-up rounds."
+        + (
+            " Every run then trains one more round, which the cocktail runs average exactly (the flush)."
+            if a.get("flush")
+            else ""
+        ),
         "",
-        "| run | seed | samples | start eval | final eval | vs fp32 | ratio vs fp32 bytes | identical x' every round |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | seed | samples | start eval | before last round | vs fp32 | final eval | vs fp32 |"
+        " ratio vs fp32 bytes | identical x' every round |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         phase, setting, seed = (
@@ -160,21 +193,33 @@ def render(record: dict) -> str:
             name.rsplit("-s", 1)[1],
         )
         baseline = results.get(f"{phase}-fp32-s{seed}")
-        versus = f"{100 * (r['final_eval_loss'] / baseline['final_eval_loss'] - 1):+.2f}%" if baseline else ""
+
+        def versus(key: str, r: dict = r, baseline: dict | None = baseline) -> str:
+            if not baseline or r.get(key) is None or baseline.get(key) is None:
+                return "-"
+            return f"{100 * (r[key] / baseline[key] - 1):+.2f}%"
+
+        before = r.get("eval_before_last_round")
         start = r["points"][0][1] if r["points"] else float("nan")
         lines.append(
-            f"| {phase} {setting} | {seed} | {r['samples']:,} | {start:.3f} | {r['final_eval_loss']:.3f} |"
-            f" {versus} | {r['compression_ratio']:.0f}x | {r['identical_x_every_round']} |"
+            f"| {phase} {setting} | {seed} | {r['samples']:,} | {start:.3f} |"
+            f" {'-' if before is None else f'{before:.3f}'} | {versus('eval_before_last_round')} |"
+            f" {r['final_eval_loss']:.3f} | {versus('final_eval_loss')} | {r['compression_ratio']:.0f}x |"
+            f" {r['identical_x_every_round']} |"
         )
     lines += [
         "",
-        "start eval: the first evaluation (after the first eval interval). vs fp32: final eval loss",
-        "relative to the fp32 run of the same phase and seed (target: within +2%). ratio: fp32 payload",
+        "start eval: the first evaluation (after the first eval interval). vs fp32: eval loss relative to",
+        "the fp32 run of the same phase and seed on the same samples (target: within +2%). ratio: fp32 payload",
         "bytes over bytes moved, whole run (warm-up rounds included, which move fp32).",
         "",
         "Reproduce: `python benchmarks/convergence.py"
         f" --rounds {a['rounds']} --local-steps {a['local_steps']} --warmup-rounds {a['warmup_rounds']}"
-        f" --finetune-rounds {a['finetune_rounds']} --seeds {' '.join(map(str, a['seeds']))}`.",
+        f" --finetune-rounds {a['finetune_rounds']} --eval-every {a['eval_every']}"
+        f" --seeds {' '.join(map(str, a['seeds']))}"
+        + (f" --aggressive-seeds {a['aggressive_seeds']}" if a.get("aggressive_seeds") is not None else "")
+        + ("" if a.get("flush", True) else " --no-flush")
+        + "`.",
     ]
     return "\n".join(lines) + "\n"
 
