@@ -1,0 +1,195 @@
+"""Checkpoint manifests: the files of a checkpoint, cut into content-addressed chunks.
+
+A checkpoint is a folder of a few files (``model.safetensors`` with x', ``config.json``,
+``swarm.json``). Each file is cut into chunks of ``chunk_size`` bytes (the last one shorter), and each
+chunk is named by the sha256 of its bytes. The manifest lists the run, round and step, and every
+file's chunks; it is encoded canonically (JSON, sorted keys, no spaces), so every member that holds
+the same x' at the same round derives the same bytes and the same manifest hash, and all of them
+serve it. Who published it, and the signature, live in the DHT pointer, never in the manifest.
+
+Pure: no torch, no asyncio, no libp2p. The light client (``swarm-node pull``) imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST_VERSION = 1
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+MAX_CHUNK_BYTES = 16 * 1024 * 1024
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_FILES = 64
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """A manifest that does not parse, breaks a limit, or does not match its hash."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk: its place in the checkpoint and the sha256 (hex) of its bytes."""
+
+    index: int
+    """Position among all the checkpoint's chunks (files in manifest order, then offset)."""
+    file: str
+    offset: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    size: int
+    chunks: tuple[str, ...]
+    """sha256 (hex) of each chunk, in order."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    run_id: str
+    round: int
+    global_step: int
+    chunk_size: int
+    files: tuple[FileEntry, ...]
+
+    # --- encoding -----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "v": MANIFEST_VERSION,
+            "run_id": self.run_id,
+            "round": self.round,
+            "global_step": self.global_step,
+            "chunk_size": self.chunk_size,
+            "files": [{"name": f.name, "size": f.size, "chunks": list(f.chunks)} for f in self.files],
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, expected_hash: str | None = None) -> Manifest:
+        """Parse and validate; with ``expected_hash``, also check the bytes are the ones asked for."""
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"manifest of {len(raw)} bytes is over the limit of {MAX_MANIFEST_BYTES}")
+        if expected_hash is not None and hashlib.sha256(raw).hexdigest() != expected_hash:
+            raise ManifestError("manifest bytes do not match the hash they were asked for")
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ManifestError(f"manifest is not valid JSON: {e}") from None
+        if not isinstance(doc, dict):
+            raise ManifestError("manifest is not a JSON object")
+        if doc.get("v") != MANIFEST_VERSION:
+            raise ManifestError(f"manifest version {doc.get('v')!r} is not {MANIFEST_VERSION}")
+        chunk_size = _int(doc, "chunk_size")
+        if not 1 <= chunk_size <= MAX_CHUNK_BYTES:
+            raise ManifestError(f"chunk size {chunk_size} is outside [1, {MAX_CHUNK_BYTES}]")
+        files_raw = doc.get("files")
+        if not isinstance(files_raw, list) or not 1 <= len(files_raw) <= MAX_FILES:
+            raise ManifestError(f"manifest must list 1 to {MAX_FILES} files")
+        files = []
+        for entry in files_raw:
+            if not isinstance(entry, dict):
+                raise ManifestError("a file entry is not a JSON object")
+            name, size, chunks = entry.get("name"), _int(entry, "size"), entry.get("chunks")
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ManifestError(f"file name {name!r} is not a plain file name")
+            if not isinstance(chunks, list) or not all(
+                isinstance(c, str) and _HEX64.match(c) for c in chunks
+            ):
+                raise ManifestError(f"file {name}: chunks must be sha256 hex strings")
+            if len(chunks) != -(-size // chunk_size):
+                raise ManifestError(f"file {name}: {len(chunks)} chunks for {size} bytes of {chunk_size}")
+            files.append(FileEntry(name=name, size=size, chunks=tuple(chunks)))
+        if len({f.name for f in files}) != len(files):
+            raise ManifestError("manifest names a file twice")
+        run_id = doc.get("run_id")
+        if not isinstance(run_id, str) or not 1 <= len(run_id) <= 128:
+            raise ManifestError("manifest run_id must be a string of 1 to 128 characters")
+        manifest = cls(
+            run_id=run_id,
+            round=_int(doc, "round"),
+            global_step=_int(doc, "global_step"),
+            chunk_size=chunk_size,
+            files=tuple(files),
+        )
+        if manifest.to_bytes() != raw:
+            raise ManifestError("manifest is not in canonical form")
+        return manifest
+
+    # --- chunks -------------------------------------------------------------------------------
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def chunks(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        for f in self.files:
+            for i, digest in enumerate(f.chunks):
+                offset = i * self.chunk_size
+                size = min(self.chunk_size, f.size - offset)
+                out.append(Chunk(index=len(out), file=f.name, offset=offset, size=size, sha256=digest))
+        return out
+
+
+def _int(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ManifestError(f"manifest field {key!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def iter_chunks(data: bytes, chunk_size: int) -> Iterator[bytes]:
+    for offset in range(0, len(data), chunk_size):
+        yield data[offset : offset + chunk_size]
+
+
+def build_manifest(
+    files: dict[str, bytes],
+    *,
+    run_id: str,
+    round: int,
+    global_step: int,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
+) -> Manifest:
+    """The manifest of a checkpoint given as ``{file name: bytes}`` (files in sorted name order)."""
+    entries = tuple(
+        FileEntry(
+            name=name,
+            size=len(data),
+            chunks=tuple(hashlib.sha256(c).hexdigest() for c in iter_chunks(data, chunk_size)),
+        )
+        for name, data in sorted(files.items())
+    )
+    manifest = Manifest(
+        run_id=run_id, round=round, global_step=global_step, chunk_size=chunk_size, files=entries
+    )
+    return Manifest.from_bytes(manifest.to_bytes())  # the same checks a downloader applies
+
+
+def read_folder(folder: Path, manifest: Manifest) -> dict[int, bytes]:
+    """The chunks of ``manifest`` found in ``folder`` with the right bytes, by chunk index."""
+    found: dict[int, bytes] = {}
+    for chunk in manifest.chunks():
+        path = folder / chunk.file
+        if not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            f.seek(chunk.offset)
+            data = f.read(chunk.size)
+        if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
+            found[chunk.index] = data
+    return found
