@@ -1,0 +1,77 @@
+"""Signed checkpoint pointers: only the provider itself can publish one in its name."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from swarm.checkpoint.pointer import (
+    Pointer,
+    PointerError,
+    generate_identity,
+    load_identity,
+    peer_id_of,
+    public_key_protobuf,
+)
+
+
+def _key(tmp_path: Path, name: str = "id.key"):
+    generate_identity(tmp_path / name)
+    key = load_identity(tmp_path / name)
+    assert key is not None
+    return key
+
+
+def _pointer(provider: bytes) -> Pointer:
+    return Pointer(
+        run_id="run",
+        round=12,
+        global_step=120,
+        manifest_hash="ab" * 32,
+        total_bytes=1234,
+        provider=provider,
+        expires_at=time.time() + 600,
+    )
+
+
+def test_a_signed_pointer_verifies_and_any_change_breaks_it(tmp_path: Path) -> None:
+    key = _key(tmp_path)
+    me = peer_id_of(public_key_protobuf(key.public_key()))
+    signed = _pointer(me).signed_by(key)
+    assert signed.verify() is signed
+    for change in (dict(round=13), dict(manifest_hash="cd" * 32), dict(total_bytes=1), dict(run_id="other")):
+        with pytest.raises(PointerError, match="signature"):
+            replace(signed, **change).verify()
+
+
+def test_pointers_in_another_peers_name_expired_or_malformed_are_refused(tmp_path: Path) -> None:
+    mine, theirs = _key(tmp_path, "a.key"), _key(tmp_path, "b.key")
+    victim = peer_id_of(public_key_protobuf(theirs.public_key()))
+    with pytest.raises(PointerError, match="does not belong"):
+        _pointer(victim).signed_by(mine).verify()
+    me = peer_id_of(public_key_protobuf(mine.public_key()))
+    with pytest.raises(PointerError, match="expired"):
+        replace(_pointer(me), expires_at=time.time() - 5).signed_by(mine).verify()
+    with pytest.raises(PointerError, match="future"):
+        replace(_pointer(me), expires_at=time.time() + 1e9).signed_by(mine).verify()
+    with pytest.raises(PointerError, match="sha256"):
+        replace(_pointer(me), manifest_hash="nothex").signed_by(mine).verify()
+    with pytest.raises(PointerError, match="Ed25519"):
+        replace(
+            _pointer(me).signed_by(mine),
+            public_key=b"\x08\x00\x12\x03abc",
+            provider=peer_id_of(b"\x08\x00\x12\x03abc"),
+        ).verify()
+
+
+def test_identity_files_are_private_and_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "id.key"
+    generate_identity(path)
+    assert path.stat().st_mode & 0o077 == 0
+    with pytest.raises(FileExistsError):
+        generate_identity(path)
+    (tmp_path / "rsa.key").write_bytes(b"\x08\x00\x12\x05hello")
+    assert load_identity(tmp_path / "rsa.key") is None
