@@ -637,8 +637,10 @@ class Node:
                 else:
                     await self._finish_round(await task, contribution, averager, trainer, copy, evals)
         finally:
-            # A stop while a round communicates: finish it (bounded by its deadlines), lose nothing.
+            # A stop while a round communicates: finish it (bounded by its deadlines), lose nothing;
+            # a round still forming gets the join grace, not the whole join timeout.
             if pending is not None:
+                averager.hurry(self.config.rounds.join_grace_s)
                 outcome = await pending[0]
                 await self._finish_round(outcome, pending[1], averager, trainer, copy, evals)
 

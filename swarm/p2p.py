@@ -25,6 +25,7 @@ from hivemind.utils import get_dht_time
 
 from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, WireError
 from swarm.dht.records import RecordError
+from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class SwarmHost:
                 host_maddrs=list(options.host_maddrs),
                 announce_maddrs=list(options.announce_maddrs) or None,
                 identity_path=options.identity_path,
+                # hivemind's "is this identity already online" probe parses RSA keys only; Swarm's
+                # identities are Ed25519 (swarm/checkpoint/pointer.py), so the probe cannot run.
+                check_if_identity_free=False,
                 nat_port_map=options.nat_port_map,
                 startup_timeout=options.startup_timeout_s,
             )
@@ -153,6 +157,7 @@ class SwarmHost:
         writer: asyncio.StreamWriter,
         max_frame_bytes: int,
         counter: ByteCounter | None,
+        frame_type: Any,
     ) -> FramedStream:
         return FramedStream(
             reader,
@@ -161,6 +166,7 @@ class SwarmHost:
             extra_counter=counter or NO_COUNTER,
             on_bytes=self.on_bytes,
             max_frame_bytes=max_frame_bytes,
+            frame_type=frame_type,
         )
 
     async def add_handler(
@@ -170,16 +176,18 @@ class SwarmHost:
         *,
         max_frame_bytes: int,
         counter: ByteCounter | None = None,
+        frame_type: Any = pb.Frame,
     ) -> None:
         """Serve ``protocol``; frames a peer sends above ``max_frame_bytes`` end its stream unread.
 
-        Its streams' bytes also count into ``counter`` when one is given.
+        Its streams' bytes also count into ``counter`` when one is given; ``frame_type`` is the
+        protocol package's ``Frame`` message.
         """
 
         async def _handle(
             stream_info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            stream = self._framed(reader, writer, max_frame_bytes, counter)
+            stream = self._framed(reader, writer, max_frame_bytes, counter, frame_type)
             try:
                 await handler(stream_info.peer_id.to_bytes(), stream)
                 # The handler's last frame may still sit in p2pd's buffers: closing first lets p2pd
@@ -210,11 +218,12 @@ class SwarmHost:
         timeout_s: float,
         max_frame_bytes: int,
         counter: ByteCounter | None = None,
+        frame_type: Any = pb.Frame,
     ) -> FramedStream:
         _, reader, writer = await asyncio.wait_for(
             self.p2p.call_binary_stream_handler(PeerID(peer), protocol), timeout=timeout_s
         )
-        return self._framed(reader, writer, max_frame_bytes, counter)
+        return self._framed(reader, writer, max_frame_bytes, counter, frame_type)
 
     # --- DHT ----------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 import time
 from collections import Counter
@@ -206,6 +207,13 @@ class Averager:
         largest_shard = max(self.layout.size(s) for s in range(self.layout.num_shards))
         self.shard_frame_bytes = 4 * largest_shard + 4096
         self.rejections = 0
+        self._hurry_until = math.inf
+        """Set by ``hurry``: no rendezvous goes on past this instant."""
+
+    def hurry(self, grace_s: float) -> None:
+        """This node is stopping: a round still forming gets ``grace_s`` more, then gives up
+        (instead of waiting up to ``join_timeout_s`` for a group that may never come)."""
+        self._hurry_until = min(self._hurry_until, time.monotonic() + grace_s)
 
     @property
     def me(self) -> bytes:
@@ -341,7 +349,8 @@ class Averager:
         skip: set[bytes] = set()
         target: bytes | None = None
         joined: tuple[pb.Roster, FramedStream | None, _Gathering | None] | None = None
-        while joined is None and time.monotonic() < deadline:
+        while joined is None and time.monotonic() < min(deadline, self._hurry_until):
+            deadline = min(deadline, self._hurry_until)
             if target is None:
                 candidates = sorted((await self._live_peers() - skip) | {self.me})
                 target = candidates[0]
@@ -472,7 +481,7 @@ class Averager:
                     sorted(_short(p) for p in live),
                     waited,
                 )
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= min(deadline, self._hurry_until):
                     self._close_gathering(gathering, pb.Frame(busy=pb.Busy(reason="not enough members")))
                     return None
                 gathering.changed.clear()

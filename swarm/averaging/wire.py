@@ -1,6 +1,7 @@
 """Length-prefixed protobuf frames on a libp2p stream, with byte accounting and size bounds.
 
-A frame is a 4-byte big-endian length followed by a serialised ``swarm.averaging.v1.Frame``.
+A frame is a 4-byte big-endian length followed by a serialised ``Frame`` of one of Swarm's protocol
+packages (``swarm.averaging.v1`` by default, ``swarm.checkpoint.v1``); each has a ``body`` oneof.
 Nothing here half-closes a stream: p2pd resets a stream whose writer half-closes, so every
 exchange ends with an explicit message and both sides close after reading it.
 """
@@ -11,6 +12,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -54,8 +56,10 @@ class FramedStream:
         extra_counter: ByteCounter = NO_COUNTER,
         on_bytes: Callable[[int, int], None] | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        frame_type: Any = pb.Frame,
     ):
         self._reader, self._writer = reader, writer
+        self._frame_type = frame_type
         self._counters = (counter, extra_counter)
         self._on_bytes = on_bytes
         self._max_frame_bytes = max_frame_bytes
@@ -67,7 +71,7 @@ class FramedStream:
         if self._on_bytes is not None:
             self._on_bytes(sent, received)
 
-    async def send(self, frame: pb.Frame) -> None:
+    async def send(self, frame: Any) -> None:
         data = frame.SerializeToString()
         if len(data) > MAX_FRAME_BYTES:
             raise WireError(f"refusing to send a {len(data)}-byte frame (limit {MAX_FRAME_BYTES})")
@@ -75,7 +79,7 @@ class FramedStream:
         await self._writer.drain()
         self._count(_LENGTH.size + len(data), 0)
 
-    async def recv(self) -> pb.Frame:
+    async def recv(self) -> Any:
         try:
             header = await self._reader.readexactly(_LENGTH.size)
             (length,) = _LENGTH.unpack(header)
@@ -85,7 +89,7 @@ class FramedStream:
         except asyncio.IncompleteReadError as e:
             raise WireError("stream closed in the middle of a frame") from e
         self._count(0, _LENGTH.size + length)
-        frame = pb.Frame()
+        frame = self._frame_type()
         try:
             frame.ParseFromString(data)
         except DecodeError as e:
@@ -94,7 +98,7 @@ class FramedStream:
             raise WireError("frame carries no message")
         return frame
 
-    async def expect(self, *kinds: str) -> pb.Frame:
+    async def expect(self, *kinds: str) -> Any:
         """Receive one frame whose body is one of ``kinds``; anything else is a WireError."""
         frame = await self.recv()
         kind = frame.WhichOneof("body")

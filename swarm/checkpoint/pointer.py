@@ -18,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -124,6 +125,38 @@ class Pointer:
             }
         )
         return Pointer(**{**unsigned.__dict__, "signature": key.sign(unsigned.signed_bytes())})
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": POINTER_VERSION, **self.__dict__}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Pointer:
+        """Parse a DHT value; types only (``verify`` checks the rest). Raises PointerError."""
+        if not isinstance(raw, dict) or raw.get("v") != POINTER_VERSION:
+            raise PointerError("not a version-1 checkpoint pointer")
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "run_id": str,
+            "round": int,
+            "global_step": int,
+            "manifest_hash": str,
+            "total_bytes": int,
+            "provider": bytes,
+            "expires_at": (int, float),
+            "public_key": bytes,
+            "signature": bytes,
+        }
+        values: dict[str, Any] = {}
+        for name, kind in kinds.items():
+            value = raw.get(name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise PointerError(f"pointer field {name!r} is missing or of the wrong type")
+            if isinstance(value, (str, bytes)) and len(value) > 256:
+                raise PointerError(f"pointer field {name!r} is too long")
+            if isinstance(value, int) and value < 0:
+                raise PointerError(f"pointer field {name!r} is negative")
+            values[name] = value
+        values["expires_at"] = float(values["expires_at"])
+        return cls(**values)
 
     def verify(self, *, now: float | None = None) -> Pointer:
         """Return self if well-formed, unexpired and signed by ``provider``; else raise PointerError."""

@@ -38,6 +38,11 @@ def members_key(run_id: str) -> str:
     return f"swarm/{run_id}/members"
 
 
+def checkpoints_key(run_id: str) -> str:
+    """Signed checkpoint pointers (swarm/checkpoint/pointer.py), one subkey per provider and round."""
+    return f"swarm/{run_id}/checkpoints"
+
+
 def _typed(raw: Any, name: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(raw, dict):
         raise RecordError(f"record is a {type(raw).__name__}, expected a dict")

@@ -75,3 +75,13 @@ def test_identity_files_are_private_and_never_overwritten(tmp_path: Path) -> Non
         generate_identity(path)
     (tmp_path / "rsa.key").write_bytes(b"\x08\x00\x12\x05hello")
     assert load_identity(tmp_path / "rsa.key") is None
+
+
+def test_pointers_travel_as_plain_dicts_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    key = _key(tmp_path)
+    signed = _pointer(peer_id_of(public_key_protobuf(key.public_key()))).signed_by(key)
+    assert Pointer.from_wire(signed.to_wire()).verify() == signed
+    for bad in (None, [], {"v": 2}, {**signed.to_wire(), "round": "1"}, {**signed.to_wire(), "round": True},
+                {**signed.to_wire(), "run_id": "x" * 300}, {**signed.to_wire(), "total_bytes": -1}):  # fmt: skip
+        with pytest.raises(PointerError):
+            Pointer.from_wire(bad)

@@ -1,0 +1,89 @@
+"""The swarm checkpoint's files, byte-identical on every member holding the same x' at the same round.
+
+    model.safetensors  x' as named fp32 tensors (the model's unique parameters), written here in a
+                       canonical layout: tensors in name order, header JSON with sorted keys, no
+                       metadata, so no library version or hash-map order changes a byte
+    config.json        the model's configuration (transformers format), sorted keys
+    swarm.json         run id, round, global step, samples, and the run spec a joiner needs
+
+Loads with ``safetensors.torch.load_file(folder / "model.safetensors")``, and with
+``transformers.AutoModelForCausalLM.from_pretrained(folder)``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from swarm.dht.records import RunSpec
+
+MODEL_FILE, CONFIG_FILE, SWARM_FILE = "model.safetensors", "config.json", "swarm.json"
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """fp32 tensors in the safetensors format, laid out canonically (name order, no metadata)."""
+    header: dict[str, Any] = {}
+    blobs: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu", torch.float32).contiguous()
+        blob = tensor.numpy().astype("<f4", copy=False).tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    head = canonical_json(header)
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(blobs)
+
+
+def named_views(model: torch.nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cut the flat vector ``flat`` [n] into the model's unique parameters, by name (trainer order)."""
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name, p in model.named_parameters():  # unique parameters, in the order LocalTrainer flattens
+        if not p.requires_grad:
+            continue
+        out[name] = flat[offset : offset + p.numel()].view(p.shape)
+        offset += p.numel()
+    if offset != flat.numel():
+        raise ValueError(f"vector of {flat.numel()} elements for a model of {offset}")
+    return out
+
+
+def checkpoint_files(
+    *,
+    model: torch.nn.Module,
+    values: torch.Tensor,
+    model_config: Mapping[str, Any],
+    spec: RunSpec,
+    run_id: str,
+    round: int,
+    global_step: int,
+    swarm_samples: int,
+) -> dict[str, bytes]:
+    swarm = {
+        "format": 1,
+        "run_id": run_id,
+        "round": round,
+        "global_step": global_step,
+        "swarm_samples": swarm_samples,
+        "spec": asdict(spec),
+    }
+    return {
+        MODEL_FILE: safetensors_bytes(named_views(model, values)),
+        CONFIG_FILE: canonical_json(dict(model_config)),
+        SWARM_FILE: canonical_json(swarm),
+    }

@@ -1,0 +1,326 @@
+"""A node's checkpoint service on its libp2p host: publish, answer, serve chunks, and download.
+
+Protocol ``/swarm/checkpoint/1`` (messages in proto/swarm/checkpoint/v1): one request per stream,
+answered with frames and closed by End or Error. Requests: Latest (the node reads the run's signed
+pointers from the DHT and returns the valid ones), Manifest, Chunks (at most ``MAX_CHUNKS_PER_REQUEST``
+per stream), Status. ``fetch_checkpoint`` is the in-node download adapter around the pure
+``Downloader``: one worker per provider, every chunk verified, written in place, resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarm.averaging.wire import FramedStream, WireError
+from swarm.checkpoint.download import Downloader, DownloadError, Verdict
+from swarm.checkpoint.manifest import (
+    MAX_CHUNK_BYTES,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    ManifestError,
+    read_folder,
+)
+from swarm.checkpoint.pointer import Pointer, PointerError
+from swarm.checkpoint.store import CheckpointStore
+from swarm.dht.records import RecordError, checkpoints_key
+from swarm.p2p import SwarmHost, peer_name
+from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "/swarm/checkpoint/1"
+MAX_CHUNKS_PER_REQUEST = 64
+MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
+REQUEST_FRAME_BYTES = 64 * 1024
+"""What a node accepts from a requester: requests are small."""
+
+
+def pointer_to_pb(p: Pointer) -> pb.Pointer:
+    return pb.Pointer(
+        run_id=p.run_id,
+        round=p.round,
+        global_step=p.global_step,
+        manifest_hash=p.manifest_hash,
+        total_bytes=p.total_bytes,
+        provider=p.provider,
+        expires_at=p.expires_at,
+        public_key=p.public_key,
+        signature=p.signature,
+    )
+
+
+def pointer_from_pb(m: pb.Pointer) -> Pointer:
+    return Pointer(
+        run_id=m.run_id,
+        round=m.round,
+        global_step=m.global_step,
+        manifest_hash=m.manifest_hash,
+        total_bytes=m.total_bytes,
+        provider=m.provider,
+        expires_at=m.expires_at,
+        public_key=m.public_key,
+        signature=m.signature,
+    )
+
+
+async def read_pointers(host: SwarmHost, run_id: str) -> list[Pointer]:
+    """The run's valid, unexpired pointers from the DHT, newest round first; bad ones are logged."""
+
+    def parse(raw: object) -> Pointer:
+        try:
+            return Pointer.from_wire(raw).verify()
+        except PointerError as e:
+            raise RecordError(str(e)) from None
+
+    found = await host.dht_get_subkeys(checkpoints_key(run_id), parse)
+    pointers = [p for p in found.values() if p.run_id == run_id]
+    return sorted(pointers, key=lambda p: (p.round, p.provider), reverse=True)
+
+
+class CheckpointService:
+    """Serves what ``store`` holds; publishes signed pointers to it under the run's DHT key."""
+
+    def __init__(
+        self,
+        host: SwarmHost,
+        store: CheckpointStore,
+        *,
+        run_id: str,
+        key: Ed25519PrivateKey | None,
+        status: Callable[[], Awaitable[pb.StatusResponse]] | None = None,
+        pointer_ttl_s: float = 3600.0,
+    ):
+        self.host, self.store, self.run_id, self.key = host, store, run_id, key
+        self._status = status
+        self.pointer_ttl_s = pointer_ttl_s
+        self.served_bytes = 0
+
+    async def start(self) -> None:
+        await self.host.add_handler(
+            PROTOCOL, self._handle, max_frame_bytes=REQUEST_FRAME_BYTES, frame_type=pb.Frame
+        )
+
+    async def publish(self, manifest: Manifest) -> Pointer | None:
+        """Announce in the DHT that this node serves ``manifest`` (which the store must hold)."""
+        if self.key is None:
+            logger.warning(
+                "no Ed25519 identity: checkpoint of round %d is served but not announced", manifest.round
+            )
+            return None
+        pointer = Pointer(
+            run_id=self.run_id,
+            round=manifest.round,
+            global_step=manifest.global_step,
+            manifest_hash=manifest.hash,
+            total_bytes=manifest.total_bytes,
+            provider=self.host.peer_id,
+            expires_at=time.time() + self.pointer_ttl_s,
+        ).signed_by(self.key)
+        await self.host.dht_store(
+            checkpoints_key(self.run_id),
+            pointer.to_wire(),
+            ttl_s=self.pointer_ttl_s,
+            subkey=f"{self.host.peer_name}/{manifest.round}",
+        )
+        return pointer
+
+    async def republish(self) -> None:
+        """Refresh the pointers of every held checkpoint (call well within ``pointer_ttl_s``)."""
+        for manifest in self.store.manifests():
+            await self.publish(manifest)
+
+    async def _handle(self, peer: bytes, stream: FramedStream) -> None:
+        frame = await stream.recv()
+        kind = frame.WhichOneof("body")
+        try:
+            if kind == "latest_request":
+                run_id = frame.latest_request.run_id or self.run_id
+                pointers = await read_pointers(self.host, run_id)
+                await stream.send(
+                    pb.Frame(latest_response=pb.LatestResponse(pointers=[pointer_to_pb(p) for p in pointers]))
+                )
+            elif kind == "manifest_request":
+                manifest = self.store.manifest(frame.manifest_request.manifest_hash)
+                if manifest is None:
+                    raise LookupError("this node does not hold that manifest")
+                await stream.send(
+                    pb.Frame(manifest_response=pb.ManifestResponse(manifest=manifest.to_bytes()))
+                )
+            elif kind == "chunks_request":
+                request = frame.chunks_request
+                if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
+                    raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
+                for index in request.indices:
+                    data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
+                    if data is None:
+                        raise LookupError(f"this node does not hold chunk {index} of that manifest")
+                    await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
+                    self.served_bytes += len(data)
+            elif kind == "status_request" and self._status is not None:
+                await stream.send(pb.Frame(status_response=await self._status()))
+            else:
+                raise ValueError(f"unexpected request {kind}")
+        except (LookupError, ValueError) as e:
+            await stream.send(pb.Frame(error=pb.Error(message=str(e))))
+            return
+        await stream.send(pb.Frame(end=pb.End()))
+
+
+# --- client side (in-node adapter) ------------------------------------------------------------
+
+
+async def _request(host: SwarmHost, peer: bytes, frame: pb.Frame, *, timeout_s: float) -> FramedStream:
+    stream = await host.open_stream(
+        peer, PROTOCOL, timeout_s=timeout_s, max_frame_bytes=MAX_FRAME_BYTES, frame_type=pb.Frame
+    )
+    await stream.send(frame)
+    return stream
+
+
+async def ask_latest(
+    host: SwarmHost, peer: bytes, run_id: str = "", *, timeout_s: float = 30.0
+) -> list[Pointer]:
+    stream = await _request(
+        host, peer, pb.Frame(latest_request=pb.LatestRequest(run_id=run_id)), timeout_s=timeout_s
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            answer = await stream.expect("latest_response", "error")
+            if answer.WhichOneof("body") == "error":
+                raise WireError(answer.error.message)
+        valid = []
+        for m in answer.latest_response.pointers:
+            try:
+                valid.append(pointer_from_pb(m).verify())
+            except PointerError as e:
+                logger.warning("peer %s passed on a bad pointer: %s", peer_name(peer)[-8:], e)
+        return valid
+    finally:
+        stream.close()
+
+
+async def fetch_manifest(host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = 30.0) -> Manifest:
+    stream = await _request(
+        host, peer, pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest)), timeout_s=timeout_s
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            answer = await stream.expect("manifest_response", "error")
+        if answer.WhichOneof("body") == "error":
+            raise WireError(answer.error.message)
+        return Manifest.from_bytes(answer.manifest_response.manifest, expected_hash=digest)
+    finally:
+        stream.close()
+
+
+def _write_chunk(folder: Path, manifest: Manifest, index: int, data: bytes) -> None:
+    chunk = manifest.chunks()[index]
+    with open(folder / chunk.file, "r+b") as f:
+        f.seek(chunk.offset)
+        f.write(data)
+
+
+def _prepare_partial(folder: Path, manifest: Manifest) -> set[int]:
+    """Create (or reuse) the partial folder with full-size files; return the chunks already good."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in manifest.files:
+        path = folder / entry.name
+        if not path.exists():
+            path.touch()
+        if path.stat().st_size != entry.size:
+            os.truncate(path, entry.size)
+    return set(read_folder(folder, manifest))
+
+
+async def fetch_checkpoint(
+    host: SwarmHost,
+    providers: Sequence[bytes],
+    manifest_hash: str,
+    out: Path,
+    *,
+    timeout_s: float = 60.0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Manifest:
+    """Download the checkpoint ``manifest_hash`` from ``providers`` into the folder ``out``.
+
+    Resumable: an interrupted download leaves ``out`` + ``.partial``, whose good chunks a later call
+    keeps. ``on_progress(have_bytes, total_bytes)`` is called after every accepted chunk.
+    Raises DownloadError when the providers cannot deliver it.
+    """
+    manifest: Manifest | None = None
+    for peer in providers:
+        try:
+            manifest = await fetch_manifest(host, peer, manifest_hash, timeout_s=timeout_s)
+            break
+        except (OSError, WireError, TimeoutError, ManifestError, asyncio.IncompleteReadError) as e:
+            logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
+    if manifest is None:
+        raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
+    partial = out.with_name(out.name + ".partial")
+    have = await asyncio.to_thread(_prepare_partial, partial, manifest)
+    core = Downloader(manifest, have=have)
+    for peer in providers:
+        core.add_provider(peer)
+    if have:
+        logger.info("resuming: %d of %d chunks already on disk", len(have), len(core.chunks))
+    wake = asyncio.Event()
+
+    async def worker(peer: bytes) -> None:
+        while not core.done:
+            try:
+                claimed = core.claim(peer)
+            except DownloadError:
+                return
+            if not claimed:
+                if peer not in core.usable_providers:
+                    return
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                continue
+            request = pb.ChunksRequest(manifest_hash=manifest_hash, indices=[c.index for c in claimed])
+            try:
+                stream = await _request(host, peer, pb.Frame(chunks_request=request), timeout_s=timeout_s)
+                try:
+                    for _ in claimed:
+                        async with asyncio.timeout(timeout_s):
+                            frame = await stream.expect("chunk_data", "error")
+                        if frame.WhichOneof("body") == "error":
+                            raise WireError(frame.error.message)
+                        index, data = frame.chunk_data.index, frame.chunk_data.data
+                        verdict = core.deliver(peer, index, data)
+                        if verdict is Verdict.CORRUPT:
+                            logger.warning(
+                                "provider %s sent a corrupt chunk %d: dropped", peer_name(peer)[-8:], index
+                            )
+                            return
+                        if verdict is Verdict.ACCEPTED:
+                            await asyncio.to_thread(_write_chunk, partial, manifest, index, data)
+                            if on_progress is not None:
+                                on_progress(core.have_bytes, manifest.total_bytes)
+                finally:
+                    stream.close()
+            except (OSError, WireError, TimeoutError, asyncio.IncompleteReadError) as e:
+                logger.warning("provider %s failed: %s", peer_name(peer)[-8:], e)
+                core.provider_failed(peer)
+                return
+            finally:
+                wake.set()
+
+    await asyncio.gather(*(worker(peer) for peer in providers))
+    core.check_progress_possible()
+    if not core.done:
+        raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return manifest

@@ -1,0 +1,96 @@
+"""Checkpoints a node holds on disk, by manifest hash: the last K it published or downloaded.
+
+    <root>/<manifest hash>/manifest.json   the canonical manifest bytes
+    <root>/<manifest hash>/<file>          the checkpoint's files
+
+A checkpoint folder appears only once complete (written under a temporary name, then renamed), so
+a crash never leaves a half-written checkpoint that would be served. Pure file I/O, no asyncio.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from swarm.checkpoint.manifest import Manifest
+
+MANIFEST_FILE = "manifest.json"
+
+
+class CheckpointStore:
+    def __init__(self, root: Path, *, keep: int = 3):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.root, self.keep = root, keep
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._manifests: dict[str, Manifest] = {}
+        for folder in self.root.iterdir():  # what an earlier run of this node left (complete ones only)
+            try:
+                raw = (folder / MANIFEST_FILE).read_bytes()
+                self._manifests[folder.name] = Manifest.from_bytes(raw, expected_hash=folder.name)
+            except (OSError, ValueError):
+                continue
+
+    def add(self, manifest: Manifest, files: dict[str, bytes]) -> Path:
+        """Write a checkpoint (idempotent) and drop the oldest beyond ``keep``; returns its folder."""
+        digest = manifest.hash
+        folder = self.root / digest
+        with self._lock:
+            if digest not in self._manifests:
+                tmp = self.root / f".tmp-{digest}-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                for name, data in files.items():
+                    (tmp / name).write_bytes(data)
+                (tmp / MANIFEST_FILE).write_bytes(manifest.to_bytes())
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(tmp, folder)
+                self._manifests[digest] = manifest
+            self._prune()
+        return folder
+
+    def adopt(self, manifest: Manifest, folder: Path) -> None:
+        """Take over a complete, verified download folder (moved into the store)."""
+        digest = manifest.hash
+        with self._lock:
+            if digest in self._manifests:
+                return
+            (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
+            shutil.copytree(folder, self.root / f".tmp-{digest}", dirs_exist_ok=True)
+            os.replace(self.root / f".tmp-{digest}", self.root / digest)
+            self._manifests[digest] = manifest
+            self._prune()
+
+    def _prune(self) -> None:
+        ranked = sorted(self._manifests.values(), key=lambda m: (m.round, m.hash), reverse=True)
+        for old in ranked[self.keep :]:
+            del self._manifests[old.hash]
+            shutil.rmtree(self.root / old.hash, ignore_errors=True)
+
+    def manifest(self, digest: str) -> Manifest | None:
+        return self._manifests.get(digest)
+
+    def manifests(self) -> list[Manifest]:
+        """Held checkpoints, newest round first."""
+        return sorted(self._manifests.values(), key=lambda m: m.round, reverse=True)
+
+    def folder(self, digest: str) -> Path:
+        return self.root / digest
+
+    def read_chunk(self, digest: str, index: int) -> bytes | None:
+        manifest = self._manifests.get(digest)
+        if manifest is None:
+            return None
+        chunks = manifest.chunks()
+        if not 0 <= index < len(chunks):
+            return None
+        chunk = chunks[index]
+        try:
+            with open(self.root / digest / chunk.file, "rb") as f:
+                f.seek(chunk.offset)
+                return f.read(chunk.size)
+        except FileNotFoundError:  # pruned meanwhile
+            return None
