@@ -55,6 +55,7 @@ def pointer_to_pb(p: Pointer) -> pb.Pointer:
         expires_at=p.expires_at,
         public_key=p.public_key,
         signature=p.signature,
+        addrs=list(p.addrs),
     )
 
 
@@ -69,6 +70,7 @@ def pointer_from_pb(m: pb.Pointer) -> Pointer:
         expires_at=m.expires_at,
         public_key=m.public_key,
         signature=m.signature,
+        addrs=tuple(m.addrs),
     )
 
 
@@ -124,6 +126,7 @@ class CheckpointService:
             total_bytes=manifest.total_bytes,
             provider=self.host.peer_id,
             expires_at=time.time() + self.pointer_ttl_s,
+            addrs=tuple(await self._serving_addrs()),
         ).signed_by(self.key)
         await self.host.dht_store(
             checkpoints_key(self.run_id),
@@ -132,6 +135,11 @@ class CheckpointService:
             subkey=f"{self.host.peer_name}/{manifest.round}",
         )
         return pointer
+
+    async def _serving_addrs(self) -> list[str]:
+        """Our addresses for clients: TCP ones first (the light client speaks TCP), no relays."""
+        maddrs = [m.split("/p2p/")[0] for m in await self.host.visible_maddrs() if "p2p-circuit" not in m]
+        return sorted(set(maddrs), key=lambda m: ("/tcp/" not in m, m))[:8]
 
     async def republish(self) -> None:
         """Refresh the pointers of every held checkpoint (call well within ``pointer_ttl_s``)."""
