@@ -995,6 +995,8 @@ async def _run_async(config: NodeConfig) -> int:
         logger.info("stopping after the current step (signal again to leave at once)")
         node.stop.set()
         node.stop_thread.set()
+        if node.averager is not None:  # a round still forming gets the join grace, not the join timeout
+            node.averager.hurry(config.rounds.join_grace_s)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _graceful)
