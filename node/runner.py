@@ -396,6 +396,7 @@ class Node:
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.rounds[Status.COMMITTED.value],
+            "checkpoints": p.checkpoints,
         }
 
     async def _write_status_forever(self, copy: GlobalCopy) -> None:
