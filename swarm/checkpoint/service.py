@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "/swarm/checkpoint/1"
 MAX_CHUNKS_PER_REQUEST = 64
 MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
+MAX_CHUNK_STREAMS = 16
+"""Chunk requests served at once; more wait their turn (bounded by the requester's own timeout)."""
 REQUEST_FRAME_BYTES = 64 * 1024
 """What a node accepts from a requester: requests are small."""
 
@@ -105,6 +107,7 @@ class CheckpointService:
         self._status = status
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
+        self._chunk_slots = asyncio.Semaphore(MAX_CHUNK_STREAMS)
 
     async def start(self) -> None:
         await self.host.add_handler(
@@ -167,12 +170,13 @@ class CheckpointService:
                 request = frame.chunks_request
                 if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
                     raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
-                for index in request.indices:
-                    data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
-                    if data is None:
-                        raise LookupError(f"this node does not hold chunk {index} of that manifest")
-                    await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
-                    self.served_bytes += len(data)
+                async with self._chunk_slots:
+                    for index in request.indices:
+                        data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
+                        if data is None:
+                            raise LookupError(f"this node does not hold chunk {index} of that manifest")
+                        await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
+                        self.served_bytes += len(data)
             elif kind == "status_request" and self._status is not None:
                 await stream.send(pb.Frame(status_response=await self._status()))
             else:
