@@ -45,7 +45,10 @@ class _Framed:
 
     async def _read_exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
-            data = await self.stream.read(max(n - len(self._buffer), 1 << 16))
+            try:
+                data = await self.stream.read(max(n - len(self._buffer), 1 << 16))
+            except Exception as e:  # py-libp2p's StreamEOF, StreamReset, ...
+                raise LightError(f"the stream ended in the middle of a frame ({type(e).__name__})") from None
             if not data:
                 raise LightError("the peer closed the stream in the middle of a frame")
             self._buffer += data
