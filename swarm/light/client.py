@@ -13,6 +13,7 @@ checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and h
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import struct
@@ -254,6 +255,8 @@ def _new_host() -> Any:
     from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
     from libp2p.security.noise.transport import Transport as NoiseTransport
 
+    # py-libp2p logs every failed dial attempt as an error; the client reports the outcome once.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     key_pair = create_new_key_pair()
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)
     return new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise})
@@ -359,9 +362,7 @@ def pull(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PullResult:
     """Download the newest checkpoint (or that of ``round``) of the run ``peer`` trains (or ``run_id``)."""
-    import trio
-
-    return trio.run(
+    return _trio_run(
         lambda: _pull(
             peer,
             run_id=run_id,
@@ -375,8 +376,6 @@ def pull(
 
 
 def status(peer: str, *, timeout_s: float = 30.0) -> pb.StatusResponse:
-    import trio
-
     async def go() -> pb.StatusResponse:
         session = _Session(_new_host())
         async with session.host.run(listen_addrs=[]):
@@ -389,4 +388,27 @@ def status(peer: str, *, timeout_s: float = 30.0) -> pb.StatusResponse:
             )
             return answer.status_response
 
-    return trio.run(go)
+    return _trio_run(go)
+
+
+def _find(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
+    for error in group.exceptions:
+        if isinstance(error, kind):
+            return error
+        if isinstance(error, BaseExceptionGroup) and (inner := _find(error, kind)) is not None:
+            return inner
+    return None
+
+
+def _trio_run(fn: Callable[[], Any]) -> Any:
+    """trio.run, with our one-line errors taken out of the exception groups py-libp2p's nurseries make."""
+    import trio
+
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        for kind in (LightError, KeyboardInterrupt):
+            found = _find(group, kind)
+            if found is not None:
+                raise found from None
+        raise
