@@ -40,7 +40,7 @@ from swarm.averaging.round import (
     fetch_state,
 )
 from swarm.averaging.state import GlobalCopy
-from swarm.checkpoint.files import checkpoint_files
+from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
 from swarm.checkpoint.manifest import build_manifest
 from swarm.checkpoint.pointer import generate_identity, load_identity
 from swarm.checkpoint.service import CheckpointService, pointer_to_pb, read_pointers
@@ -511,6 +511,8 @@ class Node:
         self, folder: Path, trainer: LocalTrainer, copy: GlobalCopy, averager: Averager, spec: RunSpec
     ) -> bool:
         state = load_resume_state(folder, run_id=self.config.run.run_id, num_elements=copy.values.numel())
+        if state is None and (folder / SWARM_FILE).is_file():
+            return self._start_from_checkpoint(folder, trainer, copy, spec)
         if state is None:
             logger.info("resume folder %s holds no state yet: starting fresh, saving there", folder)
             return False
@@ -534,6 +536,30 @@ class Node:
             "resumed from %s: round %d, %d local steps, %d not yet averaged in",
             folder, copy.round, trainer.steps, p.steps_since_round,
         )  # fmt: skip
+        return True
+
+    def _start_from_checkpoint(
+        self, folder: Path, trainer: LocalTrainer, copy: GlobalCopy, spec: RunSpec
+    ) -> bool:
+        """A swarm checkpoint folder (``swarm-node pull``) given to --resume: start from its x'."""
+        try:
+            values, info = read_checkpoint_folder(folder, trainer.model)
+        except CheckpointFolderError as e:
+            raise ResumeError(str(e)) from None
+        if info.get("run_id") != self.config.run.run_id:
+            raise ResumeError(
+                f"{folder} is a checkpoint of run {info.get('run_id')!r}, not {self.config.run.run_id!r}"
+            )
+        saved = RunSpec(**info["spec"])
+        differences = [d for d in saved.differences(spec) if not d.startswith("initial_digest")]
+        if differences:
+            raise ResumeError(f"{folder} was written under other run settings: {'; '.join(differences)}")
+        copy.replace(
+            values, round=info["round"], global_step=info["global_step"], swarm_samples=info["swarm_samples"]
+        )
+        trainer.load_flat(values)
+        logger.info("starting from the swarm checkpoint in %s: round %d, global step %d", folder, copy.round,
+                    copy.global_step)  # fmt: skip
         return True
 
     def _save_resume(self, trainer: LocalTrainer, copy: GlobalCopy) -> None:
