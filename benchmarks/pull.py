@@ -42,7 +42,9 @@ def one(providers: int, args: argparse.Namespace, workdir: Path) -> dict:
                        "--size-mb", str(args.size_mb), "--status", str(statuses[i]), "--publish"]  # fmt: skip
             if first is not None:
                 command += ["--peer", first_maddr(statuses[0], first)]
-            process = lab.run(i, command, log=workdir / f"p{providers}-{i}.log", env={**os.environ, "PYTHONPATH": "."})
+            process = lab.run(
+                i, command, log=workdir / f"p{providers}-{i}.log", env={**os.environ, "PYTHONPATH": "."}
+            )
             first = first or process
             first_maddr(statuses[i], process, timeout_s=300)
         assert first is not None
