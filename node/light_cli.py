@@ -82,7 +82,8 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from swarm.light.client import status, verified
+    from swarm.checkpoint.wire import verified
+    from swarm.light.client import status
 
     answer = status(args.peer, timeout_s=args.timeout)
     print(f"run {answer.run_id}: model {answer.model}, codec {answer.codec}")

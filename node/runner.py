@@ -43,8 +43,9 @@ from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
 from swarm.checkpoint.manifest import build_manifest
 from swarm.checkpoint.pointer import generate_identity, load_identity
-from swarm.checkpoint.service import CheckpointService, pointer_to_pb, read_pointers
+from swarm.checkpoint.service import CheckpointService, read_pointers
 from swarm.checkpoint.store import CheckpointStore
+from swarm.checkpoint.wire import pointer_to_pb
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec

@@ -26,11 +26,11 @@ from swarm.checkpoint.manifest import (
     MAX_CHUNK_BYTES,
     MAX_MANIFEST_BYTES,
     Manifest,
-    ManifestError,
     read_folder,
 )
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.store import CheckpointStore
+from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
 from swarm.dht.records import RecordError, checkpoints_key
 from swarm.p2p import SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
@@ -44,36 +44,6 @@ MAX_CHUNK_STREAMS = 16
 """Chunk requests served at once; more wait their turn (bounded by the requester's own timeout)."""
 REQUEST_FRAME_BYTES = 64 * 1024
 """What a node accepts from a requester: requests are small."""
-
-
-def pointer_to_pb(p: Pointer) -> pb.Pointer:
-    return pb.Pointer(
-        run_id=p.run_id,
-        round=p.round,
-        global_step=p.global_step,
-        manifest_hash=p.manifest_hash,
-        total_bytes=p.total_bytes,
-        provider=p.provider,
-        expires_at=p.expires_at,
-        public_key=p.public_key,
-        signature=p.signature,
-        addrs=list(p.addrs),
-    )
-
-
-def pointer_from_pb(m: pb.Pointer) -> Pointer:
-    return Pointer(
-        run_id=m.run_id,
-        round=m.round,
-        global_step=m.global_step,
-        manifest_hash=m.manifest_hash,
-        total_bytes=m.total_bytes,
-        provider=m.provider,
-        expires_at=m.expires_at,
-        public_key=m.public_key,
-        signature=m.signature,
-        addrs=tuple(m.addrs),
-    )
 
 
 async def read_pointers(host: SwarmHost, run_id: str) -> list[Pointer]:
@@ -273,7 +243,7 @@ async def fetch_checkpoint(
         try:
             manifest = await fetch_manifest(host, peer, manifest_hash, timeout_s=timeout_s)
             break
-        except (OSError, WireError, TimeoutError, ManifestError, asyncio.IncompleteReadError) as e:
+        except Exception as e:  # any provider failure: try the next one
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
@@ -321,7 +291,7 @@ async def fetch_checkpoint(
                                 on_progress(core.have_bytes, manifest.total_bytes)
                 finally:
                     stream.close()
-            except (OSError, WireError, TimeoutError, asyncio.IncompleteReadError) as e:
+            except Exception as e:  # gone, refused, timed out, or the daemon could not dial it
                 logger.warning("provider %s failed: %s", peer_name(peer)[-8:], e)
                 core.provider_failed(peer)
                 return

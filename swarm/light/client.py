@@ -24,7 +24,8 @@ from typing import Any
 
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
 from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, Manifest, read_folder
-from swarm.checkpoint.pointer import Pointer, PointerError
+from swarm.checkpoint.pointer import Pointer
+from swarm.checkpoint.wire import verified
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 
 PROTOCOL = "/swarm/checkpoint/1"
@@ -81,21 +82,6 @@ class _Framed:
 # --- results ------------------------------------------------------------------------------------
 
 
-def pointer_from_pb(m: pb.Pointer) -> Pointer:
-    return Pointer(
-        run_id=m.run_id,
-        round=m.round,
-        global_step=m.global_step,
-        manifest_hash=m.manifest_hash,
-        total_bytes=m.total_bytes,
-        provider=m.provider,
-        expires_at=m.expires_at,
-        addrs=tuple(m.addrs),
-        public_key=m.public_key,
-        signature=m.signature,
-    )
-
-
 @dataclass
 class PullResult:
     manifest: Manifest
@@ -121,16 +107,6 @@ def choose(pointers: list[Pointer], *, round: int | None) -> list[Pointer]:
             by_hash.setdefault(p.manifest_hash, []).append(p)
     best = max(by_hash.values(), key=len)
     return list({p.provider: p for p in best}.values())
-
-
-def verified(pointers: list[pb.Pointer]) -> list[Pointer]:
-    out = []
-    for m in pointers:
-        try:
-            out.append(pointer_from_pb(m).verify())
-        except PointerError:
-            continue
-    return out
 
 
 # --- the transfer loop, written against two small callables so tests can drive it too ---------
