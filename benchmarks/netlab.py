@@ -32,12 +32,23 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 class NetLab:
-    def __init__(self, nodes: int, *, rate_mbit: float | None = None, tag: str = "swb"):
+    def __init__(
+        self,
+        nodes: int,
+        *,
+        rate_mbit: float | None = None,
+        tag: str = "swb",
+        node_rates_mbit: Sequence[float | None] | None = None,
+    ):
+        """``node_rates_mbit``, when given, sets each node's link rate (None: unlimited) instead."""
         if not 1 <= nodes <= 200:
             raise ValueError("nodes must be in [1, 200]")
         if not re.fullmatch(r"[a-z]{2,6}", tag):
             raise ValueError("tag must be 2-6 lowercase letters")
+        if node_rates_mbit is not None and len(node_rates_mbit) != nodes:
+            raise ValueError("node_rates_mbit needs one rate per node")
         self.nodes, self.rate_mbit, self.tag = nodes, rate_mbit, tag
+        self.rates = list(node_rates_mbit) if node_rates_mbit is not None else [rate_mbit] * nodes
         self.hub = f"{tag}-hub"
         self.processes: list[subprocess.Popen] = []
         self._previous_handlers: dict[int, object] = {}
@@ -83,11 +94,11 @@ class NetLab:
             _ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
-            if self.rate_mbit is not None:
+            if self.rates[i] is not None:
                 for where, dev in ((ns, "eth0"), (self.hub, veth)):
                     subprocess.run(
                         ["ip", "netns", "exec", where, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                         "rate", f"{self.rate_mbit}mbit", "burst", "256kb", "latency", "100ms"],
+                         "rate", f"{self.rates[i]}mbit", "burst", "256kb", "latency", "100ms"],
                         check=True, capture_output=True,
                     )  # fmt: skip
 

@@ -6,10 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from node.config import ConfigError, add_flags, load_config
+from node import light_cli
 
 
 def _parser() -> argparse.ArgumentParser:
+    from node.config import add_flags
+
     parser = argparse.ArgumentParser(prog="swarm-node", description="Train one model with a swarm of peers.")
     commands = parser.add_subparsers(dest="command", required=True)
     join = commands.add_parser(
@@ -27,11 +29,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)"
     )
+    light_cli.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in light_cli.COMMANDS:  # before anything imports torch or hivemind
+        return light_cli.main(argv)
     args = _parser().parse_args(argv)
+    from node.config import ConfigError, load_config
+
     if args.command == "demo":
         from node.demo import DemoOptions, run_demo
 

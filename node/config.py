@@ -40,7 +40,8 @@ class NetworkConfig:
     announce_maddrs: list[str] = field(default_factory=list)
     """Public addresses to announce (behind port forwarding); explicit ports only."""
     identity: str | None = None
-    """Path of a persistent peer key, created if missing; without it the peer id changes each start."""
+    """Path of a persistent peer key (Ed25519), created if missing; without it a fresh key each start.
+    The key also signs this node's checkpoint pointers."""
     nat_port_map: bool = False
     """Ask the router for a port mapping (UPnP/NAT-PMP). Off by default: no traffic to the router."""
     startup_timeout_s: float = 30.0
@@ -242,6 +243,30 @@ class OutputConfig:
 
 
 @dataclass(kw_only=True)
+class CheckpointConfig:
+    every_rounds: int = 50
+    """Publish x' as a checkpoint after every round whose id is a multiple of this, and at a graceful
+    exit (0: at exit only). Every member at that round writes the same bytes and serves them."""
+    keep: int = 3
+    """Checkpoints this node keeps on disk and serves (the newest)."""
+    dir: str | None = None
+    """Where checkpoints are kept. Unset: a temporary folder removed at exit (the swarm keeps copies)."""
+    pointer_ttl_s: float = 3600.0
+    """Lifetime of the DHT pointers to this node's checkpoints; they are refreshed well before."""
+    resume: str | None = None
+    """This node's own resume folder: restored at start when it holds a state (x_i, optimizer,
+    counters, owner errors, x'), and rewritten at every checkpoint round and at exit."""
+
+    def __post_init__(self) -> None:
+        if self.every_rounds < 0:
+            raise ConfigError(f"checkpoint every_rounds must be at least 0, got {self.every_rounds}")
+        if self.keep < 1:
+            raise ConfigError(f"checkpoint keep must be at least 1, got {self.keep}")
+        if not 60 <= self.pointer_ttl_s <= 7 * 24 * 3600:
+            raise ConfigError(f"checkpoint pointer_ttl_s must be in [60 s, 7 days], got {self.pointer_ttl_s}")
+
+
+@dataclass(kw_only=True)
 class FaultConfig:
     """Test hooks, from the environment only: failure injection and numerical dumps."""
 
@@ -264,6 +289,7 @@ class NodeConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     rounds: RoundTiming = field(default_factory=RoundTiming)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 
@@ -273,6 +299,7 @@ SECTIONS: dict[str, type] = {
     "training": TrainingConfig,
     "rounds": RoundTiming,
     "output": OutputConfig,
+    "checkpoints": CheckpointConfig,
 }
 
 # Command-line flag -> (section, field). The environment variable is SWARM_ + the flag in capitals.
@@ -316,6 +343,10 @@ FLAGS: dict[str, tuple[str, str]] = {
     "summary-json": ("output", "summary_json"),
     "status-file": ("output", "status_file"),
     "save-model": ("output", "save_model"),
+    "checkpoint-every": ("checkpoints", "every_rounds"),
+    "keep-checkpoints": ("checkpoints", "keep"),
+    "checkpoint-dir": ("checkpoints", "dir"),
+    "resume": ("checkpoints", "resume"),
     "log-level": ("output", "log_level"),
 }
 

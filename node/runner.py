@@ -15,7 +15,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -23,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.config import NodeConfig, RunConfig
+from node.resume import ResumeError, load_resume_state, save_resume_state
 from node.trainer import LocalTrainer, pick_device
 from swarm import __version__
 from swarm.averaging.round import (
@@ -36,6 +40,12 @@ from swarm.averaging.round import (
     fetch_state,
 )
 from swarm.averaging.state import GlobalCopy
+from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
+from swarm.checkpoint.manifest import build_manifest
+from swarm.checkpoint.pointer import generate_identity, load_identity
+from swarm.checkpoint.service import CheckpointService, read_pointers
+from swarm.checkpoint.store import CheckpointStore
+from swarm.checkpoint.wire import pointer_to_pb
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
@@ -45,6 +55,7 @@ from swarm.dht.records import MAX_ROUND_PERIOD_S, MemberRecord, RunSpec, config_
 from swarm.metrics import NodeMetrics
 from swarm.models.build import build_model, resolve_model
 from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_name
+from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as ckpt_pb
 
 logger = logging.getLogger("swarm.node")
 
@@ -74,6 +85,8 @@ class Progress:
     """Local steps of the contribution whose round is communicating now (overlap)."""
     rounds: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
     history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """Checkpoints this node wrote and announced: round and manifest hash."""
     peers: int = 0
     aborted_shards: int = 0
     repairs: int = 0
@@ -182,8 +195,27 @@ class Node:
         self._tasks: list[asyncio.Task] = []
         self.started = time.time()
         self._last_eval_t = time.monotonic()
+        self._scratch = Path(tempfile.gettempdir())
+        self.key: Ed25519PrivateKey | None = None
+        self.checkpoints: CheckpointService | None = None
+        self._publishing: asyncio.Task | None = None
 
     # --- start-up -----------------------------------------------------------------------------
+
+    def _identity(self) -> Path:
+        """The peer key file (created as Ed25519 if missing; a scratch one without --identity)."""
+        net = self.config.network
+        path = Path(net.identity) if net.identity is not None else self._scratch / "identity.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            generate_identity(path)
+        self.key = load_identity(path)
+        if self.key is None:
+            logger.warning(
+                "identity %s is not an Ed25519 key: this node serves checkpoints but cannot announce them",
+                path,
+            )
+        return path
 
     async def _start_host(self) -> SwarmHost:
         net = self.config.network
@@ -191,12 +223,10 @@ class Node:
             initial_peers=tuple(net.peers),
             host_maddrs=tuple(net.host_maddrs),
             announce_maddrs=tuple(net.announce_maddrs),
-            identity_path=net.identity,
+            identity_path=str(self._identity()),
             nat_port_map=net.nat_port_map,
             startup_timeout_s=net.startup_timeout_s,
         )
-        if net.identity is not None:
-            Path(net.identity).parent.mkdir(parents=True, exist_ok=True)
         try:
             host = await SwarmHost.start(options)
         except BootstrapError as e:
@@ -262,12 +292,29 @@ class Node:
         return None
 
     async def _catch_up(
-        self, averager: Averager, copy: GlobalCopy, trainer: LocalTrainer, spec: RunSpec
+        self,
+        averager: Averager,
+        copy: GlobalCopy,
+        trainer: LocalTrainer,
+        spec: RunSpec,
+        *,
+        keep_local_work: bool = False,
     ) -> None:
-        """A joiner first takes x' (and its round and step) from the most advanced live member."""
+        """A joiner first takes x' (and its round and step) from the most advanced live member.
+
+        A resumed node keeps its unsent work (x_i - x'): x_i moves by as much as x' does.
+        """
         assert self.host is not None
         members = {p: r for p, r in (await averager.live_members()).items() if not r.leaving}
         members.pop(self.host.peer_id, None)
+        if keep_local_work:
+            ahead = sorted(
+                (p for p in members if members[p].round > copy.round), key=lambda p: -members[p].round
+            )
+            fetched = await self._fetch_from_any(ahead, copy) if ahead else None
+            if fetched is not None:
+                trainer.adopt_global_change(fetched[1], copy.values)
+            return
         if (
             members
             and all(r.round == 0 for r in members.values())
@@ -350,6 +397,7 @@ class Node:
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.rounds[Status.COMMITTED.value],
+            "checkpoints": p.checkpoints,
         }
 
     async def _write_status_forever(self, copy: GlobalCopy) -> None:
@@ -416,6 +464,144 @@ class Node:
             self.metrics.loss.set(loss)
             self.metrics.samples.inc(batch.shape[0])
 
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def _start_publish(self, trainer: LocalTrainer, copy: GlobalCopy) -> None:
+        """Write and announce x' as a checkpoint in the background, from a snapshot taken now."""
+        if self.checkpoints is None:
+            return
+        if self._publishing is not None and not self._publishing.done():
+            logger.warning("round %d: the previous checkpoint is still being written; skipping", copy.round)
+            return
+        self._publishing = asyncio.create_task(
+            self._publish(
+                trainer.model, copy.values.clone(), round=copy.round, global_step=copy.global_step,
+                samples=copy.swarm_samples,
+            )
+        )  # fmt: skip
+
+    async def _publish(
+        self, model: torch.nn.Module, values: torch.Tensor, *, round: int, global_step: int, samples: int
+    ) -> None:
+        service = self.checkpoints
+        assert service is not None
+        run_id = self.config.run.run_id
+
+        def write() -> Any:
+            files = checkpoint_files(
+                model=model, values=values, model_config=self._model_config, spec=self._spec,
+                run_id=run_id, round=round, global_step=global_step, swarm_samples=samples,
+            )  # fmt: skip
+            manifest = build_manifest(files, run_id=run_id, round=round, global_step=global_step)
+            service.store.add(manifest, files)
+            return manifest
+
+        try:
+            manifest = await asyncio.to_thread(write)
+            await service.publish(manifest)
+            self.progress.checkpoints.append({"round": round, "manifest": manifest.hash})
+            self.metrics.checkpoint_round.set(round)
+            logger.info(
+                "checkpoint of round %d: manifest %s, %.1f MB, served from %s",
+                round, manifest.hash[:12], manifest.total_bytes / 1e6, service.store.folder(manifest.hash),
+            )  # fmt: skip
+        except Exception:
+            logger.exception("could not write or announce the checkpoint of round %d", round)
+
+    def _restore(
+        self, folder: Path, trainer: LocalTrainer, copy: GlobalCopy, averager: Averager, spec: RunSpec
+    ) -> bool:
+        state = load_resume_state(folder, run_id=self.config.run.run_id, num_elements=copy.values.numel())
+        if state is None and (folder / SWARM_FILE).is_file():
+            return self._start_from_checkpoint(folder, trainer, copy, spec)
+        if state is None:
+            logger.info("resume folder %s holds no state yet: starting fresh, saving there", folder)
+            return False
+        saved = RunSpec(**state["spec"])
+        differences = [d for d in saved.differences(spec) if not d.startswith("initial_digest")]
+        if differences:
+            raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
+        trainer.load_flat(state["local"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.steps, trainer.samples = state["steps"], state["samples"]
+        copy.replace(
+            state["global"], round=state["round"], global_step=state["global_step"],
+            swarm_samples=state["swarm_samples"],
+        )  # fmt: skip
+        averager.restore_owner_errors(state["owner_error"])
+        torch.set_rng_state(state["rng"])
+        p = self.progress
+        p.steps, p.samples = trainer.steps, trainer.samples
+        p.steps_since_round, p.samples_since_round = state["steps_since_round"], state["samples_since_round"]
+        logger.info(
+            "resumed from %s: round %d, %d local steps, %d not yet averaged in",
+            folder, copy.round, trainer.steps, p.steps_since_round,
+        )  # fmt: skip
+        return True
+
+    def _start_from_checkpoint(
+        self, folder: Path, trainer: LocalTrainer, copy: GlobalCopy, spec: RunSpec
+    ) -> bool:
+        """A swarm checkpoint folder (``swarm-node pull``) given to --resume: start from its x'."""
+        try:
+            values, info = read_checkpoint_folder(folder, trainer.model)
+        except CheckpointFolderError as e:
+            raise ResumeError(str(e)) from None
+        if info.get("run_id") != self.config.run.run_id:
+            raise ResumeError(
+                f"{folder} is a checkpoint of run {info.get('run_id')!r}, not {self.config.run.run_id!r}"
+            )
+        saved = RunSpec(**info["spec"])
+        differences = [d for d in saved.differences(spec) if not d.startswith("initial_digest")]
+        if differences:
+            raise ResumeError(f"{folder} was written under other run settings: {'; '.join(differences)}")
+        copy.replace(
+            values, round=info["round"], global_step=info["global_step"], swarm_samples=info["swarm_samples"]
+        )
+        trainer.load_flat(values)
+        logger.info("starting from the swarm checkpoint in %s: round %d, global step %d", folder, copy.round,
+                    copy.global_step)  # fmt: skip
+        return True
+
+    def _save_resume(self, trainer: LocalTrainer, copy: GlobalCopy) -> None:
+        """Write this node's resume state; only while the training thread is idle."""
+        folder = self.config.checkpoints.resume
+        if folder is None or self.averager is None:
+            return
+        p = self.progress
+        save_resume_state(
+            Path(folder), run_id=self.config.run.run_id, spec=self._spec, local=trainer.flat(),
+            optimizer=trainer.optimizer.state_dict(), copy=copy, steps=trainer.steps, samples=trainer.samples,
+            owner_error=self.averager.owner_errors(),
+            counters={"steps_since_round": p.steps_since_round, "samples_since_round": p.samples_since_round},
+        )  # fmt: skip
+
+    async def _refresh_pointers(self) -> None:
+        assert self.checkpoints is not None
+        while True:
+            try:
+                await self.checkpoints.republish()
+            except Exception as e:
+                logger.warning("could not refresh checkpoint pointers: %s", e)
+            await asyncio.sleep(self.config.checkpoints.pointer_ttl_s / 4)
+
+    async def _status_response(self, averager: Averager, copy: GlobalCopy) -> ckpt_pb.StatusResponse:
+        assert self.host is not None
+        live = await averager.live_members()
+        pointers = await read_pointers(self.host, self.config.run.run_id)
+        return ckpt_pb.StatusResponse(
+            run_id=self.config.run.run_id,
+            round=copy.round,
+            global_step=copy.global_step,
+            members=[
+                ckpt_pb.MemberInfo(peer_id=peer, round=r.round, global_step=r.global_step, leaving=r.leaving)
+                for peer, r in sorted(live.items())
+            ],
+            checkpoints=[pointer_to_pb(p) for p in pointers],
+            model=self._spec.model,
+            codec=self._spec.codec,
+        )
+
     def _evaluation_due(self, committed_rounds: int) -> bool:
         training = self.config.training
         if committed_rounds % training.eval_every_rounds == 0:
@@ -480,15 +666,19 @@ class Node:
         cfg = self.config
         if cfg.training.threads is not None:
             torch.set_num_threads(cfg.training.threads)
-        self.host = host = await self._start_host()
+        self._scratch = Path(tempfile.mkdtemp(prefix="swarm-node-"))
         try:
-            return await self._run_with_host(host)
+            self.host = host = await self._start_host()
+            try:
+                return await self._run_with_host(host)
+            finally:
+                for task in self._tasks:
+                    task.cancel()
+                if self.averager is not None:
+                    await self.averager.shutdown()
+                await host.shutdown()
         finally:
-            for task in self._tasks:
-                task.cancel()
-            if self.averager is not None:
-                await self.averager.shutdown()
-            await host.shutdown()
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     async def _run_with_host(self, host: SwarmHost) -> int:
         cfg = self.config
@@ -544,11 +734,26 @@ class Node:
             on_send=self._on_send,
         )
         await averager.start()
+        resumed = cfg.checkpoints.resume is not None and await asyncio.to_thread(
+            self._restore, Path(cfg.checkpoints.resume), trainer, copy, averager, spec
+        )
         if cfg.network.peers:
-            await self._catch_up(averager, copy, trainer, spec)
+            await self._catch_up(averager, copy, trainer, spec, keep_local_work=resumed)
         if cfg.output.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
             logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, self.metrics_port)
+        self._model_config, self._spec = source.config, spec
+        store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else self._scratch / "checkpoints"
+        self.checkpoints = CheckpointService(
+            host,
+            CheckpointStore(store_dir, keep=cfg.checkpoints.keep),
+            run_id=cfg.run.run_id,
+            key=self.key,
+            status=lambda: self._status_response(averager, copy),
+            pointer_ttl_s=cfg.checkpoints.pointer_ttl_s,
+        )
+        await self.checkpoints.start()
+        self._tasks.append(asyncio.create_task(self._refresh_pointers()))
         self._tasks.append(asyncio.create_task(self._heartbeat(copy)))
         self._tasks.append(asyncio.create_task(self._write_status_forever(copy)))
         if not cfg.network.peers:
@@ -582,6 +787,15 @@ class Node:
             num_batches=cfg.training.eval_batches,
         )
         await self._loop(host, averager, trainer, copy, corpus.train, spec, evals)
+        # Hand the final x' over as a checkpoint before leaving (members at this round share it).
+        if self._publishing is not None:
+            await self._publishing
+        held = self.checkpoints.store.manifests() if self.checkpoints is not None else []
+        if copy.round > 0 and not any(m.round == copy.round for m in held):
+            self._start_publish(trainer, copy)
+            if self._publishing is not None:
+                await self._publishing
+        await asyncio.to_thread(self._save_resume, trainer, copy)
         for task in self._tasks:  # no heartbeat may outlive the leaving notice
             task.cancel()
         await averager.announce_leaving()
@@ -696,6 +910,10 @@ class Node:
         if outcome.status in (Status.COMMITTED, Status.REPAIR):
             await averager.copy_advanced()
         self._record(outcome, contribution, copy)
+        every = self.config.checkpoints.every_rounds
+        if outcome.status is Status.COMMITTED and every and copy.round % every == 0:
+            self._start_publish(trainer, copy)
+            await asyncio.to_thread(self._save_resume, trainer, copy)
         if outcome.status is Status.COMMITTED and self._evaluation_due(p.rounds[Status.COMMITTED.value]):
             self._last_eval_t = time.monotonic()
             p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
@@ -774,6 +992,7 @@ class Node:
             "last_loss": p.last_loss,
             "eval_loss": p.eval_loss,
             "samples": p.samples,
+            "checkpoints": p.checkpoints,
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
             "round_bytes_sent": p.bytes_sent,
@@ -822,6 +1041,6 @@ def run(config: NodeConfig) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return asyncio.run(_run_async(config))
-    except (NodeError, BootstrapError) as e:
+    except (NodeError, BootstrapError, ResumeError) as e:
         print(f"swarm-node: error: {e}", flush=True)
         return 2

@@ -15,6 +15,11 @@ if [ -z "$python" ]; then
 fi
 [ -n "$python" ] || { echo "setup: needs Python 3.11 or 3.12 (hivemind does not support 3.13)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+if ! echo '#include <gmp.h>' | ${CC:-cc} -E - >/dev/null 2>&1; then
+  echo "setup: py-libp2p builds fastecdsa, which needs a C compiler and GMP's headers:" \
+    "apt install gcc libgmp-dev (Debian/Ubuntu) or dnf install gcc gmp-devel (Fedora)" >&2
+  exit 1
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c 'import torch' 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
 extras=""

@@ -11,6 +11,7 @@ per-peer or per-step labels.
 | swarm_round | gauge | round id of this node's x' |
 | swarm_loss | gauge | training loss of the last local step |
 | swarm_eval_loss | gauge | held-out loss of x', nats per byte |
+| swarm_checkpoint_round | gauge | round of the newest checkpoint this node wrote and serves |
 | swarm_samples_total | counter | sequences this node trained on |
 | swarm_rounds_total{status} | counter | rounds by outcome: committed, aborted, no_group, repair |
 | swarm_sent_bytes_total | counter | bytes the averager wrote to streams |
@@ -42,6 +43,9 @@ class NodeMetrics:
         self.round = Gauge("swarm_round", "Round id of this node's x'", registry=r)
         self.loss = Gauge("swarm_loss", "Training loss of the last local step", registry=r)
         self.eval_loss = Gauge("swarm_eval_loss", "Held-out loss of x' in nats per byte", registry=r)
+        self.checkpoint_round = Gauge(
+            "swarm_checkpoint_round", "Round of the newest checkpoint this node wrote and serves", registry=r
+        )
         self.samples = Counter("swarm_samples", "Sequences this node trained on", registry=r)
         self.rounds = Counter("swarm_rounds", "Rounds by outcome", ["status"], registry=r)
         self.sent_bytes = Counter("swarm_sent_bytes", "Bytes the averager wrote to streams", registry=r)

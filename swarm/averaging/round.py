@@ -210,6 +210,17 @@ class Averager:
         self._hurry_until = math.inf
         """Set by ``hurry``: no rendezvous goes on past this instant."""
 
+    def owner_errors(self) -> dict[int, torch.Tensor]:
+        """Owner-side error buffers by shard (for the node's resume state)."""
+        return dict(self._owner_error)
+
+    def restore_owner_errors(self, errors: dict[int, torch.Tensor]) -> None:
+        """Take back saved buffers; those of shards that moved meanwhile fold at the next round."""
+        for shard, error in errors.items():
+            if not 0 <= shard < self.layout.num_shards or error.numel() != self.layout.size(shard):
+                raise ValueError(f"saved owner error for shard {shard} does not fit this run's layout")
+            self._owner_error[shard] = error.to(torch.float32).contiguous()
+
     def hurry(self, grace_s: float) -> None:
         """This node is stopping: a round still forming gets ``grace_s`` more, then gives up
         (instead of waiting up to ``join_timeout_s`` for a group that may never come)."""

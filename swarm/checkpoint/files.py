@@ -16,6 +16,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,3 +88,30 @@ def checkpoint_files(
         CONFIG_FILE: canonical_json(dict(model_config)),
         SWARM_FILE: canonical_json(swarm),
     }
+
+
+class CheckpointFolderError(ValueError):
+    """A folder that is not a usable swarm checkpoint for this model."""
+
+
+def read_checkpoint_folder(folder: Path, model: torch.nn.Module) -> tuple[torch.Tensor, dict[str, Any]]:
+    """x' (flat, in the model's parameter order) and ``swarm.json`` of a checkpoint folder."""
+    from safetensors.torch import load_file
+
+    try:
+        info = json.loads((folder / SWARM_FILE).read_text())
+        tensors = load_file(str(folder / MODEL_FILE))
+    except (OSError, ValueError) as e:
+        raise CheckpointFolderError(f"{folder} is not a swarm checkpoint folder: {e}") from None
+    parts = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        tensor = tensors.get(name)
+        if tensor is None or tuple(tensor.shape) != tuple(p.shape):
+            raise CheckpointFolderError(f"{folder}: tensor {name} is missing or has another shape")
+        parts.append(tensor.reshape(-1).to(torch.float32))
+    values = torch.cat(parts)
+    if not bool(torch.isfinite(values).all()):
+        raise CheckpointFolderError(f"{folder}: holds NaN or Inf values")
+    return values, info

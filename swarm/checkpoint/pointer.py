@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 POINTER_VERSION = 1
 MAX_TTL_S = 7 * 24 * 3600.0
+MAX_ADDRS = 8
 # libp2p's crypto.proto: KeyType Ed25519 = 1; PublicKey/PrivateKey { Type = 1; Data = 2 }.
 _ED25519 = 1
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -99,6 +100,8 @@ class Pointer:
     total_bytes: int
     provider: bytes
     expires_at: float
+    addrs: tuple[str, ...] = ()
+    """Multiaddrs the provider serves on (without /p2p/), so clients can reach it directly."""
     public_key: bytes = b""
     signature: bytes = b""
 
@@ -112,6 +115,7 @@ class Pointer:
             "total_bytes": self.total_bytes,
             "provider": self.provider.hex(),
             "expires_at": round(self.expires_at, 3),
+            "addrs": list(self.addrs),
             "public_key": self.public_key.hex(),
         }
         return b"swarm-checkpoint-pointer:" + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -127,7 +131,7 @@ class Pointer:
         return Pointer(**{**unsigned.__dict__, "signature": key.sign(unsigned.signed_bytes())})
 
     def to_wire(self) -> dict[str, Any]:
-        return {"v": POINTER_VERSION, **self.__dict__}
+        return {"v": POINTER_VERSION, **self.__dict__, "addrs": list(self.addrs)}
 
     @classmethod
     def from_wire(cls, raw: Any) -> Pointer:
@@ -156,6 +160,12 @@ class Pointer:
                 raise PointerError(f"pointer field {name!r} is negative")
             values[name] = value
         values["expires_at"] = float(values["expires_at"])
+        addrs = raw.get("addrs", [])
+        if not isinstance(addrs, list) or len(addrs) > MAX_ADDRS:
+            raise PointerError(f"pointer addrs must be a list of at most {MAX_ADDRS}")
+        if not all(isinstance(a, str) and a.startswith("/") and len(a) <= 256 for a in addrs):
+            raise PointerError("pointer addrs must be multiaddr strings")
+        values["addrs"] = tuple(addrs)
         return cls(**values)
 
     def verify(self, *, now: float | None = None) -> Pointer:

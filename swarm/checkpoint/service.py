@@ -26,11 +26,11 @@ from swarm.checkpoint.manifest import (
     MAX_CHUNK_BYTES,
     MAX_MANIFEST_BYTES,
     Manifest,
-    ManifestError,
     read_folder,
 )
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.store import CheckpointStore
+from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
 from swarm.dht.records import RecordError, checkpoints_key
 from swarm.p2p import SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
@@ -40,36 +40,10 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "/swarm/checkpoint/1"
 MAX_CHUNKS_PER_REQUEST = 64
 MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
+MAX_CHUNK_STREAMS = 16
+"""Chunk requests served at once; more wait their turn (bounded by the requester's own timeout)."""
 REQUEST_FRAME_BYTES = 64 * 1024
 """What a node accepts from a requester: requests are small."""
-
-
-def pointer_to_pb(p: Pointer) -> pb.Pointer:
-    return pb.Pointer(
-        run_id=p.run_id,
-        round=p.round,
-        global_step=p.global_step,
-        manifest_hash=p.manifest_hash,
-        total_bytes=p.total_bytes,
-        provider=p.provider,
-        expires_at=p.expires_at,
-        public_key=p.public_key,
-        signature=p.signature,
-    )
-
-
-def pointer_from_pb(m: pb.Pointer) -> Pointer:
-    return Pointer(
-        run_id=m.run_id,
-        round=m.round,
-        global_step=m.global_step,
-        manifest_hash=m.manifest_hash,
-        total_bytes=m.total_bytes,
-        provider=m.provider,
-        expires_at=m.expires_at,
-        public_key=m.public_key,
-        signature=m.signature,
-    )
 
 
 async def read_pointers(host: SwarmHost, run_id: str) -> list[Pointer]:
@@ -103,6 +77,7 @@ class CheckpointService:
         self._status = status
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
+        self._chunk_slots = asyncio.Semaphore(MAX_CHUNK_STREAMS)
 
     async def start(self) -> None:
         await self.host.add_handler(
@@ -124,6 +99,7 @@ class CheckpointService:
             total_bytes=manifest.total_bytes,
             provider=self.host.peer_id,
             expires_at=time.time() + self.pointer_ttl_s,
+            addrs=tuple(await self._serving_addrs()),
         ).signed_by(self.key)
         await self.host.dht_store(
             checkpoints_key(self.run_id),
@@ -132,6 +108,11 @@ class CheckpointService:
             subkey=f"{self.host.peer_name}/{manifest.round}",
         )
         return pointer
+
+    async def _serving_addrs(self) -> list[str]:
+        """Our addresses for clients: TCP ones first (the light client speaks TCP), no relays."""
+        maddrs = [m.split("/p2p/")[0] for m in await self.host.visible_maddrs() if "p2p-circuit" not in m]
+        return sorted(set(maddrs), key=lambda m: ("/tcp/" not in m, m))[:8]
 
     async def republish(self) -> None:
         """Refresh the pointers of every held checkpoint (call well within ``pointer_ttl_s``)."""
@@ -159,12 +140,13 @@ class CheckpointService:
                 request = frame.chunks_request
                 if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
                     raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
-                for index in request.indices:
-                    data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
-                    if data is None:
-                        raise LookupError(f"this node does not hold chunk {index} of that manifest")
-                    await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
-                    self.served_bytes += len(data)
+                async with self._chunk_slots:
+                    for index in request.indices:
+                        data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
+                        if data is None:
+                            raise LookupError(f"this node does not hold chunk {index} of that manifest")
+                        await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
+                        self.served_bytes += len(data)
             elif kind == "status_request" and self._status is not None:
                 await stream.send(pb.Frame(status_response=await self._status()))
             else:
@@ -261,7 +243,7 @@ async def fetch_checkpoint(
         try:
             manifest = await fetch_manifest(host, peer, manifest_hash, timeout_s=timeout_s)
             break
-        except (OSError, WireError, TimeoutError, ManifestError, asyncio.IncompleteReadError) as e:
+        except Exception as e:  # any provider failure: try the next one
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
@@ -309,7 +291,7 @@ async def fetch_checkpoint(
                                 on_progress(core.have_bytes, manifest.total_bytes)
                 finally:
                     stream.close()
-            except (OSError, WireError, TimeoutError, asyncio.IncompleteReadError) as e:
+            except Exception as e:  # gone, refused, timed out, or the daemon could not dial it
                 logger.warning("provider %s failed: %s", peer_name(peer)[-8:], e)
                 core.provider_failed(peer)
                 return

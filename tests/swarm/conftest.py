@@ -23,13 +23,15 @@ pytestmark = pytest.mark.swarm
 
 
 def make_identity(path: Path) -> str:
-    """Write a fresh peer key to ``path`` and return its peer id (base58)."""
-    code = (
-        "import sys; from hivemind.p2p import P2P, PeerID; P2P.generate_identity(sys.argv[1]); "
-        "print(PeerID.from_identity(open(sys.argv[1], 'rb').read()).to_base58())"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
+    """Write a fresh peer key (Ed25519, as nodes make them) to ``path`` and return its peer id (base58)."""
+    from hivemind.p2p import PeerID
+
+    from swarm.checkpoint.pointer import generate_identity, load_identity, peer_id_of, public_key_protobuf
+
+    generate_identity(path)
+    key = load_identity(path)
+    assert key is not None
+    return PeerID(peer_id_of(public_key_protobuf(key.public_key()))).to_base58()
 
 
 @dataclass

@@ -27,6 +27,7 @@ def _key(tmp_path: Path, name: str = "id.key"):
 
 def _pointer(provider: bytes) -> Pointer:
     return Pointer(
+        addrs=("/ip4/127.0.0.1/tcp/4001",),
         run_id="run",
         round=12,
         global_step=120,
@@ -82,6 +83,8 @@ def test_pointers_travel_as_plain_dicts_and_bad_ones_are_refused(tmp_path: Path)
     signed = _pointer(peer_id_of(public_key_protobuf(key.public_key()))).signed_by(key)
     assert Pointer.from_wire(signed.to_wire()).verify() == signed
     for bad in (None, [], {"v": 2}, {**signed.to_wire(), "round": "1"}, {**signed.to_wire(), "round": True},
-                {**signed.to_wire(), "run_id": "x" * 300}, {**signed.to_wire(), "total_bytes": -1}):  # fmt: skip
+                {**signed.to_wire(), "run_id": "x" * 300}, {**signed.to_wire(), "total_bytes": -1},
+                {**signed.to_wire(), "addrs": "/ip4/1.2.3.4/tcp/1"}, {**signed.to_wire(), "addrs": ["x"] },
+                {**signed.to_wire(), "addrs": ["/ip4/1.2.3.4/tcp/1"] * 9}):  # fmt: skip
         with pytest.raises(PointerError):
             Pointer.from_wire(bad)

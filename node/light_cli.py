@@ -1,0 +1,120 @@
+"""``swarm-node pull`` and ``swarm-node status``: the light commands, which import neither torch nor hivemind.
+
+They talk to a node's daemon through py-libp2p (``swarm.light.client``). ``node.cli`` hands these
+commands over before it imports anything heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+COMMANDS = ("pull", "status")
+LOAD_HINT = (
+    "load it with: safetensors.torch.load_file('{folder}/model.safetensors'), or"
+    " transformers.AutoModelForCausalLM.from_pretrained('{folder}')"
+)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    pull = commands.add_parser(
+        "pull",
+        help="download the latest (or a given) checkpoint from a running swarm",
+        description="Download a checkpoint from every peer that serves it, verify it, and write a model folder.",
+    )
+    pull.add_argument("--peer", required=True, help="multiaddr of any live node, with /p2p/<peer id>")
+    pull.add_argument("--run-id", default="", help="run to pull (default: the run that peer trains)")
+    pull.add_argument(
+        "--step", type=int, default=None, help="the checkpoint of this round (default: the newest)"
+    )
+    pull.add_argument("--out", required=True, help="folder to write (an interrupted pull resumes from it)")
+    pull.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for each answer (default 30)"
+    )
+    status = commands.add_parser("status", help="show a running swarm: run, round, members, checkpoints")
+    status.add_argument("--peer", required=True, help="multiaddr of any live node, with /p2p/<peer id>")
+    status.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)"
+    )
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from swarm.light.client import pull
+
+    out = Path(args.out)
+    bar: list[tqdm] = []
+
+    def on_manifest(manifest, pointers) -> None:  # type: ignore[no-untyped-def]
+        print(
+            f"run {manifest.run_id}, round {manifest.round}, step {manifest.global_step}:"
+            f" {manifest.total_bytes / 1e6:.1f} MB from {len(pointers)} provider(s)",
+            flush=True,
+        )
+        bar.append(tqdm(total=manifest.total_bytes, unit="B", unit_scale=True, desc="pull"))
+
+    def on_progress(have: int, total: int) -> None:
+        if bar:
+            bar[0].update(have - bar[0].n)
+
+    started = time.monotonic()
+    try:
+        result = pull(
+            args.peer, out, run_id=args.run_id, round=args.step, timeout_s=args.timeout,
+            on_manifest=on_manifest, on_progress=on_progress,
+        )  # fmt: skip
+    finally:
+        if bar:
+            bar[0].close()
+    seconds = time.monotonic() - started
+    fetched = result.manifest.total_bytes - result.resumed_bytes
+    print(
+        f"verified {len(result.manifest.chunks())} chunks into {result.folder}"
+        f" ({fetched / 1e6:.1f} MB fetched in {seconds:.1f} s, {result.resumed_bytes / 1e6:.1f} MB resumed,"
+        f" {result.bad_providers} provider(s) dropped for corrupt data)"
+    )
+    print(LOAD_HINT.format(folder=result.folder))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from swarm.checkpoint.wire import verified
+    from swarm.light.client import status
+
+    answer = status(args.peer, timeout_s=args.timeout)
+    print(f"run {answer.run_id}: model {answer.model}, codec {answer.codec}")
+    print(f"round {answer.round}, global step {answer.global_step}, {len(answer.members)} live member(s)")
+    for m in answer.members:
+        print(f"  {_name(m.peer_id)}  round {m.round}{'  (leaving)' if m.leaving else ''}")
+    pointers = verified(list(answer.checkpoints))
+    print(f"{len(pointers)} checkpoint pointer(s):")
+    for p in pointers:
+        print(f"  round {p.round}  step {p.global_step}  {p.total_bytes / 1e6:.1f} MB  manifest {p.manifest_hash[:16]}"
+              f"  from {_name(p.provider)}")  # fmt: skip
+    return 0
+
+
+def _name(peer: bytes) -> str:
+    import base58
+
+    return base58.b58encode(peer).decode()
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="swarm-node")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    from swarm.light.client import LightError
+
+    try:
+        return _pull(args) if args.command == "pull" else _status(args)
+    except LightError as e:
+        print(f"swarm-node {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"swarm-node {args.command}: interrupted (run it again to resume)", file=sys.stderr)
+        return 130

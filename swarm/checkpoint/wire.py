@@ -1,0 +1,47 @@
+"""Pointers on the wire: ``Pointer`` <-> ``swarm.checkpoint.v1.Pointer``. Pure; the light client uses it."""
+
+from __future__ import annotations
+
+from swarm.checkpoint.pointer import Pointer, PointerError
+from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+
+
+def pointer_to_pb(p: Pointer) -> pb.Pointer:
+    return pb.Pointer(
+        run_id=p.run_id,
+        round=p.round,
+        global_step=p.global_step,
+        manifest_hash=p.manifest_hash,
+        total_bytes=p.total_bytes,
+        provider=p.provider,
+        expires_at=p.expires_at,
+        public_key=p.public_key,
+        signature=p.signature,
+        addrs=list(p.addrs),
+    )
+
+
+def pointer_from_pb(m: pb.Pointer) -> Pointer:
+    return Pointer(
+        run_id=m.run_id,
+        round=m.round,
+        global_step=m.global_step,
+        manifest_hash=m.manifest_hash,
+        total_bytes=m.total_bytes,
+        provider=m.provider,
+        expires_at=m.expires_at,
+        addrs=tuple(m.addrs),
+        public_key=m.public_key,
+        signature=m.signature,
+    )
+
+
+def verified(pointers: list[pb.Pointer]) -> list[Pointer]:
+    """The pointers that verify (signature, key, expiry); a peer may pass on bad ones."""
+    out = []
+    for m in pointers:
+        try:
+            out.append(pointer_from_pb(m).verify())
+        except PointerError:
+            continue
+    return out

@@ -1,0 +1,390 @@
+"""The light client: ``swarm-node pull`` and ``swarm-node status`` over py-libp2p, without torch or hivemind.
+
+It dials the peer it was given (TCP, Noise, yamux or mplex, as the nodes' p2pd daemons speak), asks
+it for the run's checkpoints (the node reads the signed pointers from the DHT; every pointer is
+verified again here), fetches the manifest, and downloads the chunks from every provider named by
+the pointers in parallel through the shared downloader core (``swarm.checkpoint.download``): every
+chunk hash checked, a corrupt provider dropped, a departed one's chunks re-assigned, an interrupted
+pull resumed from ``<out>.partial``.
+
+Runs under trio (py-libp2p's event loop). Imports: py-libp2p, protobuf, cryptography, the pure
+checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and hivemind stay out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swarm.checkpoint.download import Downloader, DownloadError, Verdict
+from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, Manifest, read_folder
+from swarm.checkpoint.pointer import Pointer
+from swarm.checkpoint.wire import verified
+from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+
+PROTOCOL = "/swarm/checkpoint/1"
+MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
+_LENGTH = struct.Struct(">I")
+
+
+class LightError(RuntimeError):
+    """What the user sees as one line: the peer is unreachable, no checkpoint exists, and so on."""
+
+
+# --- frames on a py-libp2p stream -------------------------------------------------------------
+
+
+class _Framed:
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self._buffer = bytearray()
+
+    async def _read_exactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            try:
+                data = await self.stream.read(max(n - len(self._buffer), 1 << 16))
+            except Exception as e:  # py-libp2p's StreamEOF, StreamReset, ...
+                raise LightError(f"the stream ended in the middle of a frame ({type(e).__name__})") from None
+            if not data:
+                raise LightError("the peer closed the stream in the middle of a frame")
+            self._buffer += data
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return out
+
+    async def send(self, frame: pb.Frame) -> None:
+        data = frame.SerializeToString()
+        await self.stream.write(_LENGTH.pack(len(data)) + data)
+
+    async def recv(self, *kinds: str) -> pb.Frame:
+        (length,) = _LENGTH.unpack(await self._read_exactly(_LENGTH.size))
+        if length > MAX_FRAME_BYTES:
+            raise LightError(f"the peer announced a {length}-byte frame (limit {MAX_FRAME_BYTES})")
+        frame = pb.Frame()
+        try:
+            frame.ParseFromString(await self._read_exactly(length))
+        except Exception as e:
+            raise LightError(f"malformed frame from the peer: {e}") from None
+        kind = frame.WhichOneof("body")
+        if kind == "error":
+            raise LightError(f"the peer answered: {frame.error.message}")
+        if kind not in kinds:
+            raise LightError(f"expected {' or '.join(kinds)} from the peer, got {kind}")
+        return frame
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PullResult:
+    manifest: Manifest
+    folder: Path
+    providers: int
+    resumed_bytes: int
+    bad_providers: int
+
+
+def choose(pointers: list[Pointer], *, round: int | None) -> list[Pointer]:
+    """The pointers of the newest checkpoint (or of ``round``), one per provider."""
+    if round is not None:
+        pointers = [p for p in pointers if p.round == round]
+    if not pointers:
+        raise LightError(
+            "the swarm holds no checkpoint" + (f" of round {round}" if round is not None else "")
+        )
+    newest = max(pointers, key=lambda p: p.round)
+    # Members at one round share one manifest; should two differ (they must not), take the most served.
+    by_hash: dict[str, list[Pointer]] = {}
+    for p in pointers:
+        if p.round == newest.round:
+            by_hash.setdefault(p.manifest_hash, []).append(p)
+    best = max(by_hash.values(), key=len)
+    return list({p.provider: p for p in best}.values())
+
+
+# --- the transfer loop, written against two small callables so tests can drive it too ---------
+
+Request = Callable[[Any, pb.Frame], Any]
+"""``await request(provider, frame)`` -> an open _Framed with the request sent."""
+
+
+async def download(
+    manifest: Manifest,
+    providers: list[Any],
+    request: Request,
+    out: Path,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PullResult:
+    import trio
+
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    for entry in manifest.files:
+        path = partial / entry.name
+        if not path.exists():
+            path.touch()
+        if path.stat().st_size != entry.size:
+            os.truncate(path, entry.size)
+    have = read_folder(partial, manifest)
+    core = Downloader(manifest, have=have)
+    resumed = core.have_bytes
+    for provider in providers:
+        core.add_provider(provider)
+    if on_progress is not None:
+        on_progress(core.have_bytes, manifest.total_bytes)
+    chunks = manifest.chunks()
+    progress = trio.Event()
+
+    async def worker(provider: Any) -> None:
+        nonlocal progress
+        while not core.done:
+            try:
+                claimed = core.claim(provider)
+            except DownloadError:
+                return
+            if not claimed:
+                if provider not in core.usable_providers:
+                    return
+                with trio.move_on_after(1.0):
+                    await progress.wait()
+                continue
+            frame = pb.Frame(
+                chunks_request=pb.ChunksRequest(
+                    manifest_hash=manifest.hash, indices=[c.index for c in claimed]
+                )
+            )
+            try:
+                with trio.fail_after(60):
+                    stream = await request(provider, frame)
+                    try:
+                        for _ in claimed:
+                            answer = await stream.recv("chunk_data")
+                            index, data = answer.chunk_data.index, answer.chunk_data.data
+                            verdict = core.deliver(provider, index, data)
+                            if verdict is Verdict.CORRUPT:
+                                return
+                            if verdict is Verdict.ACCEPTED:
+                                chunk = chunks[index]
+                                with open(partial / chunk.file, "r+b") as f:
+                                    f.seek(chunk.offset)
+                                    f.write(data)
+                                if on_progress is not None:
+                                    on_progress(core.have_bytes, manifest.total_bytes)
+                    finally:
+                        await stream.stream.close()
+            except (LightError, OSError, trio.TooSlowError, Exception):
+                core.provider_failed(provider)
+                return
+            finally:
+                progress.set()
+                progress = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        for provider in providers:
+            nursery.start_soon(worker, provider)
+    core.check_progress_possible()
+    if not core.done:
+        raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return PullResult(
+        manifest=manifest,
+        folder=out,
+        providers=len(providers),
+        resumed_bytes=resumed,
+        bad_providers=len(core.bad_providers),
+    )
+
+
+# --- py-libp2p transport ----------------------------------------------------------------------
+
+
+class _Session:
+    """One py-libp2p host (fresh Ed25519 key, Noise only) for the duration of a command."""
+
+    def __init__(self, host: Any):
+        self.host = host
+
+    async def request(self, peer_info: Any, frame: pb.Frame) -> _Framed:
+        from libp2p.custom_types import TProtocol
+
+        await self.host.connect(peer_info)
+        stream = await self.host.new_stream(peer_info.peer_id, [TProtocol(PROTOCOL)])
+        framed = _Framed(stream)
+        await framed.send(frame)
+        return framed
+
+
+def _new_host() -> Any:
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_pair
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+
+    # py-libp2p logs every failed dial attempt as an error; the client reports the outcome once.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    key_pair = create_new_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise})
+
+
+def _peer_info(maddr: str) -> Any:
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(maddr))
+    except Exception as e:
+        raise LightError(f"{maddr!r} is not a peer multiaddr with /p2p/<peer id> ({e})") from None
+
+
+def _provider_info(pointer: Pointer) -> Any:
+    import multiaddr
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+
+    addrs = [multiaddr.Multiaddr(a) for a in pointer.addrs if "/tcp/" in a and "/quic" not in a]
+    return PeerInfo(ID(pointer.provider), addrs)
+
+
+async def _ask(session: _Session, info: Any, frame: pb.Frame, kind: str, timeout_s: float) -> pb.Frame:
+    import trio
+
+    try:
+        with trio.fail_after(timeout_s):
+            stream = await session.request(info, frame)
+            try:
+                return await stream.recv(kind)
+            finally:
+                await stream.stream.close()
+    except trio.TooSlowError:
+        raise LightError(f"the peer did not answer within {timeout_s:.0f} s") from None
+    except LightError:
+        raise
+    except Exception as e:
+        raise LightError(f"could not reach the peer: {e}") from None
+
+
+async def _pull(
+    peer: str,
+    *,
+    run_id: str,
+    round: int | None,
+    out: Path,
+    timeout_s: float,
+    on_manifest: Callable[[Manifest, list[Pointer]], None] | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> PullResult:
+    session = _Session(_new_host())
+    async with session.host.run(listen_addrs=[]):
+        entry = _peer_info(peer)
+        answer = await _ask(
+            session,
+            entry,
+            pb.Frame(latest_request=pb.LatestRequest(run_id=run_id)),
+            "latest_response",
+            timeout_s,
+        )
+        pointers = choose(verified(list(answer.latest_response.pointers)), round=round)
+        infos = {p.provider: _provider_info(p) for p in pointers}
+        infos[entry.peer_id.to_bytes()] = entry  # the peer we know by address is dialled by that address
+        manifest_hash = pointers[0].manifest_hash
+        manifest: Manifest | None = None
+        errors: list[str] = []
+        for p in pointers:
+            try:
+                raw = await _ask(
+                    session, infos[p.provider], pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=manifest_hash)),
+                    "manifest_response", timeout_s,
+                )  # fmt: skip
+                manifest = Manifest.from_bytes(raw.manifest_response.manifest, expected_hash=manifest_hash)
+                break
+            except (LightError, ValueError) as e:
+                errors.append(str(e))
+        if manifest is None:
+            raise LightError(f"no provider sent the manifest: {'; '.join(errors)}")
+        if on_manifest is not None:
+            on_manifest(manifest, pointers)
+
+        async def request(provider: bytes, frame: pb.Frame) -> _Framed:
+            return await session.request(infos[provider], frame)
+
+        try:
+            return await download(
+                manifest, [p.provider for p in pointers], request, out, on_progress=on_progress
+            )
+        except DownloadError as e:
+            raise LightError(str(e)) from None
+
+
+def pull(
+    peer: str,
+    out: Path,
+    *,
+    run_id: str = "",
+    round: int | None = None,
+    timeout_s: float = 30.0,
+    on_manifest: Callable[[Manifest, list[Pointer]], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PullResult:
+    """Download the newest checkpoint (or that of ``round``) of the run ``peer`` trains (or ``run_id``)."""
+    return _trio_run(
+        lambda: _pull(
+            peer,
+            run_id=run_id,
+            round=round,
+            out=out,
+            timeout_s=timeout_s,
+            on_manifest=on_manifest,
+            on_progress=on_progress,
+        )
+    )
+
+
+def status(peer: str, *, timeout_s: float = 30.0) -> pb.StatusResponse:
+    async def go() -> pb.StatusResponse:
+        session = _Session(_new_host())
+        async with session.host.run(listen_addrs=[]):
+            answer = await _ask(
+                session,
+                _peer_info(peer),
+                pb.Frame(status_request=pb.StatusRequest()),
+                "status_response",
+                timeout_s,
+            )
+            return answer.status_response
+
+    return _trio_run(go)
+
+
+def _find(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
+    for error in group.exceptions:
+        if isinstance(error, kind):
+            return error
+        if isinstance(error, BaseExceptionGroup) and (inner := _find(error, kind)) is not None:
+            return inner
+    return None
+
+
+def _trio_run(fn: Callable[[], Any]) -> Any:
+    """trio.run, with our one-line errors taken out of the exception groups py-libp2p's nurseries make."""
+    import trio
+
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        for kind in (LightError, KeyboardInterrupt):
+            found = _find(group, kind)
+            if found is not None:
+                raise found from None
+        raise

@@ -1,0 +1,95 @@
+"""Checkpoints with real node processes: members publish identical checkpoints; a node resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.swarm.conftest import Swarm, make_identity
+
+pytestmark = pytest.mark.swarm
+
+COMMON = ["--join-grace", "20", "--eval-every", "1000", "--num-shards", "8", "--local-steps", "2"]
+
+
+def test_resuming_from_the_resume_state_equals_training_uninterrupted(swarm: Swarm, tmp_path: Path) -> None:
+    identity = tmp_path / "id.key"
+    make_identity(identity)
+    state = tmp_path / "state"
+    first = swarm.start("first", "--run-id", "resume", "--until-round", "3", "--resume", str(state), *COMMON,
+                        identity=identity)  # fmt: skip
+    assert first.wait_exit(240) == 0, first.log_tail()
+    assert (state / "resume.pt").is_file()
+    second = swarm.start("second", "--run-id", "resume", "--until-round", "6", "--resume", str(state), *COMMON,
+                         identity=identity)  # fmt: skip
+    assert second.wait_exit(240) == 0, second.log_tail()
+    assert "resumed from" in second.log_tail(200)
+    whole = swarm.start("whole", "--run-id", "resume", "--until-round", "6", *COMMON, identity=identity)
+    assert whole.wait_exit(240) == 0, whole.log_tail()
+    resumed, uninterrupted = second.summary(), whole.summary()
+    assert resumed["round"] == uninterrupted["round"] == 6
+    assert resumed["digest"] == uninterrupted["digest"], (
+        "x' after resuming differs from 6 uninterrupted rounds"
+    )
+    assert resumed["final_step"] == uninterrupted["final_step"]
+    # A resume folder of another run is refused with a clear error.
+    other = swarm.start("other", "--run-id", "another", "--until-round", "1", "--resume", str(state), *COMMON)
+    assert other.wait_exit(120) == 2
+    assert "belongs to run 'resume'" in other.log_tail()
+
+
+def test_members_publish_the_same_checkpoint_and_serve_it(swarm: Swarm) -> None:
+    args = ["--run-id", "ckpt", "--min-group", "2", "--until-round", "4", "--checkpoint-every", "2", *COMMON]
+    a = swarm.start("a", *args)
+    b = swarm.start("b", "--peer", swarm.first_maddr(a), *args)
+    assert a.wait_exit(240) == 0, a.log_tail()
+    assert b.wait_exit(240) == 0, b.log_tail()
+    ca, cb = a.summary()["checkpoints"], b.summary()["checkpoints"]
+    assert [c["round"] for c in ca] == [c["round"] for c in cb] == [2, 4]
+    assert ca == cb, "members at the same round write byte-identical checkpoints (one manifest hash)"
+
+
+def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tmp_path: Path) -> None:
+    import torch
+
+    from node.trainer import causal_lm_loss
+    from swarm.averaging.state import digest_of
+    from swarm.data.corpus import load_corpus
+    from swarm.data.sampling import eval_batches
+    from swarm.models.build import build_model, resolve_model
+
+    args = ["--run-id", "pull", "--min-group", "2", "--max-rounds", "60", "--checkpoint-every", "2",
+            *COMMON[:-2], "--local-steps", "1", "--eval-every", "2"]  # fmt: skip
+    a = swarm.start("a", *args)
+    b = swarm.start("b", "--peer", swarm.first_maddr(a), *args)
+    for node in (a, b):
+        node.wait_for(lambda s: any(c["round"] >= 4 for c in s.get("checkpoints", [])), timeout_s=240,
+                      what="a checkpoint of round 4 or later")  # fmt: skip
+    out = tmp_path / "pulled"
+    pulled = subprocess.run(
+        [sys.executable, "-m", "node", "pull", "--peer", swarm.first_maddr(a), "--out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr + pulled.stdout
+    assert "2 provider(s)" in pulled.stdout, pulled.stdout
+    for node in (a, b):
+        node.process.send_signal(signal.SIGTERM)
+    assert a.wait_exit(240) == 0 and b.wait_exit(240) == 0
+    info = json.loads((out / "swarm.json").read_text())
+    history = {h["round"]: h for h in a.summary()["history"]}
+    model = build_model(resolve_model(str(out)), seed=12345)  # weights come from the folder, not the seed
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters() if p.requires_grad])
+    assert digest_of(flat).hex() == history[info["round"]]["digest"], (
+        "pulled tensors differ from the members' x'"
+    )
+    corpus = load_corpus(["stdlib"], max_bytes=64 * 1024 * 1024)
+    evals = eval_batches(corpus.eval, seq_len=128, batch_size=16, num_batches=8)
+    model.eval()
+    with torch.no_grad():
+        loss = sum(causal_lm_loss(model, batch).item() for batch in evals) / len(evals)
+    assert abs(loss - history[info["round"]]["eval_loss"]) < 1e-5
