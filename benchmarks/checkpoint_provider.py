@@ -27,7 +27,7 @@ from swarm.p2p import HostOptions, SwarmHost
 def synthetic_files(size_mb: int) -> dict[str, bytes]:
     rng = random.Random(1234)
     return {
-        "model.safetensors": rng.randbytes(size_mb * 1024 * 1024),
+        "model.safetensors": b"".join(rng.randbytes(1 << 20) for _ in range(size_mb)),  # 1 MiB at a time
         "config.json": b'{"model_type":"llama"}',
         "swarm.json": b'{"format":1}',
     }

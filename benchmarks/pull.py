@@ -77,11 +77,14 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--rate", type=float, default=100.0, help="providers' link rate, Mbit/s")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--workdir", default=None, help="keep logs here (default: a temporary folder)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-pull-") as tmp:
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         for n in range(1, MAX_PROVIDERS + 1):
-            results.append(one(n, args, Path(tmp)))
+            results.append(one(n, args, workdir))
             print(json.dumps(results[-1]), flush=True)
     base = results[0]["mb_per_s"]
     for r in results:
