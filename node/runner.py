@@ -517,10 +517,7 @@ class Node:
         if state is None:
             logger.info("resume folder %s holds no state yet: starting fresh, saving there", folder)
             return False
-        saved = RunSpec(**state["spec"])
-        differences = [d for d in saved.differences(spec) if not d.startswith("initial_digest")]
-        if differences:
-            raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
+        _check_saved_spec(state["spec"], spec, folder)
         trainer.load_flat(state["local"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.steps, trainer.samples = state["steps"], state["samples"]
@@ -551,10 +548,7 @@ class Node:
             raise ResumeError(
                 f"{folder} is a checkpoint of run {info.get('run_id')!r}, not {self.config.run.run_id!r}"
             )
-        saved = RunSpec(**info["spec"])
-        differences = [d for d in saved.differences(spec) if not d.startswith("initial_digest")]
-        if differences:
-            raise ResumeError(f"{folder} was written under other run settings: {'; '.join(differences)}")
+        _check_saved_spec(info["spec"], spec, folder)
         copy.replace(
             values, round=info["round"], global_step=info["global_step"], swarm_samples=info["swarm_samples"]
         )
@@ -1010,6 +1004,14 @@ class Node:
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1)
         os.replace(tmp, path)
+
+
+def _check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None:
+    """A resume state or checkpoint must come from a run with this run's settings (its initial x'
+    digest aside: a checkpoint started elsewhere may have begun from other weights)."""
+    differences = [d for d in RunSpec(**saved).differences(spec) if not d.startswith("initial_digest")]
+    if differences:
+        raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
 
 
 async def _run_async(config: NodeConfig) -> int:

@@ -114,10 +114,6 @@ class Downloader:
         state.claimed.update(picked)
         return [self.chunks[i] for i in picked]
 
-    def release(self, provider: Hashable, indices: Iterable[int]) -> None:
-        """Give claimed chunks back without blaming the provider (e.g. a download cancelled)."""
-        self._providers[provider].claimed.difference_update(indices)
-
     def deliver(self, provider: Hashable, index: int, data: bytes) -> Verdict:
         state = self._providers.get(provider)
         if state is None or state.bad or index not in state.claimed:

@@ -7,16 +7,20 @@ file's chunks; it is encoded canonically (JSON, sorted keys, no spaces), so ever
 the same x' at the same round derives the same bytes and the same manifest hash, and all of them
 serve it. Who published it, and the signature, live in the DHT pointer, never in the manifest.
 
-Pure: no torch, no asyncio, no libp2p. The light client (``swarm-node pull``) imports this module.
+Pure: no torch, no asyncio, no libp2p (plain file I/O for a download's partial folder). The light
+client (``swarm-node pull``) imports this module.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +140,11 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def chunks(self) -> list[Chunk]:
+        """Every chunk in order (computed once: servers and downloaders look chunks up per request)."""
+        return self._chunks
+
+    @cached_property
+    def _chunks(self) -> list[Chunk]:
         out: list[Chunk] = []
         for f in self.files:
             for i, digest in enumerate(f.chunks):
@@ -193,3 +202,28 @@ def read_folder(folder: Path, manifest: Manifest) -> dict[int, bytes]:
         if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
             found[chunk.index] = data
     return found
+
+
+def prepare_partial(folder: Path, manifest: Manifest) -> dict[int, bytes]:
+    """Create (or reuse) a download's partial folder with full-size files; the chunks already good."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in manifest.files:
+        path = folder / entry.name
+        if not path.exists():
+            path.touch()
+        if path.stat().st_size != entry.size:
+            os.truncate(path, entry.size)
+    return read_folder(folder, manifest)
+
+
+def write_chunk(folder: Path, chunk: Chunk, data: bytes) -> None:
+    with open(folder / chunk.file, "r+b") as f:
+        f.seek(chunk.offset)
+        f.write(data)
+
+
+def finish_partial(partial: Path, out: Path) -> None:
+    """A complete download's partial folder becomes ``out`` (replacing what was there)."""
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,7 +24,9 @@ from swarm.checkpoint.manifest import (
     MAX_CHUNK_BYTES,
     MAX_MANIFEST_BYTES,
     Manifest,
-    read_folder,
+    finish_partial,
+    prepare_partial,
+    write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.store import CheckpointStore
@@ -168,59 +168,37 @@ async def _request(host: SwarmHost, peer: bytes, frame: pb.Frame, *, timeout_s: 
     return stream
 
 
+async def _ask(host: SwarmHost, peer: bytes, frame: pb.Frame, kind: str, *, timeout_s: float) -> pb.Frame:
+    """One request, one answer of ``kind``; the peer's Error is a WireError."""
+    stream = await _request(host, peer, frame, timeout_s=timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            answer = await stream.expect(kind, "error")
+        if answer.WhichOneof("body") == "error":
+            raise WireError(answer.error.message)
+        return answer
+    finally:
+        stream.close()
+
+
 async def ask_latest(
     host: SwarmHost, peer: bytes, run_id: str = "", *, timeout_s: float = 30.0
 ) -> list[Pointer]:
-    stream = await _request(
-        host, peer, pb.Frame(latest_request=pb.LatestRequest(run_id=run_id)), timeout_s=timeout_s
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            answer = await stream.expect("latest_response", "error")
-            if answer.WhichOneof("body") == "error":
-                raise WireError(answer.error.message)
-        valid = []
-        for m in answer.latest_response.pointers:
-            try:
-                valid.append(pointer_from_pb(m).verify())
-            except PointerError as e:
-                logger.warning("peer %s passed on a bad pointer: %s", peer_name(peer)[-8:], e)
-        return valid
-    finally:
-        stream.close()
+    request = pb.Frame(latest_request=pb.LatestRequest(run_id=run_id))
+    answer = await _ask(host, peer, request, "latest_response", timeout_s=timeout_s)
+    valid = []
+    for m in answer.latest_response.pointers:
+        try:
+            valid.append(pointer_from_pb(m).verify())
+        except PointerError as e:
+            logger.warning("peer %s passed on a bad pointer: %s", peer_name(peer)[-8:], e)
+    return valid
 
 
 async def fetch_manifest(host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = 30.0) -> Manifest:
-    stream = await _request(
-        host, peer, pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest)), timeout_s=timeout_s
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            answer = await stream.expect("manifest_response", "error")
-        if answer.WhichOneof("body") == "error":
-            raise WireError(answer.error.message)
-        return Manifest.from_bytes(answer.manifest_response.manifest, expected_hash=digest)
-    finally:
-        stream.close()
-
-
-def _write_chunk(folder: Path, manifest: Manifest, index: int, data: bytes) -> None:
-    chunk = manifest.chunks()[index]
-    with open(folder / chunk.file, "r+b") as f:
-        f.seek(chunk.offset)
-        f.write(data)
-
-
-def _prepare_partial(folder: Path, manifest: Manifest) -> set[int]:
-    """Create (or reuse) the partial folder with full-size files; return the chunks already good."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for entry in manifest.files:
-        path = folder / entry.name
-        if not path.exists():
-            path.touch()
-        if path.stat().st_size != entry.size:
-            os.truncate(path, entry.size)
-    return set(read_folder(folder, manifest))
+    request = pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest))
+    answer = await _ask(host, peer, request, "manifest_response", timeout_s=timeout_s)
+    return Manifest.from_bytes(answer.manifest_response.manifest, expected_hash=digest)
 
 
 async def fetch_checkpoint(
@@ -248,7 +226,7 @@ async def fetch_checkpoint(
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
     partial = out.with_name(out.name + ".partial")
-    have = await asyncio.to_thread(_prepare_partial, partial, manifest)
+    have = await asyncio.to_thread(prepare_partial, partial, manifest)
     core = Downloader(manifest, have=have)
     for peer in providers:
         core.add_provider(peer)
@@ -286,7 +264,7 @@ async def fetch_checkpoint(
                             )
                             return
                         if verdict is Verdict.ACCEPTED:
-                            await asyncio.to_thread(_write_chunk, partial, manifest, index, data)
+                            await asyncio.to_thread(write_chunk, partial, core.chunks[index], data)
                             if on_progress is not None:
                                 on_progress(core.have_bytes, manifest.total_bytes)
                 finally:
@@ -302,7 +280,5 @@ async def fetch_checkpoint(
     core.check_progress_possible()
     if not core.done:
         raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    await asyncio.to_thread(finish_partial, partial, out)
     return manifest

@@ -52,18 +52,6 @@ class CheckpointStore:
             self._prune()
         return folder
 
-    def adopt(self, manifest: Manifest, folder: Path) -> None:
-        """Take over a complete, verified download folder (moved into the store)."""
-        digest = manifest.hash
-        with self._lock:
-            if digest in self._manifests:
-                return
-            (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
-            shutil.copytree(folder, self.root / f".tmp-{digest}", dirs_exist_ok=True)
-            os.replace(self.root / f".tmp-{digest}", self.root / digest)
-            self._manifests[digest] = manifest
-            self._prune()
-
     def _prune(self) -> None:
         ranked = sorted(self._manifests.values(), key=lambda m: (m.round, m.hash), reverse=True)
         for old in ranked[self.keep :]:

@@ -14,8 +14,6 @@ checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and h
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
-from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, Manifest, read_folder
+from swarm.checkpoint.manifest import (
+    MAX_CHUNK_BYTES,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    finish_partial,
+    prepare_partial,
+    write_chunk,
+)
 from swarm.checkpoint.pointer import Pointer
 from swarm.checkpoint.wire import verified
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
@@ -126,21 +131,13 @@ async def download(
     import trio
 
     partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    for entry in manifest.files:
-        path = partial / entry.name
-        if not path.exists():
-            path.touch()
-        if path.stat().st_size != entry.size:
-            os.truncate(path, entry.size)
-    have = read_folder(partial, manifest)
+    have = prepare_partial(partial, manifest)
     core = Downloader(manifest, have=have)
     resumed = core.have_bytes
     for provider in providers:
         core.add_provider(provider)
     if on_progress is not None:
         on_progress(core.have_bytes, manifest.total_bytes)
-    chunks = manifest.chunks()
     progress = trio.Event()
 
     async def worker(provider: Any) -> None:
@@ -172,15 +169,12 @@ async def download(
                             if verdict is Verdict.CORRUPT:
                                 return
                             if verdict is Verdict.ACCEPTED:
-                                chunk = chunks[index]
-                                with open(partial / chunk.file, "r+b") as f:
-                                    f.seek(chunk.offset)
-                                    f.write(data)
+                                write_chunk(partial, core.chunks[index], data)
                                 if on_progress is not None:
                                     on_progress(core.have_bytes, manifest.total_bytes)
                     finally:
                         await stream.stream.close()
-            except (LightError, OSError, trio.TooSlowError, Exception):
+            except Exception:  # gone, timed out, refused, malformed: that provider is done
                 core.provider_failed(provider)
                 return
             finally:
@@ -193,9 +187,7 @@ async def download(
     core.check_progress_possible()
     if not core.done:
         raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    finish_partial(partial, out)
     return PullResult(
         manifest=manifest,
         folder=out,
