@@ -113,11 +113,20 @@ def main() -> None:
         default=True,
         help="one more round at the end, exact for cocktail runs (default: on)",
     )
+    parser.add_argument(
+        "--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+        help="from-scratch settings to run (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
+    parser.add_argument("--workdir", help="keep logs and summaries here (default: a temporary folder)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    if args.finetune_rounds and "fp32" not in args.settings:
+        parser.error("fine-tuning starts from the fp32 run's model: keep fp32 in --settings")
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="swarm-convergence-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         pretrained = workdir / "pretrained"
         schedule = ["--total-steps", str(args.rounds * args.local_steps)]
         extra = 1 if args.flush else 0
@@ -126,6 +135,8 @@ def main() -> None:
         )
         for seed in args.seeds:
             for setting, codec_args in SETTINGS.items():
+                if setting not in args.settings:
+                    continue
                 if setting == "cocktail-aggressive" and seed not in aggressive_seeds:
                     continue
                 name = f"scratch-{setting}-s{seed}"
@@ -142,7 +153,7 @@ def main() -> None:
             "--model", str(pretrained), "--lr", "1e-3", "--total-steps",
             str(args.finetune_rounds * args.local_steps),
         ]  # fmt: skip
-        for seed in args.seeds:
+        for seed in args.seeds if args.finetune_rounds else []:
             for setting in ("fp32", "cocktail"):
                 name = f"finetune-{setting}-s{seed}"
                 first = [*SETTINGS[setting], *finetune, "--seed", str(seed + 100)]
@@ -161,7 +172,7 @@ def main() -> None:
         "args": vars(args),
         "results": results,
     }
-    stem = f"convergence-{record['date']}"
+    stem = f"convergence-{record['date']}{args.tag}"
     plot(record, save(args.out, stem, record, render(record)) / f"{stem}.png")
     print(render(record))
 
@@ -219,6 +230,11 @@ def render(record: dict) -> str:
         f" --seeds {' '.join(map(str, a['seeds']))}"
         + (f" --aggressive-seeds {a['aggressive_seeds']}" if a.get("aggressive_seeds") is not None else "")
         + ("" if a.get("flush", True) else " --no-flush")
+        + (
+            f" --settings {' '.join(a['settings'])}"
+            if a.get("settings", list(SETTINGS)) != list(SETTINGS)
+            else ""
+        )
         + "`.",
     ]
     return "\n".join(lines) + "\n"
