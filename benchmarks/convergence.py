@@ -118,16 +118,26 @@ def main() -> None:
         help="from-scratch settings to run (default: all)",
     )  # fmt: skip
     parser.add_argument("--tag", default="", help="suffix of the result files' names")
+    parser.add_argument(
+        "--pretrained", help="fine-tune from this model folder (default: the first seed's fp32 run here)"
+    )
+    parser.add_argument(
+        "--include", help="a result JSON of an earlier invocation (same settings) whose runs join this record"
+    )
     parser.add_argument("--workdir", help="keep logs and summaries here (default: a temporary folder)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    if args.finetune_rounds and "fp32" not in args.settings:
-        parser.error("fine-tuning starts from the fp32 run's model: keep fp32 in --settings")
-    results: dict[str, dict] = {}
+    if args.finetune_rounds and "fp32" not in args.settings and not args.pretrained:
+        parser.error(
+            "fine-tuning starts from the fp32 run's model: keep fp32 in --settings or give --pretrained"
+        )
+    included = json.loads(Path(args.include).read_text()) if args.include else {}
+    results: dict[str, dict] = included.get("results", {})
+    commands = [*included.get("commands", []), " ".join(["python benchmarks/convergence.py", *sys.argv[1:]])]
     with tempfile.TemporaryDirectory(prefix="swarm-convergence-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        pretrained = workdir / "pretrained"
+        pretrained = Path(args.pretrained) if args.pretrained else workdir / "pretrained"
         schedule = ["--total-steps", str(args.rounds * args.local_steps)]
         extra = 1 if args.flush else 0
         aggressive_seeds = (
@@ -145,7 +155,7 @@ def main() -> None:
                     first += ["--warmup-rounds", str(args.warmup_rounds)]
                     if args.flush:
                         first += ["--exact-every", str(args.rounds + 1)]
-                if setting == "fp32" and seed == args.seeds[0]:
+                if setting == "fp32" and seed == args.seeds[0] and not args.pretrained:
                     first += ["--save-model", str(pretrained)]
                 results[name] = curve(run_swarm(name, first, args, args.rounds + extra, workdir))
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
@@ -170,6 +180,7 @@ def main() -> None:
         "torch": torch.__version__,
         "nodes": NODES,
         "args": vars(args),
+        "commands": commands,
         "results": results,
     }
     stem = f"convergence-{record['date']}{args.tag}"
@@ -224,18 +235,8 @@ def render(record: dict) -> str:
         "the fp32 run of the same phase and seed on the same samples (target: within +2%). ratio: fp32 payload",
         "bytes over bytes moved, whole run (warm-up rounds included, which move fp32).",
         "",
-        "Reproduce: `python benchmarks/convergence.py"
-        f" --rounds {a['rounds']} --local-steps {a['local_steps']} --warmup-rounds {a['warmup_rounds']}"
-        f" --finetune-rounds {a['finetune_rounds']} --eval-every {a['eval_every']}"
-        f" --seeds {' '.join(map(str, a['seeds']))}"
-        + (f" --aggressive-seeds {a['aggressive_seeds']}" if a.get("aggressive_seeds") is not None else "")
-        + ("" if a.get("flush", True) else " --no-flush")
-        + (
-            f" --settings {' '.join(a['settings'])}"
-            if a.get("settings", list(SETTINGS)) != list(SETTINGS)
-            else ""
-        )
-        + "`.",
+        "Reproduce (the runs above, from these commands; --include merges an earlier invocation's runs):",
+        *[f"`{command}`" for command in record.get("commands", [])],
     ]
     return "\n".join(lines) + "\n"
 

@@ -74,7 +74,8 @@ def _pull(args: argparse.Namespace) -> int:
     fetched = result.manifest.total_bytes - result.resumed_bytes
     print(
         f"verified {len(result.manifest.chunks())} chunks into {result.folder}"
-        f" ({fetched / 1e6:.1f} MB fetched in {seconds:.1f} s, {result.resumed_bytes / 1e6:.1f} MB resumed,"
+        f" ({fetched / 1e6:.1f} MB fetched in {seconds:.1f} s, of which {result.transfer_s:.1f} s transfer at"
+        f" {fetched / 1e6 / max(result.transfer_s, 1e-9):.1f} MB/s; {result.resumed_bytes / 1e6:.1f} MB resumed,"
         f" {result.bad_providers} provider(s) dropped for corrupt data)"
     )
     print(LOAD_HINT.format(folder=result.folder))

@@ -35,15 +35,17 @@ from swarm.averaging.round import (
     PROTOCOL_VERSION,
     Averager,
     Contribution,
+    ReplayError,
     RoundOutcome,
     Status,
+    fetch_journal,
     fetch_state,
 )
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
-from swarm.checkpoint.manifest import build_manifest
+from swarm.checkpoint.manifest import Manifest, build_manifest
 from swarm.checkpoint.pointer import generate_identity, load_identity
-from swarm.checkpoint.service import CheckpointService, read_pointers
+from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import pointer_to_pb
 from swarm.compression.cocktail import CocktailParams
@@ -87,6 +89,8 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     """Checkpoints this node wrote and announced: round and manifest hash."""
+    catch_up: dict[str, Any] = field(default_factory=dict)
+    """How this node got the swarm's x' when it joined (source, rounds, bytes)."""
     peers: int = 0
     aborted_shards: int = 0
     repairs: int = 0
@@ -282,6 +286,8 @@ class Node:
             copy.replace(
                 values, round=header.round, global_step=header.global_step, swarm_samples=header.swarm_samples
             )
+            if self.averager is not None:
+                self.averager.journal.clear()  # its rounds no longer lead to this x'
             logger.info(
                 "took x' from %s: round %d, global step %d",
                 peer_name(peer)[-8:],
@@ -290,6 +296,92 @@ class Node:
             )
             return peer, old
         return None
+
+    async def _replay_from_any(
+        self, peers: list[bytes], copy: GlobalCopy, *, min_round: int = 0
+    ) -> tuple[bytes, int] | None:
+        """Bring x' forward by replaying the rounds a peer journaled since our round (first peer
+        that can), checking x's digest after every round. Returns the peer and the rounds replayed,
+        or None when no peer could (its journal does not reach back, or it does not replay)."""
+        assert self.host is not None and self.averager is not None
+        averager = self.averager
+        for peer in peers:
+            try:
+                entries = await fetch_journal(
+                    self.host, peer, run_id=self.config.run.run_id, after_round=copy.round,
+                    min_round=min_round, num_shards=averager.layout.num_shards,
+                    max_part_bytes=averager.shard_frame_bytes, max_total_bytes=averager.journal.max_bytes,
+                    connect_timeout_s=5.0, timeout_s=600.0,
+                )  # fmt: skip
+                if copy.round + len(entries) < min_round:
+                    raise ReplayError(f"its journal ends before round {min_round}")
+                scratch = GlobalCopy(
+                    copy.values.clone(), round=copy.round, global_step=copy.global_step,
+                    swarm_samples=copy.swarm_samples,
+                )  # fmt: skip
+                await asyncio.to_thread(averager.replay, entries, scratch)
+            except Exception as e:  # refused, gone, malformed, or it does not lead to the digests
+                logger.info("could not replay rounds from %s: %s", peer_name(peer)[-8:], e)
+                continue
+            copy.replace(
+                scratch.values, round=scratch.round, global_step=scratch.global_step,
+                swarm_samples=scratch.swarm_samples,
+            )  # fmt: skip
+            for entry in entries:  # the same rounds now lead to our x': we can serve them too
+                averager.journal.append(entry)
+            return peer, len(entries)
+        return None
+
+    async def _load_swarm_checkpoint(
+        self, copy: GlobalCopy, trainer: LocalTrainer, spec: RunSpec
+    ) -> Manifest | None:
+        """Download the run's newest checkpoint from every provider that announced it (verified
+        chunk by chunk, resumable) into this node's store, and take x' from it. None if none."""
+        assert self.host is not None and self.checkpoints is not None
+        pointers = [p for p in await read_pointers(self.host, self.config.run.run_id) if p.round > copy.round]
+        if not pointers:
+            return None
+        newest = pointers[0]
+        providers = sorted({p.provider for p in pointers if p.manifest_hash == newest.manifest_hash})
+        store = self.checkpoints.store
+        manifest = store.manifest(newest.manifest_hash)
+        try:
+            if manifest is None:
+                folder = store.download_folder(newest.manifest_hash)
+                logger.info(
+                    "downloading the checkpoint of round %d (%.1f MB) from %d provider(s)",
+                    newest.round, newest.total_bytes / 1e6, len(providers),
+                )  # fmt: skip
+                shown = [0]
+
+                def progress(have: int, total: int) -> None:
+                    tenth = 10 * have // max(1, total)
+                    if tenth > shown[0]:
+                        shown[0] = tenth
+                        logger.info("checkpoint download: %d%% of %.1f MB", 10 * tenth, total / 1e6)
+
+                manifest = await fetch_checkpoint(
+                    self.host, providers, newest.manifest_hash, folder, on_progress=progress
+                )
+                await asyncio.to_thread(store.adopt, manifest, folder)
+            values, info = await asyncio.to_thread(
+                read_checkpoint_folder, store.folder(manifest.hash), trainer.model
+            )
+            if info.get("run_id") != self.config.run.run_id or info.get("round") != manifest.round:
+                raise CheckpointFolderError("its swarm.json names another run or round than its manifest")
+            _check_saved_spec(info["spec"], spec, store.folder(manifest.hash))
+        except Exception as e:  # no provider delivered, or what they delivered is not this run's
+            logger.warning("could not start from the checkpoint of round %d: %s", newest.round, e)
+            return None
+        copy.replace(
+            values, round=info["round"], global_step=info["global_step"], swarm_samples=info["swarm_samples"]
+        )
+        if self.averager is not None:
+            self.averager.journal.clear()
+        self.progress.catch_up.update(
+            checkpoint_round=manifest.round, checkpoint_bytes=manifest.total_bytes, providers=len(providers)
+        )
+        return manifest
 
     async def _catch_up(
         self,
@@ -300,9 +392,11 @@ class Node:
         *,
         keep_local_work: bool = False,
     ) -> None:
-        """A joiner first takes x' (and its round and step) from the most advanced live member.
-
-        A resumed node keeps its unsent work (x_i - x'): x_i moves by as much as x' does.
+        """A joiner first takes x' (and its round and step) from the swarm: the newest checkpoint,
+        downloaded from all its providers, then the rounds since replayed from a member's journal;
+        failing that (no checkpoint, or no journal reaching back to it), x' from the most advanced
+        live member. A resumed node replays or downloads what it missed and keeps its unsent work
+        (x_i - x'): x_i moves by as much as x' does.
         """
         assert self.host is not None
         members = {p: r for p, r in (await averager.live_members()).items() if not r.leaving}
@@ -311,9 +405,12 @@ class Node:
             ahead = sorted(
                 (p for p in members if members[p].round > copy.round), key=lambda p: -members[p].round
             )
-            fetched = await self._fetch_from_any(ahead, copy) if ahead else None
-            if fetched is not None:
-                trainer.adopt_global_change(fetched[1], copy.values)
+            old = copy.values.clone()
+            if ahead and (
+                await self._replay_from_any(ahead, copy) is not None
+                or await self._fetch_from_any(ahead, copy) is not None
+            ):
+                trainer.adopt_global_change(old, copy.values)
             return
         if (
             members
@@ -323,8 +420,25 @@ class Node:
             logger.info("the run has committed no round yet and this node holds its initial x': no download")
             return
         ranked = sorted(members, key=lambda peer: -members[peer].round)
+        catch_up = self.progress.catch_up
+        checkpoint = await self._load_swarm_checkpoint(copy, trainer, spec) if ranked else None
+        if checkpoint is not None:
+            replayed = await self._replay_from_any(ranked, copy)
+            if replayed is not None:
+                if replayed[1]:  # the journal's digests vouch for the checkpoint: serve it too
+                    assert self.checkpoints is not None
+                    await self.checkpoints.publish(checkpoint)
+                trainer.load_flat(copy.values)
+                catch_up.update(source="checkpoint+journal", replayed_rounds=replayed[1], round=copy.round)
+                logger.info(
+                    "caught up: checkpoint of round %d, then %d rounds replayed from %s's journal: round %d",
+                    catch_up["checkpoint_round"], replayed[1], peer_name(replayed[0])[-8:], copy.round,
+                )  # fmt: skip
+                return
+            logger.info("no member's journal reaches back to the checkpoint: taking x' from a member")
         if await self._fetch_from_any(ranked, copy) is not None:
             trainer.load_flat(copy.values)
+            catch_up.update(source="state transfer", round=copy.round)
             return
         if members:
             raise NodeError("no live member of the run could send its x'; try again in a moment")
@@ -332,13 +446,18 @@ class Node:
 
     async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> None:
         # The providers are committing this very round: ask for its result, not the copy before it.
-        fetched = await self._fetch_from_any(outcome.repair_from, copy, min_round=outcome.round)
-        if fetched is None:
+        # A member that only fell behind replays the rounds it missed (a few percent of x' each with
+        # a compressed codec); one whose x' went wrong, or is too far behind, downloads x'.
+        old = copy.values.clone()
+        replayed = await self._replay_from_any(outcome.repair_from, copy, min_round=outcome.round)
+        if replayed is not None:
+            logger.info("round %d: replayed %d missed rounds from %s", outcome.round, replayed[1],
+                        peer_name(replayed[0])[-8:])  # fmt: skip
+        elif await self._fetch_from_any(outcome.repair_from, copy, min_round=outcome.round) is None:
             logger.warning(
                 "round %d: could not repair x' from any of %d peers", outcome.round, len(outcome.repair_from)
             )
             return
-        _peer, old = fetched
         trainer.adopt_global_change(old, copy.values)
         self.progress.repairs += 1
         self.metrics.repairs.inc()
@@ -728,14 +847,6 @@ class Node:
             on_send=self._on_send,
         )
         await averager.start()
-        resumed = cfg.checkpoints.resume is not None and await asyncio.to_thread(
-            self._restore, Path(cfg.checkpoints.resume), trainer, copy, averager, spec
-        )
-        if cfg.network.peers:
-            await self._catch_up(averager, copy, trainer, spec, keep_local_work=resumed)
-        if cfg.output.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
-            logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, self.metrics_port)
         self._model_config, self._spec = source.config, spec
         store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else self._scratch / "checkpoints"
         self.checkpoints = CheckpointService(
@@ -747,6 +858,14 @@ class Node:
             pointer_ttl_s=cfg.checkpoints.pointer_ttl_s,
         )
         await self.checkpoints.start()
+        resumed = cfg.checkpoints.resume is not None and await asyncio.to_thread(
+            self._restore, Path(cfg.checkpoints.resume), trainer, copy, averager, spec
+        )
+        if cfg.network.peers:
+            await self._catch_up(averager, copy, trainer, spec, keep_local_work=resumed)
+        if cfg.output.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
+            logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, self.metrics_port)
         self._tasks.append(asyncio.create_task(self._refresh_pointers()))
         self._tasks.append(asyncio.create_task(self._heartbeat(copy)))
         self._tasks.append(asyncio.create_task(self._write_status_forever(copy)))
@@ -893,6 +1012,7 @@ class Node:
             copy.round = outcome.round
             copy.global_step += outcome.global_step_increment
             copy.swarm_samples += outcome.samples
+            averager.record_committed(outcome)
             self.metrics.local_steps_per_round.set(contribution.local_steps)
             p.local_steps_last_round = contribution.local_steps
         else:
@@ -983,6 +1103,7 @@ class Node:
             "rounds_by_status": p.rounds,
             "aborted_shards": p.aborted_shards,
             "repairs": p.repairs,
+            "catch_up": p.catch_up,
             "last_loss": p.last_loss,
             "eval_loss": p.eval_loss,
             "samples": p.samples,

@@ -31,12 +31,13 @@ import math
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
 
+from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
 from swarm.averaging.shards import ShardLayout, assign_owners
 from swarm.averaging.state import GlobalCopy, digest_of
@@ -87,6 +88,12 @@ class ShardUpdate:
     start: int
     aggregate: torch.Tensor
     own: torch.Tensor | None
+    payload: bytes = b""
+    """The owner's result bytes that decode to ``aggregate`` (kept in the round journal)."""
+
+
+class ReplayError(ValueError):
+    """A journal that does not replay onto our x' (undecodable part, or a digest that differs)."""
 
 
 class Status(Enum):
@@ -209,6 +216,8 @@ class Averager:
         self.rejections = 0
         self._hurry_until = math.inf
         """Set by ``hurry``: no rendezvous goes on past this instant."""
+        self.journal = RoundJournal(min(4 * self.layout.num_elements, MAX_JOURNAL_BYTES))
+        """Rounds committed since x' was last replaced (see ``record_committed``), for joiners."""
 
     def owner_errors(self) -> dict[int, torch.Tensor]:
         """Owner-side error buffers by shard (for the node's resume state)."""
@@ -220,6 +229,44 @@ class Averager:
             if not 0 <= shard < self.layout.num_shards or error.numel() != self.layout.size(shard):
                 raise ValueError(f"saved owner error for shard {shard} does not fit this run's layout")
             self._owner_error[shard] = error.to(torch.float32).contiguous()
+
+    def record_committed(self, outcome: RoundOutcome) -> None:
+        """Journal a committed round once the node has applied it to x' (and set x's counters)."""
+        self.journal.append(
+            JournalEntry(
+                round=outcome.round,
+                global_step_increment=outcome.global_step_increment,
+                samples=outcome.samples,
+                parts=tuple((u.shard, u.payload) for u in outcome.updates),
+                digest=self.copy.digest,
+            )
+        )
+
+    def replay(self, entries: Sequence[JournalEntry], target: GlobalCopy) -> None:
+        """Apply journaled rounds to ``target`` exactly as their members did (decode, then add, per
+        shard), checking x's digest after each round.
+
+        Raises ReplayError on a part this run cannot decode or a digest that differs; ``target`` is
+        then partly changed, so callers replay into a copy they can throw away.
+        """
+        for entry in entries:
+            if entry.round != target.round + 1:
+                raise ReplayError(f"journal round {entry.round} does not follow round {target.round}")
+            codec = self.codec_for(entry.round)
+            for shard, payload in entry.parts:
+                if not 0 <= shard < self.layout.num_shards:
+                    raise ReplayError(f"journal part names shard {shard} of {self.layout.num_shards}")
+                start, end = self.layout.bounds(shard)
+                try:
+                    update = codec.decode(payload, end - start, CodecContext(round=entry.round, shard=shard))
+                except CodecError as e:
+                    raise ReplayError(f"round {entry.round}, shard {shard}: {e}") from None
+                target.apply_shard(start, update)
+            target.round = entry.round
+            target.global_step += entry.global_step_increment
+            target.swarm_samples += entry.samples
+            if target.digest != entry.digest:
+                raise ReplayError(f"x' after replaying round {entry.round} differs from its journaled digest")
 
     def hurry(self, grace_s: float) -> None:
         """This node is stopping: a round still forming gets ``grace_s`` more, then gives up
@@ -787,6 +834,7 @@ class Averager:
                     start=start,
                     aggregate=aggregate,
                     own=own_decoded[shard] if included else None,
+                    payload=bytes(result.payload),
                 )
             )
         # Owner-side error feedback survives only for shards that committed: an aborted shard's
@@ -1058,20 +1106,28 @@ class Averager:
 
     # ------------------------------------------------------------------ state transfer
 
-    async def _handle_state(self, peer: bytes, stream: FramedStream) -> None:
-        frame = await asyncio.wait_for(stream.expect("state_request"), timeout=self.timing.connect_timeout_s)
-        request = frame.state_request
-        if request.run_id != self.run_id:
-            await stream.send(pb.Frame(reject=pb.Reject(reason=f"this node trains run {self.run_id!r}")))
-            return
-        # A repairing member asks for the round being committed now: wait (bounded) for it.
-        if request.min_round > self.copy.round:
+    async def _wait_for_round(self, round_id: int) -> None:
+        """A repairing member asks for the round being committed now: wait (bounded) for it."""
+        if round_id > self.copy.round:
             with contextlib.suppress(TimeoutError):
                 async with self._copy_advanced:
                     await asyncio.wait_for(
-                        self._copy_advanced.wait_for(lambda: self.copy.round >= request.min_round),
+                        self._copy_advanced.wait_for(lambda: self.copy.round >= round_id),
                         timeout=min(self.timing.max_transfer_s, 4 * self._transfer_deadline_s()),
                     )
+
+    async def _handle_state(self, peer: bytes, stream: FramedStream) -> None:
+        frame = await asyncio.wait_for(
+            stream.expect("state_request", "journal_request"), timeout=self.timing.connect_timeout_s
+        )
+        request = frame.state_request if frame.HasField("state_request") else frame.journal_request
+        if request.run_id != self.run_id:
+            await stream.send(pb.Frame(reject=pb.Reject(reason=f"this node trains run {self.run_id!r}")))
+            return
+        await self._wait_for_round(request.min_round)
+        if frame.HasField("journal_request"):
+            await self._send_journal(frame.journal_request.after_round, stream)
+            return
         if self._state_slots.locked():
             logger.info("state request from %s waits for a free slot", _short(peer))
         async with self._state_slots, asyncio.timeout(STATE_TRANSFER_TIMEOUT_S):
@@ -1090,8 +1146,37 @@ class Averager:
                 await stream.send(pb.Frame(state_chunk=chunk))
             await stream.send(pb.Frame(state_end=pb.StateEnd()))
 
+    async def _send_journal(self, after_round: int, stream: FramedStream) -> None:
+        # Snapshot in one synchronous step (the journal only changes on this event loop).
+        entries = self.journal.after(after_round)
+        current = self.copy.round
+        if entries is None or (current > after_round and (not entries or entries[-1].round != current)):
+            held = f"{self.journal.first_round}..{self.journal.last_round}" if len(self.journal) else "none"
+            await stream.send(
+                pb.Frame(reject=pb.Reject(reason=f"journal holds rounds {held}, x' is at round {current}"))
+            )
+            return
+        async with self._state_slots, asyncio.timeout(STATE_TRANSFER_TIMEOUT_S):
+            for entry in entries:
+                for shard, payload in entry.parts:
+                    await stream.send(
+                        pb.Frame(journal_part=pb.JournalPart(round=entry.round, shard=shard, payload=payload))
+                    )
+                journal_round = pb.JournalRound(
+                    round=entry.round,
+                    global_step_increment=entry.global_step_increment,
+                    samples=entry.samples,
+                    digest=entry.digest,
+                )
+                await stream.send(pb.Frame(journal_round=journal_round))
+            await stream.send(
+                pb.Frame(journal_end=pb.JournalEnd(round=entries[-1].round if entries else after_round))
+            )
+
 
 STATE_TRANSFER_TIMEOUT_S = 600.0
+MAX_JOURNAL_BYTES = 1 << 30
+"""A member's round journal holds at most this much (or the size of x', if smaller)."""
 
 
 def _loop_time(monotonic_deadline: float) -> float:
@@ -1149,3 +1234,72 @@ async def fetch_state(
     if digest_of(values) != header.digest:
         raise WireError("downloaded x' does not match the digest its provider announced")
     return header, values
+
+
+async def fetch_journal(
+    host: SwarmHost,
+    peer: bytes,
+    *,
+    run_id: str,
+    after_round: int,
+    min_round: int = 0,
+    num_shards: int,
+    max_part_bytes: int,
+    max_total_bytes: int,
+    connect_timeout_s: float,
+    timeout_s: float,
+) -> list[JournalEntry]:
+    """The rounds ``peer`` committed after ``after_round`` (checked for shape, not yet for digests).
+
+    Raises WireError when the peer refuses (its journal does not reach back) or sends anything
+    malformed: rounds out of order, shards out of range or repeated, more than ``max_total_bytes``.
+    """
+    stream = await host.open_stream(
+        peer, _protocol(run_id, "state"), timeout_s=connect_timeout_s, max_frame_bytes=max_part_bytes + 4096
+    )
+    entries: list[JournalEntry] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            request = pb.JournalRequest(run_id=run_id, after_round=after_round, min_round=min_round)
+            await stream.send(pb.Frame(journal_request=request))
+            parts: list[tuple[int, bytes]] = []
+            total = 0
+            expected = after_round + 1
+            while True:
+                frame = await stream.expect("journal_part", "journal_round", "journal_end", "reject")
+                kind = frame.WhichOneof("body")
+                if kind == "reject":
+                    raise WireError(f"peer has no journal for us: {frame.reject.reason}")
+                if kind == "journal_end":
+                    if parts or frame.journal_end.round != expected - 1:
+                        raise WireError("journal ended in the middle of a round")
+                    break
+                if kind == "journal_part":
+                    part = frame.journal_part
+                    if part.round != expected or not 0 <= part.shard < num_shards:
+                        raise WireError(
+                            f"journal part for round {part.round}, shard {part.shard} is out of place"
+                        )
+                    if parts and part.shard <= parts[-1][0]:
+                        raise WireError("journal parts are not in shard order")
+                    total += len(part.payload)
+                    if total > max_total_bytes:
+                        raise WireError(f"journal exceeds {max_total_bytes} bytes")
+                    parts.append((part.shard, bytes(part.payload)))
+                    continue
+                closing = frame.journal_round
+                if closing.round != expected or len(closing.digest) != 32:
+                    raise WireError(f"journal round {closing.round} is out of place or has a bad digest")
+                entries.append(
+                    JournalEntry(
+                        round=closing.round,
+                        global_step_increment=closing.global_step_increment,
+                        samples=closing.samples,
+                        parts=tuple(parts),
+                        digest=bytes(closing.digest),
+                    )
+                )
+                parts, expected = [], expected + 1
+    finally:
+        stream.close()
+    return entries

@@ -52,6 +52,23 @@ class CheckpointStore:
             self._prune()
         return folder
 
+    def download_folder(self, digest: str) -> Path:
+        """Where a download of ``digest`` lands before ``adopt`` (its ``.partial`` sibling survives a
+        crash, so a restarted download keeps the chunks it had)."""
+        return self.root / f".download-{digest}"
+
+    def adopt(self, manifest: Manifest, folder: Path) -> Path:
+        """Take a complete, verified download (``download_folder``) into the store; returns its folder."""
+        digest = manifest.hash
+        with self._lock:
+            (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
+            target = self.root / digest
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(folder, target)
+            self._manifests[digest] = manifest
+            self._prune()
+        return target
+
     def _prune(self) -> None:
         ranked = sorted(self._manifests.values(), key=lambda m: (m.round, m.hash), reverse=True)
         for old in ranked[self.keep :]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,8 @@ class PullResult:
     providers: int
     resumed_bytes: int
     bad_providers: int
+    transfer_s: float = 0.0
+    """Seconds from the first chunk request to the last chunk written (dial and lookup excluded)."""
 
 
 def choose(pointers: list[Pointer], *, round: int | None) -> list[Pointer]:
@@ -139,6 +142,7 @@ async def download(
     if on_progress is not None:
         on_progress(core.have_bytes, manifest.total_bytes)
     progress = trio.Event()
+    started = time.monotonic()
 
     async def worker(provider: Any) -> None:
         nonlocal progress
@@ -187,6 +191,7 @@ async def download(
     core.check_progress_possible()
     if not core.done:
         raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+    transfer_s = time.monotonic() - started
     finish_partial(partial, out)
     return PullResult(
         manifest=manifest,
@@ -194,6 +199,7 @@ async def download(
         providers=len(providers),
         resumed_bytes=resumed,
         bad_providers=len(core.bad_providers),
+        transfer_s=transfer_s,
     )
 
 

@@ -93,3 +93,30 @@ def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tm
     with torch.no_grad():
         loss = sum(causal_lm_loss(model, batch).item() for batch in evals) / len(evals)
     assert abs(loss - history[info["round"]]["eval_loss"]) < 1e-5
+
+
+def test_a_joiner_catches_up_from_the_checkpoint_and_the_journal(swarm: Swarm) -> None:
+    """C joins a cocktail run after its checkpoint of round 3: it downloads that checkpoint from both
+    members, replays the rounds since from a journal, and then agrees with them round by round."""
+    args = ["--run-id", "catchup", "--codec", "cocktail", "--min-group", "2", "--checkpoint-every", "3",
+            *COMMON[:-2], "--local-steps", "1"]  # fmt: skip
+    a = swarm.start("a", *args)
+    b = swarm.start("b", "--peer", swarm.first_maddr(a), *args)
+    for node in (a, b):
+        node.wait_for(lambda s: s["round"] >= 5, timeout_s=240, what="round 5")
+    c = swarm.start("c", "--peer", swarm.first_maddr(a), *args, "--max-rounds", "3")
+    assert c.wait_exit(300) == 0, c.log_tail()
+    for node in (a, b):
+        node.process.send_signal(signal.SIGTERM)
+    for node in (a, b):
+        assert node.wait_exit(120) == 0, node.log_tail()
+    sa, sc = a.summary(), c.summary()
+    catch_up = sc["catch_up"]
+    assert catch_up["source"] == "checkpoint+journal", (catch_up, c.log_tail(60))
+    assert catch_up["checkpoint_round"] >= 3 and catch_up["providers"] == 2
+    assert catch_up["round"] >= catch_up["checkpoint_round"] + catch_up["replayed_rounds"]
+    digests_a = {h["round"]: h["digest"] for h in sa["history"]}
+    digests_c = {h["round"]: h["digest"] for h in sc["history"]}
+    assert len(digests_c) == 3 and min(digests_c) > catch_up["round"]
+    for round_id, digest in digests_c.items():
+        assert digests_a[round_id] == digest, f"round {round_id}: the joiner's x' differs"

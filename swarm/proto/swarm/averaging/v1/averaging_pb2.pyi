@@ -152,8 +152,46 @@ class StateEnd(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class JournalRequest(_message.Message):
+    __slots__ = ("run_id", "after_round", "min_round")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ROUND_FIELD_NUMBER: _ClassVar[int]
+    MIN_ROUND_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    after_round: int
+    min_round: int
+    def __init__(self, run_id: _Optional[str] = ..., after_round: _Optional[int] = ..., min_round: _Optional[int] = ...) -> None: ...
+
+class JournalPart(_message.Message):
+    __slots__ = ("round", "shard", "payload")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    shard: int
+    payload: bytes
+    def __init__(self, round: _Optional[int] = ..., shard: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class JournalRound(_message.Message):
+    __slots__ = ("round", "global_step_increment", "samples", "digest")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_STEP_INCREMENT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    global_step_increment: int
+    samples: int
+    digest: bytes
+    def __init__(self, round: _Optional[int] = ..., global_step_increment: _Optional[int] = ..., samples: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class JournalEnd(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
 class Frame(_message.Message):
-    __slots__ = ("join", "roster", "redirect", "busy", "receipt", "commit", "part", "result", "reject", "state_request", "state_header", "state_chunk", "state_end")
+    __slots__ = ("join", "roster", "redirect", "busy", "receipt", "commit", "part", "result", "reject", "state_request", "state_header", "state_chunk", "state_end", "journal_request", "journal_part", "journal_round", "journal_end")
     JOIN_FIELD_NUMBER: _ClassVar[int]
     ROSTER_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +205,10 @@ class Frame(_message.Message):
     STATE_HEADER_FIELD_NUMBER: _ClassVar[int]
     STATE_CHUNK_FIELD_NUMBER: _ClassVar[int]
     STATE_END_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_PART_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_ROUND_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_END_FIELD_NUMBER: _ClassVar[int]
     join: JoinRequest
     roster: Roster
     redirect: Redirect
@@ -180,4 +222,8 @@ class Frame(_message.Message):
     state_header: StateHeader
     state_chunk: StateChunk
     state_end: StateEnd
-    def __init__(self, join: _Optional[_Union[JoinRequest, _Mapping]] = ..., roster: _Optional[_Union[Roster, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., busy: _Optional[_Union[Busy, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ..., part: _Optional[_Union[ShardPart, _Mapping]] = ..., result: _Optional[_Union[ShardResult, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., state_request: _Optional[_Union[StateRequest, _Mapping]] = ..., state_header: _Optional[_Union[StateHeader, _Mapping]] = ..., state_chunk: _Optional[_Union[StateChunk, _Mapping]] = ..., state_end: _Optional[_Union[StateEnd, _Mapping]] = ...) -> None: ...
+    journal_request: JournalRequest
+    journal_part: JournalPart
+    journal_round: JournalRound
+    journal_end: JournalEnd
+    def __init__(self, join: _Optional[_Union[JoinRequest, _Mapping]] = ..., roster: _Optional[_Union[Roster, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., busy: _Optional[_Union[Busy, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ..., part: _Optional[_Union[ShardPart, _Mapping]] = ..., result: _Optional[_Union[ShardResult, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., state_request: _Optional[_Union[StateRequest, _Mapping]] = ..., state_header: _Optional[_Union[StateHeader, _Mapping]] = ..., state_chunk: _Optional[_Union[StateChunk, _Mapping]] = ..., state_end: _Optional[_Union[StateEnd, _Mapping]] = ..., journal_request: _Optional[_Union[JournalRequest, _Mapping]] = ..., journal_part: _Optional[_Union[JournalPart, _Mapping]] = ..., journal_round: _Optional[_Union[JournalRound, _Mapping]] = ..., journal_end: _Optional[_Union[JournalEnd, _Mapping]] = ...) -> None: ...
