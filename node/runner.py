@@ -31,6 +31,7 @@ from node.config import NodeConfig, RunConfig
 from node.resume import ResumeError, load_resume_state, save_resume_state
 from node.trainer import LocalTrainer, pick_device
 from swarm import __version__
+from swarm.averaging.journal import JournalEntry
 from swarm.averaging.round import (
     PROTOCOL_VERSION,
     Averager,
@@ -299,7 +300,7 @@ class Node:
 
     async def _replay_from_any(
         self, peers: list[bytes], copy: GlobalCopy, *, min_round: int = 0
-    ) -> tuple[bytes, int] | None:
+    ) -> tuple[bytes, list[JournalEntry]] | None:
         """Bring x' forward by replaying the rounds a peer journaled since our round (first peer
         that can), checking x's digest after every round. Returns the peer and the rounds replayed,
         or None when no peer could (its journal does not reach back, or it does not replay)."""
@@ -329,7 +330,7 @@ class Node:
             )  # fmt: skip
             for entry in entries:  # the same rounds now lead to our x': we can serve them too
                 averager.journal.append(entry)
-            return peer, len(entries)
+            return peer, entries
         return None
 
     async def _load_swarm_checkpoint(
@@ -425,14 +426,18 @@ class Node:
         if checkpoint is not None:
             replayed = await self._replay_from_any(ranked, copy)
             if replayed is not None:
-                if replayed[1]:  # the journal's digests vouch for the checkpoint: serve it too
+                peer, entries = replayed
+                if entries:  # the journal's digests vouch for the checkpoint: serve it too
                     assert self.checkpoints is not None
                     await self.checkpoints.publish(checkpoint)
                 trainer.load_flat(copy.values)
-                catch_up.update(source="checkpoint+journal", replayed_rounds=replayed[1], round=copy.round)
+                catch_up.update(
+                    source="checkpoint+journal", replayed_rounds=len(entries), round=copy.round,
+                    journal_bytes=sum(e.size for e in entries),
+                )  # fmt: skip
                 logger.info(
                     "caught up: checkpoint of round %d, then %d rounds replayed from %s's journal: round %d",
-                    catch_up["checkpoint_round"], replayed[1], peer_name(replayed[0])[-8:], copy.round,
+                    catch_up["checkpoint_round"], len(entries), peer_name(peer)[-8:], copy.round,
                 )  # fmt: skip
                 return
             logger.info("no member's journal reaches back to the checkpoint: taking x' from a member")
@@ -451,7 +456,7 @@ class Node:
         old = copy.values.clone()
         replayed = await self._replay_from_any(outcome.repair_from, copy, min_round=outcome.round)
         if replayed is not None:
-            logger.info("round %d: replayed %d missed rounds from %s", outcome.round, replayed[1],
+            logger.info("round %d: replayed %d missed rounds from %s", outcome.round, len(replayed[1]),
                         peer_name(replayed[0])[-8:])  # fmt: skip
         elif await self._fetch_from_any(outcome.repair_from, copy, min_round=outcome.round) is None:
             logger.warning(
