@@ -1,4 +1,10 @@
-"""The coordinator (``swarm-coordinator``): tracks checkpoints and metrics; no torch, no hivemind.
+"""The coordinator (``swarm-coordinator``): the run's record of metrics and checkpoints.
 
-An empty shell for now: its gRPC service, SQLite store and dashboard come with the coordinator issue.
+No torch and no hivemind: it runs on a small VM. Layers, from the centre out:
+- ``coordinator.store``: SQLite (WAL) tables, retention; plain data classes.
+- ``coordinator.core``: validation of everything that arrives, domain errors; no transport.
+- ``coordinator.metrics``: every Prometheus metric it exports (per-run aggregates read at scrape time).
+- ``coordinator.service``: the gRPC servicer (thin), status-code mapping, health and reflection.
+- ``coordinator.web``: /metrics, Prometheus service discovery (/sd), the dashboard and its JSON.
+- ``coordinator.cli``: ``swarm-coordinator serve``.
 """

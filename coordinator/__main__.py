@@ -1,0 +1,7 @@
+"""``python -m coordinator``: the same as ``swarm-coordinator``."""
+
+import sys
+
+from coordinator.cli import main
+
+sys.exit(main())

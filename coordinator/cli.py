@@ -1,0 +1,139 @@
+"""``swarm-coordinator serve``: the coordinator process (gRPC API, HTTP metrics and dashboard, SQLite).
+
+Imports neither torch nor hivemind. SIGINT/SIGTERM stop it gracefully: the gRPC server refuses new
+calls and finishes running ones, and the store is closed. Being killed outright loses nothing it
+acknowledged (see ``coordinator.store``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("swarm.coordinator")
+
+
+@dataclass(kw_only=True)
+class ServeConfig:
+    db: Path
+    """SQLite file of the record (created if missing)."""
+    host: str = "0.0.0.0"
+    """Address both servers listen on."""
+    grpc_port: int = 50051
+    """gRPC port (0: pick a free one)."""
+    http_port: int = 9400
+    """HTTP port of /metrics, /sd and the dashboard (0: pick a free one)."""
+    archive: Path | None = None
+    """Download every announced checkpoint here and serve it to the swarm (needs --peer)."""
+    peers: tuple[str, ...] = ()
+    """Multiaddrs of swarm nodes the archive talks to."""
+    raw_window_s: float = 3600.0
+    """Keep raw round reports this long, then fold them into per-minute rows."""
+    downsampled_window_s: float = 30 * 86400.0
+    """Keep per-minute rows this long."""
+    status_file: Path | None = None
+    """Write the real ports here as JSON once serving (tests and scripts read it)."""
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be in [0, 65535]")
+        if self.archive is not None and not self.peers:
+            raise ValueError("--archive needs at least one --peer to download checkpoints from")
+
+
+def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
+    import json
+
+    from coordinator.core import Coordinator
+    from coordinator.metrics import CoordinatorMetrics
+    from coordinator.service import GrpcServer
+    from coordinator.store import Retention, Store
+    from coordinator.web import HttpServer
+
+    stop = stop or threading.Event()
+    store = Store(
+        config.db,
+        Retention(raw_window_s=config.raw_window_s, downsampled_window_s=config.downsampled_window_s),
+    )
+    grpc_server = http_server = None
+    try:
+        core = Coordinator(store)
+        metrics = CoordinatorMetrics(store)
+        grpc_server = GrpcServer(core, metrics, host=config.host, port=config.grpc_port)
+        http_server = HttpServer(core, metrics, host=config.host, port=config.http_port)
+        grpc_server.start()
+        http_server.start()
+        shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+        logger.info(
+            "coordinator serving: gRPC %s:%d, dashboard http://%s:%d/, metrics /metrics, service discovery /sd;"
+            " record in %s",
+            config.host, grpc_server.port, shown, http_server.port, config.db,
+        )  # fmt: skip
+        if config.status_file is not None:
+            tmp = config.status_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"grpc_port": grpc_server.port, "http_port": http_server.port}))
+            tmp.replace(config.status_file)
+        while not stop.wait(60.0):
+            folded = store.apply_retention()
+            if folded:
+                logger.info("retention: folded %d raw reports into per-minute rows", folded)
+    finally:
+        logger.info("coordinator stopping")
+        if grpc_server is not None:
+            grpc_server.stop()
+        if http_server is not None:
+            http_server.stop()
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="swarm-coordinator", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("serve", help="run the coordinator")
+    s.add_argument("--db", type=Path, required=True, help="SQLite file of the record (created if missing)")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    s.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0 picks one)")
+    s.add_argument("--http-port", type=int, default=9400, help="HTTP port (default 9400; 0 picks one)")
+    s.add_argument("--archive", type=Path, help="keep a copy of every announced checkpoint here and serve it")
+    s.add_argument("--peer", action="append", default=[], help="multiaddr of a swarm node (repeatable)")
+    s.add_argument(
+        "--raw-window-s", type=float, default=3600.0, help="keep raw reports this long (default 1 h)"
+    )
+    s.add_argument(
+        "--downsampled-window-s",
+        type=float,
+        default=30 * 86400.0,
+        help="keep per-minute rows (default 30 days)",
+    )
+    s.add_argument("--status-file", type=Path, help="write the real ports here as JSON once serving")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServeConfig(
+            db=args.db, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+            archive=args.archive, peers=tuple(args.peer), raw_window_s=args.raw_window_s,
+            downsampled_window_s=args.downsampled_window_s, status_file=args.status_file,
+        )  # fmt: skip
+    except ValueError as e:
+        print(f"swarm-coordinator: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve(config, stop)
+    except OSError as e:
+        print(f"swarm-coordinator: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

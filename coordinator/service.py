@@ -1,0 +1,244 @@
+"""The coordinator's gRPC face: a thin servicer over ``coordinator.core``, health and reflection.
+
+Handlers are built from the service descriptor, so every RPC of ``coordinator.proto`` is served by
+the method of the same name below and nothing else. Two things happen in one place here: a request
+that does not parse is answered INVALID_ARGUMENT (gRPC's default would be INTERNAL), and the core's
+domain errors become status codes (``STATUS_OF``). A request over ``MAX_MESSAGE_BYTES`` is refused
+by gRPC itself with RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from coordinator.core import (
+    Announcement,
+    Coordinator,
+    CoordinatorError,
+    InvalidArgument,
+    NodeReports,
+    NotFound,
+)
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.store import CheckpointInfo, PeerInfo, Report
+from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
+
+logger = logging.getLogger("swarm.coordinator")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"]
+SERVICE_NAME = SERVICE.full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+}
+
+
+class _Unparsable:
+    """What the deserializer hands over when a request's bytes are not the declared message."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def checkpoint_pb(c: CheckpointInfo) -> pb.Checkpoint:
+    return pb.Checkpoint(
+        run_id=c.run_id, round=c.round, global_step=c.global_step, manifest_hash=c.manifest_hash,
+        total_bytes=c.total_bytes, first_announced=c.first_announced, archived=c.archived,
+        providers=[pb.Provider(peer_id=p.peer_id, addrs=list(p.addrs), last_announced=p.last_announced)
+                   for p in c.providers],
+    )  # fmt: skip
+
+
+def peer_pb(p: PeerInfo) -> pb.Peer:
+    return pb.Peer(
+        peer_id=p.peer_id, device=p.device, metrics_url=p.metrics_url, addrs=list(p.addrs),
+        first_seen=p.first_seen, last_seen=p.last_seen, last_round=p.last_round, rounds=p.rounds,
+        samples=p.samples,
+    )  # fmt: skip
+
+
+class CoordinatorServicer:
+    """One method per RPC; each turns the message into the core's types and back."""
+
+    def __init__(self, core: Coordinator, metrics: CoordinatorMetrics):
+        self.core = core
+        self.metrics = metrics
+
+    def ReportMetrics(self, request: pb.ReportMetricsRequest) -> pb.ReportMetricsResponse:
+        reports = tuple(
+            Report(
+                round=r.round,
+                global_step=r.global_step,
+                loss=None if math.isnan(r.loss) else r.loss,
+                samples=r.samples,
+                samples_per_s=r.samples_per_s,
+                sent_bytes=r.sent_bytes,
+                received_bytes=r.received_bytes,
+                compression_ratio=r.compression_ratio,
+                group_size=r.group_size,
+                time=r.time,
+                eval_loss=None if math.isnan(r.eval_loss) else r.eval_loss,
+                status=r.status,
+            )
+            for r in request.reports
+        )
+        recorded = self.core.report(
+            NodeReports(
+                run_id=request.run_id,
+                peer_id=request.peer_id,
+                device=request.device,
+                metrics_url=request.metrics_url,
+                addrs=tuple(request.addrs),
+                reports=reports,
+            )
+        )
+        self.metrics.reports.inc(recorded)
+        return pb.ReportMetricsResponse(recorded=recorded)
+
+    def AnnounceCheckpoint(self, request: pb.AnnounceCheckpointRequest) -> pb.AnnounceCheckpointResponse:
+        new = self.core.announce(
+            Announcement(
+                run_id=request.run_id,
+                round=request.round,
+                global_step=request.global_step,
+                manifest_hash=request.manifest_hash,
+                total_bytes=request.total_bytes,
+                provider=request.provider,
+                addrs=tuple(request.addrs),
+                manifest=request.manifest,
+            )
+        )
+        self.metrics.checkpoints.inc()
+        return pb.AnnounceCheckpointResponse(new_checkpoint=new)
+
+    def ListCheckpoints(self, request: pb.ListCheckpointsRequest) -> pb.ListCheckpointsResponse:
+        found = self.core.checkpoints(request.run_id, request.limit)
+        return pb.ListCheckpointsResponse(checkpoints=[checkpoint_pb(c) for c in found])
+
+    def GetCheckpoint(self, request: pb.GetCheckpointRequest) -> pb.GetCheckpointResponse:
+        which = request.WhichOneof("which")
+        found, manifest = self.core.checkpoint(
+            request.run_id,
+            manifest_hash=request.manifest_hash if which == "manifest_hash" else None,
+            round=request.round if which == "round" else None,
+        )
+        return pb.GetCheckpointResponse(checkpoint=checkpoint_pb(found), manifest=manifest)
+
+    def ListPeers(self, request: pb.ListPeersRequest) -> pb.ListPeersResponse:
+        return pb.ListPeersResponse(
+            peers=[peer_pb(p) for p in self.core.peers(request.run_id, request.seen_within_s)]
+        )
+
+    def GetRunInfo(self, request: pb.GetRunInfoRequest) -> pb.GetRunInfoResponse:
+        s = self.core.run(request.run_id)
+        response = pb.GetRunInfoResponse(
+            run_id=s.run_id, first_seen=s.first_seen, last_seen=s.last_seen, round=s.round,
+            global_step=s.global_step, members_online=s.members_online, samples_per_s=s.samples_per_s,
+            loss=_nan_if_none(s.loss), eval_loss=_nan_if_none(s.eval_loss), samples=s.samples,
+            sent_bytes=s.sent_bytes, compression_ratio=_nan_if_none(s.compression_ratio),
+            peers_seen=s.peers_seen,
+        )  # fmt: skip
+        if s.latest_checkpoint is not None:
+            response.latest_checkpoint.CopyFrom(checkpoint_pb(s.latest_checkpoint))
+        return response
+
+
+def _deserializer(message: type[Message]) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Message | _Unparsable:
+        try:
+            return message.FromString(raw)
+        except (DecodeError, ValueError, RuntimeError) as e:  # RuntimeError: bad UTF-8 in a string
+            return _Unparsable(e)
+
+    return parse
+
+
+def _behaviour(
+    name: str, method: Callable[[Any], Message], metrics: CoordinatorMetrics
+) -> Callable[[Any, grpc.ServicerContext], Message]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Message:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(request, _Unparsable):
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                context.abort(code, f"{name}: the request is not a valid {name}Request: {request.error}")
+            try:
+                return method(request)
+            except CoordinatorError as e:
+                code = STATUS_OF[type(e)]
+                logger.info("%s refused (%s): %s", name, code.name, e)
+                context.abort(code, str(e))
+        finally:
+            metrics.rpc_seconds.labels(method=name, code=code.name).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable: context.abort raises")
+
+    return handle
+
+
+def service_handler(servicer: CoordinatorServicer) -> grpc.GenericRpcHandler:
+    handlers = {}
+    for method in SERVICE.methods:
+        request_class = pb.DESCRIPTOR.message_types_by_name[method.input_type.name]
+        request_type = getattr(pb, request_class.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _behaviour(method.name, getattr(servicer, method.name), servicer.metrics),
+            request_deserializer=_deserializer(request_type),
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+class GrpcServer:
+    """The Coordinator service plus grpc.health.v1 and reflection, on one port."""
+
+    def __init__(
+        self,
+        core: Coordinator,
+        metrics: CoordinatorMetrics,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        workers: int = 8,
+    ):
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._server.add_generic_rpc_handlers((service_handler(CoordinatorServicer(core, metrics)),))
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen for gRPC on {host}:{port}")
+
+    def start(self) -> None:
+        self._server.start()
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Refuse new calls, let running ones finish for up to ``grace_s``."""
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace_s).wait()

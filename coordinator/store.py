@@ -1,0 +1,503 @@
+"""The coordinator's record: SQLite in WAL mode, one file, safe against the process being killed.
+
+Every write is one transaction, committed before the caller acknowledges anything, so a report or
+an announcement the coordinator answered survives SIGKILL (WAL with ``synchronous=NORMAL`` loses
+nothing on a process crash; only a power cut can drop the newest transactions).
+
+Retention (``Retention``): raw round reports are kept for ``raw_window_s`` (default one hour), then
+folded into one row per run and minute (reports, loss, samples, throughput, bytes), kept for
+``downsampled_window_s`` (default 30 days). Per-peer credit (rounds, samples) lives in the peers
+table and is never dropped. Checkpoints keep their newest ``checkpoints_per_run`` (default 100).
+
+Pure: sqlite3 and the standard library only; one connection behind a lock (SQLite serialises
+writers anyway, and a report is ~50 us of work).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+ONLINE_WINDOW_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    samples INTEGER NOT NULL DEFAULT 0, sent_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS peers (
+    run_id TEXT NOT NULL, peer_id TEXT NOT NULL, device TEXT NOT NULL, metrics_url TEXT NOT NULL,
+    addrs TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+    last_round INTEGER NOT NULL, samples_per_s REAL NOT NULL,
+    rounds INTEGER NOT NULL, samples INTEGER NOT NULL,
+    PRIMARY KEY (run_id, peer_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reports (
+    run_id TEXT NOT NULL, peer_id TEXT NOT NULL, round INTEGER NOT NULL, global_step INTEGER NOT NULL,
+    loss REAL, samples INTEGER NOT NULL, samples_per_s REAL NOT NULL, sent_bytes INTEGER NOT NULL,
+    received_bytes INTEGER NOT NULL, compression_ratio REAL NOT NULL, group_size INTEGER NOT NULL,
+    time REAL NOT NULL, eval_loss REAL, status TEXT NOT NULL,
+    PRIMARY KEY (run_id, peer_id, round)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reports_by_time ON reports (run_id, time);
+CREATE TABLE IF NOT EXISTS minutes (
+    run_id TEXT NOT NULL, minute INTEGER NOT NULL, reports INTEGER NOT NULL, peers INTEGER NOT NULL,
+    max_round INTEGER NOT NULL, loss_sum REAL NOT NULL, loss_count INTEGER NOT NULL,
+    eval_loss REAL, samples INTEGER NOT NULL, samples_per_s_sum REAL NOT NULL,
+    sent_bytes INTEGER NOT NULL, received_bytes INTEGER NOT NULL, fp32_bytes REAL NOT NULL,
+    PRIMARY KEY (run_id, minute)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, manifest_hash TEXT NOT NULL, round INTEGER NOT NULL,
+    global_step INTEGER NOT NULL, total_bytes INTEGER NOT NULL, first_announced REAL NOT NULL,
+    manifest BLOB NOT NULL, archived INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, manifest_hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkpoints_by_round ON checkpoints (run_id, round);
+CREATE TABLE IF NOT EXISTS providers (
+    run_id TEXT NOT NULL, manifest_hash TEXT NOT NULL, peer_id TEXT NOT NULL, addrs TEXT NOT NULL,
+    last_announced REAL NOT NULL,
+    PRIMARY KEY (run_id, manifest_hash, peer_id)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(kw_only=True)
+class Retention:
+    raw_window_s: float = 3600.0
+    """Raw round reports older than this are folded into per-minute rows."""
+    downsampled_window_s: float = 30 * 86400.0
+    """Per-minute rows older than this are dropped."""
+    checkpoints_per_run: int = 100
+    """Checkpoints kept per run (newest rounds); older ones and their providers are dropped."""
+
+    def __post_init__(self) -> None:
+        if not (60 <= self.raw_window_s <= self.downsampled_window_s):
+            raise ValueError("retention needs 60 <= raw_window_s <= downsampled_window_s")
+        if self.checkpoints_per_run < 1:
+            raise ValueError("checkpoints_per_run must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    round: int
+    global_step: int
+    loss: float | None
+    samples: int
+    samples_per_s: float
+    sent_bytes: int
+    received_bytes: int
+    compression_ratio: float
+    group_size: int
+    time: float
+    eval_loss: float | None
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerInfo:
+    peer_id: str
+    device: str
+    metrics_url: str
+    addrs: tuple[str, ...]
+    first_seen: float
+    last_seen: float
+    last_round: int
+    samples_per_s: float
+    rounds: int
+    samples: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provider:
+    peer_id: str
+    addrs: tuple[str, ...]
+    last_announced: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointInfo:
+    run_id: str
+    round: int
+    global_step: int
+    manifest_hash: str
+    total_bytes: int
+    first_announced: float
+    archived: bool
+    providers: tuple[Provider, ...] = field(default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    run_id: str
+    first_seen: float
+    last_seen: float
+    round: int
+    global_step: int
+    members_online: int
+    samples_per_s: float
+    loss: float | None
+    eval_loss: float | None
+    samples: int
+    sent_bytes: int
+    compression_ratio: float | None
+    peers_seen: int
+    latest_checkpoint: CheckpointInfo | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesPoint:
+    """The run at one round (raw window) or one minute (older): what the dashboard plots."""
+
+    time: float
+    round: int
+    loss: float | None
+    eval_loss: float | None
+    samples_per_s: float
+    members: int
+    sent_bytes: int
+    compression_ratio: float | None
+
+
+class Store:
+    """The coordinator's SQLite file. Thread-safe; ``close()`` when done."""
+
+    def __init__(self, path: Path | str, retention: Retention | None = None):
+        self.path = Path(path)
+        self.retention = retention or Retention()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: schema version {row[0]}, this coordinator reads {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Iterable[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def record_reports(
+        self,
+        run_id: str,
+        peer_id: str,
+        *,
+        device: str,
+        metrics_url: str,
+        addrs: tuple[str, ...],
+        reports: list[Report],
+        now: float | None = None,
+    ) -> int:
+        """Store a peer's round reports; returns how many were new (a resent one counts once)."""
+        now = time.time() if now is None else now
+        oldest = now - self.retention.raw_window_s
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, first_seen, last_seen) VALUES (?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET last_seen = excluded.last_seen",
+                (run_id, now, now),
+            )
+            new, samples, sent, last_round, rate = 0, 0, 0, -1, None
+            for r in reports:
+                if r.time < oldest:
+                    continue  # older than the raw window: folded already, or too late to count
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, peer_id, r.round, r.global_step, r.loss, r.samples, r.samples_per_s,
+                     r.sent_bytes, r.received_bytes, r.compression_ratio, r.group_size, r.time,
+                     r.eval_loss, r.status),
+                )  # fmt: skip
+                if cursor.rowcount:
+                    new += 1
+                    samples += r.samples
+                    sent += r.sent_bytes
+                if r.round > last_round:
+                    last_round, rate = r.round, r.samples_per_s
+            db.execute(
+                "INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, peer_id)"
+                " DO UPDATE SET device = excluded.device, metrics_url = excluded.metrics_url,"
+                " addrs = excluded.addrs, last_seen = excluded.last_seen,"
+                " last_round = max(last_round, excluded.last_round),"
+                " samples_per_s = CASE WHEN excluded.last_round >= last_round"
+                "   THEN excluded.samples_per_s ELSE samples_per_s END,"
+                " rounds = rounds + excluded.rounds, samples = samples + excluded.samples",
+                (run_id, peer_id, device, metrics_url, json.dumps(list(addrs)), now, now,
+                 max(last_round, 0), rate or 0.0, new, samples),
+            )  # fmt: skip
+            if new:
+                db.execute(
+                    "UPDATE runs SET samples = samples + ?, sent_bytes = sent_bytes + ? WHERE run_id = ?",
+                    (samples, sent, run_id),
+                )
+        return new
+
+    def record_checkpoint(
+        self,
+        checkpoint: CheckpointInfo,
+        manifest: bytes,
+        provider: Provider,
+    ) -> bool:
+        """Store an announced checkpoint and its provider; True if the manifest was new."""
+        c = checkpoint
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, first_seen, last_seen) VALUES (?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET last_seen = excluded.last_seen",
+                (c.run_id, c.first_announced, c.first_announced),
+            )
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                (c.run_id, c.manifest_hash, c.round, c.global_step, c.total_bytes, c.first_announced,
+                 manifest),
+            )  # fmt: skip
+            db.execute(
+                "INSERT INTO providers VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, manifest_hash, peer_id)"
+                " DO UPDATE SET addrs = excluded.addrs, last_announced = excluded.last_announced",
+                (c.run_id, c.manifest_hash, provider.peer_id, json.dumps(list(provider.addrs)),
+                 provider.last_announced),
+            )  # fmt: skip
+            new = bool(cursor.rowcount)
+            if new:
+                self._trim_checkpoints(db, c.run_id)
+        return new
+
+    def mark_archived(self, run_id: str, manifest_hash: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE checkpoints SET archived = 1 WHERE run_id = ? AND manifest_hash = ?",
+                (run_id, manifest_hash),
+            )
+
+    def _trim_checkpoints(self, db: sqlite3.Connection, run_id: str) -> None:
+        keep = self.retention.checkpoints_per_run
+        stale = db.execute(
+            "SELECT manifest_hash FROM checkpoints WHERE run_id = ? ORDER BY round DESC, first_announced DESC"
+            " LIMIT -1 OFFSET ?",
+            (run_id, keep),
+        ).fetchall()
+        for (digest,) in stale:
+            db.execute("DELETE FROM checkpoints WHERE run_id = ? AND manifest_hash = ?", (run_id, digest))
+            db.execute("DELETE FROM providers WHERE run_id = ? AND manifest_hash = ?", (run_id, digest))
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Fold raw reports older than the raw window into per-minute rows; returns reports folded."""
+        now = time.time() if now is None else now
+        cutoff = now - self.retention.raw_window_s
+        with self._transaction() as db:
+            # Reports of one minute can arrive in two folds (a straggler's resend): merge into the row.
+            db.execute(
+                """
+                INSERT INTO minutes
+                SELECT run_id, CAST(time / 60 AS INTEGER) AS minute, count(*), count(DISTINCT peer_id),
+                       max(round), coalesce(sum(loss), 0), count(loss),
+                       (SELECT eval_loss FROM reports r2 WHERE r2.run_id = r.run_id
+                          AND CAST(r2.time / 60 AS INTEGER) = CAST(r.time / 60 AS INTEGER)
+                          AND r2.eval_loss IS NOT NULL AND r2.time < ? ORDER BY r2.time DESC LIMIT 1),
+                       sum(samples), sum(samples_per_s), sum(sent_bytes), sum(received_bytes),
+                       sum(sent_bytes * compression_ratio)
+                FROM reports r WHERE time < ? GROUP BY run_id, minute
+                ON CONFLICT (run_id, minute) DO UPDATE SET
+                    reports = reports + excluded.reports, peers = max(peers, excluded.peers),
+                    max_round = max(max_round, excluded.max_round),
+                    loss_sum = loss_sum + excluded.loss_sum, loss_count = loss_count + excluded.loss_count,
+                    eval_loss = coalesce(excluded.eval_loss, eval_loss),
+                    samples = samples + excluded.samples,
+                    samples_per_s_sum = samples_per_s_sum + excluded.samples_per_s_sum,
+                    sent_bytes = sent_bytes + excluded.sent_bytes,
+                    received_bytes = received_bytes + excluded.received_bytes,
+                    fp32_bytes = fp32_bytes + excluded.fp32_bytes
+                """,
+                (cutoff, cutoff),
+            )
+            folded = db.execute("DELETE FROM reports WHERE time < ?", (cutoff,)).rowcount
+            db.execute(
+                "DELETE FROM minutes WHERE minute < ?", ((now - self.retention.downsampled_window_s) / 60,)
+            )
+        return folded
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def runs(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT run_id FROM runs ORDER BY last_seen DESC")]
+
+    def peers(self, run_id: str, *, seen_within_s: float = 0.0, now: float | None = None) -> list[PeerInfo]:
+        now = time.time() if now is None else now
+        since = now - seen_within_s if seen_within_s > 0 else float("-inf")
+        rows = self._read(
+            "SELECT peer_id, device, metrics_url, addrs, first_seen, last_seen, last_round, samples_per_s,"
+            " rounds, samples FROM peers WHERE run_id = ? AND last_seen >= ? ORDER BY last_seen DESC",
+            (run_id, since),
+        )
+        return [
+            PeerInfo(
+                peer_id=r[0],
+                device=r[1],
+                metrics_url=r[2],
+                addrs=tuple(json.loads(r[3])),
+                first_seen=r[4],
+                last_seen=r[5],
+                last_round=r[6],
+                samples_per_s=r[7],
+                rounds=r[8],
+                samples=r[9],
+            )
+            for r in rows
+        ]
+
+    def checkpoints(self, run_id: str, *, limit: int = 20) -> list[CheckpointInfo]:
+        rows = self._read(
+            "SELECT manifest_hash FROM checkpoints WHERE run_id = ? ORDER BY round DESC, first_announced DESC"
+            " LIMIT ?",
+            (run_id, limit),
+        )
+        return [c for (digest,) in rows if (c := self.checkpoint(run_id, manifest_hash=digest)) is not None]
+
+    def checkpoint(
+        self, run_id: str, *, manifest_hash: str | None = None, round: int | None = None
+    ) -> CheckpointInfo | None:
+        """By hash, by round, or (neither given) the newest round."""
+        where, params = "run_id = ?", list[object]([run_id])
+        if manifest_hash is not None:
+            where, params = where + " AND manifest_hash = ?", [*params, manifest_hash]
+        elif round is not None:
+            where, params = where + " AND round = ?", [*params, round]
+        rows = self._read(
+            "SELECT manifest_hash, round, global_step, total_bytes, first_announced, archived FROM checkpoints"
+            f" WHERE {where} ORDER BY round DESC, first_announced DESC LIMIT 1",
+            params,
+        )
+        if not rows:
+            return None
+        digest, rnd, step, size, first, archived = rows[0]
+        providers = self._read(
+            "SELECT peer_id, addrs, last_announced FROM providers WHERE run_id = ? AND manifest_hash = ?"
+            " ORDER BY last_announced DESC",
+            (run_id, digest),
+        )
+        return CheckpointInfo(
+            run_id=run_id, round=rnd, global_step=step, manifest_hash=digest, total_bytes=size,
+            first_announced=first, archived=bool(archived),
+            providers=tuple(Provider(peer_id=p, addrs=tuple(json.loads(a)), last_announced=t)
+                            for p, a, t in providers),
+        )  # fmt: skip
+
+    def manifest(self, run_id: str, manifest_hash: str) -> bytes | None:
+        rows = self._read(
+            "SELECT manifest FROM checkpoints WHERE run_id = ? AND manifest_hash = ?", (run_id, manifest_hash)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def run_summary(self, run_id: str, *, now: float | None = None) -> RunSummary | None:
+        now = time.time() if now is None else now
+        rows = self._read(
+            "SELECT first_seen, last_seen, samples, sent_bytes FROM runs WHERE run_id = ?", (run_id,)
+        )
+        if not rows:
+            return None
+        first, last, samples, sent = rows[0]
+        online = self.peers(run_id, seen_within_s=ONLINE_WINDOW_S, now=now)
+        newest = self._read(
+            "SELECT round, global_step FROM reports WHERE run_id = ? ORDER BY round DESC LIMIT 1", (run_id,)
+        )
+        rnd, step = newest[0] if newest else (0, 0)
+        if not newest:  # every raw report was folded: the newest minute still knows the round
+            folded = self._read("SELECT max(max_round) FROM minutes WHERE run_id = ?", (run_id,))
+            rnd = folded[0][0] or 0
+        loss_row = self._read(
+            "SELECT avg(loss), sum(sent_bytes * compression_ratio), sum(sent_bytes) FROM reports"
+            " WHERE run_id = ? AND round = ? AND loss IS NOT NULL",
+            (run_id, rnd),
+        )
+        loss, fp32, sent_round = loss_row[0] if loss_row else (None, None, None)
+        evals = self._read(
+            "SELECT eval_loss FROM reports WHERE run_id = ? AND eval_loss IS NOT NULL ORDER BY round DESC LIMIT 1",
+            (run_id,),
+        )
+        peers_seen = self._read("SELECT count(*) FROM peers WHERE run_id = ?", (run_id,))[0][0]
+        return RunSummary(
+            run_id=run_id, first_seen=first, last_seen=last, round=rnd, global_step=step,
+            members_online=len(online), samples_per_s=sum(p.samples_per_s for p in online),
+            loss=loss, eval_loss=evals[0][0] if evals else None, samples=samples, sent_bytes=sent,
+            compression_ratio=(fp32 / sent_round) if sent_round else None, peers_seen=peers_seen,
+            latest_checkpoint=self.checkpoint(run_id),
+        )  # fmt: skip
+
+    def series(self, run_id: str, *, since: float = 0.0, max_points: int = 2000) -> list[SeriesPoint]:
+        """The run over time: per minute where only folded rows remain, per round in the raw window."""
+        minutes = self._read(
+            "SELECT minute, max_round, loss_sum, loss_count, eval_loss, samples_per_s_sum, reports, peers,"
+            " sent_bytes, fp32_bytes FROM minutes WHERE run_id = ? AND minute >= ? ORDER BY minute",
+            (run_id, since / 60),
+        )
+        points = [
+            SeriesPoint(
+                time=m * 60.0,
+                round=rnd,
+                loss=(ls / lc) if lc else None,
+                eval_loss=ev,
+                # A minute holds several rounds of each peer: per-peer throughputs average over them.
+                samples_per_s=sps / max(1, reports) * peers,
+                members=peers,
+                sent_bytes=sent,
+                compression_ratio=(fp32 / sent) if sent else None,
+            )
+            for m, rnd, ls, lc, ev, sps, reports, peers, sent, fp32 in minutes
+        ]
+        rounds = self._read(
+            "SELECT round, max(time), avg(loss), max(eval_loss), sum(samples_per_s), count(*), sum(sent_bytes),"
+            " sum(sent_bytes * compression_ratio) FROM reports WHERE run_id = ? AND time >= ?"
+            " GROUP BY round ORDER BY round DESC LIMIT ?",
+            (run_id, since, max_points),
+        )
+        points += [
+            SeriesPoint(
+                time=t,
+                round=rnd,
+                loss=loss,
+                eval_loss=ev,
+                samples_per_s=sps,
+                members=n,
+                sent_bytes=sent,
+                compression_ratio=(fp32 / sent) if sent else None,
+            )
+            for rnd, t, loss, ev, sps, n, sent, fp32 in reversed(rounds)
+        ]
+        return points[-max_points:]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (the retention benchmark and tests read it)."""
+        return {
+            table: self._read(f"SELECT count(*) FROM {table}")[0][0]
+            for table in ("runs", "peers", "reports", "minutes", "checkpoints", "providers")
+        }

@@ -1,0 +1,270 @@
+"""Every RPC of the coordinator against the real gRPC server on loopback, good requests and bad.
+
+The server runs in this process (the same classes ``swarm-coordinator serve`` wires up) over a
+real SQLite file; requests go through a real channel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from coordinator.client import CoordinatorClient
+from coordinator.core import Coordinator
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.service import SERVICE_NAME, GrpcServer
+from coordinator.store import Store
+from coordinator.web import HttpServer
+from swarm.checkpoint.manifest import build_manifest
+from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
+
+RUN = "api-run"
+
+
+class Served:
+    def __init__(self, db: Path):
+        self.store = Store(db)
+        self.core = Coordinator(self.store)
+        self.metrics = CoordinatorMetrics(self.store)
+        self.grpc = GrpcServer(self.core, self.metrics, host="127.0.0.1", port=0)
+        self.http = HttpServer(self.core, self.metrics, host="127.0.0.1", port=0)
+        self.grpc.start()
+        self.http.start()
+        self.address = f"127.0.0.1:{self.grpc.port}"
+        self.client = CoordinatorClient(self.address)
+        self.client.wait_ready()
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http.port}{path}", timeout=10) as r:
+            return r.read()
+
+    def close(self) -> None:
+        self.client.close()
+        self.grpc.stop(0)
+        self.http.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path / "coordinator.db")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def round_report(round: int, *, loss: float = 2.5, samples: int = 16, t: float | None = None) -> pb.RoundReport:
+    return pb.RoundReport(
+        round=round, global_step=round * 2, loss=loss, samples=samples, samples_per_s=8.0,
+        sent_bytes=1000, received_bytes=900, compression_ratio=150.0, group_size=2,
+        time=time.time() if t is None else t, eval_loss=math.nan if round % 2 else loss + 0.1, status="committed",
+    )  # fmt: skip
+
+
+def report(peer: str, rounds: range, **fields) -> pb.ReportMetricsRequest:
+    return pb.ReportMetricsRequest(
+        run_id=RUN, peer_id=peer, device="cpu", metrics_url=fields.pop("metrics_url", "127.0.0.1:9101"),
+        addrs=["/ip4/127.0.0.1/tcp/4001"], reports=[round_report(r, **fields) for r in rounds],
+    )  # fmt: skip
+
+
+def announcement(round: int, provider_id: str, /, **override) -> pb.AnnounceCheckpointRequest:
+    files = {"model.safetensors": bytes(range(256)) * (round + 1), "config.json": b"{}", "swarm.json": b"{}"}
+    manifest = build_manifest(files, run_id=RUN, round=round, global_step=round * 2, chunk_size=1024)
+    fields = dict(
+        run_id=RUN, round=round, global_step=round * 2, manifest_hash=manifest.hash,
+        total_bytes=manifest.total_bytes, provider=provider_id, addrs=["/ip4/10.0.0.1/tcp/4001"],
+        manifest=manifest.to_bytes(),
+    )  # fmt: skip
+    fields.update(override)
+    return pb.AnnounceCheckpointRequest(**fields)
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def test_reports_make_the_run_its_peers_and_their_credit(served: Served) -> None:
+    c = served.client
+    assert c.report(report("peerA", range(1, 6))).recorded == 5
+    assert c.report(report("peerB", range(3, 6), loss=3.5)).recorded == 3
+    # A resent batch (the node never saw the answer) is counted once.
+    assert c.report(report("peerA", range(4, 8))).recorded == 2
+
+    info = c.run_info(RUN)
+    assert (info.round, info.global_step, info.members_online, info.peers_seen) == (7, 14, 2, 2)
+    assert info.samples == (7 + 3) * 16 and info.sent_bytes == 10 * 1000
+    assert info.loss == pytest.approx(2.5)  # only peerA reported round 7
+    assert info.samples_per_s == pytest.approx(16.0)
+    assert info.compression_ratio == pytest.approx(150.0)
+    assert not info.HasField("latest_checkpoint")
+
+    peers = {p.peer_id: p for p in c.peers(RUN)}
+    assert (peers["peerA"].rounds, peers["peerA"].samples, peers["peerA"].last_round) == (7, 112, 7)
+    assert (peers["peerB"].rounds, peers["peerB"].samples) == (3, 48)
+    assert peers["peerA"].metrics_url == "127.0.0.1:9101" and list(peers["peerA"].addrs)
+    assert len(c.peers(RUN, seen_within_s=3600)) == 2
+
+
+def test_checkpoints_are_announced_listed_and_fetched(served: Served) -> None:
+    c = served.client
+    c.report(report("peerA", range(1, 3)))
+    first = announcement(10, "peerA")
+    assert c.announce(first).new_checkpoint
+    assert c.announce(announcement(20, "peerA")).new_checkpoint
+    # A second member serves the same manifest: one checkpoint, two providers.
+    assert not c.announce(announcement(20, "peerB")).new_checkpoint
+
+    listed = c.checkpoints(RUN)
+    assert [x.round for x in listed] == [20, 10]
+    assert sorted(p.peer_id for p in listed[0].providers) == ["peerA", "peerB"]
+    latest = c.checkpoint(RUN)
+    assert latest.checkpoint.round == 20 and latest.checkpoint.global_step == 40
+    by_round = c.checkpoint(RUN, round=10)
+    assert by_round.checkpoint.manifest_hash == first.manifest_hash and by_round.manifest == first.manifest
+    by_hash = c.checkpoint(RUN, manifest_hash=first.manifest_hash)
+    assert by_hash.checkpoint.round == 10
+    assert c.run_info(RUN).latest_checkpoint.round == 20
+    assert len(c.checkpoints(RUN, limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message"),
+    [
+        ("ListCheckpoints", pb.ListCheckpointsRequest(run_id="nobody")),
+        ("GetCheckpoint", pb.GetCheckpointRequest(run_id="nobody", latest=True)),
+        ("ListPeers", pb.ListPeersRequest(run_id="nobody")),
+        ("GetRunInfo", pb.GetRunInfoRequest(run_id="nobody")),
+    ],
+)
+def test_an_unknown_run_is_not_found(served: Served, method: str, request_message) -> None:
+    stub = getattr(served.client._stub, method)
+    assert code_of(lambda: stub(request_message, timeout=10)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_missing_checkpoint_is_not_found(served: Served) -> None:
+    c = served.client
+    c.report(report("peerA", range(1, 2)))
+    assert code_of(lambda: c.checkpoint(RUN)) == grpc.StatusCode.NOT_FOUND
+    c.announce(announcement(5, "peerA"))
+    assert code_of(lambda: c.checkpoint(RUN, round=6)) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: c.checkpoint(RUN, manifest_hash="0" * 64)) == grpc.StatusCode.NOT_FOUND
+
+
+BAD_REPORTS = {
+    "empty run id": dict(run_id=""),
+    "run id of 200 characters": dict(run_id="r" * 200),
+    "peer id with a slash": dict(peer_id="a/b"),
+    "device of 100 characters": dict(device="x" * 100),
+    "metrics url that is not host:port": dict(metrics_url="http://x/metrics"),
+    "nine addresses": dict(addrs=["/ip4/1.2.3.4/tcp/1"] * 9),
+    "an address that is not a multiaddr": dict(addrs=["1.2.3.4:5"]),
+    "no report": dict(reports=[]),
+    "257 reports": dict(reports=[round_report(r) for r in range(257)]),
+    "infinite loss": dict(reports=[round_report(1, loss=math.inf)]),
+    "unknown status": dict(reports=[pb.RoundReport(round=1, status="great", time=time.time())]),
+    "time an hour ahead": dict(reports=[round_report(1, t=time.time() + 3600)]),
+    "NaN throughput": dict(reports=[pb.RoundReport(round=1, samples_per_s=math.nan, status="committed")]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REPORTS))
+def test_bad_reports_are_invalid_arguments(served: Served, case: str) -> None:
+    request = report("peerA", range(1, 2))
+    for name, value in BAD_REPORTS[case].items():
+        if isinstance(value, list):
+            del getattr(request, name)[:]
+            getattr(request, name).extend(value)
+        else:
+            setattr(request, name, value)
+    assert code_of(lambda: served.client.report(request)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert served.store.counts()["reports"] == 0, "a refused request must record nothing"
+
+
+def test_bad_announcements_are_invalid_arguments(served: Served) -> None:
+    c = served.client
+    good = announcement(3, "peerA")
+    cases = {
+        "hash of other bytes": dict(manifest_hash="ab" * 32),
+        "hash that is not hex": dict(manifest_hash="xyz"),
+        "round that is not the manifest's": dict(round=4),
+        "size that is not the manifest's": dict(total_bytes=1),
+        "run that is not the manifest's": dict(run_id="other-run"),
+        "manifest that is not JSON": dict(manifest=b"\xff" * 10),
+        "manifest over 1 MiB": dict(manifest=b" " * (1024 * 1024 + 1)),
+        "provider id of 200 characters": dict(provider="p" * 200),
+    }
+    for case, override in cases.items():
+        request = announcement(3, "peerA", **override)
+        assert code_of(lambda r=request: c.announce(r)) == grpc.StatusCode.INVALID_ARGUMENT, case
+    assert c.announce(good).new_checkpoint
+    assert served.store.counts()["checkpoints"] == 1
+
+
+def test_bytes_that_are_not_the_request_message_are_invalid_arguments(served: Served) -> None:
+    channel = grpc.insecure_channel(served.address)
+    try:
+        raw = channel.unary_unary(f"/{SERVICE_NAME}/ReportMetrics")
+        # Field 1 (run_id, a string) sent as a varint, then a truncated length-delimited field.
+        for payload in (b"\x08\x96\x01", b"\x0a\xff\xff\xff\x0f", b"\x12\x02\xff\xfe"):
+            assert code_of(lambda p=payload: raw(p, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        channel.close()
+    # The server is still serving.
+    assert served.client.report(report("peerA", range(1, 2))).recorded == 1
+
+
+def test_an_oversized_request_is_refused_by_size(served: Served) -> None:
+    request = announcement(1, "peerA", manifest=b"x" * (5 * 1024 * 1024))
+    assert code_of(lambda: served.client.announce(request)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_health_and_reflection(served: Served) -> None:
+    channel = grpc.insecure_channel(served.address)
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICE_NAME):
+            status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        names = {s.name for a in answers for s in a.list_services_response.service}
+        assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
+    finally:
+        channel.close()
+
+
+def test_metrics_and_service_discovery_over_http(served: Served) -> None:
+    c = served.client
+    c.report(report("peerA", range(1, 4), metrics_url="10.1.2.3:9101"))
+    c.report(report("peerB", range(1, 4), metrics_url="10.1.2.4:9101"))
+    c.announce(announcement(2, "peerA"))
+    text = served.get("/metrics").decode()
+    assert f'swarm_run_members_online{{run="{RUN}"}} 2.0' in text
+    assert f'swarm_run_round{{run="{RUN}"}} 3.0' in text
+    assert f'swarm_run_latest_checkpoint_round{{run="{RUN}"}} 2.0' in text
+    assert f'swarm_run_samples_total{{run="{RUN}"}} 96.0' in text
+    assert "swarm_coordinator_reports_total 6.0" in text
+    assert 'swarm_coordinator_rpc_seconds_count{code="OK",method="ReportMetrics"} 2.0' in text
+    sd = json.loads(served.get("/sd"))
+    assert sd == [{"targets": ["10.1.2.3:9101", "10.1.2.4:9101"], "labels": {"run": RUN}}]
+    run = json.loads(served.get(f"/api/run?run={RUN}"))
+    assert run["members_online"] == 2 and run["latest_checkpoint"]["round"] == 2
+    series = json.loads(served.get(f"/api/series?run={RUN}"))
+    assert [p["round"] for p in series] == [1, 2, 3] and all(p["members"] == 2 for p in series)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        served.get("/api/run?run=nobody")
+    assert info.value.code == 404
