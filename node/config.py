@@ -13,6 +13,7 @@ import argparse
 import itertools
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,8 @@ from swarm.averaging.timing import RoundTiming
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.registry import CODEC_NAMES
 from swarm.dht.records import validate_run_id
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$")
 
 
 class ConfigError(ValueError):
@@ -236,10 +239,21 @@ class OutputConfig:
     """Keep a small JSON status here, rewritten as training goes (used by `swarm-node demo`)."""
     log_level: str = "INFO"
     """Python log level."""
+    coordinator: str | None = None
+    """The run's coordinator, host:port: every round is reported there and checkpoints announced,
+    off the training path (training goes on while it is down). Unset: the address a member
+    published in the DHT, if any."""
+    metrics_advertise: str | None = None
+    """host:port the coordinator lists for Prometheus to scrape this node. Unset: the address this
+    machine uses to reach the coordinator, with the metrics port."""
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
+        for name in ("coordinator", "metrics_advertise"):
+            value = getattr(self, name)
+            if value is not None and not _HOST_PORT.match(value):
+                raise ConfigError(f"{name} must be host:port, got {value!r}")
 
 
 @dataclass(kw_only=True)
@@ -348,6 +362,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "checkpoint-dir": ("checkpoints", "dir"),
     "resume": ("checkpoints", "resume"),
     "log-level": ("output", "log_level"),
+    "coordinator": ("output", "coordinator"),
+    "metrics-advertise": ("output", "metrics_advertise"),
 }
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -28,8 +29,9 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.config import NodeConfig, RunConfig
+from node.reporting import Reporter, local_address_towards
 from node.resume import ResumeError, load_resume_state, save_resume_state
-from node.trainer import LocalTrainer, pick_device
+from node.trainer import LocalTrainer, describe_device, pick_device
 from swarm import __version__
 from swarm.averaging.journal import JournalEntry
 from swarm.averaging.round import (
@@ -54,11 +56,20 @@ from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import load_corpus
 from swarm.data.sampling import eval_batches, train_batch
-from swarm.dht.records import MAX_ROUND_PERIOD_S, MemberRecord, RunSpec, config_key, members_key
+from swarm.dht.records import (
+    MAX_ROUND_PERIOD_S,
+    CoordinatorRecord,
+    MemberRecord,
+    RunSpec,
+    config_key,
+    coordinator_key,
+    members_key,
+)
 from swarm.metrics import NodeMetrics
 from swarm.models.build import build_model, resolve_model
 from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as ckpt_pb
+from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as coord_pb
 
 logger = logging.getLogger("swarm.node")
 
@@ -197,6 +208,8 @@ class Node:
         self.metrics.round_period.set(config.training.round_period_s)
         self._results_sent = 0
         self._round_in_progress = 0
+        self.reporter: Reporter | None = None
+        self._last_report_t = time.time()
         self._tasks: list[asyncio.Task] = []
         self.started = time.time()
         self._last_eval_t = time.monotonic()
@@ -623,6 +636,19 @@ class Node:
         try:
             manifest = await asyncio.to_thread(write)
             await service.publish(manifest)
+            if self.reporter is not None:
+                self.reporter.announce(
+                    coord_pb.AnnounceCheckpointRequest(
+                        run_id=run_id,
+                        round=round,
+                        global_step=global_step,
+                        manifest_hash=manifest.hash,
+                        total_bytes=manifest.total_bytes,
+                        provider=self.host.peer_name if self.host else "",
+                        addrs=await service.serving_addrs(),
+                        manifest=manifest.to_bytes(),
+                    )
+                )
             self.progress.checkpoints.append({"round": round, "manifest": manifest.hash})
             self.metrics.checkpoint_round.set(round)
             logger.info(
@@ -693,6 +719,79 @@ class Node:
             owner_error=self.averager.owner_errors(),
             counters={"steps_since_round": p.steps_since_round, "samples_since_round": p.samples_since_round},
         )  # fmt: skip
+
+    # --- the coordinator ------------------------------------------------------------------------
+
+    async def _start_reporter(self, host: SwarmHost, device: torch.device) -> None:
+        """Report to the configured coordinator, or to the one a member publishes in the DHT."""
+        cfg = self.config
+        if cfg.output.coordinator is not None:
+            self._make_reporter(host, device, cfg.output.coordinator)
+            self._tasks.append(asyncio.create_task(self._announce_coordinator(cfg.output.coordinator)))
+        else:
+            self._tasks.append(asyncio.create_task(self._discover_coordinator(host, device)))
+
+    def _make_reporter(self, host: SwarmHost, device: torch.device, address: str) -> None:
+        cfg = self.config
+        metrics_url = cfg.output.metrics_advertise or ""
+        if not metrics_url and self.metrics_port is not None:
+            metrics_url = f"{local_address_towards(address)}:{self.metrics_port}"
+        self.reporter = Reporter(
+            address, run_id=cfg.run.run_id, peer_id=host.peer_name, device=describe_device(device),
+            metrics_url=metrics_url, addrs=tuple(m.split("/p2p/")[0] for m in self.maddrs),
+        )  # fmt: skip
+        self.reporter.start()
+
+    async def _discover_coordinator(self, host: SwarmHost, device: torch.device) -> None:
+        """Look for a coordinator address in the DHT now and every 30 s until one appears."""
+        while True:
+            try:
+                record = await host.dht_get(
+                    coordinator_key(self.config.run.run_id), CoordinatorRecord.from_wire
+                )
+            except Exception as e:
+                logger.debug("could not read the coordinator's address from the DHT: %s", e)
+                record = None
+            if record is not None:
+                logger.info("the swarm names coordinator %s: reporting there", record.address)
+                self._make_reporter(host, device, record.address)
+                return
+            await asyncio.sleep(30.0)
+
+    async def _announce_coordinator(self, address: str) -> None:
+        """Keep the coordinator's address in the DHT, so joiners without --coordinator report too."""
+        assert self.host is not None
+        record = CoordinatorRecord(address=address).to_wire()
+        while True:
+            try:
+                await self.host.dht_store(coordinator_key(self.config.run.run_id), record, ttl_s=600.0)
+            except Exception as e:
+                logger.warning("could not store the coordinator's address in the DHT: %s", e)
+            await asyncio.sleep(150.0)
+
+    def _report(self, outcome: RoundOutcome, contribution: Contribution, copy: GlobalCopy) -> None:
+        if self.reporter is None:
+            return
+        p, now = self.progress, time.time()
+        elapsed, self._last_report_t = now - self._last_report_t, now
+        committed = outcome.status is Status.COMMITTED
+        evaluated = committed and p.history and p.history[-1].get("eval_loss") is not None
+        self.reporter.submit(
+            coord_pb.RoundReport(
+                round=outcome.round or copy.round + 1,
+                global_step=copy.global_step,
+                loss=math.nan if p.last_loss is None or not math.isfinite(p.last_loss) else p.last_loss,
+                samples=contribution.samples if committed else 0,
+                samples_per_s=contribution.samples / elapsed if elapsed > 0 else 0.0,
+                sent_bytes=outcome.bytes_sent,
+                received_bytes=outcome.bytes_received,
+                compression_ratio=outcome.compression_ratio if committed else 1.0,
+                group_size=len(outcome.members),
+                time=now,
+                eval_loss=p.history[-1]["eval_loss"] if evaluated else math.nan,
+                status=outcome.status.value,
+            )
+        )
 
     async def _refresh_pointers(self) -> None:
         assert self.checkpoints is not None
@@ -792,6 +891,8 @@ class Node:
             finally:
                 for task in self._tasks:
                     task.cancel()
+                if self.reporter is not None:
+                    await asyncio.to_thread(self.reporter.stop)
                 if self.averager is not None:
                     await self.averager.shutdown()
                 await host.shutdown()
@@ -871,6 +972,7 @@ class Node:
         if cfg.output.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
             logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, self.metrics_port)
+        await self._start_reporter(host, device)
         self._tasks.append(asyncio.create_task(self._refresh_pointers()))
         self._tasks.append(asyncio.create_task(self._heartbeat(copy)))
         self._tasks.append(asyncio.create_task(self._write_status_forever(copy)))
@@ -1052,6 +1154,7 @@ class Node:
             p.last_loss or float("nan"),
             "-" if p.eval_loss is None else f"{p.eval_loss:.3f}",
         )
+        self._report(outcome, contribution, copy)
 
     def _dump(
         self,

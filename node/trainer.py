@@ -41,6 +41,14 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
+def describe_device(device: torch.device) -> str:
+    """What the coordinator shows for a node: "cpu" or "cuda:0 NVIDIA H100 80GB HBM3"."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return device.type
+
+
 def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-byte cross-entropy (nats) of ``batch`` ``[b, seq_len + 1]``."""
     logits = model(input_ids=batch[:, :-1]).logits

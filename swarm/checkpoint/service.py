@@ -99,7 +99,7 @@ class CheckpointService:
             total_bytes=manifest.total_bytes,
             provider=self.host.peer_id,
             expires_at=time.time() + self.pointer_ttl_s,
-            addrs=tuple(await self._serving_addrs()),
+            addrs=tuple(await self.serving_addrs()),
         ).signed_by(self.key)
         await self.host.dht_store(
             checkpoints_key(self.run_id),
@@ -109,7 +109,7 @@ class CheckpointService:
         )
         return pointer
 
-    async def _serving_addrs(self) -> list[str]:
+    async def serving_addrs(self) -> list[str]:
         """Our addresses for clients: TCP ones first (the light client speaks TCP), no relays."""
         maddrs = [m.split("/p2p/")[0] for m in await self.host.visible_maddrs() if "p2p-circuit" not in m]
         return sorted(set(maddrs), key=lambda m: ("/tcp/" not in m, m))[:8]

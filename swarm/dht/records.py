@@ -171,3 +171,30 @@ class MemberRecord:
         if not 0 <= record.wanted_period_s <= MAX_ROUND_PERIOD_S:
             raise RecordError(f"wanted round period outside [0, {MAX_ROUND_PERIOD_S}] s")
         return record
+
+
+def coordinator_key(run_id: str) -> str:
+    """The run's coordinator address, stored by members that know it (a joiner learns it there)."""
+    return f"swarm/{run_id}/coordinator"
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$|^\[[0-9a-fA-F:.]{2,45}\]:[0-9]{1,5}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorRecord:
+    """Where the run's coordinator listens (gRPC), as host:port."""
+
+    address: str
+
+    def __post_init__(self) -> None:
+        if not _HOST_PORT.match(self.address) or not 0 < int(self.address.rsplit(":", 1)[1]) < 65536:
+            raise RecordError(f"coordinator address {self.address[:60]!r} is not host:port")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, "address": self.address}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> CoordinatorRecord:
+        _check_version(raw)
+        return cls(address=_typed(raw, "address", str))

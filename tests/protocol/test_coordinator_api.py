@@ -64,7 +64,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
         s.close()
 
 
-def round_report(round: int, *, loss: float = 2.5, samples: int = 16, t: float | None = None) -> pb.RoundReport:
+def round_report(
+    round: int, *, loss: float = 2.5, samples: int = 16, t: float | None = None
+) -> pb.RoundReport:
     return pb.RoundReport(
         round=round, global_step=round * 2, loss=loss, samples=samples, samples_per_s=8.0,
         sent_bytes=1000, received_bytes=900, compression_ratio=150.0, group_size=2,
@@ -240,7 +242,9 @@ def test_health_and_reflection(served: Served) -> None:
             status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        answers = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
         names = {s.name for a in answers for s in a.list_services_response.service}
         assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarm.dht.records import MemberRecord, RecordError, RunSpec, validate_run_id
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec, validate_run_id
 
 SPEC = RunSpec(
     model="tiny",
@@ -75,3 +75,21 @@ def test_run_ids_are_validated(bad: str) -> None:
     with pytest.raises(ValueError):
         validate_run_id(bad)
     assert validate_run_id("demo-1.2_x") == "demo-1.2_x"
+
+
+def test_coordinator_records() -> None:
+    for address in ("coordinator.example.org:50051", "10.0.0.5:1", "[2001:db8::1]:50051"):
+        assert CoordinatorRecord.from_wire(CoordinatorRecord(address=address).to_wire()).address == address
+    for raw in (
+        None,
+        {"v": 1},
+        {"v": 1, "address": 5},
+        {"v": 1, "address": "no-port"},
+        {"v": 1, "address": "host:0"},
+        {"v": 1, "address": "host:70000"},
+        {"v": 1, "address": "a/b:1"},
+        {"v": 1, "address": "x" * 300 + ":1"},
+        {"v": 99, "address": "host:1"},
+    ):
+        with pytest.raises(RecordError):
+            CoordinatorRecord.from_wire(raw)

@@ -1,0 +1,162 @@
+"""Reports to the coordinator, off the training path.
+
+The training loop hands each round's report (and each published checkpoint) to ``Reporter.submit``,
+which only appends to a queue. A thread of its own sends batches to the coordinator; when the
+coordinator is down, slow or restarting, reports wait in the queue (bounded: the oldest go first
+once ``max_pending`` is reached, with a warning) and are sent when it answers again. Resending a
+batch whose answer was lost is harmless: the coordinator counts a (run, peer, round) once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import deque
+from datetime import timedelta
+
+import grpc
+
+from coordinator.client import CoordinatorClient
+from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
+
+logger = logging.getLogger("swarm.node")
+
+MAX_BATCH = 256
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 30.0
+
+
+def local_address_towards(address: str) -> str:
+    """The IP this machine uses to reach ``address`` (host:port): what Prometheus next to it can scrape."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))  # no packet is sent: UDP connect only picks the route
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+class Reporter:
+    """Sends round reports and checkpoint announcements to one coordinator from a daemon thread."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        run_id: str,
+        peer_id: str,
+        device: str,
+        metrics_url: str = "",
+        addrs: tuple[str, ...] = (),
+        max_pending: int = 10_000,
+        timeout: timedelta = timedelta(seconds=5),
+    ):
+        self.address = address
+        self._client = CoordinatorClient(address, timeout=timeout)
+        self._base = pb.ReportMetricsRequest(
+            run_id=run_id, peer_id=peer_id, device=device[:64], metrics_url=metrics_url, addrs=list(addrs[:8])
+        )
+        self._reports: deque[pb.RoundReport] = deque()
+        self._announcements: deque[pb.AnnounceCheckpointRequest] = deque(maxlen=16)
+        self._max_pending = max_pending
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._reachable: bool | None = None
+        self.sent_reports = 0
+        self.dropped_reports = 0
+        self._thread = threading.Thread(target=self._loop, name="coordinator-reporter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, report: pb.RoundReport) -> None:
+        """Queue a round's report; never blocks on the network."""
+        with self._wake:
+            if len(self._reports) >= self._max_pending:
+                self._reports.popleft()
+                self.dropped_reports += 1
+                if self.dropped_reports == 1 or self.dropped_reports % 1000 == 0:
+                    logger.warning(
+                        "coordinator %s unreachable for long: dropped %d oldest reports (queue of %d)",
+                        self.address, self.dropped_reports, self._max_pending,
+                    )  # fmt: skip
+            self._reports.append(report)
+            self._wake.notify()
+
+    def announce(self, announcement: pb.AnnounceCheckpointRequest) -> None:
+        with self._wake:
+            self._announcements.append(announcement)
+            self._wake.notify()
+
+    @property
+    def pending(self) -> int:
+        with self._wake:
+            return len(self._reports) + len(self._announcements)
+
+    def stop(self, flush_timeout: timedelta = timedelta(seconds=5)) -> None:
+        """Try to deliver what is queued for up to ``flush_timeout``, then stop."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(flush_timeout.total_seconds())
+        self._client.close()
+
+    def _loop(self) -> None:
+        retry_s = RETRY_MIN_S
+        while True:
+            with self._wake:
+                while not (self._reports or self._announcements or self._stopping):
+                    self._wake.wait()
+                if self._stopping and not (self._reports or self._announcements):
+                    return
+                batch = [self._reports[i] for i in range(min(MAX_BATCH, len(self._reports)))]
+                announcement = self._announcements[0] if self._announcements else None
+            try:
+                if batch:
+                    request = pb.ReportMetricsRequest()
+                    request.CopyFrom(self._base)
+                    request.reports.extend(batch)
+                    self._client.report(request)
+                if announcement is not None:
+                    self._client.announce(announcement)
+            except grpc.RpcError as e:
+                code = e.code() if isinstance(e, grpc.Call) else None
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    # The coordinator will never take these: drop them, loudly, and go on.
+                    logger.warning("coordinator refused a report or announcement: %s", e.details())
+                    self._forget(batch, announcement)
+                    continue
+                self._set_reachable(False, f"{code.name if code else 'error'}")
+                with self._wake:
+                    if self._stopping:
+                        return
+                    self._wake.wait(retry_s)
+                retry_s = min(RETRY_MAX_S, retry_s * 2)
+                continue
+            self._set_reachable(True)
+            retry_s = RETRY_MIN_S
+            self._forget(batch, announcement)
+            self.sent_reports += len(batch)
+
+    def _forget(self, batch: list[pb.RoundReport], announcement: pb.AnnounceCheckpointRequest | None) -> None:
+        delivered = {id(r) for r in batch}  # the queue's head may have moved if it overflowed meanwhile
+        with self._wake:
+            while self._reports and id(self._reports[0]) in delivered:
+                self._reports.popleft()
+            if announcement is not None and self._announcements and self._announcements[0] is announcement:
+                self._announcements.popleft()
+
+    def _set_reachable(self, reachable: bool, why: str = "") -> None:
+        if reachable == self._reachable:
+            return
+        self._reachable = reachable
+        if reachable:
+            logger.info("coordinator %s: reporting", self.address)
+        else:
+            logger.warning(
+                "coordinator %s unreachable (%s); training goes on, %d reports kept for later",
+                self.address, why, self.pending,
+            )  # fmt: skip

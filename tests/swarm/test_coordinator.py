@@ -1,0 +1,140 @@
+"""The coordinator with real node processes: reports, announcements, SIGKILL and restart, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coordinator.client import CoordinatorClient
+from tests.swarm.conftest import Swarm
+
+pytestmark = pytest.mark.swarm
+
+RUN = "coordinated"
+COMMON = ["--run-id", RUN, "--join-grace", "20", "--eval-every", "3", "--num-shards", "8", "--local-steps", "2",
+          "--min-group", "2", "--checkpoint-every", "3", "--metrics-port", "0"]  # fmt: skip
+
+
+class CoordinatorProcess:
+    """``swarm-coordinator serve`` in its own process group, on a SQLite file that outlives it."""
+
+    def __init__(self, workdir: Path, *, grpc_port: int = 0, http_port: int = 0):
+        self.workdir = workdir
+        self.status_file = workdir / "coordinator.status.json"
+        self.status_file.unlink(missing_ok=True)
+        self.log = workdir / "coordinator.log"
+        with open(self.log, "a") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
+                 "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+                 "--status-file", str(self.status_file)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.status_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the coordinator did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        ports = json.loads(self.status_file.read_text())
+        self.grpc_port, self.http_port = ports["grpc_port"], ports["http_port"]
+        self.address = f"127.0.0.1:{self.grpc_port}"
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Iterator[CoordinatorProcess]:
+    started = [CoordinatorProcess(tmp_path)]
+    yield started[0]
+    for c in started:
+        c.kill()
+
+
+def poll(what: str, check, timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_nodes_report_and_a_killed_coordinator_loses_nothing_acknowledged(
+    swarm: Swarm, coordinator: CoordinatorProcess, tmp_path: Path
+) -> None:
+    a = swarm.start("a", *COMMON, "--coordinator", coordinator.address)
+    swarm.start("b", "--peer", swarm.first_maddr(a), *COMMON, "--coordinator", coordinator.address)
+    client = CoordinatorClient(coordinator.address)
+    try:
+        # Both nodes report rounds and announce the checkpoint of round 3 (the same manifest).
+        def two_providers():
+            try:
+                listed = client.checkpoints(RUN)
+                reported = client.run_info(RUN).round
+            except Exception:
+                return None
+            return listed if listed and len(listed[-1].providers) == 2 and reported >= 3 else None
+
+        checkpoints = poll("a checkpoint announced by both members, and round 3 reported", two_providers, 240)
+        peers = {p.peer_id: p for p in client.peers(RUN)}
+        assert len(peers) == 2 and all(p.rounds >= 1 and p.samples > 0 for p in peers.values())
+        assert all(p.metrics_url.startswith("127.0.0.1:") for p in peers.values())
+        info = client.run_info(RUN)
+        assert info.members_online == 2 and info.round >= 3 and info.compression_ratio >= 0.99
+        acknowledged = {p.peer_id: p.rounds for p in client.peers(RUN)}
+        known = {c.manifest_hash for c in checkpoints}
+
+        coordinator.kill()
+        round_at_kill = a.status()["round"]
+        a.wait_for(
+            lambda s: s["round"] >= round_at_kill + 3, timeout_s=240, what="rounds without a coordinator"
+        )
+
+        restarted = CoordinatorProcess(tmp_path, grpc_port=coordinator.grpc_port)
+        try:
+            after = {p.peer_id: p.rounds for p in client.peers(RUN)}
+            assert all(after[peer] >= rounds for peer, rounds in acknowledged.items()), (acknowledged, after)
+            assert known <= {c.manifest_hash for c in client.checkpoints(RUN, limit=100)}
+            # The nodes deliver what they kept while it was down, and go on reporting.
+            newest = a.status()["round"]
+            poll(
+                "reports of rounds trained while the coordinator was down",
+                lambda: client.run_info(RUN).round >= newest,
+            )
+            peers = client.peers(RUN)
+            assert all(p.rounds >= newest - 1 for p in peers), [(p.peer_id, p.rounds) for p in peers]
+        finally:
+            restarted.kill()
+    finally:
+        client.close()
+
+
+def test_a_joiner_learns_the_coordinator_from_the_swarm(
+    swarm: Swarm, coordinator: CoordinatorProcess
+) -> None:
+    a = swarm.start("a", *COMMON, "--coordinator", coordinator.address)
+    c = swarm.start("c", "--peer", swarm.first_maddr(a), *COMMON)  # no --coordinator
+    with CoordinatorClient(coordinator.address) as client:
+
+        def both():
+            try:
+                return len(client.peers(RUN)) == 2
+            except Exception:
+                return False
+
+        poll("the joiner's reports", both, 240)
+    assert "the swarm names coordinator" in c.log.read_text()
