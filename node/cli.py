@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)"
     )
+    demo.add_argument(
+        "--coordinator",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run a coordinator and print its dashboard's URL (default: on)",
+    )
     light_cli.add_commands(commands)
     return parser
 
@@ -51,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 codec=args.codec,
                 round_period_s=args.round_period,
                 workdir=args.workdir,
+                coordinator=args.coordinator,
             )
         except ValueError as e:
             print(f"swarm-node demo: error: {e}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 The first node starts the run; the others join it with ``--peer``. Every node is a separate
 process in its own process group (its DHT process and p2pd die with it), writes a status file the
-demo reads for the progress bar, and a summary JSON the demo prints at the end.
+demo reads for the progress bar, and a summary JSON the demo prints at the end. A coordinator runs
+alongside (``--no-coordinator`` to skip it): the nodes report to it, and its dashboard's URL is
+printed at the start; its record stays in the work folder.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class DemoOptions:
     codec: str = "fp32"
     round_period_s: float = 4.0
     workdir: str | None = None
+    coordinator: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 32:
@@ -47,7 +50,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _node_command(
-    options: DemoOptions, workdir: Path, index: int, peer: str | None, run_id: str
+    options: DemoOptions, workdir: Path, index: int, peer: str | None, run_id: str, coordinator: str | None
 ) -> list[str]:
     command = [
         sys.executable,
@@ -71,6 +74,8 @@ def _node_command(
         "--identity",
         str(workdir / f"node{index}.key"),
     ]
+    if coordinator is not None:
+        command += ["--coordinator", coordinator, "--metrics-port", "0"]
     if peer is None:
         command += ["--model", options.model, "--codec", options.codec]
     else:
@@ -99,7 +104,7 @@ def run_demo(options: DemoOptions) -> int:
         with open(logs[index], "w") as log:
             processes.append(
                 subprocess.Popen(
-                    _node_command(options, workdir, index, peer, run_id),
+                    _node_command(options, workdir, index, peer, run_id, coordinator),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -114,7 +119,15 @@ def run_demo(options: DemoOptions) -> int:
         flush=True,
     )
     started = time.monotonic()
+    coordinator: str | None = None
+    service: subprocess.Popen | None = None
     try:
+        if options.coordinator:
+            try:
+                service, coordinator = _start_coordinator(workdir, env)
+            except RuntimeError as e:
+                print(e, file=sys.stderr)
+                return 1
         launch(0, None)
         first_status = workdir / "node0.status.json"
         while (status := _read_json(first_status)) is None or not status.get("maddrs"):
@@ -150,7 +163,41 @@ def run_demo(options: DemoOptions) -> int:
         for process in processes:  # leave nothing behind, whatever happened
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-    return _report(options, workdir, processes, logs, time.monotonic() - started)
+        if service is not None and service.poll() is None:
+            service.terminate()  # graceful: its record is complete on disk
+            try:
+                service.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(service.pid, signal.SIGKILL)
+    code = _report(options, workdir, processes, logs, time.monotonic() - started)
+    if service is not None:
+        print(
+            f"the coordinator's record: {workdir / 'coordinator.db'} (browse it again with"
+            f" `swarm-coordinator serve --db {workdir / 'coordinator.db'}`)"
+        )
+    return code
+
+
+def _start_coordinator(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """Start ``swarm-coordinator serve`` on free loopback ports; returns it and its gRPC address."""
+    status = workdir / "coordinator.status.json"
+    status.unlink(missing_ok=True)
+    with open(workdir / "coordinator.log", "w") as log:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
+             "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--status-file", str(status)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while (ports := _read_json(status)) is None:
+        if service.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the coordinator did not start:\n{_tail(workdir / 'coordinator.log')}")
+        time.sleep(0.1)
+    print(
+        f"dashboard: http://127.0.0.1:{ports['http_port']}/  (the coordinator's record of this run)",
+        flush=True,
+    )
+    return service, f"127.0.0.1:{ports['grpc_port']}"
 
 
 def _follow(options: DemoOptions, workdir: Path, processes: list[subprocess.Popen]) -> None:
