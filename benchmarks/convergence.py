@@ -98,7 +98,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--local-steps", type=int, default=4)
     parser.add_argument("--warmup-rounds", type=int, default=10)
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate from scratch (default: the run's)"
+    )
     parser.add_argument("--finetune-rounds", type=int, default=30)
+    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate of fine-tuning")
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument(
@@ -139,6 +143,8 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         pretrained = Path(args.pretrained) if args.pretrained else workdir / "pretrained"
         schedule = ["--total-steps", str(args.rounds * args.local_steps)]
+        if args.lr:
+            schedule += ["--lr", str(args.lr)]
         extra = 1 if args.flush else 0
         aggressive_seeds = (
             args.seeds[: args.aggressive_seeds] if args.aggressive_seeds is not None else args.seeds
@@ -160,7 +166,7 @@ def main() -> None:
                 results[name] = curve(run_swarm(name, first, args, args.rounds + extra, workdir))
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
         finetune = [
-            "--model", str(pretrained), "--lr", "1e-3", "--total-steps",
+            "--model", str(pretrained), "--lr", str(args.finetune_lr), "--total-steps",
             str(args.finetune_rounds * args.local_steps),
         ]  # fmt: skip
         for seed in args.seeds if args.finetune_rounds else []:
@@ -195,9 +201,10 @@ def render(record: dict) -> str:
         "",
         f"Machine: {record['machine']}; torch {record['torch']}. {record['nodes']} nodes on loopback, model"
         f" `tiny` on the stdlib corpus, batch 16 x 128 bytes, {a['local_steps']} local steps per round.",
-        f"From scratch: {a['rounds']} rounds; cocktail settings start after {a['warmup_rounds']} exact (fp32)"
-        f" warm-up rounds. Fine-tuning: {a['finetune_rounds']} rounds from the x' of the first seed's fp32"
-        " run, lr 1e-3, no warm-up rounds."
+        f"From scratch: {a['rounds']} rounds, peak lr {a.get('lr') or 'the run default (3e-3)'}; cocktail"
+        f" settings start after {a['warmup_rounds']} exact (fp32) warm-up rounds. Fine-tuning:"
+        f" {a['finetune_rounds']} rounds from {a.get('pretrained') or 'the x of the first seed fp32 run'},"
+        f" peak lr {a.get('finetune_lr', 1e-3)}, no warm-up rounds."
         + (
             " Every run then trains one more round, which the cocktail runs average exactly (the flush)."
             if a.get("flush")
