@@ -1,0 +1,97 @@
+"""The coordinator's SQLite record: idempotent reports, retention, checkpoint trimming, reopening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.store import CheckpointInfo, Provider, Report, Retention, Store
+
+T0 = 1_800_000_000.0  # a fixed clock: retention is tested by moving "now", never by sleeping
+
+
+def report(round: int, t: float, *, loss: float = 2.0, eval_loss: float | None = None) -> Report:
+    return Report(round=round, global_step=2 * round, loss=loss, samples=16, samples_per_s=8.0, sent_bytes=1000,
+                  received_bytes=1000, compression_ratio=160.0, group_size=2, time=t, eval_loss=eval_loss,
+                  status="committed")  # fmt: skip
+
+
+def record(store: Store, peer: str, rounds: range, start: float, now: float, **kw) -> int:
+    reports = [report(r, start + 10 * (r - rounds.start), **kw) for r in rounds]
+    return store.record_reports("run", peer, device="cpu", metrics_url="", addrs=(), reports=reports, now=now)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(
+        tmp_path / "c.db", Retention(raw_window_s=600, downsampled_window_s=3600, checkpoints_per_run=3)
+    )
+    yield s
+    s.close()
+
+
+def test_raw_reports_fold_into_minutes_and_credit_stays(store: Store) -> None:
+    # Two peers, 30 rounds 10 s apart = 5 minutes of reports.
+    assert record(store, "a", range(1, 31), T0, T0 + 300, loss=2.0, eval_loss=1.9) == 30
+    assert record(store, "b", range(1, 31), T0, T0 + 300, loss=4.0) == 30
+    before = store.series("run")
+    assert [p.round for p in before] == list(range(1, 31)) and before[0].loss == pytest.approx(3.0)
+
+    # Ten minutes later nothing is folded yet (raw window 600 s covers rounds from T0 + 10 on).
+    assert store.apply_retention(now=T0 + 300) == 0
+    # At T0 + 1000 every report is older than 600 s: all 60 fold into 5 minute rows.
+    assert store.apply_retention(now=T0 + 1000) == 60
+    counts = store.counts()
+    assert counts["reports"] == 0 and 5 <= counts["minutes"] <= 6
+    after = store.series("run")
+    assert len(after) == counts["minutes"] and after[-1].round == 30
+    assert all(p.loss == pytest.approx(3.0) and p.members == 2 for p in after)
+    assert all(p.compression_ratio == pytest.approx(160.0) for p in after)
+    assert any(p.eval_loss == pytest.approx(1.9) for p in after)
+    # A minute holds several rounds per peer: throughput is per round, summed over peers.
+    assert all(p.samples_per_s == pytest.approx(16.0) for p in after)
+    # Per-peer credit is never folded away.
+    assert {p.peer_id: (p.rounds, p.samples) for p in store.peers("run")} == {"a": (30, 480), "b": (30, 480)}
+    summary = store.run_summary("run", now=T0 + 1000)
+    assert summary is not None and summary.round == 30 and summary.samples == 960
+
+    # Past the downsampled window the minutes go too.
+    store.apply_retention(now=T0 + 300 + 3600 + 120)
+    assert store.counts()["minutes"] == 0
+
+
+def test_a_resent_report_counts_once_and_a_too_old_one_not_at_all(store: Store) -> None:
+    assert record(store, "a", range(1, 6), T0, T0 + 60) == 5
+    assert record(store, "a", range(3, 9), T0 + 20, T0 + 90) == 3
+    assert record(store, "a", range(20, 22), T0 - 10_000, T0 + 90) == 0  # older than the raw window
+    (peer,) = store.peers("run")
+    assert (peer.rounds, peer.samples, peer.last_round) == (8, 128, 8)
+
+
+def test_only_the_newest_checkpoints_are_kept_with_their_providers(store: Store) -> None:
+    for rnd in (10, 20, 30, 40):
+        info = CheckpointInfo(run_id="run", round=rnd, global_step=rnd, manifest_hash=f"{rnd:064x}",
+                              total_bytes=100, first_announced=T0 + rnd, archived=False)  # fmt: skip
+        assert store.record_checkpoint(
+            info, b"{}", Provider(peer_id="a", addrs=("/ip4/1.2.3.4/tcp/1",), last_announced=T0)
+        )
+    assert not store.record_checkpoint(info, b"{}", Provider(peer_id="b", addrs=(), last_announced=T0 + 1))
+    assert [c.round for c in store.checkpoints("run")] == [40, 30, 20]
+    assert store.counts()["providers"] == 4  # 3 kept checkpoints, the newest with two providers
+    latest = store.checkpoint("run")
+    assert latest is not None and [p.peer_id for p in latest.providers] == ["b", "a"]
+    assert store.checkpoint("run", round=10) is None
+
+
+def test_the_record_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    first = Store(path)
+    record(first, "a", range(1, 4), T0, T0 + 30)
+    first.close()
+    again = Store(path)
+    try:
+        (peer,) = again.peers("run")
+        assert peer.rounds == 3 and again.runs() == ["run"]
+    finally:
+        again.close()
