@@ -32,6 +32,8 @@ class ServeConfig:
     """Download every announced checkpoint here and serve it to the swarm (needs --peer)."""
     peers: tuple[str, ...] = ()
     """Multiaddrs of swarm nodes the archive talks to."""
+    archive_keep: int = 3
+    """Archived checkpoints kept per run (the newest)."""
     raw_window_s: float = 3600.0
     """Keep raw round reports this long, then fold them into per-minute rows."""
     downsampled_window_s: float = 30 * 86400.0
@@ -45,11 +47,14 @@ class ServeConfig:
                 raise ValueError(f"{name} must be in [0, 65535]")
         if self.archive is not None and not self.peers:
             raise ValueError("--archive needs at least one --peer to download checkpoints from")
+        if self.archive_keep < 1:
+            raise ValueError("--archive-keep must be at least 1")
 
 
 def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
     import json
 
+    from coordinator.archive import Archiver
     from coordinator.core import Coordinator
     from coordinator.metrics import CoordinatorMetrics
     from coordinator.service import GrpcServer
@@ -61,10 +66,17 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         config.db,
         Retention(raw_window_s=config.raw_window_s, downsampled_window_s=config.downsampled_window_s),
     )
-    grpc_server = http_server = None
+    grpc_server = http_server = archiver = None
     try:
-        core = Coordinator(store)
         metrics = CoordinatorMetrics(store)
+        if config.archive is not None:
+            archiver = Archiver(config.archive, config.peers, store, metrics, keep=config.archive_keep)
+            archiver.start()
+            for run_id in store.runs():  # what a previous life of the coordinator did not finish
+                for checkpoint in store.checkpoints(run_id, limit=config.archive_keep):
+                    if not checkpoint.archived:
+                        archiver.submit(checkpoint)
+        core = Coordinator(store, on_checkpoint=archiver.submit if archiver is not None else None)
         grpc_server = GrpcServer(core, metrics, host=config.host, port=config.grpc_port)
         http_server = HttpServer(core, metrics, host=config.host, port=config.http_port)
         grpc_server.start()
@@ -89,6 +101,8 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
             grpc_server.stop()
         if http_server is not None:
             http_server.stop()
+        if archiver is not None:
+            archiver.stop()
         store.close()
 
 
@@ -102,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--http-port", type=int, default=9400, help="HTTP port (default 9400; 0 picks one)")
     s.add_argument("--archive", type=Path, help="keep a copy of every announced checkpoint here and serve it")
     s.add_argument("--peer", action="append", default=[], help="multiaddr of a swarm node (repeatable)")
+    s.add_argument(
+        "--archive-keep", type=int, default=3, help="archived checkpoints kept per run (default 3)"
+    )
     s.add_argument(
         "--raw-window-s", type=float, default=3600.0, help="keep raw reports this long (default 1 h)"
     )
@@ -118,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = ServeConfig(
             db=args.db, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
-            archive=args.archive, peers=tuple(args.peer), raw_window_s=args.raw_window_s,
+            archive=args.archive, peers=tuple(args.peer), archive_keep=args.archive_keep,
+            raw_window_s=args.raw_window_s,
             downsampled_window_s=args.downsampled_window_s, status_file=args.status_file,
         )  # fmt: skip
     except ValueError as e:

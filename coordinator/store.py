@@ -292,11 +292,11 @@ class Store:
                 self._trim_checkpoints(db, c.run_id)
         return new
 
-    def mark_archived(self, run_id: str, manifest_hash: str) -> None:
+    def mark_archived(self, run_id: str, manifest_hash: str, archived: bool = True) -> None:
         with self._transaction() as db:
             db.execute(
-                "UPDATE checkpoints SET archived = 1 WHERE run_id = ? AND manifest_hash = ?",
-                (run_id, manifest_hash),
+                "UPDATE checkpoints SET archived = ? WHERE run_id = ? AND manifest_hash = ?",
+                (int(archived), run_id, manifest_hash),
             )
 
     def _trim_checkpoints(self, db: sqlite3.Connection, run_id: str) -> None:

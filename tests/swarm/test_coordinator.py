@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.client import CoordinatorClient
+from swarm.checkpoint.manifest import Manifest, read_folder
 from tests.swarm.conftest import Swarm
 
 pytestmark = pytest.mark.swarm
@@ -26,7 +28,7 @@ COMMON = ["--run-id", RUN, "--join-grace", "20", "--eval-every", "3", "--num-sha
 class CoordinatorProcess:
     """``swarm-coordinator serve`` in its own process group, on a SQLite file that outlives it."""
 
-    def __init__(self, workdir: Path, *, grpc_port: int = 0, http_port: int = 0):
+    def __init__(self, workdir: Path, *, grpc_port: int = 0, http_port: int = 0, extra: tuple[str, ...] = ()):
         self.workdir = workdir
         self.status_file = workdir / "coordinator.status.json"
         self.status_file.unlink(missing_ok=True)
@@ -35,7 +37,7 @@ class CoordinatorProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
                  "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--http-port", str(http_port),
-                 "--status-file", str(self.status_file)],
+                 "--status-file", str(self.status_file), *extra],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -138,3 +140,34 @@ def test_a_joiner_learns_the_coordinator_from_the_swarm(
 
         poll("the joiner's reports", both, 240)
     assert "the swarm names coordinator" in c.log.read_text()
+
+
+def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm, tmp_path: Path) -> None:
+    # The node starts first, reporting to a coordinator that is not up yet (its reports wait).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a = swarm.start("a", *COMMON, "--coordinator", f"127.0.0.1:{port}")
+    maddr = swarm.first_maddr(a)
+    archive = tmp_path / "archive"
+    coordinator = CoordinatorProcess(
+        tmp_path, grpc_port=port, extra=("--archive", str(archive), "--peer", maddr, "--archive-keep", "2")
+    )
+    try:
+        swarm.start("b", "--peer", maddr, *COMMON, "--coordinator", coordinator.address)
+        with CoordinatorClient(coordinator.address) as client:
+
+            def archived():
+                try:
+                    return [c for c in client.checkpoints(RUN, limit=100) if c.archived]
+                except Exception:
+                    return None
+
+            done = poll("an archived checkpoint", archived, 300)
+            latest = client.checkpoint(RUN, manifest_hash=done[0].manifest_hash)
+        manifest = Manifest.from_bytes(latest.manifest, expected_hash=done[0].manifest_hash)
+        folder = archive / RUN / manifest.hash
+        assert len(read_folder(folder, manifest)) == len(manifest.chunks()), "the archived copy is incomplete"
+        assert len(done) <= 2 and len(list((archive / RUN).iterdir())) <= 2
+    finally:
+        coordinator.kill()
