@@ -34,6 +34,10 @@ class ServeConfig:
     """Multiaddrs of swarm nodes the archive talks to."""
     archive_keep: int = 3
     """Archived checkpoints kept per run (the newest)."""
+    archive_listen: str = "/ip4/0.0.0.0/tcp/31338"
+    """Where the archive serves checkpoints to the swarm (libp2p, TCP)."""
+    archive_announce: tuple[str, ...] = ()
+    """Public multiaddrs of the archive (without /p2p/), when it sits behind a port forward."""
     raw_window_s: float = 3600.0
     """Keep raw round reports this long, then fold them into per-minute rows."""
     downsampled_window_s: float = 30 * 86400.0
@@ -55,6 +59,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
     import json
 
     from coordinator.archive import Archiver
+    from coordinator.archive_host import ArchiveHost
     from coordinator.core import Coordinator
     from coordinator.metrics import CoordinatorMetrics
     from coordinator.service import GrpcServer
@@ -66,18 +71,25 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         config.db,
         Retention(raw_window_s=config.raw_window_s, downsampled_window_s=config.downsampled_window_s),
     )
-    grpc_server = http_server = archiver = None
+    grpc_server = http_server = archiver = archive_host = None
     try:
         metrics = CoordinatorMetrics(store)
         if config.archive is not None:
             archiver = Archiver(config.archive, config.peers, store, metrics, keep=config.archive_keep)
             archiver.start()
+            archive_host = ArchiveHost(
+                store, config.archive, listen=config.archive_listen, announce=config.archive_announce
+            )
+            archive_host.start()
             for run_id in store.runs():  # what a previous life of the coordinator did not finish
                 for checkpoint in store.checkpoints(run_id, limit=config.archive_keep):
                     if not checkpoint.archived:
                         archiver.submit(checkpoint)
         core = Coordinator(store, on_checkpoint=archiver.submit if archiver is not None else None)
-        grpc_server = GrpcServer(core, metrics, host=config.host, port=config.grpc_port)
+        grpc_server = GrpcServer(
+            core, metrics, host=config.host, port=config.grpc_port,
+            archive_pointers=archive_host.wire_pointers if archive_host is not None else None,
+        )  # fmt: skip
         http_server = HttpServer(core, metrics, host=config.host, port=config.http_port)
         grpc_server.start()
         http_server.start()
@@ -89,7 +101,10 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         )  # fmt: skip
         if config.status_file is not None:
             tmp = config.status_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"grpc_port": grpc_server.port, "http_port": http_server.port}))
+            status: dict[str, object] = {"grpc_port": grpc_server.port, "http_port": http_server.port}
+            if archive_host is not None:
+                status["archive_maddrs"] = [f"{a}/p2p/{archive_host.peer_name}" for a in archive_host.addrs]
+            tmp.write_text(json.dumps(status))
             tmp.replace(config.status_file)
         while not stop.wait(60.0):
             folded = store.apply_retention()
@@ -103,6 +118,8 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
             http_server.stop()
         if archiver is not None:
             archiver.stop()
+        if archive_host is not None:
+            archive_host.stop()
         store.close()
 
 
@@ -115,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0 picks one)")
     s.add_argument("--http-port", type=int, default=9400, help="HTTP port (default 9400; 0 picks one)")
     s.add_argument("--archive", type=Path, help="keep a copy of every announced checkpoint here and serve it")
+    s.add_argument(
+        "--archive-listen",
+        default="/ip4/0.0.0.0/tcp/31338",
+        help="where the archive serves checkpoints (libp2p)",
+    )
+    s.add_argument("--archive-announce", action="append", default=[], help="public multiaddr of the archive")
     s.add_argument("--peer", action="append", default=[], help="multiaddr of a swarm node (repeatable)")
     s.add_argument(
         "--archive-keep", type=int, default=3, help="archived checkpoints kept per run (default 3)"
@@ -136,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ServeConfig(
             db=args.db, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
             archive=args.archive, peers=tuple(args.peer), archive_keep=args.archive_keep,
+            archive_listen=args.archive_listen, archive_announce=tuple(args.archive_announce),
             raw_window_s=args.raw_window_s,
             downsampled_window_s=args.downsampled_window_s, status_file=args.status_file,
         )  # fmt: skip

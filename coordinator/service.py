@@ -77,9 +77,15 @@ def peer_pb(p: PeerInfo) -> pb.Peer:
 class CoordinatorServicer:
     """One method per RPC; each turns the message into the core's types and back."""
 
-    def __init__(self, core: Coordinator, metrics: CoordinatorMetrics):
+    def __init__(
+        self,
+        core: Coordinator,
+        metrics: CoordinatorMetrics,
+        archive_pointers: Callable[[str], list[bytes]] | None = None,
+    ):
         self.core = core
         self.metrics = metrics
+        self.archive_pointers = archive_pointers
 
     def ReportMetrics(self, request: pb.ReportMetricsRequest) -> pb.ReportMetricsResponse:
         reports = tuple(
@@ -110,7 +116,8 @@ class CoordinatorServicer:
             )
         )
         self.metrics.reports.inc(recorded)
-        return pb.ReportMetricsResponse(recorded=recorded)
+        pointers = self.archive_pointers(request.run_id) if self.archive_pointers is not None else []
+        return pb.ReportMetricsResponse(recorded=recorded, archive_pointers=pointers)
 
     def AnnounceCheckpoint(self, request: pb.AnnounceCheckpointRequest) -> pb.AnnounceCheckpointResponse:
         new = self.core.announce(
@@ -217,9 +224,15 @@ class GrpcServer:
     """
 
     def __init__(
-        self, core: Coordinator, metrics: CoordinatorMetrics, *, host: str = "0.0.0.0", port: int = 0
+        self,
+        core: Coordinator,
+        metrics: CoordinatorMetrics,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        archive_pointers: Callable[[str], list[bytes]] | None = None,
     ):
-        self._handler = service_handler(CoordinatorServicer(core, metrics))
+        self._handler = service_handler(CoordinatorServicer(core, metrics, archive_pointers))
         self._address = f"{host}:{port}"
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None

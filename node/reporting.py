@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 
 import grpc
@@ -53,6 +54,7 @@ class Reporter:
         addrs: tuple[str, ...] = (),
         max_pending: int = 10_000,
         timeout: timedelta = timedelta(seconds=5),
+        on_archive_pointers: Callable[[list[bytes]], None] | None = None,
     ):
         self.address = address
         self._client = CoordinatorClient(address, timeout=timeout)
@@ -62,6 +64,7 @@ class Reporter:
         self._reports: deque[pb.RoundReport] = deque()
         self._announcements: deque[pb.AnnounceCheckpointRequest] = deque(maxlen=16)
         self._max_pending = max_pending
+        self._on_archive_pointers = on_archive_pointers
         self._wake = threading.Condition()
         self._stopping = False
         self._reachable: bool | None = None
@@ -119,7 +122,12 @@ class Reporter:
                     request = pb.ReportMetricsRequest()
                     request.CopyFrom(self._base)
                     request.reports.extend(batch)
-                    self._client.report(request)
+                    answer = self._client.report(request)
+                    if answer.archive_pointers and self._on_archive_pointers is not None:
+                        try:
+                            self._on_archive_pointers(list(answer.archive_pointers))
+                        except Exception as e:  # e.g. the node's loop is closing: never end reporting
+                            logger.debug("archive pointers not handed over: %s", e)
                 if announcement is not None:
                     self._client.announce(announcement)
             except grpc.RpcError as e:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import DecodeError
 
 from node.config import NodeConfig, RunConfig
 from node.reporting import Reporter, local_address_towards
@@ -47,10 +48,10 @@ from swarm.averaging.round import (
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
 from swarm.checkpoint.manifest import Manifest, build_manifest
-from swarm.checkpoint.pointer import generate_identity, load_identity
+from swarm.checkpoint.pointer import PointerError, generate_identity, load_identity
 from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
 from swarm.checkpoint.store import CheckpointStore
-from swarm.checkpoint.wire import pointer_to_pb
+from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
@@ -61,6 +62,7 @@ from swarm.dht.records import (
     CoordinatorRecord,
     MemberRecord,
     RunSpec,
+    checkpoints_key,
     config_key,
     coordinator_key,
     members_key,
@@ -209,6 +211,7 @@ class Node:
         self._results_sent = 0
         self._round_in_progress = 0
         self.reporter: Reporter | None = None
+        self._archive_stored: dict[tuple[str, bytes], float] = {}
         self._last_report_t = time.time()
         self._tasks: list[asyncio.Task] = []
         self.started = time.time()
@@ -736,10 +739,17 @@ class Node:
         metrics_url = cfg.output.metrics_advertise or ""
         if not metrics_url and self.metrics_port is not None:
             metrics_url = f"{local_address_towards(address)}:{self.metrics_port}"
+        loop = asyncio.get_running_loop()
+
+        def arrived(raw: list[bytes]) -> None:  # on the reporter's thread
+            asyncio.run_coroutine_threadsafe(self._store_archive_pointers(raw), loop)
+
         self.reporter = Reporter(
             address, run_id=cfg.run.run_id, peer_id=host.peer_name, device=describe_device(device),
             metrics_url=metrics_url, addrs=tuple(m.split("/p2p/")[0] for m in self.maddrs),
+            on_archive_pointers=arrived,
         )  # fmt: skip
+
         self.reporter.start()
 
     async def _discover_coordinator(self, host: SwarmHost, device: torch.device) -> None:
@@ -758,6 +768,28 @@ class Node:
                 return
             await asyncio.sleep(30.0)
 
+    async def _store_archive_pointers(self, raw: list[bytes]) -> None:
+        """Put the coordinator archive's pointers into the DHT (verified first; each at most every 15 min)."""
+        assert self.host is not None
+        now = time.time()
+        for blob in raw[:100]:
+            try:
+                pointer = pointer_from_pb(ckpt_pb.Pointer.FromString(blob)).verify()
+            except (PointerError, DecodeError) as e:
+                logger.warning("the coordinator sent a bad archive pointer: %s", e)
+                continue
+            key = (pointer.manifest_hash, pointer.provider)
+            if pointer.run_id != self.config.run.run_id or now - self._archive_stored.get(key, 0.0) < 900:
+                continue
+            try:
+                await self.host.dht_store(
+                    checkpoints_key(pointer.run_id), pointer.to_wire(), ttl_s=max(60.0, pointer.expires_at - now),
+                    subkey=f"{peer_name(pointer.provider)}/{pointer.round}",
+                )  # fmt: skip
+                self._archive_stored[key] = now
+            except Exception as e:
+                logger.warning("could not store the archive's pointer in the DHT: %s", e)
+
     async def _announce_coordinator(self, address: str) -> None:
         """Keep the coordinator's address in the DHT, so joiners without --coordinator report too."""
         assert self.host is not None
@@ -770,22 +802,23 @@ class Node:
             await asyncio.sleep(150.0)
 
     def _report(self, outcome: RoundOutcome, contribution: Contribution, copy: GlobalCopy) -> None:
-        if self.reporter is None:
+        # Only committed rounds: the coordinator keys reports by round, and a round that did not
+        # commit carries its work into the next one (which reports it).
+        if self.reporter is None or outcome.status is not Status.COMMITTED:
             return
         p, now = self.progress, time.time()
         elapsed, self._last_report_t = now - self._last_report_t, now
-        committed = outcome.status is Status.COMMITTED
-        evaluated = committed and p.history and p.history[-1].get("eval_loss") is not None
+        evaluated = bool(p.history) and p.history[-1].get("eval_loss") is not None
         self.reporter.submit(
             coord_pb.RoundReport(
-                round=outcome.round or copy.round + 1,
+                round=copy.round,
                 global_step=copy.global_step,
                 loss=math.nan if p.last_loss is None or not math.isfinite(p.last_loss) else p.last_loss,
-                samples=contribution.samples if committed else 0,
+                samples=contribution.samples,
                 samples_per_s=contribution.samples / elapsed if elapsed > 0 else 0.0,
                 sent_bytes=outcome.bytes_sent,
                 received_bytes=outcome.bytes_received,
-                compression_ratio=outcome.compression_ratio if committed else 1.0,
+                compression_ratio=outcome.compression_ratio,
                 group_size=len(outcome.members),
                 time=now,
                 eval_loss=p.history[-1]["eval_loss"] if evaluated else math.nan,

@@ -21,8 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from swarm.averaging.wire import FramedStream, WireError
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
 from swarm.checkpoint.manifest import (
-    MAX_CHUNK_BYTES,
-    MAX_MANIFEST_BYTES,
     Manifest,
     finish_partial,
     prepare_partial,
@@ -30,16 +28,19 @@ from swarm.checkpoint.manifest import (
 )
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.store import CheckpointStore
-from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
+from swarm.checkpoint.wire import (
+    MAX_CHUNKS_PER_REQUEST,
+    MAX_FRAME_BYTES,
+    PROTOCOL,
+    pointer_from_pb,
+    pointer_to_pb,
+)
 from swarm.dht.records import RecordError, checkpoints_key
 from swarm.p2p import SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL = "/swarm/checkpoint/1"
-MAX_CHUNKS_PER_REQUEST = 64
-MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
 MAX_CHUNK_STREAMS = 16
 """Chunk requests served at once; more wait their turn (bounded by the requester's own timeout)."""
 REQUEST_FRAME_BYTES = 64 * 1024

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+
+PROTOCOL = "/swarm/checkpoint/1"
+"""The checkpoint protocol's libp2p id: nodes, the light client and the coordinator's archive speak it."""
+MAX_CHUNKS_PER_REQUEST = 64
+MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
 
 
 def pointer_to_pb(p: Pointer) -> pb.Pointer:

@@ -23,19 +23,15 @@ from typing import Any
 
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
 from swarm.checkpoint.manifest import (
-    MAX_CHUNK_BYTES,
-    MAX_MANIFEST_BYTES,
     Manifest,
     finish_partial,
     prepare_partial,
     write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer
-from swarm.checkpoint.wire import verified
+from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, verified
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 
-PROTOCOL = "/swarm/checkpoint/1"
-MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
 _LENGTH = struct.Struct(">I")
 
 

@@ -150,7 +150,18 @@ def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm
     maddr = swarm.first_maddr(a)
     archive = tmp_path / "archive"
     coordinator = CoordinatorProcess(
-        tmp_path, grpc_port=port, extra=("--archive", str(archive), "--peer", maddr, "--archive-keep", "2")
+        tmp_path,
+        grpc_port=port,
+        extra=(
+            "--archive",
+            str(archive),
+            "--peer",
+            maddr,
+            "--archive-keep",
+            "2",
+            "--archive-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ),
     )
     try:
         swarm.start("b", "--peer", maddr, *COMMON, "--coordinator", coordinator.address)
@@ -167,6 +178,34 @@ def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm
         manifest = Manifest.from_bytes(latest.manifest, expected_hash=done[0].manifest_hash)
         folder = archive / RUN / manifest.hash
         assert len(read_folder(folder, manifest)) == len(manifest.chunks()), "the archived copy is incomplete"
-        assert len(done) <= 2 and len(list((archive / RUN).iterdir())) <= 2
+        assert len(done) <= 2 and len([d for d in (archive / RUN).iterdir() if d.is_dir()]) <= 2
+
+        # The archive is a provider: a pull from its address alone gets an archived checkpoint...
+        archive_maddr = json.loads(coordinator.status_file.read_text())["archive_maddrs"][0]
+        archive_name = archive_maddr.rsplit("/p2p/", 1)[1]
+        pulled = tmp_path / "pulled"
+        out = subprocess.run(
+            [sys.executable, "-m", "node", "pull", "--peer", archive_maddr, "--out", str(pulled), "--timeout", "30"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        pulled_manifest = {c.manifest_hash for c in done}
+        assert any(read_folder(pulled, Manifest.from_bytes(
+            client_manifest(coordinator.address, h), expected_hash=h)) for h in pulled_manifest)  # fmt: skip
+
+        # ... and the nodes put its pointers into the DHT, where any member's status shows them.
+        def listed() -> bool:
+            status = subprocess.run(
+                [sys.executable, "-m", "node", "status", "--peer", maddr, "--timeout", "30"],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            return archive_name[-6:] in status.stdout
+
+        poll("the archive's pointers in the swarm's DHT", listed, 180)
     finally:
         coordinator.kill()
+
+
+def client_manifest(address: str, manifest_hash: str) -> bytes:
+    with CoordinatorClient(address) as client:
+        return client.checkpoint(RUN, manifest_hash=manifest_hash).manifest

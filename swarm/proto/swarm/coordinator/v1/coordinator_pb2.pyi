@@ -51,10 +51,12 @@ class ReportMetricsRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., device: _Optional[str] = ..., metrics_url: _Optional[str] = ..., addrs: _Optional[_Iterable[str]] = ..., reports: _Optional[_Iterable[_Union[RoundReport, _Mapping]]] = ...) -> None: ...
 
 class ReportMetricsResponse(_message.Message):
-    __slots__ = ("recorded",)
+    __slots__ = ("recorded", "archive_pointers")
     RECORDED_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_POINTERS_FIELD_NUMBER: _ClassVar[int]
     recorded: int
-    def __init__(self, recorded: _Optional[int] = ...) -> None: ...
+    archive_pointers: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, recorded: _Optional[int] = ..., archive_pointers: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Provider(_message.Message):
     __slots__ = ("peer_id", "addrs", "last_announced")

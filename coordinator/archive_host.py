@@ -1,0 +1,217 @@
+"""The archive as a provider: a py-libp2p host serving archived checkpoints on /swarm/checkpoint/1.
+
+The coordinator has a libp2p identity of its own (Ed25519, ``DIR/identity.key``), listens on
+``--archive-listen`` (TCP, Noise), and answers the checkpoint protocol the nodes speak: Latest (the
+archive's own pointers, signed with its key), Manifest and Chunks of what it archived. So
+``swarm-node pull --peer <the archive's address>`` works when every volunteer is gone, and nodes
+that report to the coordinator copy its pointers into the DHT (``archive_pointers`` of the
+ReportMetrics answer), which makes the archive one more provider for pulls and joiners.
+
+Runs under trio on a thread of its own (py-libp2p's event loop); imports neither torch nor hivemind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from coordinator.store import Store
+from swarm.checkpoint.manifest import Manifest
+from swarm.checkpoint.pointer import (
+    Pointer,
+    generate_identity,
+    load_identity,
+    peer_id_of,
+    public_key_protobuf,
+)
+from swarm.checkpoint.wire import MAX_CHUNKS_PER_REQUEST, PROTOCOL, pointer_to_pb
+from swarm.light.client import LightError, _Framed
+from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+
+logger = logging.getLogger("swarm.coordinator")
+
+POINTER_TTL_S = 3600.0
+
+
+class ArchiveHost:
+    def __init__(self, store: Store, folder: Path, *, listen: str, announce: tuple[str, ...] = ()):
+        self.store = store
+        self.folder = folder
+        self.listen = listen
+        self.announce = announce
+        key_path = folder / "identity.key"
+        if not key_path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            generate_identity(key_path)
+        key = load_identity(key_path)
+        if key is None:
+            raise ValueError(f"{key_path} is not an Ed25519 identity")
+        self.key = key
+        self.peer_id = peer_id_of(public_key_protobuf(key.public_key()))
+        self.addrs: list[str] = []
+        self.peer_name = ""
+        """The peer id in base58, once started."""
+        self.served_bytes = 0
+        self._wire_cache: dict[str, tuple[float, list[bytes]]] = {}
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._token: Any = None
+        self._stop: Any = None
+        self._thread = threading.Thread(target=self._run, name="archive-host", daemon=True)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout_s) or self._error is not None:
+            raise OSError(f"the archive cannot listen on {self.listen}: {self._error or 'timed out'}")
+
+    def stop(self) -> None:
+        if self._token is not None and self._stop is not None and self._thread.is_alive():
+            self._token.run_sync_soon(self._stop.set)
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        import trio
+
+        try:
+            trio.run(self._main)
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import multiaddr
+        import trio
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import Ed25519PrivateKey as LibKey
+        from libp2p.crypto.keys import KeyPair
+        from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_pair
+        from libp2p.custom_types import TProtocol
+        from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+        from libp2p.security.noise.transport import Transport as NoiseTransport
+
+        logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+        private = LibKey.from_bytes(self.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+        key_pair = KeyPair(private, private.get_public_key())
+        noise = NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)
+        host = new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise})
+        if host.get_id().to_bytes() != self.peer_id:
+            raise RuntimeError("py-libp2p derives another peer id from the archive's key")
+        self.peer_name = host.get_id().to_base58()
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with host.run(listen_addrs=[multiaddr.Multiaddr(self.listen)]):
+            host.set_stream_handler(TProtocol(PROTOCOL), self._handle)
+            listening = [str(a).split("/p2p/")[0] for a in host.get_addrs()]
+            self.addrs = list(self.announce) or listening
+            if any("/0.0.0.0/" in a or "/::/" in a for a in self.addrs):
+                logger.warning(
+                    "the archive listens on every interface but announces no address peers can dial:"
+                    " pass --archive-announce /ip4/<public address>/tcp/<port>"
+                )
+            logger.info(
+                "archive serving checkpoints as %s on %s", host.get_id().to_base58(), ", ".join(self.addrs)
+            )
+            self._ready.set()
+            await self._stop.wait()
+
+    # --- what it serves -----------------------------------------------------------------------------
+
+    def pointers(self, run_id: str) -> list[Pointer]:
+        """Signed pointers to this archive's copies of ``run_id``'s archived checkpoints."""
+        expires = time.time() + POINTER_TTL_S
+        return [
+            Pointer(
+                run_id=run_id,
+                round=c.round,
+                global_step=c.global_step,
+                manifest_hash=c.manifest_hash,
+                total_bytes=c.total_bytes,
+                provider=self.peer_id,
+                expires_at=expires,
+                addrs=tuple(self.addrs[:8]),
+            ).signed_by(self.key)
+            for c in self.store.checkpoints(run_id, limit=100)
+            if c.archived
+        ]
+
+    def wire_pointers(self, run_id: str) -> list[bytes]:
+        """``pointers(run_id)`` serialized for the ReportMetrics answer, re-signed at most once a minute."""
+        now = time.monotonic()
+        cached = self._wire_cache.get(run_id)
+        if cached is None or now - cached[0] > 60.0:
+            cached = (now, [pointer_to_pb(p).SerializeToString() for p in self.pointers(run_id)])
+            self._wire_cache[run_id] = cached
+        return cached[1]
+
+    def _manifest(self, digest: str) -> Manifest | None:
+        for run_id in self.store.runs():
+            raw = self.store.manifest(run_id, digest)
+            if raw is not None and (self.folder / run_id / digest).is_dir():
+                return Manifest.from_bytes(raw, expected_hash=digest)
+        return None
+
+    def _read_chunk(self, manifest: Manifest, index: int) -> bytes | None:
+        chunks = manifest.chunks()
+        if not 0 <= index < len(chunks):
+            return None
+        chunk = chunks[index]
+        try:
+            with open(self.folder / manifest.run_id / manifest.hash / chunk.file, "rb") as f:
+                f.seek(chunk.offset)
+                return f.read(chunk.size)
+        except FileNotFoundError:
+            return None
+
+    async def _handle(self, stream: Any) -> None:
+        import trio
+
+        framed = _Framed(stream)
+        try:
+            with trio.fail_after(30):
+                frame = await framed.recv("latest_request", "manifest_request", "chunks_request")
+            kind = frame.WhichOneof("body")
+            try:
+                if kind == "latest_request":
+                    run_id = frame.latest_request.run_id
+                    runs = [run_id] if run_id else self.store.runs()[:1]
+                    pointers = [pointer_to_pb(p) for r in runs for p in self.pointers(r)]
+                    await framed.send(pb.Frame(latest_response=pb.LatestResponse(pointers=pointers)))
+                elif kind == "manifest_request":
+                    manifest = self._manifest(frame.manifest_request.manifest_hash)
+                    if manifest is None:
+                        raise LookupError("the archive does not hold that manifest")
+                    await framed.send(
+                        pb.Frame(manifest_response=pb.ManifestResponse(manifest=manifest.to_bytes()))
+                    )
+                else:
+                    request = frame.chunks_request
+                    if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
+                        raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
+                    manifest = self._manifest(request.manifest_hash)
+                    if manifest is None:
+                        raise LookupError("the archive does not hold that manifest")
+                    for index in request.indices:
+                        data = await trio.to_thread.run_sync(self._read_chunk, manifest, index)
+                        if data is None:
+                            raise LookupError(f"the archive does not hold chunk {index} of that manifest")
+                        await framed.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
+                        self.served_bytes += len(data)
+            except (LookupError, ValueError) as e:
+                await framed.send(pb.Frame(error=pb.Error(message=str(e))))
+                return
+            await framed.send(pb.Frame(end=pb.End()))
+        except (LightError, trio.TooSlowError) as e:
+            logger.info("archive: dropped a request: %s", e)
+        except Exception as e:  # a broken stream must not take the host down
+            logger.info("archive: stream failed: %s", type(e).__name__)
+        finally:
+            try:
+                await stream.close()
+            except Exception:
+                pass
