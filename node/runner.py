@@ -48,7 +48,7 @@ from swarm.averaging.round import (
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
 from swarm.checkpoint.manifest import Manifest, build_manifest
-from swarm.checkpoint.pointer import PointerError, generate_identity, load_identity
+from swarm.checkpoint.pointer import Pointer, PointerError, generate_identity, load_identity
 from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
@@ -349,6 +349,20 @@ class Node:
             return peer, entries
         return None
 
+    async def _dial(self, pointers: list[Pointer]) -> None:
+        """Dial providers at the addresses their pointers name, all at once (a few seconds at most):
+        the coordinator's archive, for one, is no hivemind peer that p2pd could look up."""
+        assert self.host is not None
+        host = self.host
+
+        async def dial(pointer: Pointer) -> None:
+            try:
+                await host.connect(pointer.provider, pointer.addrs, timeout_s=5.0)
+            except Exception as e:  # a provider that left: the download goes on without it
+                logger.info("could not dial provider %s: %s", peer_name(pointer.provider)[-8:], e)
+
+        await asyncio.gather(*(dial(p) for p in pointers))
+
     async def _load_swarm_checkpoint(
         self, copy: GlobalCopy, trainer: LocalTrainer, spec: RunSpec
     ) -> Manifest | None:
@@ -360,6 +374,7 @@ class Node:
             return None
         newest = pointers[0]
         providers = sorted({p.provider for p in pointers if p.manifest_hash == newest.manifest_hash})
+        await self._dial([p for p in pointers if p.manifest_hash == newest.manifest_hash and p.addrs])
         store = self.checkpoints.store
         manifest = store.manifest(newest.manifest_hash)
         try:

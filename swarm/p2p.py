@@ -210,6 +210,15 @@ class SwarmHost:
 
         await self.p2p.add_binary_stream_handler(protocol, _handle)
 
+    async def connect(self, peer: bytes, maddrs: Sequence[str], *, timeout_s: float = 10.0) -> None:
+        """Dial ``peer`` at ``maddrs`` (without /p2p/): for providers the DHT does not know, such as
+        the coordinator's archive. hivemind's P2P has no public call for it: its daemon client does."""
+        from hivemind.utils.multiaddr import Multiaddr
+
+        await asyncio.wait_for(
+            self.p2p._client.connect(PeerID(peer), [Multiaddr(m) for m in maddrs]), timeout=timeout_s
+        )
+
     async def open_stream(
         self,
         peer: bytes,
