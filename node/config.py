@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.registry import CODEC_NAMES
@@ -294,6 +295,9 @@ class FaultConfig:
     """SWARM_FAULT=diverge:R: perturb our x' after committing round R (tests the digest repair)."""
     dump_dir: str | None = None
     """SWARM_DUMP_DIR: save each committed round's delta, results and x' before and after (tests)."""
+    misbehave: str | None = None
+    """SWARM_FAULT=misbehave:MODE[,factor:F]: send hostile parts (nan, oversized, scale, random)."""
+    misbehave_factor: float = 100.0
 
 
 @dataclass(kw_only=True)
@@ -304,6 +308,7 @@ class NodeConfig:
     rounds: RoundTiming = field(default_factory=RoundTiming)
     output: OutputConfig = field(default_factory=OutputConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    defence: Defence = field(default_factory=Defence)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 
@@ -314,6 +319,7 @@ SECTIONS: dict[str, type] = {
     "rounds": RoundTiming,
     "output": OutputConfig,
     "checkpoints": CheckpointConfig,
+    "defence": Defence,
 }
 
 # Command-line flag -> (section, field). The environment variable is SWARM_ + the flag in capitals.
@@ -364,6 +370,10 @@ FLAGS: dict[str, tuple[str, str]] = {
     "log-level": ("output", "log_level"),
     "coordinator": ("output", "coordinator"),
     "metrics-advertise": ("output", "metrics_advertise"),
+    "aggregation": ("defence", "aggregation"),
+    "outlier-factor": ("defence", "outlier_factor"),
+    "ban-seconds": ("defence", "ban_s"),
+    "clip-factor": ("defence", "clip_factor"),
 }
 
 
@@ -417,6 +427,10 @@ def _parse_fault(spec: str) -> dict[str, Any]:
             values["kill_after_results"] = int(value)
         elif key == "diverge":
             values["diverge_round"] = int(value)
+        elif key == "misbehave":
+            values["misbehave"] = value
+        elif key == "factor":
+            values["misbehave_factor"] = float(value)
         elif key == "scope" and value in ("group", "process"):
             values["kill_scope"] = value
         else:

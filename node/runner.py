@@ -39,6 +39,7 @@ from swarm.averaging.round import (
     PROTOCOL_VERSION,
     Averager,
     Contribution,
+    Misbehaviour,
     ReplayError,
     RoundOutcome,
     Status,
@@ -109,6 +110,7 @@ class Progress:
     aborted_shards: int = 0
     repairs: int = 0
     rejections: int = 0
+    excluded_parts: int = 0
     local_steps_last_round: int = 0
     round_period_s: float = 0.0
     wanted_period_s: float = 0.0
@@ -926,6 +928,9 @@ class Node:
         if self.averager is not None:
             self.metrics.rejected.inc(self.averager.rejections - p.rejections)
             p.rejections = self.averager.rejections
+            self.metrics.excluded_parts.inc(self.averager.excluded_parts - p.excluded_parts)
+            p.excluded_parts = self.averager.excluded_parts
+            self.metrics.banned_peers.set(len(self.averager.bans))
 
     async def run(self) -> int:
         cfg = self.config
@@ -998,8 +1003,12 @@ class Node:
             timing=cfg.rounds,
             warmup_rounds=spec.warmup_rounds,
             exact_every=spec.exact_every,
+            defence=cfg.defence,
             on_send=self._on_send,
         )
+        if cfg.fault.misbehave is not None:
+            averager.misbehave = Misbehaviour(cfg.fault.misbehave, factor=cfg.fault.misbehave_factor)
+            logger.warning("test hook: this node sends hostile parts (%s)", cfg.fault.misbehave)
         await averager.start()
         self._model_config, self._spec = source.config, spec
         store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else self._scratch / "checkpoints"
@@ -1259,6 +1268,9 @@ class Node:
             "rounds_by_status": p.rounds,
             "aborted_shards": p.aborted_shards,
             "repairs": p.repairs,
+            "rejections": p.rejections,
+            "excluded_parts": p.excluded_parts,
+            "banned_peers": len(self.averager.bans) if self.averager is not None else 0,
             "catch_up": p.catch_up,
             "last_loss": p.last_loss,
             "eval_loss": p.eval_loss,

@@ -26,6 +26,8 @@ per-peer or per-step labels.
 | swarm_aborted_shards_total | counter | shards of committed rounds that nobody applied |
 | swarm_rejected_messages_total | counter | malformed or invalid messages from peers |
 | swarm_repairs_total | counter | times this node replaced its x' from a peer |
+| swarm_excluded_parts_total | counter | shard parts this node excluded as an owner (invalid, NaN/Inf, outlier, banned) |
+| swarm_banned_peers | gauge | peers this node refuses now for an excluded part |
 | swarm_peers | gauge | peers this node's libp2p host is connected to |
 """
 
@@ -83,6 +85,10 @@ class NodeMetrics:
             "swarm_rejected_messages", "Malformed or invalid messages from peers", registry=r
         )
         self.repairs = Counter("swarm_repairs", "Times this node replaced its x' from a peer", registry=r)
+        self.excluded_parts = Counter(
+            "swarm_excluded_parts", "Shard parts excluded as an owner (invalid, NaN/Inf, outlier)", registry=r
+        )
+        self.banned_peers = Gauge("swarm_banned_peers", "Peers refused now for an excluded part", registry=r)
         self.peers = Gauge("swarm_peers", "Connected libp2p peers", registry=r)
         for status in ("committed", "aborted", "no_group", "repair"):
             self.rounds.labels(status=status)

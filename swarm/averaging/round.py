@@ -37,12 +37,13 @@ from enum import Enum
 
 import torch
 
+from swarm.averaging.defence import BanList, Defence, centered_clip, find_outliers
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
 from swarm.averaging.shards import ShardLayout, assign_owners
 from swarm.averaging.state import GlobalCopy, digest_of
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.wire import ByteCounter, FramedStream, WireError
+from swarm.averaging.wire import ByteCounter, FramedStream, StreamClosed, WireError
 from swarm.compression.codecs import Codec, CodecContext, CodecError, Fp32Codec
 from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import SwarmHost, peer_from_name, peer_name
@@ -90,6 +91,10 @@ class ShardUpdate:
     own: torch.Tensor | None
     payload: bytes = b""
     """The owner's result bytes that decode to ``aggregate`` (kept in the round journal)."""
+    owner: bytes = b""
+    """Peer id of the member that aggregated this shard."""
+    included: tuple[bytes, ...] = ()
+    """The members whose parts the owner averaged (excluded ones keep theirs in their residual)."""
 
 
 class ReplayError(ValueError):
@@ -130,6 +135,39 @@ class RoundOutcome:
         """fp32 payload bytes over the bytes actually moved (control messages included)."""
         moved = self.bytes_sent + self.bytes_received
         return self.fp32_bytes / moved if moved else 0.0
+
+
+@dataclass(frozen=True)
+class Misbehaviour:
+    """What a hostile member sends instead of its parts (tests and the byzantine benchmark only)."""
+
+    mode: str
+    """nan, oversized (a frame above the owner's limit), scale (the part times ``factor``) or
+    random (Gaussian noise with ``factor`` times the part's norm)."""
+    factor: float = 100.0
+    seed: int = 0
+
+    MODES = ("nan", "oversized", "scale", "random")
+
+    def __post_init__(self) -> None:
+        if self.mode not in self.MODES:
+            raise ValueError(f"misbehaviour must be one of {', '.join(self.MODES)}, got {self.mode!r}")
+
+    def payload(self, codec: Codec, values: torch.Tensor, ctx: CodecContext, frame_limit: int) -> bytes:
+        if self.mode == "oversized":
+            return bytes(frame_limit + 1)
+        if self.mode == "nan":
+            return Fp32Codec().encode(torch.full_like(values, math.nan), ctx)
+        if self.mode == "scale":
+            return codec.encode(values * self.factor, ctx)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + ctx.round * 1009 + ctx.shard)
+        noise = torch.randn(values.shape, generator=generator)
+        scale = (
+            self.factor
+            * float(torch.linalg.vector_norm(values))
+            / max(1e-30, float(torch.linalg.vector_norm(noise)))
+        )
+        return codec.encode(noise * scale, ctx)
 
 
 class _Gathering:
@@ -188,6 +226,7 @@ class Averager:
         timing: RoundTiming,
         warmup_rounds: int = 0,
         exact_every: int = 0,
+        defence: Defence | None = None,
         on_send: Callable[[str], None] | None = None,
     ):
         self.host, self.run_id, self.codec, self.copy = host, run_id, codec, global_copy
@@ -214,6 +253,13 @@ class Averager:
         largest_shard = max(self.layout.size(s) for s in range(self.layout.num_shards))
         self.shard_frame_bytes = 4 * largest_shard + 4096
         self.rejections = 0
+        self.defence = defence or Defence()
+        self.bans = BanList()
+        """Peers whose parts this node excluded as an owner: their joins and parts are refused."""
+        self.excluded_parts = 0
+        """Parts this node excluded as an owner (malformed, NaN/Inf, outlier, banned sender)."""
+        self.misbehave: Misbehaviour | None = None
+        """Test hook (SWARM_FAULT=misbehave:...): send hostile parts to the other owners."""
         self._hurry_until = math.inf
         """Set by ``hurry``: no rendezvous goes on past this instant."""
         self.journal = RoundJournal(min(4 * self.layout.num_elements, MAX_JOURNAL_BYTES))
@@ -611,29 +657,37 @@ class Averager:
         wait_s = roster.deadline_s + 2 * margin
         done, _ = await asyncio.wait(list(gathering.receipts.values()), timeout=wait_s)
         receipts = [f.result() for f in done if not f.cancelled() and f.exception() is None]
-        # A shard commits when every reporting member holds its result, with the same bytes.
-        digests: dict[int, set[bytes]] = {}
-        holders: Counter[int] = Counter()
+        # A shard commits when a strict majority of the reporting members hold its result with the
+        # same bytes: one member (a hostile one whose parts an owner refused, or one that lost an
+        # owner's stream) cannot veto it. A member without those bytes repairs its x' afterwards.
+        holders: dict[int, Counter[bytes]] = {}
         for receipt in receipts:
             for shard, digest in zip(receipt.shards, receipt.result_digests, strict=False):
-                digests.setdefault(shard, set()).add(bytes(digest))
-                holders[shard] += 1
-        shards = {s for s, n in holders.items() if n == len(receipts) and len(digests[s]) == 1}
-        split = [s for s, d in digests.items() if len(d) > 1]
+                holders.setdefault(shard, Counter())[bytes(digest)] += 1
+        agreed: dict[int, bytes] = {}
+        for shard, counts in holders.items():
+            digest, count = counts.most_common(1)[0]
+            if 2 * count > len(receipts):
+                agreed[shard] = digest
+        split = [s for s, counts in holders.items() if len(counts) > 1]
         if split:
             logger.warning(
                 "round %d: owners sent different bytes to different members for shards %s",
                 roster.round,
                 split,
             )
-        commit = pb.Commit(group_id=roster.group_id, shards=sorted(shards))
+        commit = pb.Commit(
+            group_id=roster.group_id,
+            shards=sorted(agreed),
+            result_digests=[agreed[s] for s in sorted(agreed)],
+        )
         gathering.commit.set_result(commit)
         logger.info(
             "round %d: %d/%d receipts, committing %d/%d shards",
             roster.round,
             len(receipts),
             len(gathering.receipts),
-            len(shards),
+            len(agreed),
             roster.num_shards,
         )
 
@@ -658,6 +712,8 @@ class Averager:
         frame = await asyncio.wait_for(stream.expect("join"), timeout=self.timing.connect_timeout_s)
         request = frame.join
         problem = self._join_problem(request)
+        if problem is None and self.bans.banned(peer):
+            problem = "banned for sending an invalid or outlying part"
         if problem is not None:
             if request.run_id == self.run_id:
                 self.rejections += 1
@@ -767,6 +823,8 @@ class Averager:
                 ctx = CodecContext(round=roster.round, shard=shard)
                 payload = codec.encode(delta[start:end], ctx)
                 own_decoded[shard] = codec.decode(payload, end - start, ctx)
+                if self.misbehave is not None and shard not in my_shards:
+                    payload = self.misbehave.payload(codec, delta[start:end], ctx, self.shard_frame_bytes)
                 parts[shard] = pb.ShardPart(
                     group_id=roster.group_id,
                     shard=shard,
@@ -819,22 +877,26 @@ class Averager:
                 fp32_bytes=fp32_bytes,
             )
 
-        committed = set(commit.shards)
+        committed = dict(zip(commit.shards, commit.result_digests, strict=False))
         updates = []
+        lacking = []
         for shard in sorted(committed):
-            if shard not in results:  # a commit naming a shard we never reported: refuse, repair later
-                logger.error("round %d: commit names shard %d that this member lacks", roster.round, shard)
+            held = results.get(shard)
+            if held is None or hashlib.sha256(held[0].payload).digest() != committed[shard]:
+                lacking.append(shard)  # the majority's bytes, which we lack: repair below
                 continue
-            result, aggregate = results[shard]
+            result, aggregate = held
             start, _ = layout.bounds(shard)
-            included = self.me in {bytes(p) for p in result.included}
+            included = tuple(bytes(p) for p in result.included)
             updates.append(
                 ShardUpdate(
                     shard=shard,
                     start=start,
                     aggregate=aggregate,
-                    own=own_decoded[shard] if included else None,
+                    own=own_decoded[shard] if self.me in included else None,
                     payload=bytes(result.payload),
+                    owner=owners[shard],
+                    included=included,
                 )
             )
         # Owner-side error feedback survives only for shards that committed: an aborted shard's
@@ -846,12 +908,30 @@ class Averager:
                     self._owner_error.pop(shard, None)
                 else:
                     self._owner_error[shard] = residual
+        if lacking:
+            # The others apply these shards; we cannot. Apply nothing and take their x' (a replay of
+            # this round from their journal): our delta stays in x_i - x' like any unsent work.
+            logger.warning(
+                "round %d: the commit names shards %s whose results this member lacks; repairing",
+                roster.round,
+                lacking,
+            )
+            return RoundOutcome(
+                status=Status.REPAIR,
+                round=roster.round,
+                members=members,
+                repair_from=[m for m in members if m != self.me],
+                transfer_s=transfer_s,
+                folds=folds,
+                codec=codec.name,
+                fp32_bytes=fp32_bytes,
+            )
         return RoundOutcome(
             status=Status.COMMITTED,
             round=roster.round,
             members=members,
             updates=updates,
-            aborted_shards=sorted(set(range(layout.num_shards)) - committed),
+            aborted_shards=sorted(set(range(layout.num_shards)) - set(committed)),
             global_step_increment=round(sum(m.local_steps for m in roster.members) / len(members)),
             samples=sum(m.samples for m in roster.members),
             transfer_s=transfer_s,
@@ -1019,12 +1099,48 @@ class Averager:
         except (CodecError, ContributionError) as e:
             self.rejections += 1
             group.failed[shard].add(peer)
-            logger.warning(
-                "round %d: excluded %s from shard %d: %s", group.roster.round, _short(peer), shard, e
-            )
+            self._exclude(group, peer, shard, str(e))
         else:
             group.parts[shard][peer] = (weight, values)
         group.arrived.set()
+
+    def _exclude(self, group: _OwnerGroup, peer: bytes, shard: int, reason: str, ban: bool = True) -> None:
+        """Count an excluded part and ban its sender (its later parts and joins are refused)."""
+        self.excluded_parts += 1
+        banned = ban and not self.bans.banned(peer)
+        if ban:
+            self.bans.ban(peer, self.defence.ban_s)
+        logger.warning(
+            "round %d: excluded %s from shard %d: %s%s",
+            group.roster.round,
+            _short(peer),
+            shard,
+            reason,
+            f"; banned for {self.defence.ban_s:.0f} s" if banned and self.defence.ban_s else "",
+        )
+
+    def _exclude_sender(self, group: _OwnerGroup, peer: bytes, reason: str, ban: bool = True) -> None:
+        """None of the peer's remaining parts will come (its stream broke or it is banned): do not
+        wait for them. ``ban``: it broke the protocol, not merely its connection."""
+        pending = [s for s in group.shards if peer not in group.parts[s] and peer not in group.failed[s]]
+        for shard in pending:
+            group.failed[shard].add(peer)
+        if pending:
+            self._exclude(group, peer, pending[0], reason, ban=ban)
+        group.arrived.set()
+
+    def _aggregate(self, group: _OwnerGroup, shard: int) -> torch.Tensor | None:
+        """The shard's aggregate over its valid parts, outliers excluded first; None without parts."""
+        contributions = group.parts[shard]
+        for peer, reason in find_outliers(contributions, self.defence.outlier_factor).items():
+            del contributions[peer]
+            group.failed[shard].add(peer)
+            self._exclude(group, peer, shard, reason)
+        if not contributions:
+            return None
+        if self.defence.aggregation == "centered-clip":
+            return centered_clip(contributions, self.defence.clip_factor, self.defence.clip_iterations)
+        return weighted_mean(contributions)
 
     async def _finish_owned_shards(self, group: _OwnerGroup) -> None:
         try:
@@ -1038,12 +1154,13 @@ class Averager:
                     break
             codec = self.codec_for(group.roster.round)
             for shard in group.shards:
-                contributions = group.parts[shard]
-                if not contributions:
+                aggregate = self._aggregate(group, shard)
+                if aggregate is None:
                     continue
+                contributions = group.parts[shard]
                 start, end = group.layout.bounds(shard)
                 ctx = CodecContext(round=group.roster.round, shard=shard)
-                corrected = apply_error_feedback(weighted_mean(contributions), self._owner_error.get(shard))
+                corrected = apply_error_feedback(aggregate, self._owner_error.get(shard))
                 payload = codec.encode(corrected, ctx)
                 residual = corrected - codec.decode(payload, end - start, ctx)
                 group.pending_error[shard] = residual if bool(residual.any()) else None
@@ -1078,7 +1195,17 @@ class Averager:
         self._owner_groups.pop(group_id, None)
 
     async def _handle_shard(self, peer: bytes, stream: FramedStream) -> None:
-        first = await asyncio.wait_for(stream.expect("part"), timeout=self.timing.connect_timeout_s)
+        try:
+            first = await asyncio.wait_for(stream.expect("part"), timeout=self.timing.connect_timeout_s)
+        except StreamClosed:
+            raise
+        except WireError as e:  # oversized or malformed before we know its round: every round it is in
+            self.rejections += 1
+            self.bans.ban(peer, self.defence.ban_s)
+            for owned in list(self._owner_groups.values()):
+                if peer in owned.weights:
+                    self._exclude_sender(owned, peer, str(e))
+            raise
         group_id = bytes(first.part.group_id)
         group = await self._wait_owner_group(group_id, timeout_s=self.timing.join_timeout_s)
         if group is None or peer not in group.weights:
@@ -1087,14 +1214,27 @@ class Averager:
             logger.warning("rejected shard parts from %s: %s", _short(peer), reason)
             await stream.send(pb.Frame(reject=pb.Reject(reason=reason)))
             return
+        if self.bans.banned(peer):
+            self.rejections += 1
+            self._exclude_sender(group, peer, "banned", ban=False)
+            await stream.send(pb.Frame(reject=pb.Reject(reason="banned for an invalid or outlying part")))
+            return
         margin = self._margin(group.roster)
         async with asyncio.timeout_at(_loop_time(group.deadline + 2 * margin)):
             frame: pb.Frame | None = first
             for _ in group.shards:
-                if frame is None:
-                    frame = await stream.expect("part")
-                if frame.part.group_id != group_id:
-                    raise WireError("parts of two rounds on one stream")
+                try:
+                    if frame is None:
+                        frame = await stream.expect("part")
+                    if frame.part.group_id != group_id:
+                        raise WireError("parts of two rounds on one stream")
+                except StreamClosed as e:  # it left or its connection broke: not its fault
+                    self._exclude_sender(group, peer, str(e), ban=False)
+                    raise
+                except WireError as e:  # oversized or malformed: the rest of its parts cannot come
+                    self.rejections += 1
+                    self._exclude_sender(group, peer, str(e))
+                    raise
                 self._accept_part(group, peer, frame.part)
                 frame = None
             for shard in group.shards:

@@ -28,6 +28,10 @@ class WireError(ConnectionError):
     """The peer sent something that is not a valid frame, or a frame we did not expect."""
 
 
+class StreamClosed(WireError):
+    """The stream ended before a whole frame arrived: the peer left or its connection broke."""
+
+
 @dataclass
 class ByteCounter:
     """Bytes written to and read from streams, including the length prefixes."""
@@ -87,7 +91,7 @@ class FramedStream:
                 raise WireError(f"peer announced a {length}-byte frame (limit {self._max_frame_bytes})")
             data = await self._reader.readexactly(length)
         except asyncio.IncompleteReadError as e:
-            raise WireError("stream closed in the middle of a frame") from e
+            raise StreamClosed("stream closed in the middle of a frame") from e
         self._count(0, _LENGTH.size + length)
         frame = self._frame_type()
         try:

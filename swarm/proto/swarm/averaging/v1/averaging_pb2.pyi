@@ -77,12 +77,14 @@ class Receipt(_message.Message):
     def __init__(self, group_id: _Optional[bytes] = ..., shards: _Optional[_Iterable[int]] = ..., result_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Commit(_message.Message):
-    __slots__ = ("group_id", "shards")
+    __slots__ = ("group_id", "shards", "result_digests")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     group_id: bytes
     shards: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, group_id: _Optional[bytes] = ..., shards: _Optional[_Iterable[int]] = ...) -> None: ...
+    result_digests: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, group_id: _Optional[bytes] = ..., shards: _Optional[_Iterable[int]] = ..., result_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ShardPart(_message.Message):
     __slots__ = ("group_id", "shard", "weight", "codec", "payload")
