@@ -110,6 +110,7 @@ def run_swarm(lab: NetLab, codec: str, args: argparse.Namespace, model: str, wor
         "socket_sent_per_peer_per_round": sent / max(1, len(rounds)),
         "round_period_s": [h["round_period_s"] for h in rounds][-1:] or [None],
         "local_steps_per_round": statistics.median(h["local_steps"] for h in rounds) if rounds else None,
+        "excluded_parts": sum(d.get("excluded_parts", 0) for d in data),
         "aborted_or_failed_rounds": sum(
             v for k, v in data[0]["rounds_by_status"].items() if k != "committed"
         ),

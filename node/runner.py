@@ -548,6 +548,7 @@ class Node:
             "step": p.steps,
             "global_step": copy.global_step,
             "round": copy.round,
+            "digest": copy.digest.hex(),
             "loss": p.last_loss,
             "eval_loss": p.eval_loss,
             "peers": p.peers,

@@ -2,11 +2,16 @@
 
 Pure functions on the parts of one shard (peer id -> (weight, values)) and a small ban list; no I/O.
 
-Outliers. Honest parts of one shard in one round come from the same codec, the same sampled
-entries and similar amounts of training, so their norms fall within a small factor of each other.
-A part whose norm exceeds ``outlier_factor`` times the median part norm of its shard is excluded
-(with at least ``MIN_PARTS_FOR_OUTLIERS`` parts: with two there is no majority to say which is off).
-Its sender is banned: its join requests and parts are refused until the ban expires.
+Outliers. A part whose norm exceeds ``outlier_factor`` times the median part norm of its shard is
+excluded (with at least ``MIN_PARTS_FOR_OUTLIERS`` parts: with two there is no majority to say which
+is off), and its sender is banned: its join requests and parts are refused until the ban expires.
+Honest parts differ more than one might think: in wall-clock rounds a fast GPU runs many more local
+steps than a slow one, and a member's part carries everything its residual held back. Excluding an
+honest part is worse than a lost round: the excluded work stays in that member's residual, its next
+part is larger still, and it would be locked out. So the default factor (1000) only catches gross
+abuse (scaled or corrupted updates); bounded damage from subtler ones is centered clipping's job.
+(Measured: the first node of a 4-node swarm, with more local steps behind it, sent parts 21x the
+median in its third round, in an honest run.)
 
 Robust aggregation. ``centered_clip`` replaces the weighted mean with a centre that no single part
 can drag further than a clipping radius: starting from the coordinate-wise median, each iteration
@@ -38,7 +43,7 @@ MAX_BANNED = 4096
 class Defence:
     """The owner's rules for one run (the same on every member, like the codec)."""
 
-    outlier_factor: float = 20.0
+    outlier_factor: float = 1000.0
     """Exclude a part whose norm exceeds this many times the shard's median part norm; 0: never."""
     ban_s: float = 600.0
     """How long a peer whose part was excluded (malformed, NaN/Inf, outlier) stays refused."""
