@@ -50,6 +50,9 @@ class NetworkConfig:
     """Ask the router for a port mapping (UPnP/NAT-PMP). Off by default: no traffic to the router."""
     startup_timeout_s: float = 30.0
     """Limit for starting the libp2p daemon and the DHT."""
+    max_upload_mbit: float | None = None
+    """Cap on this node's upload (averaging rounds, state transfers, checkpoints served), Mbit/s;
+    the round period lengthens to fit. Unset: no cap."""
 
     def __post_init__(self) -> None:
         for maddr in [*self.peers, *self.host_maddrs, *self.announce_maddrs]:
@@ -64,6 +67,8 @@ class NetworkConfig:
                 )
         if not self.host_maddrs:
             raise ConfigError("host_maddrs needs at least one address to listen on")
+        if self.max_upload_mbit is not None and not (0.1 <= self.max_upload_mbit < 1e6):
+            raise ConfigError(f"max_upload_mbit must be at least 0.1 Mbit/s, got {self.max_upload_mbit}")
 
 
 RUN_DEFAULTS: dict[str, Any] = dict(
@@ -206,6 +211,9 @@ class TrainingConfig:
     """Also evaluate x' after a round that commits this many seconds or more after the last evaluation."""
     eval_batches: int = 8
     """Batches of the held-out split per evaluation."""
+    gpu_memory_gb: float | None = None
+    """Use at most this much GPU memory (GB): a cap on torch's allocator, and the micro-batch is
+    sized under it. Unset: the whole GPU."""
     joiner_warmup_steps: int = 20
     """A node's own steps over which its fresh optimizer ramps up to the global learning rate."""
     max_data_bytes: int = 64 * 1024 * 1024
@@ -222,6 +230,8 @@ class TrainingConfig:
             raise ConfigError(f"round_period_s must be positive, got {self.round_period_s}")
         if self.eval_every_rounds < 1 or self.eval_batches < 1:
             raise ConfigError("eval_every_rounds and eval_batches must be at least 1")
+        if self.gpu_memory_gb is not None and not (0 < self.gpu_memory_gb < 1e4):
+            raise ConfigError(f"gpu_memory_gb must be a positive number of GB, got {self.gpu_memory_gb}")
         if self.eval_every_s is not None and not (self.eval_every_s > 0 and math.isfinite(self.eval_every_s)):
             raise ConfigError(f"eval_every_s must be positive, got {self.eval_every_s}")
 
@@ -329,6 +339,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "announce-maddr": ("network", "announce_maddrs"),
     "identity": ("network", "identity"),
     "nat-port-map": ("network", "nat_port_map"),
+    "max-upload-mbit": ("network", "max_upload_mbit"),
     "run-id": ("run", "run_id"),
     "model": ("run", "model"),
     "data": ("run", "data"),
@@ -354,6 +365,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "max-steps": ("training", "max_steps"),
     "micro-batch": ("training", "micro_batch"),
     "threads": ("training", "threads"),
+    "gpu-memory-gb": ("training", "gpu_memory_gb"),
     "eval-every": ("training", "eval_every_rounds"),
     "eval-every-s": ("training", "eval_every_s"),
     "min-group": ("rounds", "min_group"),

@@ -1,4 +1,5 @@
-"""``swarm-node pull`` and ``swarm-node status``: the light commands, which import neither torch nor hivemind.
+"""``swarm-node pull``, ``status``, ``pause`` and ``resume``: the light commands, which import neither
+torch nor hivemind.
 
 They talk to a node's daemon through py-libp2p (``swarm.light.client``). ``node.cli`` hands these
 commands over before it imports anything heavy.
@@ -12,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMANDS = ("pull", "status")
+COMMANDS = ("pull", "status", "pause", "resume")
 LOAD_HINT = (
     "load it with: safetensors.torch.load_file('{folder}/model.safetensors'), or"
     " transformers.AutoModelForCausalLM.from_pretrained('{folder}')"
@@ -39,6 +40,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)"
     )
+    for name, what in (("pause", "pause local training (the node stays in the rounds)"),
+                       ("resume", "resume local training after swarm-node pause")):  # fmt: skip
+        control = commands.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}.")
+        control.add_argument(
+            "--status-file", required=True, help="the --status-file of the node to control (names its pid)"
+        )
+        control.add_argument(
+            "--timeout", type=float, default=10.0, help="seconds to wait for the node to confirm"
+        )
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -99,6 +109,40 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(args: argparse.Namespace) -> int:
+    """Signal the node named by its status file, and wait until its status confirms."""
+    import json
+    import os
+    import signal
+
+    path = Path(args.status_file)
+    try:
+        status = json.loads(path.read_text())
+        pid = int(status["pid"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"swarm-node {args.command}: cannot read a node's pid from {path}: {e}", file=sys.stderr)
+        return 2
+    want = "paused" if args.command == "pause" else "training"
+    try:
+        os.kill(pid, signal.SIGUSR1 if args.command == "pause" else signal.SIGUSR2)
+    except ProcessLookupError:
+        print(f"swarm-node {args.command}: the node (pid {pid}) is not running", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(path.read_text()).get("state") == want:
+                print(f"node {pid}: {want}")
+                return 0
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    print(
+        f"swarm-node {args.command}: node {pid} did not confirm within {args.timeout:.0f} s", file=sys.stderr
+    )
+    return 1
+
+
 def _name(peer: bytes) -> str:
     import base58
 
@@ -109,6 +153,8 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="swarm-node")
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    if args.command in ("pause", "resume"):
+        return _control(args)
     from swarm.light.client import LightError
 
     try:

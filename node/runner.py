@@ -129,6 +129,19 @@ def shards_for(requested: int, num_elements: int) -> int:
     return min(num_elements, max(requested, needed))
 
 
+def cap_gpu_memory(device: torch.device, gigabytes: float | None) -> None:
+    """Cap torch's allocator on ``device`` at ``gigabytes`` (the micro-batch search then fits under it)."""
+    if gigabytes is None:
+        return
+    if device.type != "cuda":
+        logger.info("--gpu-memory-gb %.1f has no effect: training on %s", gigabytes, device)
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = min(1.0, gigabytes * 1e9 / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    logger.info("GPU memory capped at %.1f GB of %.1f GB", fraction * total / 1e9, total / 1e9)
+
+
 def codec_for_spec(spec: RunSpec) -> Codec:
     params = (
         CocktailParams(sparsity=spec.sparsity, topk=spec.topk, bits=spec.bits)
@@ -204,6 +217,9 @@ class Node:
         self.progress = Progress()
         self.stop = asyncio.Event()
         self.stop_thread = threading.Event()
+        self.paused = threading.Event()
+        """Set by SIGUSR1 (``swarm-node pause``), cleared by SIGUSR2: no local steps meanwhile; the
+        node stays a member of the rounds (owner of its shards, its unsent work still goes out)."""
         self.host: SwarmHost | None = None
         self.averager: Averager | None = None
         self.maddrs: list[str] = []
@@ -249,6 +265,7 @@ class Node:
             identity_path=str(self._identity()),
             nat_port_map=net.nat_port_map,
             startup_timeout_s=net.startup_timeout_s,
+            max_upload_bytes_per_s=None if net.max_upload_mbit is None else net.max_upload_mbit * 1e6 / 8,
         )
         try:
             host = await SwarmHost.start(options)
@@ -540,7 +557,8 @@ class Node:
         assert self.host is not None
         p = self.progress
         return {
-            "state": state,
+            "state": "paused" if state == "training" and self.paused.is_set() else state,
+            "pid": os.getpid(),
             "run_id": self.config.run.run_id,
             "peer_id": self.host.peer_name,
             "maddrs": self.maddrs,
@@ -598,6 +616,12 @@ class Node:
         boundary = (int(time.time() / period) + 1) * period
         peer = self.host.peer_id if self.host is not None else b""
         while not self.stop_thread.is_set():
+            if self.paused.is_set():
+                # Paused: no steps; the next round still starts on time, so the swarm never waits on us.
+                if time.time() >= boundary:
+                    return
+                self.stop_thread.wait(min(0.2, max(0.0, boundary - time.time())))
+                continue
             if training.local_steps is not None:
                 if p.steps_since_round >= training.local_steps:
                     return
@@ -980,6 +1004,7 @@ class Node:
             )
         model = await asyncio.to_thread(build_model, source, seed=spec.seed)
         device = pick_device(cfg.training.device)
+        cap_gpu_memory(device, cfg.training.gpu_memory_gb)
         trainer = LocalTrainer(
             model,
             device=device,
@@ -1320,6 +1345,20 @@ async def _run_async(config: NodeConfig) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _graceful)
+
+    def _pause(pause: bool) -> None:
+        if pause == node.paused.is_set():
+            return
+        if pause:
+            node.paused.set()
+            logger.info("paused: no local training until resumed; still a member of the rounds")
+        else:
+            node.paused.clear()
+            logger.info("resumed local training")
+        node.metrics.paused.set(1 if pause else 0)
+
+    loop.add_signal_handler(signal.SIGUSR1, _pause, True)
+    loop.add_signal_handler(signal.SIGUSR2, _pause, False)
     return await node.run()
 
 

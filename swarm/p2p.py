@@ -23,7 +23,7 @@ from hivemind.p2p import P2P, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
-from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, WireError
+from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, UploadLimit, WireError
 from swarm.dht.records import RecordError
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
@@ -45,6 +45,8 @@ class HostOptions:
     identity_path: str | None = None
     nat_port_map: bool = False
     startup_timeout_s: float = 20.0
+    max_upload_bytes_per_s: float | None = None
+    """Cap on what this host's framed streams write (rounds, state, checkpoints); None: no cap."""
 
 
 # The DHT process is forked from the node; this hook arms its parent-death watchdog.
@@ -87,6 +89,8 @@ class SwarmHost:
     dht: DHT
     traffic: ByteCounter = field(default_factory=ByteCounter)
     on_bytes: Callable[[int, int], None] | None = None
+    upload_limit: UploadLimit | None = None
+    """Shared by every framed stream of this host (the volunteer's upload cap)."""
 
     @classmethod
     async def start(cls, options: HostOptions) -> SwarmHost:
@@ -132,7 +136,8 @@ class SwarmHost:
             raise
         finally:
             _watchdog_target.clear()
-        return cls(p2p=p2p, dht=dht)
+        limit = options.max_upload_bytes_per_s
+        return cls(p2p=p2p, dht=dht, upload_limit=UploadLimit(limit) if limit is not None else None)
 
     @property
     def peer_id(self) -> bytes:
@@ -167,6 +172,7 @@ class SwarmHost:
             on_bytes=self.on_bytes,
             max_frame_bytes=max_frame_bytes,
             frame_type=frame_type,
+            upload_limit=self.upload_limit,
         )
 
     async def add_handler(

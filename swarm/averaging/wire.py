@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,39 @@ _LENGTH = struct.Struct(">I")
 
 class WireError(ConnectionError):
     """The peer sent something that is not a valid frame, or a frame we did not expect."""
+
+
+class UploadLimit:
+    """A token bucket every stream of a host draws from: what the node writes stays under
+    ``bytes_per_s`` on average, in bursts of at most ``burst`` bytes. ``clock`` and ``sleep`` are
+    injectable for tests."""
+
+    def __init__(
+        self,
+        bytes_per_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        if not bytes_per_s > 0:
+            raise ValueError(f"an upload limit must be positive, got {bytes_per_s}")
+        self.rate = float(bytes_per_s)
+        self.burst = max(16 * 1024, int(self.rate / 8))
+        """Largest write at once: 1/8 s of the rate, so concurrent streams interleave finely."""
+        self._clock, self._sleep = clock, sleep
+        self._tokens = float(self.burst)
+        self._last = clock()
+
+    async def acquire(self, n: int) -> None:
+        """Wait until ``n`` (at most ``burst``) bytes may be written."""
+        while True:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= n - 1e-6:  # float rounding of the refill must not loop forever
+                self._tokens -= n
+                return
+            await self._sleep((n - self._tokens) / self.rate)
 
 
 class StreamClosed(WireError):
@@ -61,8 +95,10 @@ class FramedStream:
         on_bytes: Callable[[int, int], None] | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         frame_type: Any = pb.Frame,
+        upload_limit: UploadLimit | None = None,
     ):
         self._reader, self._writer = reader, writer
+        self._upload_limit = upload_limit
         self._frame_type = frame_type
         self._counters = (counter, extra_counter)
         self._on_bytes = on_bytes
@@ -79,9 +115,19 @@ class FramedStream:
         data = frame.SerializeToString()
         if len(data) > MAX_FRAME_BYTES:
             raise WireError(f"refusing to send a {len(data)}-byte frame (limit {MAX_FRAME_BYTES})")
-        self._writer.write(_LENGTH.pack(len(data)) + data)
-        await self._writer.drain()
-        self._count(_LENGTH.size + len(data), 0)
+        framed = _LENGTH.pack(len(data)) + data
+        if self._upload_limit is None:
+            self._writer.write(framed)
+            await self._writer.drain()
+        else:
+            view = memoryview(framed)
+            step = self._upload_limit.burst
+            for start in range(0, len(view), step):
+                piece = view[start : start + step]
+                await self._upload_limit.acquire(len(piece))
+                self._writer.write(piece)
+                await self._writer.drain()
+        self._count(len(framed), 0)
 
     async def recv(self) -> Any:
         try:
