@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,36 @@ def shards_for(requested: int, num_elements: int) -> int:
     """The run's shard count, raised so that no fp32 shard exceeds MAX_SHARD_BYTES (same on every member)."""
     needed = -(-4 * num_elements // MAX_SHARD_BYTES)
     return min(num_elements, max(requested, needed))
+
+
+def reachability(visible: Sequence[str], announced: Sequence[str]) -> str:
+    """What a user should know at start-up about whether other peers can dial this node."""
+
+    def address(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        parts = maddr.split("/")
+        if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+            try:
+                return ipaddress.ip_address(parts[2])
+            except ValueError:
+                return None
+        return None
+
+    if announced:
+        return (
+            f"announcing {', '.join(announced)}: peers dial this node there, so that port must be open"
+            " or forwarded to this machine"
+        )
+    direct = [m for m in visible if "p2p-circuit" not in m]
+    public = [m for m in direct if (a := address(m)) is not None and a.is_global]
+    if public:
+        return f"public address(es) {', '.join(public)}: peers anywhere can dial this node"
+    if any("p2p-circuit" in m for m in visible):
+        return "reachable through a relay only (/p2p-circuit): expect slower rounds"
+    return (
+        "only private or loopback addresses: peers outside this network cannot dial this node (behind"
+        " NAT or a firewall). Peers on the same network can. To serve the internet, forward the port"
+        " and pass --announce-maddr with the public address"
+    )
 
 
 def cap_gpu_memory(device: torch.device, gigabytes: float | None) -> None:
@@ -1064,6 +1096,7 @@ class Node:
             print(f"Started run {cfg.run.run_id!r}. Other nodes join with:", flush=True)
             for maddr in shown:
                 print(f"  swarm-node join --run-id {cfg.run.run_id} --peer {maddr}", flush=True)
+        logger.info("reachability: %s", reachability(self.maddrs, cfg.network.announce_maddrs))
         logger.info(
             "peer %s training %s (%d parameters) on %s, data %s, codec %s",
             host.peer_name,

@@ -121,3 +121,24 @@ def test_adaptive_round_period_doubles_until_communication_hides() -> None:
     assert wanted_period(2.0, 3.0, overlap=False) == 16.0
     # Powers of two of the base keep every member's round instants aligned; bounded above.
     assert wanted_period(5.0, 1e9, overlap=True) <= 3600.0
+
+
+def test_the_start_up_reachability_line_says_what_the_addresses_mean() -> None:
+    from node.runner import reachability
+
+    lan = reachability(["/ip4/192.168.1.5/tcp/31337/p2p/Qm", "/ip4/127.0.0.1/tcp/31337/p2p/Qm"], [])
+    assert "cannot dial" in lan and "--announce-maddr" in lan
+    public = reachability(["/ip4/203.0.113.7/tcp/31337/p2p/Qm", "/ip4/8.8.8.8/tcp/1/p2p/Qm"], [])
+    assert "peers anywhere" in public and "8.8.8.8" in public
+    relayed = reachability(["/ip4/10.0.0.2/tcp/1/p2p/Qm", "/ip4/8.8.4.4/tcp/1/p2p/R/p2p-circuit/p2p/Qm"], [])
+    assert "relay" in relayed
+    announced = reachability(["/ip4/10.0.0.2/tcp/1/p2p/Qm"], ["/ip4/198.51.100.1/tcp/31337"])
+    assert "198.51.100.1" in announced and "forwarded" in announced
+
+
+def test_volunteer_caps_are_validated() -> None:
+    config = load_config(file=None, cli={"max-upload-mbit": 50.0, "gpu-memory-gb": 12.0}, environ={})
+    assert config.network.max_upload_mbit == 50.0 and config.training.gpu_memory_gb == 12.0
+    for flag, value in (("max-upload-mbit", 0.0), ("gpu-memory-gb", -1.0), ("outlier-factor", 0.5)):
+        with pytest.raises(ConfigError, match=flag.split("-")[0]):
+            load_config(file=None, cli={flag: value}, environ={})
