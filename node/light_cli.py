@@ -1,5 +1,5 @@
-"""``swarm-node pull``, ``status``, ``pause`` and ``resume``: the light commands, which import neither
-torch nor hivemind.
+"""``swarm-node pull``, ``status``, ``pause``, ``resume``, ``owner-key`` and ``credential``: the light
+commands, which import neither torch nor hivemind.
 
 They talk to a node's daemon through py-libp2p (``swarm.light.client``). ``node.cli`` hands these
 commands over before it imports anything heavy.
@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-COMMANDS = ("pull", "status", "pause", "resume")
+COMMANDS = ("pull", "status", "pause", "resume", "owner-key", "credential")
 LOAD_HINT = (
     "load it with: safetensors.torch.load_file('{folder}/model.safetensors'), or"
     " transformers.AutoModelForCausalLM.from_pretrained('{folder}')"
@@ -49,6 +49,35 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         control.add_argument(
             "--timeout", type=float, default=10.0, help="seconds to wait for the node to confirm"
         )
+    owner = commands.add_parser(
+        "owner-key",
+        help="create a run owner's key (for a closed run's credentials)",
+        description="Create an Ed25519 key that signs a closed run's credentials; prints its public key.",
+    )
+    owner.add_argument("--out", required=True, help="key file to create (kept secret; never overwritten)")
+    credential = commands.add_parser(
+        "credential",
+        help="issue or revoke a closed run's credentials",
+        description="Issue a credential that lets one peer id take part in a closed run, or revoke one.",
+    )
+    actions = credential.add_subparsers(dest="action", required=True)
+    issue = actions.add_parser("issue", help="issue a credential for one peer id")
+    issue.add_argument("--owner-key", required=True, help="the run owner's key file (swarm-node owner-key)")
+    issue.add_argument("--run-id", required=True)
+    issue.add_argument(
+        "--peer-id", required=True, help="the volunteer's peer id (12D3KooW...; see --identity)"
+    )
+    issue.add_argument("--days", type=float, default=30.0, help="validity in days (default 30)")
+    issue.add_argument("--out", required=True, help="credential file to write (give it to the volunteer)")
+    revoke = actions.add_parser("revoke", help="add credential serials to the run's signed revocation list")
+    revoke.add_argument("--owner-key", required=True)
+    revoke.add_argument("--run-id", required=True)
+    revoke.add_argument(
+        "--serial", type=int, action="append", required=True, help="serial to revoke (repeatable)"
+    )
+    revoke.add_argument(
+        "--list", required=True, help="revocation list file (created, or extended and re-signed)"
+    )
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -143,6 +172,69 @@ def _control(args: argparse.Namespace) -> int:
     return 1
 
 
+def _owner_key(args: argparse.Namespace) -> int:
+    from swarm.auth import owner_public_key
+    from swarm.checkpoint.pointer import generate_identity, load_identity
+
+    path = Path(args.out)
+    try:
+        generate_identity(path)
+    except FileExistsError:
+        print(f"swarm-node owner-key: {path} exists; not overwriting a key", file=sys.stderr)
+        return 2
+    key = load_identity(path)
+    assert key is not None
+    print(f"owner key written to {path} (keep it secret)")
+    print(f"public key: {owner_public_key(key)}")
+    return 0
+
+
+def _credential(args: argparse.Namespace) -> int:
+    import base58
+
+    from swarm.auth import CredentialError, Revocations, issue, owner_public_key, revoke
+    from swarm.checkpoint.pointer import load_identity
+
+    try:
+        key = load_identity(Path(args.owner_key))
+    except OSError as e:
+        print(f"swarm-node credential: cannot read {args.owner_key}: {e}", file=sys.stderr)
+        return 2
+    if key is None:
+        print(
+            f"swarm-node credential: {args.owner_key} is not an Ed25519 key (swarm-node owner-key)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.action == "issue":
+        try:
+            peer = base58.b58decode(args.peer_id)
+            credential = issue(key, run_id=args.run_id, peer_id=peer, valid_s=args.days * 86400)
+        except ValueError as e:
+            print(f"swarm-node credential issue: {e}", file=sys.stderr)
+            return 2
+        Path(args.out).write_bytes(credential.to_bytes())
+        print(
+            f"credential {credential.serial} for {args.peer_id} in run {args.run_id!r}, valid {args.days:g} days:"
+        )
+        print(f"  {args.out}")
+        return 0
+    path = Path(args.list)
+    serials: set[int] = set(args.serial)
+    if path.exists():
+        try:
+            old = Revocations.from_bytes(
+                path.read_bytes(), owner_key=owner_public_key(key), run_id=args.run_id
+            )
+        except CredentialError as e:
+            print(f"swarm-node credential revoke: {path}: {e}", file=sys.stderr)
+            return 2
+        serials |= old.serials
+    path.write_bytes(revoke(key, run_id=args.run_id, serials=serials).to_bytes())
+    print(f"{len(serials)} serial(s) revoked in {path}")
+    return 0
+
+
 def _name(peer: bytes) -> str:
     import base58
 
@@ -155,6 +247,10 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.command in ("pause", "resume"):
         return _control(args)
+    if args.command == "owner-key":
+        return _owner_key(args)
+    if args.command == "credential":
+        return _credential(args)
     from swarm.light.client import LightError
 
     try:

@@ -141,6 +141,21 @@ _VALID_MANIFEST = build_manifest(
 )  # fmt: skip
 
 
+def credential(data: bytes) -> None:
+    """Closed-run credentials and revocation lists, as a peer or a file may present them."""
+    from swarm.auth import Credential, CredentialError, Revocations
+
+    try:
+        parsed = Credential.from_bytes(data)
+        parsed.verify(owner_key="00" * 32, run_id="fuzz", peer_id=b"p")
+    except CredentialError:
+        pass
+    try:
+        Revocations.from_bytes(data, owner_key="11" * 32, run_id="fuzz")
+    except CredentialError:
+        pass
+
+
 def manifest(data: bytes) -> None:
     """Manifest bytes: arbitrary, or a valid manifest with bytes overwritten."""
     raw = bytearray(_VALID_MANIFEST.to_bytes())
@@ -165,6 +180,7 @@ TARGETS = {
     "checkpoint_frames": checkpoint_frames,
     "dht_record": dht_record,
     "manifest": manifest,
+    "credential": credential,
 }
 
 

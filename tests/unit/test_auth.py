@@ -1,0 +1,108 @@
+"""Closed-run credentials: issued by the owner's key, bound to one peer and run, expiring, revocable;
+and the light commands that make keys, issue and revoke them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarm.auth import Credential, CredentialError, Revocations, issue, owner_public_key, revoke
+
+PEER = b"\x00\x24\x08\x01\x12\x20" + bytes(range(32))
+OTHER = b"\x00\x24\x08\x01\x12\x20" + bytes(range(1, 33))
+
+
+def test_a_credential_lets_exactly_its_peer_into_its_run_until_it_expires() -> None:
+    owner = Ed25519PrivateKey.generate()
+    key = owner_public_key(owner)
+    credential = Credential.from_bytes(
+        issue(owner, run_id="r", peer_id=PEER, valid_s=3600, serial=7).to_bytes()
+    )
+    assert credential.verify(owner_key=key, run_id="r", peer_id=PEER).serial == 7
+    cases = [
+        ({"owner_key": owner_public_key(Ed25519PrivateKey.generate())}, "another owner"),
+        ({"run_id": "other"}, "run"),
+        ({"peer_id": OTHER}, "another peer"),
+        ({"now": time.time() + 7200}, "expired"),
+        ({"revoked": frozenset({7})}, "revoked"),
+    ]
+    for change, message in cases:
+        kwargs = {"owner_key": key, "run_id": "r", "peer_id": PEER, **change}
+        with pytest.raises(CredentialError, match=message):
+            credential.verify(**kwargs)
+
+
+def test_a_forged_or_altered_credential_does_not_verify() -> None:
+    owner, mallory = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    key = owner_public_key(owner)
+    genuine = issue(owner, run_id="r", peer_id=PEER, valid_s=3600)
+    # Mallory signs her own credential but names the run's owner key.
+    forged = issue(mallory, run_id="r", peer_id=OTHER, valid_s=3600)
+    forged = Credential(**{**forged.__dict__, "owner_key": key})
+    with pytest.raises(CredentialError, match="signature"):
+        forged.verify(owner_key=key, run_id="r", peer_id=OTHER)
+    # The genuine one re-bound to another peer, or extended.
+    for change in ({"peer_id": OTHER}, {"expires_at": genuine.expires_at + 86400}):
+        altered = Credential(**{**genuine.__dict__, **change})
+        with pytest.raises(CredentialError, match="signature"):
+            altered.verify(owner_key=key, run_id="r", peer_id=altered.peer_id)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"[]", b"{", b'{"v": 2}', b'{"v": 1, "run_id": 5}', b"x" * 5000,
+     b'{"v":1,"run_id":"r","peer_id":"zz","expires_at":1,"serial":1,"owner_key":"00","signature":"00"}',
+     b'{"v":1,"run_id":"r","peer_id":"00","expires_at":1,"serial":-1,"owner_key":"00","signature":"00"}',
+     b'{"v":1,"run_id":"r","peer_id":"00","expires_at":true,"serial":1,"owner_key":"00","signature":"00"}'],
+)  # fmt: skip
+def test_malformed_credentials_are_refused(raw: bytes) -> None:
+    with pytest.raises(CredentialError):
+        Credential.from_bytes(raw)
+
+
+def test_revocation_lists_are_the_owners_and_round_trip() -> None:
+    owner = Ed25519PrivateKey.generate()
+    key = owner_public_key(owner)
+    raw = revoke(owner, run_id="r", serials={3, 5}).to_bytes()
+    assert Revocations.from_bytes(raw, owner_key=key, run_id="r").serials == {3, 5}
+    with pytest.raises(CredentialError, match="another run"):
+        Revocations.from_bytes(raw, owner_key=key, run_id="s")
+    doc = json.loads(raw)
+    doc["serials"] = [3]  # un-revoking 5 without the owner's key
+    with pytest.raises(CredentialError, match="signature"):
+        Revocations.from_bytes(json.dumps(doc).encode(), owner_key=key, run_id="r")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_owner_flow_on_the_command_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import base58
+
+    key_file = tmp_path / "owner.key"
+    made = _cli("owner-key", "--out", str(key_file))
+    assert made.returncode == 0, made.stderr
+    public = made.stdout.split("public key: ")[1].strip()
+    assert _cli("owner-key", "--out", str(key_file)).returncode == 2  # never overwritten
+    peer = base58.b58encode(PEER).decode()
+    issued = _cli("credential", "issue", "--owner-key", str(key_file), "--run-id", "r", "--peer-id", peer,
+                  "--days", "2", "--out", str(tmp_path / "cred.json"))  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    credential = Credential.from_bytes((tmp_path / "cred.json").read_bytes())
+    credential.verify(owner_key=public, run_id="r", peer_id=PEER)
+    assert credential.expires_at == pytest.approx(time.time() + 2 * 86400, abs=120)
+    listing = tmp_path / "revoked.json"
+    for serial in (credential.serial, 99):
+        revoked = _cli("credential", "revoke", "--owner-key", str(key_file), "--run-id", "r",
+                       "--serial", str(serial), "--list", str(listing))  # fmt: skip
+        assert revoked.returncode == 0, revoked.stderr
+    serials = Revocations.from_bytes(listing.read_bytes(), owner_key=public, run_id="r").serials
+    assert serials == {credential.serial, 99}
+    with pytest.raises(CredentialError, match="revoked"):
+        credential.verify(owner_key=public, run_id="r", peer_id=PEER, revoked=serials)
