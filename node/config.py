@@ -50,6 +50,10 @@ class NetworkConfig:
     """Ask the router for a port mapping (UPnP/NAT-PMP). Off by default: no traffic to the router."""
     startup_timeout_s: float = 30.0
     """Limit for starting the libp2p daemon and the DHT."""
+    credential: str | None = None
+    """A closed run's credential file for this node's peer id (swarm-node credential issue)."""
+    revocations: str | None = None
+    """The run owner's signed revocation list (swarm-node credential revoke): revoked peers are refused."""
     max_upload_mbit: float | None = None
     """Cap on this node's upload (averaging rounds, state transfers, checkpoints served), Mbit/s;
     the round period lengthens to fit. Unset: no cap."""
@@ -88,6 +92,7 @@ RUN_DEFAULTS: dict[str, Any] = dict(
     weight_decay=0.01,
     seed=0,
     num_shards=16,
+    owner_key="",
 )
 
 
@@ -127,6 +132,9 @@ class RunConfig:
     """Seed of the initial weights and of data sampling. Default: 0."""
     num_shards: int | None = None
     """Shards of the sharded reduce. Default: 16."""
+    owner_key: str | None = None
+    """Closed run: the owner's public key (hex, printed by swarm-node owner-key); only peers holding a
+    credential it signed take part. Default: an open run."""
 
     def __post_init__(self) -> None:
         try:
@@ -157,6 +165,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (value < (0 if name == "warmup_steps" else 1)):
                 raise ConfigError(f"{name} must be positive, got {value}")
+        if self.owner_key is not None and not re.fullmatch(r"[0-9a-f]{64}|", self.owner_key):
+            raise ConfigError("owner_key must be the 64 hex characters swarm-node owner-key printed")
         if self.lr is not None and not (0 < self.lr < 1):
             raise ConfigError(f"lr must be in (0, 1), got {self.lr}")
         if self.weight_decay is not None and not (0 <= self.weight_decay < 1):
@@ -308,6 +318,8 @@ class FaultConfig:
     misbehave: str | None = None
     """SWARM_FAULT=misbehave:MODE[,factor:F]: send hostile parts (nan, oversized, scale, random)."""
     misbehave_factor: float = 100.0
+    ignore_auth: bool = False
+    """SWARM_FAULT=ignore_auth: skip this node's own credential check (an intruder, for tests)."""
 
 
 @dataclass(kw_only=True)
@@ -340,6 +352,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "identity": ("network", "identity"),
     "nat-port-map": ("network", "nat_port_map"),
     "max-upload-mbit": ("network", "max_upload_mbit"),
+    "credential": ("network", "credential"),
+    "revocations": ("network", "revocations"),
     "run-id": ("run", "run_id"),
     "model": ("run", "model"),
     "data": ("run", "data"),
@@ -355,6 +369,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "total-steps": ("run", "total_steps"),
     "seed": ("run", "seed"),
     "num-shards": ("run", "num_shards"),
+    "run-owner": ("run", "owner_key"),
     "device": ("training", "device"),
     "local-steps": ("training", "local_steps"),
     "round-period": ("training", "round_period_s"),
@@ -441,6 +456,8 @@ def _parse_fault(spec: str) -> dict[str, Any]:
             values["diverge_round"] = int(value)
         elif key == "misbehave":
             values["misbehave"] = value
+        elif key == "ignore_auth":
+            values["ignore_auth"] = True
         elif key == "factor":
             values["misbehave_factor"] = float(value)
         elif key == "scope" and value in ("group", "process"):

@@ -36,6 +36,7 @@ from node.reporting import Reporter, local_address_towards
 from node.resume import ResumeError, load_resume_state, save_resume_state
 from node.trainer import LocalTrainer, describe_device, pick_device
 from swarm import __version__
+from swarm.auth import CredentialError, Gate, Revocations
 from swarm.averaging.journal import JournalEntry
 from swarm.averaging.round import (
     PROTOCOL_VERSION,
@@ -219,6 +220,7 @@ def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest:
         seed=values["seed"],
         num_shards=values["num_shards"],
         software=f"swarm-averaging/{PROTOCOL_VERSION}",
+        owner_key=values["owner_key"],
     )
 
 
@@ -272,6 +274,42 @@ class Node:
         self._publishing: asyncio.Task | None = None
 
     # --- start-up -----------------------------------------------------------------------------
+
+    def _gate(self, spec: RunSpec, host: SwarmHost) -> Gate:
+        """Who may take part in this run, and this node's own credential (checked now, clearly)."""
+        net, run_id = self.config.network, self.config.run.run_id
+        if not spec.owner_key:
+            if net.credential is not None:
+                logger.info("run %r is open: --credential is not needed", run_id)
+            return Gate(run_id=run_id)
+        revoked: frozenset[int] = frozenset()
+        if net.revocations is not None:
+            try:
+                raw = Path(net.revocations).read_bytes()
+                revoked = Revocations.from_bytes(raw, owner_key=spec.owner_key, run_id=run_id).serials
+            except (OSError, CredentialError) as e:
+                raise NodeError(f"--revocations {net.revocations}: {e}") from None
+        own = b""
+        if net.credential is not None:
+            try:
+                own = Path(net.credential).read_bytes()
+            except OSError as e:
+                raise NodeError(f"--credential {net.credential}: {e}") from None
+        gate = Gate(run_id=run_id, owner_key=spec.owner_key, own_credential=own, revoked=revoked)
+        problem = gate.problem(host.peer_id, own)
+        if problem is None:
+            logger.info("closed run %r: this node's credential is valid", run_id)
+        elif self.config.fault.ignore_auth:
+            logger.warning(
+                "test hook: taking part in closed run %r without a valid credential (%s)", run_id, problem
+            )
+        else:
+            raise NodeError(
+                f"run {run_id!r} is closed and this node may not take part: {problem}. Ask the run's owner"
+                f" for a credential for peer id {host.peer_name} (swarm-node credential issue --peer-id"
+                f" {host.peer_name} ...), then pass --credential FILE, with --identity so the peer id stays"
+            )
+        return gate
 
     def _identity(self) -> Path:
         """The peer key file (created as Ed25519 if missing; a scratch one without --identity)."""
@@ -559,6 +597,7 @@ class Node:
                 global_step=copy.global_step,
                 local_steps_per_round=float(self.progress.local_steps_last_round),
                 wanted_period_s=self.progress.wanted_period_s,
+                credential=self.averager.gate.own_credential if self.averager is not None else b"",
             )
             with contextlib.suppress(Exception):
                 await self.host.dht_store(
@@ -1052,6 +1091,7 @@ class Node:
         if adopted is None:
             spec = replace(spec, initial_digest=copy.digest.hex())
             await self._publish_run_spec(host, spec)
+        gate = self._gate(spec, host)
         self.averager = averager = Averager(
             host,
             run_id=cfg.run.run_id,
@@ -1062,6 +1102,7 @@ class Node:
             warmup_rounds=spec.warmup_rounds,
             exact_every=spec.exact_every,
             defence=cfg.defence,
+            gate=gate,
             on_send=self._on_send,
         )
         if cfg.fault.misbehave is not None:

@@ -214,3 +214,49 @@ def revoke(owner: Ed25519PrivateKey, *, run_id: str, serials: set[int] | frozens
         owner_key=owner_public_key(owner),
     )
     return Revocations(**{**unsigned.__dict__, "signature": owner.sign(unsigned.signed_bytes())})
+
+
+class Gate:
+    """A run's admission rule, as one node applies it: open (no owner key), or closed.
+
+    ``problem(peer, credential)`` is None when the peer may take part, else the reason; verified
+    credentials are cached per (peer, credential) until they expire, so a busy conductor checks a
+    signature once per member, not once per round.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        owner_key: str = "",
+        own_credential: bytes = b"",
+        revoked: frozenset[int] = frozenset(),
+    ):
+        self.run_id, self.owner_key = run_id, owner_key
+        self.own_credential = own_credential
+        self.revoked = revoked
+        self._verified: dict[tuple[bytes, bytes], float] = {}
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.owner_key)
+
+    def problem(self, peer: bytes, credential: bytes, *, now: float | None = None) -> str | None:
+        if not self.closed:
+            return None
+        now = time.time() if now is None else now
+        cached = self._verified.get((peer, credential))
+        if cached is not None and cached > now:
+            return None
+        if not credential:
+            return "this run is closed and the peer presented no credential"
+        try:
+            parsed = Credential.from_bytes(credential).verify(
+                owner_key=self.owner_key, run_id=self.run_id, peer_id=peer, revoked=self.revoked, now=now
+            )
+        except CredentialError as e:
+            return str(e)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[(peer, credential)] = parsed.expires_at
+        return None

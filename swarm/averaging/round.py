@@ -37,6 +37,7 @@ from enum import Enum
 
 import torch
 
+from swarm.auth import Gate
 from swarm.averaging.defence import BanList, Defence, centered_clip, find_outliers
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
@@ -227,6 +228,7 @@ class Averager:
         warmup_rounds: int = 0,
         exact_every: int = 0,
         defence: Defence | None = None,
+        gate: Gate | None = None,
         on_send: Callable[[str], None] | None = None,
     ):
         self.host, self.run_id, self.codec, self.copy = host, run_id, codec, global_copy
@@ -254,6 +256,8 @@ class Averager:
         self.shard_frame_bytes = 4 * largest_shard + 4096
         self.rejections = 0
         self.defence = defence or Defence()
+        self.gate = gate or Gate(run_id=run_id)
+        """Who may take part: in a closed run, joins and heartbeats need a credential."""
         self.bans = BanList()
         """Peers whose parts this node excluded as an owner: their joins and parts are refused."""
         self.excluded_parts = 0
@@ -357,8 +361,9 @@ class Averager:
         # A subkey keeps the value with the latest expiration: outlive the records we stored before.
         ttl_s = max(self.timing.join_timeout_s, self.timing.heartbeat_ttl_s) + 1.0
         record = MemberRecord(
-            round=self.copy.round, global_step=self.copy.global_step, local_steps_per_round=0, leaving=True
-        )
+            round=self.copy.round, global_step=self.copy.global_step, local_steps_per_round=0, leaving=True,
+            credential=self.gate.own_credential,
+        )  # fmt: skip
         with contextlib.suppress(Exception):
             await self.host.dht_store(
                 members_key(self.run_id), record.to_wire(), ttl_s=ttl_s, subkey=self.host.peer_name
@@ -404,9 +409,15 @@ class Averager:
         live = {}
         for name, record in records.items():
             try:
-                live[peer_from_name(name)] = record
+                peer = peer_from_name(name)
             except ValueError:
                 logger.warning("ignoring a member record with a malformed peer id %r", name)
+                continue
+            problem = self.gate.problem(peer, record.credential)
+            if problem is not None:
+                logger.debug("ignoring the heartbeat of %s: %s", name[-8:], problem)
+                continue
+            live[peer] = record
         return live
 
     async def _live_peers(self) -> set[bytes]:
@@ -427,6 +438,7 @@ class Averager:
             samples=contribution.samples,
             local_steps=contribution.local_steps,
             weight=contribution.weight,
+            credential=self.gate.own_credential,
         )
 
     async def run_round(self, contribution: Contribution) -> RoundOutcome:
@@ -712,6 +724,8 @@ class Averager:
         frame = await asyncio.wait_for(stream.expect("join"), timeout=self.timing.connect_timeout_s)
         request = frame.join
         problem = self._join_problem(request)
+        if problem is None:
+            problem = self.gate.problem(peer, bytes(request.credential))
         if problem is None and self.bans.banned(peer):
             problem = "banned for sending an invalid or outlying part"
         if problem is not None:

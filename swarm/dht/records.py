@@ -11,6 +11,9 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+MAX_CREDENTIAL_BYTES = 2048
+"""The same bound as swarm.auth's (this module stays free of cryptography)."""
+
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
 MAX_ROUND_PERIOD_S = 3600.0
@@ -109,6 +112,9 @@ class RunSpec:
     """Shards the flattened vector is cut into for the sharded reduce."""
     software: str
     """Version of Swarm's averaging protocol that the run speaks."""
+    owner_key: str = ""
+    """A closed run's owner public key (64 hex): only peers with a credential it signed take part.
+    Empty: an open run."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"v": RECORD_VERSION, **asdict(self)}
@@ -120,6 +126,9 @@ class RunSpec:
         for field in fields(cls):
             kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
             kind = kinds[str(field.type)]
+            if field.name == "owner_key" and isinstance(raw, dict) and "owner_key" not in raw:
+                values[field.name] = ""  # published by a version without closed runs: open
+                continue
             values[field.name] = _typed(raw, field.name, kind)
             if kind is str and len(values[field.name]) > 512:
                 raise RecordError(f"field {field.name!r} is longer than 512 characters")
@@ -130,6 +139,8 @@ class RunSpec:
             raise RecordError("run spec has cocktail settings out of range")
         if spec.warmup_rounds < 0 or spec.exact_every < 0:
             raise RecordError("run spec has negative warm-up rounds or exact-round interval")
+        if spec.owner_key and not re.fullmatch(r"[0-9a-f]{64}", spec.owner_key):
+            raise RecordError("run spec's owner key is not 64 hex characters")
         return spec
 
     def differences(self, other: RunSpec) -> list[str]:
@@ -152,6 +163,8 @@ class MemberRecord:
     """Set by a node that leaves gracefully: conductors stop waiting for it."""
     wanted_period_s: float = 0.0
     """Round period this member needs for its communication to hide behind compute (0: no opinion)."""
+    credential: bytes = b""
+    """In a closed run: the member's credential (swarm/auth.py); readers ignore records without one."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"v": RECORD_VERSION, **asdict(self)}
@@ -165,7 +178,12 @@ class MemberRecord:
             local_steps_per_round=float(_typed(raw, "local_steps_per_round", (int, float))),
             leaving=_typed(raw, "leaving", bool),
             wanted_period_s=float(_typed(raw, "wanted_period_s", (int, float))),
+            credential=_typed(raw, "credential", bytes)
+            if isinstance(raw, dict) and "credential" in raw
+            else b"",
         )
+        if len(record.credential) > MAX_CREDENTIAL_BYTES:
+            raise RecordError("member record's credential is too long")
         if record.round < 0 or record.global_step < 0 or not record.local_steps_per_round >= 0:
             raise RecordError("member record has negative counters")
         if not 0 <= record.wanted_period_s <= MAX_ROUND_PERIOD_S:

@@ -160,3 +160,46 @@ def test_centered_clip_limits_a_member_sending_large_random_parts() -> None:
                 await host.shutdown()
 
     _run(go())
+
+
+def test_a_closed_run_refuses_joins_without_a_valid_credential_for_the_peer() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from swarm.auth import Gate, issue, owner_public_key
+    from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+
+    async def go() -> None:
+        a_host, b_host = await _hosts(2)
+        try:
+            owner = Ed25519PrivateKey.generate()
+            gate = Gate(run_id="closed", owner_key=owner_public_key(owner))
+            averager = Averager(
+                a_host, run_id="closed", codec=Fp32Codec(), global_copy=GlobalCopy(torch.zeros(N)),
+                num_shards=SHARDS, timing=TIMING, gate=gate,
+            )  # fmt: skip
+            await averager.start()
+            # B's heartbeat without a credential is not a live member for A.
+            record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
+            await b_host.dht_store(members_key("closed"), record.to_wire(), ttl_s=60, subkey=b_host.peer_name)
+            assert b_host.peer_id not in await averager.live_members()
+            stolen = issue(owner, run_id="closed", peer_id=a_host.peer_id, valid_s=600).to_bytes()
+            for credential, reason in ((b"", "no credential"), (stolen, "another peer"), (b"{", "not JSON")):
+                stream = await b_host.open_stream(
+                    a_host.peer_id, "/swarm/closed/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+                )
+                join = pb.JoinRequest(run_id="closed", digest=b"d" * 32, weight=1.0, credential=credential)
+                await stream.send(pb.Frame(join=join))
+                reply = await asyncio.wait_for(stream.expect("busy"), timeout=10)
+                assert reason in reply.busy.reason, reply.busy.reason
+                stream.close()
+            assert averager.rejections == 3
+            # With its own credential, B's heartbeat counts.
+            own = issue(owner, run_id="closed", peer_id=b_host.peer_id, valid_s=600).to_bytes()
+            record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0, credential=own)
+            await b_host.dht_store(members_key("closed"), record.to_wire(), ttl_s=60, subkey=b_host.peer_name)
+            assert b_host.peer_id in await averager.live_members()
+        finally:
+            for host in (a_host, b_host):
+                await host.shutdown()
+
+    _run(go())

@@ -106,3 +106,35 @@ def test_the_owner_flow_on_the_command_line(tmp_path) -> None:  # type: ignore[n
     assert serials == {credential.serial, 99}
     with pytest.raises(CredentialError, match="revoked"):
         credential.verify(owner_key=public, run_id="r", peer_id=PEER, revoked=serials)
+
+
+def test_a_gate_is_open_without_an_owner_and_checks_credentials_when_closed() -> None:
+    from swarm.auth import Gate
+
+    assert Gate(run_id="r").problem(PEER, b"") is None
+    owner = Ed25519PrivateKey.generate()
+    gate = Gate(run_id="r", owner_key=owner_public_key(owner), revoked=frozenset({9}))
+    good = issue(owner, run_id="r", peer_id=PEER, valid_s=60).to_bytes()
+    assert gate.problem(PEER, good) is None
+    assert gate.problem(PEER, good) is None  # cached
+    assert "expired" in (gate.problem(PEER, good, now=time.time() + 120) or "")
+    assert "no credential" in (gate.problem(PEER, b"") or "")
+    assert "revoked" in (
+        gate.problem(PEER, issue(owner, run_id="r", peer_id=PEER, valid_s=60, serial=9).to_bytes()) or ""
+    )
+
+
+def test_run_specs_and_heartbeats_without_the_new_fields_still_parse() -> None:
+    from swarm.dht.records import MemberRecord, RecordError, RunSpec
+    from tests.unit.test_records import SPEC
+
+    wire = SPEC.to_wire()
+    del wire["owner_key"]
+    assert RunSpec.from_wire(wire).owner_key == ""
+    with pytest.raises(RecordError, match="owner key"):
+        RunSpec.from_wire({**SPEC.to_wire(), "owner_key": "nothex"})
+    heartbeat = MemberRecord(round=1, global_step=1, local_steps_per_round=1.0).to_wire()
+    del heartbeat["credential"]
+    assert MemberRecord.from_wire(heartbeat).credential == b""
+    with pytest.raises(RecordError):
+        MemberRecord.from_wire({**heartbeat, "credential": b"x" * 5000})

@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("run_id", "round", "digest", "samples", "local_steps", "weight")
+    __slots__ = ("run_id", "round", "digest", "samples", "local_steps", "weight", "credential")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     round: int
     digest: bytes
     samples: int
     local_steps: int
     weight: float
-    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., digest: _Optional[bytes] = ..., samples: _Optional[int] = ..., local_steps: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
+    credential: bytes
+    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., digest: _Optional[bytes] = ..., samples: _Optional[int] = ..., local_steps: _Optional[int] = ..., weight: _Optional[float] = ..., credential: _Optional[bytes] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("peer_id", "weight", "samples", "local_steps")
