@@ -44,8 +44,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def group_rss_mb(pgid: int) -> float | None:
-    """Resident memory of every process in process group ``pgid`` (the node and its p2pd)."""
+def group_rss_mb(pgid: int, by_kind: dict[str, float] | None = None) -> float | None:
+    """Resident memory of every process in process group ``pgid`` (the node, its DHT process and its
+    p2pd); ``by_kind`` receives it per kind (``node`` is the group leader, others by command name)."""
     total = 0
     found = False
     for entry in os.listdir("/proc"):
@@ -58,8 +59,12 @@ def group_rss_mb(pgid: int) -> float | None:
                 continue
             for line in Path(f"/proc/{entry}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    kb = int(line.split()[1])
+                    total += kb
                     found = True
+                    if by_kind is not None:
+                        kind = "node" if int(entry) == pgid else stat[stat.index("(") + 1 : stat.rindex(")")]
+                        by_kind[kind] = by_kind.get(kind, 0.0) + kb / 1024
         except (OSError, ValueError, IndexError):
             continue
     return total / 1024 if found else None
@@ -152,11 +157,13 @@ class Soak:
                 status = json.loads((self.workdir / f"node{slot}.status.json").read_text())
             except (OSError, json.JSONDecodeError):
                 continue
+            kinds: dict[str, float] = {}
             self.samples.append(
                 {
                     "t": round(t, 2), "slot": slot, "incarnation": self.incarnation[slot],
                     "round": status.get("round"), "digest": status.get("digest"),
-                    "eval_loss": status.get("eval_loss"), "rss_mb": group_rss_mb(process.pid),
+                    "eval_loss": status.get("eval_loss"), "rss_mb": group_rss_mb(process.pid, kinds),
+                    "rss_by_kind": {k: round(v, 1) for k, v in kinds.items()},
                 }
             )  # fmt: skip
 
@@ -287,7 +294,12 @@ def analyse(soak: Soak, final: dict, args: argparse.Namespace) -> dict:
         last = [m for t, m in series if t >= duration - 30]
         if mid and last:
             a, b = statistics.median(mid), statistics.median(last)
-            memory[slot] = {"mid_mb": round(a, 1), "end_mb": round(b, 1), "growth": round(b / a - 1, 4)}
+            half = [(t, m) for t, m in series if t >= duration / 2]
+            memory[slot] = {
+                "mid_mb": round(a, 1), "end_mb": round(b, 1), "growth": round(b / a - 1, 4),
+                # Least-squares trend over the whole second half: a step and a leak read differently.
+                "trend_mb_per_min": round(60 * _slope(half), 2) if len(half) > 2 else None,
+            }  # fmt: skip
     return {
         "rounds_completed": best,
         "rounds_at_first_commit": rounds_first,
@@ -305,6 +317,13 @@ def analyse(soak: Soak, final: dict, args: argparse.Namespace) -> dict:
         "events": soak.events,
         "memory": memory,
     }
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    mean_t = statistics.mean(t for t, _ in points)
+    mean_m = statistics.mean(m for _, m in points)
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    return sum((t - mean_t) * (m - mean_m) for t, m in points) / spread if spread else 0.0
 
 
 def main() -> None:
