@@ -33,11 +33,13 @@ def child(name: str, seconds: int, workdir: Path) -> None:
     import torch  # noqa: F401  (imported before instrumentation: only our code is instrumented)
 
     with atheris.instrument_imports(include=["swarm", "tests"]):
-        from tests.fuzz.targets import TARGETS
+        from tests.fuzz.targets import TARGETS, seeds
 
     target = TARGETS[name]
     corpus = workdir / f"corpus-{name}"
     corpus.mkdir(parents=True, exist_ok=True)
+    for i, seed in enumerate(seeds()[name]):
+        (corpus / f"seed-{i}").write_bytes(seed)
     atheris.Setup(
         [
             sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-rss_limit_mb=4096", "-timeout=20",

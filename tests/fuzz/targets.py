@@ -17,9 +17,10 @@ import struct
 import msgpack
 import torch
 
+from swarm.auth import Credential, CredentialError, Revocations
 from swarm.averaging.wire import FramedStream, WireError
 from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest
-from swarm.checkpoint.pointer import PointerError
+from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.wire import pointer_from_pb
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec
@@ -27,7 +28,9 @@ from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunS
 from swarm.proto.swarm.averaging.v1 import averaging_pb2
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2
 
-ALLOWED: tuple[type[BaseException], ...] = (CodecError, WireError, RecordError, PointerError, ManifestError)
+ALLOWED: tuple[type[BaseException], ...] = (
+    CodecError, WireError, RecordError, PointerError, ManifestError, CredentialError,
+)  # fmt: skip
 
 _CODECS = {
     2: CocktailCodec(CocktailParams(bits=2)),
@@ -122,8 +125,6 @@ def dht_record(data: bytes) -> None:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError):
         return  # what hivemind's deserialisation rejects never reaches a parser
-    from swarm.checkpoint.pointer import Pointer
-
     for parse in (RunSpec.from_wire, MemberRecord.from_wire, CoordinatorRecord.from_wire):
         try:
             parse(raw)
@@ -143,8 +144,6 @@ _VALID_MANIFEST = build_manifest(
 
 def credential(data: bytes) -> None:
     """Closed-run credentials and revocation lists, as a peer or a file may present them."""
-    from swarm.auth import Credential, CredentialError, Revocations
-
     try:
         parsed = Credential.from_bytes(data)
         parsed.verify(owner_key="00" * 32, run_id="fuzz", peer_id=b"p")
@@ -187,3 +186,30 @@ TARGETS = {
 def length_prefixed(*frames: bytes) -> bytes:
     """Helper for seeds: frames with their 4-byte big-endian length prefixes."""
     return b"".join(struct.pack(">I", len(f)) + f for f in frames)
+
+
+def seeds() -> dict[str, list[bytes]]:
+    """Valid inputs per target: coverage-guided runs start from them (random bytes rarely parse as
+    JSON, msgpack or a framed protobuf)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from swarm.auth import issue, revoke
+    from swarm.dht.records import MemberRecord
+
+    owner = Ed25519PrivateKey.generate()
+    join = averaging_pb2.Frame(join=averaging_pb2.JoinRequest(run_id="r", digest=b"d" * 32, weight=1.0))
+    part = averaging_pb2.Frame(part=averaging_pb2.ShardPart(group_id=b"g", shard=1, weight=1.0, payload=b"x"))
+    latest = checkpoint_pb2.Frame(latest_request=checkpoint_pb2.LatestRequest(run_id="r"))
+    member = MemberRecord(round=3, global_step=9, local_steps_per_round=2.0, credential=b"{}")
+    return {
+        "cocktail_payload": [bytes([1, 200, 3, 5]) + bytes(12), bytes([2, 17, 0, 9, 1]) + b"CK" + bytes(20)],
+        "dense_payload": [bytes([3]) + bytes(16), bytes([1]) + bytes(4)],
+        "averaging_frames": [length_prefixed(join.SerializeToString(), part.SerializeToString())],
+        "checkpoint_frames": [length_prefixed(latest.SerializeToString())],
+        "dht_record": [msgpack.packb(member.to_wire()), msgpack.packb({"v": 1, "address": "h:1"})],
+        "manifest": [bytes([0]), bytes([1]) + _VALID_MANIFEST.to_bytes()],
+        "credential": [
+            issue(owner, run_id="fuzz", peer_id=b"p", valid_s=60).to_bytes(),
+            revoke(owner, run_id="fuzz", serials={1, 2}).to_bytes(),
+        ],
+    }

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
-from tests.fuzz.targets import TARGETS, length_prefixed
+from tests.fuzz.targets import TARGETS, length_prefixed, seeds
 
 EXAMPLES = int(os.environ.get("SWARM_FUZZ_EXAMPLES", "300"))
 
@@ -30,9 +30,20 @@ _inputs = st.one_of(
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_decoder_survives_arbitrary_bytes(name: str) -> None:
     target = TARGETS[name]
+    valid = seeds()[name]
+    # Valid inputs, and valid inputs with a byte overwritten or cut short, reach past the first checks.
+    inputs = st.one_of(
+        _inputs,
+        st.sampled_from(valid),
+        st.builds(
+            lambda seed, at, byte: seed[: at % (len(seed) + 1)] + bytes([byte]) + seed[at % (len(seed) + 1) + 1 :],
+            st.sampled_from(valid), st.integers(0, 1 << 16), st.integers(0, 255),
+        ),
+        st.builds(lambda seed, cut: seed[: max(0, len(seed) - cut)], st.sampled_from(valid), st.integers(1, 64)),
+    )  # fmt: skip
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(_inputs)
+    @given(inputs)
     def run(data: bytes) -> None:
         target(data)
 
