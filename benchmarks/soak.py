@@ -241,6 +241,7 @@ class Soak:
             try:
                 summary = json.loads((self.workdir / f"node{slot}.summary.json").read_text())
                 histories[slot] = {h["round"]: h["digest"] for h in summary["history"]}
+                histories[slot][summary["round"]] = summary["digest"]  # a late joiner may commit none
             except (OSError, json.JSONDecodeError, KeyError):
                 histories[slot] = {}
         common = set.intersection(*(set(h) for h in histories.values())) if histories else set()
