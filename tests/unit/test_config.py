@@ -142,3 +142,13 @@ def test_volunteer_caps_are_validated() -> None:
     for flag, value in (("max-upload-mbit", 0.0), ("gpu-memory-gb", -1.0), ("outlier-factor", 0.5)):
         with pytest.raises(ConfigError, match=flag.split("-")[0]):
             load_config(file=None, cli={flag: value}, environ={})
+
+
+def test_nodes_cap_malloc_arenas_on_glibc() -> None:
+    import platform
+
+    from node.runner import limit_malloc_arenas
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("M_ARENA_MAX is glibc's")
+    assert limit_malloc_arenas() is True
