@@ -163,14 +163,15 @@ class Revocations:
     owner_key: str
     signature: bytes = b""
 
+    def _document(self) -> dict[str, Any]:
+        return {"v": CREDENTIAL_VERSION, "run_id": self.run_id, "serials": sorted(self.serials),
+                "issued_at": round(self.issued_at, 3), "owner_key": self.owner_key}  # fmt: skip
+
     def signed_bytes(self) -> bytes:
-        doc = {"v": CREDENTIAL_VERSION, "run_id": self.run_id, "serials": sorted(self.serials),
-               "issued_at": round(self.issued_at, 3), "owner_key": self.owner_key}  # fmt: skip
-        return b"swarm-revocations:" + _canonical(doc)
+        return b"swarm-revocations:" + _canonical(self._document())
 
     def to_bytes(self) -> bytes:
-        doc = json.loads(self.signed_bytes().split(b":", 1)[1])
-        return _canonical({**doc, "signature": self.signature.hex()})
+        return _canonical({**self._document(), "signature": self.signature.hex()})
 
     @classmethod
     def from_bytes(cls, raw: bytes, *, owner_key: str, run_id: str) -> Revocations:

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import median
 
 import torch
 
@@ -80,14 +81,14 @@ def find_outliers(parts: Parts, factor: float) -> dict[bytes, str]:
     norms = {
         peer: float(torch.linalg.vector_norm(values.to(torch.float32))) for peer, (_, values) in parts.items()
     }
-    median = _median(list(norms.values()))
-    if median == 0:
+    middle = median(norms.values())
+    if middle == 0:
         # Most parts are empty (nothing selected): any part at all is not "far outside" them.
         return {}
     return {
-        peer: f"norm {norm:.3g} is {norm / median:.0f}x the shard's median {median:.3g}"
+        peer: f"norm {norm:.3g} is {norm / middle:.0f}x the shard's median {middle:.3g}"
         for peer, norm in sorted(norms.items())
-        if norm > factor * median
+        if norm > factor * middle
     }
 
 
@@ -103,7 +104,7 @@ def centered_clip(parts: Parts, clip_factor: float, iterations: int) -> torch.Te
     for _ in range(iterations):
         offsets = stacked - centre
         distances = torch.linalg.vector_norm(offsets, dim=1).to(torch.float64)
-        radius = clip_factor * _median(distances.tolist())
+        radius = clip_factor * median(distances.tolist())
         if radius == 0:
             break
         scale = torch.clamp(radius / distances.clamp_min(1e-30), max=1.0)
@@ -145,9 +146,3 @@ class BanList:
     def _expire(self, now: float) -> None:
         for peer in [p for p, until in self._until.items() if until <= now]:
             del self._until[peer]
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    return ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])

@@ -1,7 +1,7 @@
 """Fuzz targets: every decoder that reads bytes a peer sent, fed arbitrary bytes.
 
-Each target takes ``data: bytes`` and must either succeed or raise the decoder's own error type
-(listed in ``ALLOWED``); anything else (IndexError, struct.error, a crash) is a bug. What a decoder
+Each target takes ``data: bytes``; the decoder must either succeed or raise its own error type
+(which the target catches); anything else (IndexError, struct.error, a crash) is a bug. What a decoder
 accepts must also be sane: decoded tensors have the declared size and finite values.
 
 Used by the hypothesis tests next to this file (bounded, in CI) and by ``benchmarks/fuzz.py``
@@ -27,10 +27,6 @@ from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Co
 from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
 from swarm.proto.swarm.averaging.v1 import averaging_pb2
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2
-
-ALLOWED: tuple[type[BaseException], ...] = (
-    CodecError, WireError, RecordError, PointerError, ManifestError, CredentialError,
-)  # fmt: skip
 
 _CODECS = {
     2: CocktailCodec(CocktailParams(bits=2)),

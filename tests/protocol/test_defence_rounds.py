@@ -20,20 +20,12 @@ from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
 from swarm.compression.codecs import Fp32Codec
 from swarm.dht.records import MemberRecord, members_key
-from swarm.p2p import HostOptions, SwarmHost
+from swarm.p2p import SwarmHost
+from tests.protocol.test_round_in_process import _hosts, _run
 
 N = 4000
 SHARDS = 16
 TIMING = RoundTiming(gather_s=0.2, join_grace_s=3.0, join_timeout_s=20.0, min_group=3, min_transfer_s=3.0)
-
-
-async def _hosts(count: int) -> list[SwarmHost]:
-    local = ("/ip4/127.0.0.1/tcp/0",)
-    hosts = [await SwarmHost.start(HostOptions(host_maddrs=local))]
-    for _ in range(count - 1):
-        peers = tuple(await hosts[0].visible_maddrs())
-        hosts.append(await SwarmHost.start(HostOptions(host_maddrs=local, initial_peers=peers)))
-    return hosts
 
 
 async def _swarm(
@@ -65,10 +57,6 @@ def _apply(averager: Averager, outcome) -> None:
     for update in outcome.updates:
         averager.copy.apply_shard(update.start, update.aggregate)
     averager.copy.round = outcome.round
-
-
-def _run(coro) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout=150))
 
 
 @pytest.mark.parametrize("mode", ["nan", "oversized", "scale"])
