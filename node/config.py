@@ -48,6 +48,14 @@ class NetworkConfig:
     The key also signs this node's checkpoint pointers."""
     nat_port_map: bool = False
     """Ask the router for a port mapping (UPnP/NAT-PMP). Off by default: no traffic to the router."""
+    reachability: str = "auto"
+    """Whether peers can dial this node: auto (the swarm's AutoNAT dial-backs decide), public, or
+    private (behind NAT or a firewall: become reachable through a relay at once)."""
+    auto_relay: bool = True
+    """When this node is private, reserve a slot on a relay (the --relay peers, else the bootstrap
+    peers) and announce a /p2p-circuit address, so peers reach it through the relay."""
+    relays: list[str] = field(default_factory=list)
+    """Relay peers to use when private (multiaddrs with /p2p/); default: the --peer addresses."""
     startup_timeout_s: float = 30.0
     """Limit for starting the libp2p daemon and the DHT."""
     credential: str | None = None
@@ -59,18 +67,22 @@ class NetworkConfig:
     the round period lengthens to fit. Unset: no cap."""
 
     def __post_init__(self) -> None:
-        for maddr in [*self.peers, *self.host_maddrs, *self.announce_maddrs]:
+        for maddr in [*self.peers, *self.host_maddrs, *self.announce_maddrs, *self.relays]:
             if not maddr.startswith("/"):
                 raise ConfigError(
                     f"{maddr!r} is not a multiaddr (it should look like /ip4/1.2.3.4/tcp/31337/p2p/12D3...)"
                 )
-        for maddr in self.peers:
+        for maddr in [*self.peers, *self.relays]:
             if "/p2p/" not in maddr:
                 raise ConfigError(
                     f"peer {maddr!r} lacks its /p2p/<peer id> part: copy the whole address the peer printed"
                 )
         if not self.host_maddrs:
             raise ConfigError("host_maddrs needs at least one address to listen on")
+        if self.reachability not in ("auto", "public", "private"):
+            raise ConfigError(f"reachability must be auto, public or private, got {self.reachability!r}")
+        if self.relays and not self.auto_relay:
+            raise ConfigError("relays are given but auto_relay is off: drop --relay or --no-auto-relay")
         if self.max_upload_mbit is not None and not (0.1 <= self.max_upload_mbit < 1e6):
             raise ConfigError(f"max_upload_mbit must be at least 0.1 Mbit/s, got {self.max_upload_mbit}")
 
@@ -351,6 +363,9 @@ FLAGS: dict[str, tuple[str, str]] = {
     "announce-maddr": ("network", "announce_maddrs"),
     "identity": ("network", "identity"),
     "nat-port-map": ("network", "nat_port_map"),
+    "reachability": ("network", "reachability"),
+    "auto-relay": ("network", "auto_relay"),
+    "relay": ("network", "relays"),
     "max-upload-mbit": ("network", "max_upload_mbit"),
     "credential": ("network", "credential"),
     "revocations": ("network", "revocations"),

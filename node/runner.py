@@ -110,6 +110,8 @@ class Progress:
     catch_up: dict[str, Any] = field(default_factory=dict)
     """How this node got the swarm's x' when it joined (source, rounds, bytes)."""
     peers: int = 0
+    relayed: list[str] = field(default_factory=list)
+    """Connected peers reached only through a relay (base58)."""
     aborted_shards: int = 0
     repairs: int = 0
     rejections: int = 0
@@ -334,6 +336,9 @@ class Node:
             announce_maddrs=tuple(net.announce_maddrs),
             identity_path=str(self._identity()),
             nat_port_map=net.nat_port_map,
+            reachability=net.reachability,
+            auto_relay=net.auto_relay,
+            relays=tuple(net.relays),
             startup_timeout_s=net.startup_timeout_s,
             max_upload_bytes_per_s=None if net.max_upload_mbit is None else net.max_upload_mbit * 1e6 / 8,
         )
@@ -606,12 +611,28 @@ class Node:
                     ttl_s=3 * HEARTBEAT_INTERVAL_S,
                     subkey=self.host.peer_name,
                 )
-                self.progress.peers = await self.host.connected_peers()
-                self.metrics.peers.set(self.progress.peers)
+                await self._watch_connections()
                 if self.averager is not None and self.config.training.adaptive_rounds:
                     live = await self.averager.live_members()
                     self._adopt_period([r.wanted_period_s for r in live.values() if not r.leaving])
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    async def _watch_connections(self) -> None:
+        """Count direct and relayed connections; say so when our reachable addresses change (a
+        private node's relay address appears once its reservation is made, and again after a reset)."""
+        assert self.host is not None
+        connections = await self.host.connections()
+        p = self.progress
+        p.peers = len(connections)
+        p.relayed = sorted(peer for peer, kind in connections.items() if kind == "relayed")
+        self.metrics.peers.set(p.peers)
+        self.metrics.relayed_peers.set(len(p.relayed))
+        maddrs = await self.host.visible_maddrs(latest=True)
+        if maddrs and set(maddrs) != set(self.maddrs):
+            self.maddrs = maddrs
+            logger.info(
+                "reachability: %s", reachability(maddrs, self.config.network.announce_maddrs)
+            )
 
     def _adopt_period(self, wanted: list[float]) -> None:
         """The swarm's round period: the longest any live member needs (never below our base)."""
@@ -641,6 +662,7 @@ class Node:
             "loss": p.last_loss,
             "eval_loss": p.eval_loss,
             "peers": p.peers,
+            "relayed_peers": p.relayed,
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.rounds[Status.COMMITTED.value],

@@ -29,6 +29,7 @@ per-peer or per-step labels.
 | swarm_excluded_parts_total | counter | shard parts this node excluded as an owner (invalid, NaN/Inf, outlier, banned) |
 | swarm_banned_peers | gauge | peers this node refuses now for an excluded part |
 | swarm_peers | gauge | peers this node's libp2p host is connected to |
+| swarm_relayed_peers | gauge | of those, peers reached only through a relay (/p2p-circuit) |
 | swarm_paused | gauge | 1 while the volunteer paused local training (swarm-node pause) |
 """
 
@@ -91,6 +92,9 @@ class NodeMetrics:
         )
         self.banned_peers = Gauge("swarm_banned_peers", "Peers refused now for an excluded part", registry=r)
         self.peers = Gauge("swarm_peers", "Connected libp2p peers", registry=r)
+        self.relayed_peers = Gauge(
+            "swarm_relayed_peers", "Connected peers reached only through a relay", registry=r
+        )
         self.paused = Gauge("swarm_paused", "1 while local training is paused", registry=r)
         for status in ("committed", "aborted", "no_group", "repair"):
             self.rounds.labels(status=status)

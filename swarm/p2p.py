@@ -44,9 +44,27 @@ class HostOptions:
     announce_maddrs: Sequence[str] = ()
     identity_path: str | None = None
     nat_port_map: bool = False
+    reachability: str = "auto"
+    """auto (AutoNAT decides), public or private (forces relay use at once)."""
+    auto_relay: bool = True
+    """When private, reserve a slot on a relay and announce a /p2p-circuit address."""
+    relays: Sequence[str] = ()
+    """Relay peers to reserve on; empty: the bootstrap peers serve as relays."""
     startup_timeout_s: float = 20.0
     max_upload_bytes_per_s: float | None = None
     """Cap on what this host's framed streams write (rounds, state, checkpoints); None: no cap."""
+
+
+class _StaticRelayP2P(P2P):
+    """hivemind's P2P, except that p2pd uses the relays it is given as static relays: a private
+    node then reserves a slot at once, where p2pd's relay discovery waits for four DHT-found
+    candidates or a three-minute boot delay first."""
+
+    @staticmethod
+    def _make_process_args(*args: Any, **kwargs: Any) -> list[str]:
+        if kwargs.get("autoRelay") and kwargs.get("trustedRelays"):
+            kwargs["relayDiscovery"] = False
+        return P2P._make_process_args(*args, **kwargs)
 
 
 # The DHT process is forked from the node; this hook arms its parent-death watchdog.
@@ -96,7 +114,8 @@ class SwarmHost:
     async def start(cls, options: HostOptions) -> SwarmHost:
         global _hook_registered
         try:
-            p2p = await P2P.create(
+            relays = list(options.relays) or list(options.initial_peers)
+            p2p = await _StaticRelayP2P.create(
                 initial_peers=list(options.initial_peers) or None,
                 host_maddrs=list(options.host_maddrs),
                 announce_maddrs=list(options.announce_maddrs) or None,
@@ -105,6 +124,12 @@ class SwarmHost:
                 # identities are Ed25519 (swarm/checkpoint/pointer.py), so the probe cannot run.
                 check_if_identity_free=False,
                 nat_port_map=options.nat_port_map,
+                # Every node relays for others (p2pd's relay service, on with use_relay); a private
+                # one reserves a slot on a relay and is dialled through it (/p2p-circuit).
+                use_relay=True,
+                use_auto_relay=options.auto_relay,
+                trusted_relays=(relays or None) if options.auto_relay else None,
+                force_reachability=None if options.reachability == "auto" else options.reachability,
                 startup_timeout=options.startup_timeout_s,
             )
         except P2PDaemonError as e:
@@ -147,9 +172,21 @@ class SwarmHost:
     def peer_name(self) -> str:
         return self.p2p.peer_id.to_base58()
 
-    async def visible_maddrs(self) -> list[str]:
-        maddrs = await self.p2p.get_visible_maddrs()
+    async def visible_maddrs(self, latest: bool = False) -> list[str]:
+        """Addresses peers can dial us at; ``latest`` asks p2pd again (relay addresses come later)."""
+        maddrs = await self.p2p.get_visible_maddrs(latest=latest)
         return [str(m) for m in maddrs]
+
+    async def connections(self) -> dict[str, str]:
+        """Each connected peer (base58) -> "direct", or "relayed" when every connection to it runs
+        through a relay (/p2p-circuit)."""
+        kinds: dict[str, str] = {}
+        for info in await self.p2p.list_peers():
+            peer = info.peer_id.to_base58()
+            relayed = bool(info.addrs) and all("p2p-circuit" in str(a) for a in info.addrs)
+            if kinds.get(peer) != "direct":
+                kinds[peer] = "relayed" if relayed else "direct"
+        return kinds
 
     async def connected_peers(self) -> int:
         return len(await self.p2p.list_peers())
