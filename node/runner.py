@@ -31,7 +31,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError
 
-from node.config import NodeConfig, RunConfig
+from node.config import NetworkConfig, NodeConfig, RunConfig
 from node.reporting import Reporter, local_address_towards
 from node.resume import ResumeError, load_resume_state, save_resume_state
 from node.trainer import LocalTrainer, describe_device, pick_device
@@ -80,6 +80,9 @@ from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as coord_pb
 logger = logging.getLogger("swarm.node")
 
 HEARTBEAT_INTERVAL_S = 5.0
+NETWORK_CHECK_INTERVAL_S = 3.0
+STATUS_ROUNDS = 50
+"""The status file lists this many most recent rounds (round, digest, group size, time)."""
 OVERLAP_MARGIN = 1.25
 """With overlap, a round's communication should take at most 1/1.25 of the next round's compute."""
 SERIAL_FACTOR = 4.0
@@ -134,18 +137,54 @@ def shards_for(requested: int, num_elements: int) -> int:
     return min(num_elements, max(requested, needed))
 
 
+def _ip_of(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    parts = maddr.split("/")
+    if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+        try:
+            return ipaddress.ip_address(parts[2])
+        except ValueError:
+            return None
+    return None
+
+
+def effective_reachability(net: NetworkConfig) -> str:
+    """``net.reachability``, except that in auto mode a node that listens on private addresses only
+    and joins through a peer with a public one is behind NAT: it is private from the start, so it
+    reserves a relay slot at once instead of waiting for AutoNAT's verdict (minutes, or never when
+    too few peers can dial back). A swarm on one LAN or on loopback stays on auto."""
+    if net.reachability != "auto" or net.announce_maddrs:
+        return net.reachability
+    ours: list[ipaddress.IPv4Address | ipaddress.IPv6Address | None] = []
+    for a in (_ip_of(m) for m in net.host_maddrs):
+        # 0.0.0.0 / :: listen on every interface: judge by the interfaces' addresses.
+        ours += _interface_addresses(a.version) if a is not None and a.is_unspecified else [a]
+    theirs = [_ip_of(m) for m in net.peers]
+    private_here = all(a is not None and not a.is_global for a in ours)
+    if private_here and any(a is not None and a.is_global for a in theirs):
+        return "private"
+    return "auto"
+
+
+def _interface_addresses(version: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
+    import socket
+
+    import psutil
+
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address | None] = []
+    for addresses in psutil.net_if_addrs().values():
+        for entry in addresses:
+            if entry.family == family:
+                with contextlib.suppress(ValueError):
+                    ip = ipaddress.ip_address(entry.address.split("%")[0])
+                    if not ip.is_loopback and not ip.is_link_local:
+                        found.append(ip)
+    return found
+
+
 def reachability(visible: Sequence[str], announced: Sequence[str]) -> str:
     """What a user should know at start-up about whether other peers can dial this node."""
-
-    def address(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        parts = maddr.split("/")
-        if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
-            try:
-                return ipaddress.ip_address(parts[2])
-            except ValueError:
-                return None
-        return None
-
+    address = _ip_of
     if announced:
         return (
             f"announcing {', '.join(announced)}: peers dial this node there, so that port must be open"
@@ -160,7 +199,8 @@ def reachability(visible: Sequence[str], announced: Sequence[str]) -> str:
     return (
         "only private or loopback addresses: peers outside this network cannot dial this node (behind"
         " NAT or a firewall). Peers on the same network can. To serve the internet, forward the port"
-        " and pass --announce-maddr with the public address"
+        " and pass --announce-maddr with the public address, or pass --reachability private to be"
+        " reached through a relay"
     )
 
 
@@ -336,7 +376,7 @@ class Node:
             announce_maddrs=tuple(net.announce_maddrs),
             identity_path=str(self._identity()),
             nat_port_map=net.nat_port_map,
-            reachability=net.reachability,
+            reachability=effective_reachability(net),
             auto_relay=net.auto_relay,
             relays=tuple(net.relays),
             startup_timeout_s=net.startup_timeout_s,
@@ -611,28 +651,47 @@ class Node:
                     ttl_s=3 * HEARTBEAT_INTERVAL_S,
                     subkey=self.host.peer_name,
                 )
-                await self._watch_connections()
                 if self.averager is not None and self.config.training.adaptive_rounds:
                     live = await self.averager.live_members()
                     self._adopt_period([r.wanted_period_s for r in live.values() if not r.leaving])
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
-    async def _watch_connections(self) -> None:
-        """Count direct and relayed connections; say so when our reachable addresses change (a
-        private node's relay address appears once its reservation is made, and again after a reset)."""
+    async def _watch_network(self) -> None:
+        """Every few seconds: count direct and relayed connections; say so when our reachable
+        addresses change (a private node's relay address appears once its reservation is made, and
+        again after a reset); when every connection is gone (a router reboot, a relay reset), dial
+        the bootstrap and relay peers again instead of waiting to be found."""
         assert self.host is not None
-        connections = await self.host.connections()
-        p = self.progress
-        p.peers = len(connections)
-        p.relayed = sorted(peer for peer, kind in connections.items() if kind == "relayed")
-        self.metrics.peers.set(p.peers)
-        self.metrics.relayed_peers.set(len(p.relayed))
-        maddrs = await self.host.visible_maddrs(latest=True)
-        if maddrs and set(maddrs) != set(self.maddrs):
-            self.maddrs = maddrs
-            logger.info(
-                "reachability: %s", reachability(maddrs, self.config.network.announce_maddrs)
-            )
+        net = self.config.network
+        lonely_since: float | None = None
+        while True:
+            await asyncio.sleep(NETWORK_CHECK_INTERVAL_S)
+            try:
+                connections = await self.host.connections()
+                p = self.progress
+                p.peers = len(connections)
+                p.relayed = sorted(peer for peer, kind in connections.items() if kind == "relayed")
+                self.metrics.peers.set(p.peers)
+                self.metrics.relayed_peers.set(len(p.relayed))
+                if connections:
+                    lonely_since = None
+                elif lonely_since is None:
+                    lonely_since = time.monotonic()
+                    logger.warning("lost every connection to the swarm; dialling its peers again")
+                if lonely_since is not None and (net.peers or net.relays):
+                    reached = await self.host.dial([*net.relays, *net.peers])
+                    if reached:
+                        logger.info(
+                            "reconnected to %d peer(s) after %.0f s alone",
+                            reached,
+                            time.monotonic() - lonely_since,
+                        )
+                maddrs = await self.host.visible_maddrs(latest=True)
+                if maddrs and set(maddrs) != set(self.maddrs):
+                    self.maddrs = maddrs
+                    logger.info("reachability: %s", reachability(maddrs, net.announce_maddrs))
+            except Exception as e:  # the daemon is busy or restarting: try again next time
+                logger.debug("network check failed: %s", e)
 
     def _adopt_period(self, wanted: list[float]) -> None:
         """The swarm's round period: the longest any live member needs (never below our base)."""
@@ -667,6 +726,10 @@ class Node:
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.rounds[Status.COMMITTED.value],
             "checkpoints": p.checkpoints,
+            "recent": [
+                {k: h[k] for k in ("round", "digest", "group_size", "time")}
+                for h in p.history[-STATUS_ROUNDS:]
+            ],
         }
 
     async def _write_status_forever(self, copy: GlobalCopy) -> None:
@@ -1153,6 +1216,7 @@ class Node:
         await self._start_reporter(host, device)
         self._tasks.append(asyncio.create_task(self._refresh_pointers()))
         self._tasks.append(asyncio.create_task(self._heartbeat(copy)))
+        self._tasks.append(asyncio.create_task(self._watch_network()))
         self._tasks.append(asyncio.create_task(self._write_status_forever(copy)))
         if not cfg.network.peers:
             shown = [m for m in self.maddrs if "p2p-circuit" not in m]

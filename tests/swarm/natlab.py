@@ -10,9 +10,8 @@ route into the LANs. With ``symmetric`` the routers pick a random source port pe
 (``MASQUERADE --random-fully``, as carrier-grade NATs do), which defeats hole punching: two LAN
 peers can then only talk through a relay.
 
-``cut_lan(i)`` makes router i answer its LAN's TCP connections with resets and forget its NAT
-mappings (a router reboot, or a relay resetting its circuits); ``restore_lan(i)`` lets new
-connections through again. Needs root, iproute2 and iptables; everything carries the tag and is
+``reset_lan(i)`` makes the public side reset every TCP connection it holds with LAN i, as a relay
+does when it restarts or cuts its circuits. Needs root, iproute2 and iptables; everything carries the tag and is
 deleted on exit, on error, and by ``sweep``.
 """
 
@@ -118,20 +117,14 @@ class NatLab:
             self._iptables(router, "-A", "INPUT", "-i", "wan0", "-m", "conntrack", "--ctstate", "NEW",
                            "-j", "DROP")  # fmt: skip
 
-    def cut_lan(self, index: int) -> None:
-        """Router ``index`` answers every TCP segment of its LAN, both ways, with a reset, until
-        ``restore_lan``: each established connection of the LAN peer dies at its next segment."""
-        for direction in (("-i", "wan0", "-o", "lan0"), ("-i", "lan0", "-o", "wan0")):
-            self._iptables(self.router(index), "-I", "FORWARD", "1", "-p", "tcp", *direction, "-j",
-                           "REJECT", "--reject-with", "tcp-reset")  # fmt: skip
+    def reset_lan(self, index: int) -> list[str]:
+        """The public side resets every TCP connection it holds with LAN ``index`` (as a relay does
+        when it restarts or cuts its circuits): its sockets are destroyed and the LAN peer gets a
+        reset at once. New connections are not hindered. Returns the connections reset."""
+        result = self._in(self.public, "ss", "-K", "-tnH", "state", "established", "dst", f"11.88.{index}.2")
+        return [line.split()[-1] for line in result.stdout.splitlines() if line.strip()]
 
-    def restore_lan(self, index: int) -> None:
-        for _ in range(2):
-            self._iptables(self.router(index), "-D", "FORWARD", "1")
-
-    def run(
-        self, ns: str, command: Sequence[str], *, log: Path, env: dict | None = None
-    ) -> subprocess.Popen:
+    def run(self, ns: str, command: Sequence[str], *, log: Path, env: dict | None = None) -> subprocess.Popen:
         """Start ``command`` inside namespace ``ns`` in its own process group."""
         with open(log, "w") as out:
             process = subprocess.Popen(

@@ -136,6 +136,32 @@ def test_the_start_up_reachability_line_says_what_the_addresses_mean() -> None:
     assert "198.51.100.1" in announced and "forwarded" in announced
 
 
+def test_a_node_on_private_addresses_joining_a_public_peer_counts_as_behind_nat() -> None:
+    from node.config import NetworkConfig
+    from node.runner import effective_reachability
+
+    public_peer = "/ip4/8.8.8.8/tcp/31337/p2p/QmPeer"
+    lan_peer = "/ip4/192.168.1.9/tcp/31337/p2p/QmPeer"
+    home = ["/ip4/192.168.1.5/tcp/0"]
+    assert effective_reachability(NetworkConfig(host_maddrs=home, peers=[public_peer])) == "private"
+    # Same LAN or loopback swarm, a public address, a forwarded port, or the user's word: left alone.
+    assert effective_reachability(NetworkConfig(host_maddrs=home, peers=[lan_peer])) == "auto"
+    loopback = ["/ip4/127.0.0.1/tcp/0"]
+    assert effective_reachability(NetworkConfig(host_maddrs=loopback, peers=[lan_peer])) == "auto"
+    public_here = ["/ip4/203.0.114.5/tcp/0"]
+    assert effective_reachability(NetworkConfig(host_maddrs=public_here, peers=[public_peer])) == "auto"
+    forwarded = NetworkConfig(host_maddrs=home, peers=[public_peer], announce_maddrs=["/ip4/8.8.4.4/tcp/4001"])
+    assert effective_reachability(forwarded) == "auto"
+    told = NetworkConfig(host_maddrs=home, peers=[public_peer], reachability="public")
+    assert effective_reachability(told) == "public"
+    with pytest.raises(ConfigError, match="reachability"):
+        NetworkConfig(reachability="sometimes")
+    with pytest.raises(ConfigError, match="multiaddr"):
+        NetworkConfig(relays=["11.88.0.1:4001"])
+    with pytest.raises(ConfigError, match="/p2p/"):
+        NetworkConfig(relays=["/ip4/11.88.0.1/tcp/4001"])
+
+
 def test_volunteer_caps_are_validated() -> None:
     config = load_config(file=None, cli={"max-upload-mbit": 50.0, "gpu-memory-gb": 12.0}, environ={})
     assert config.network.max_upload_mbit == 50.0 and config.training.gpu_memory_gb == 12.0

@@ -1,0 +1,87 @@
+"""NATed nodes train through a relay, and reconnect when their connections are reset.
+
+Three real nodes in the NAT lab (tests/swarm/natlab.py): ``relay`` on the public side, ``n0`` and
+``n1`` each behind its own symmetric NAT, so nothing can dial them and hole punching cannot work.
+They join through the relay's address with default settings: seeing their own private addresses
+and a public bootstrap peer, they take themselves as private and reserve a slot on it. n0 and n1
+reach each other only through /p2p-circuit connections, and rounds with all three commit with
+identical x'. Then the relay resets every connection it holds with n0 (as when it restarts or cuts
+its circuits): n0 dials its way back, reserves again, and rounds of three commit again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.swarm.conftest import NodeProcess
+from tests.swarm.natlab import PUBLIC_ADDRESS, NatLab, lan_address, missing_requirements
+
+pytestmark = [
+    pytest.mark.swarm,
+    pytest.mark.skipif(missing_requirements() is not None, reason=f"NAT lab {missing_requirements()}"),
+]
+
+COMMON = ["--run-id", "nat", "--codec", "cocktail", "--local-steps", "1", "--min-group", "2",
+          "--join-grace", "20", "--eval-every", "1000", "--num-shards", "8", "--threads", "1",
+          "--max-rounds", "100000"]  # fmt: skip
+
+
+def _start(lab: NatLab, workdir: Path, ns: str, name: str, address: str, *args: str) -> NodeProcess:
+    log = workdir / f"{name}.log"
+    command = [sys.executable, "-m", "node", "join", "--host-maddr", f"/ip4/{address}/tcp/0",
+               "--status-file", str(workdir / f"{name}.status.json"),
+               "--summary-json", str(workdir / f"{name}.summary.json"), *COMMON, *args]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    return NodeProcess(name, workdir, lab.run(ns, command, log=log, env=env), log)
+
+
+def _rounds_of_three(node: NodeProcess, since: float) -> set[int]:
+    """Rounds ``node`` committed with all three members after ``since`` (from its log's history)."""
+    status = node.status() or {}
+    return {h["round"] for h in status.get("recent", []) if h["group_size"] == 3 and h["time"] > since}
+
+
+def test_nated_nodes_train_through_a_relay_and_reconnect_after_a_reset(tmp_path: Path) -> None:
+    with NatLab(lans=2, symmetric=True) as lab:
+        relay = _start(lab, tmp_path, lab.public, "relay", PUBLIC_ADDRESS)
+        entry = relay.wait_for(lambda s: bool(s.get("maddrs")), timeout_s=120, what="its address")["maddrs"][
+            0
+        ]
+        n0 = _start(lab, tmp_path, lab.lan(0), "n0", lan_address(0), "--peer", entry)
+        n1 = _start(lab, tmp_path, lab.lan(1), "n1", lan_address(1), "--peer", entry)
+        ids = {
+            n.name: n.wait_for(lambda s: "peer_id" in s, timeout_s=120, what="start")["peer_id"]
+            for n in (n0, n1)
+        }
+
+        def relayed_to_each_other(_: dict) -> bool:
+            s0, s1 = n0.status() or {}, n1.status() or {}
+            return ids["n1"] in s0.get("relayed_peers", []) and ids["n0"] in s1.get("relayed_peers", [])
+
+        n0.wait_for(relayed_to_each_other, timeout_s=120, what="relayed connections between n0 and n1")
+        assert "reachable through a relay only" in n0.log.read_text()
+        start = time.time()
+        n0.wait_for(lambda s: len(_rounds_of_three(n0, start)) >= 5, timeout_s=180, what="rounds of three")
+        # Only relayed connections join the two NATed nodes: no direct one ever appears.
+        assert ids["n1"] in (n0.status() or {})["relayed_peers"]
+
+        reset = lab.reset_lan(0)
+        assert reset, "n0 held no connection to reset"
+        restored = time.time()
+        n0.wait_for(relayed_to_each_other, timeout_s=180, what="the relayed connection to come back")
+        n0.wait_for(
+            lambda s: len(_rounds_of_three(n0, restored)) >= 5, timeout_s=180, what="rounds of three again"
+        )
+
+        # Identical x' on all three at every round they all committed, before and after the reset.
+        histories = [{h["round"]: h["digest"] for h in (n.status() or {})["recent"]} for n in (relay, n0, n1)]
+        common = set(histories[0]) & set(histories[1]) & set(histories[2])
+        assert len(common) >= 5
+        assert all(histories[0][r] == histories[1][r] == histories[2][r] for r in common)
+        for node in (relay, n0, n1):
+            assert node.process.poll() is None, node.log_tail()
