@@ -150,7 +150,9 @@ def test_a_node_on_private_addresses_joining_a_public_peer_counts_as_behind_nat(
     assert effective_reachability(NetworkConfig(host_maddrs=loopback, peers=[lan_peer])) == "auto"
     public_here = ["/ip4/203.0.114.5/tcp/0"]
     assert effective_reachability(NetworkConfig(host_maddrs=public_here, peers=[public_peer])) == "auto"
-    forwarded = NetworkConfig(host_maddrs=home, peers=[public_peer], announce_maddrs=["/ip4/8.8.4.4/tcp/4001"])
+    forwarded = NetworkConfig(
+        host_maddrs=home, peers=[public_peer], announce_maddrs=["/ip4/8.8.4.4/tcp/4001"]
+    )
     assert effective_reachability(forwarded) == "auto"
     told = NetworkConfig(host_maddrs=home, peers=[public_peer], reachability="public")
     assert effective_reachability(told) == "public"
