@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
 # The observability tests run a real Prometheus and headless Chromium (Debian's packages).
-if ! command -v prometheus >/dev/null || ! command -v chromium >/dev/null; then
+if ! command -v prometheus >/dev/null || ! command -v chromium >/dev/null || ! command -v iptables >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing prometheus and chromium (apt)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium >/dev/null \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium >/dev/null; }
+    echo "== installing prometheus, chromium and iptables (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium iptables >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium iptables >/dev/null; }
   else
-    echo "== prometheus or chromium missing (apt install prometheus chromium): their tests will be skipped"
+    echo "== prometheus, chromium or iptables missing (apt install prometheus chromium iptables): their tests will be skipped"
   fi
 fi
 . .venv/bin/activate
