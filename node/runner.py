@@ -299,6 +299,8 @@ class Node:
         self.host: SwarmHost | None = None
         self.averager: Averager | None = None
         self.maddrs: list[str] = []
+        self.gate: Gate | None = None
+        """Who may take part (a closed run's rule); set once the run's spec is known."""
         self.metrics_port: int | None = None
         self.progress.round_period_s = config.training.round_period_s
         self.metrics.round_period.set(config.training.round_period_s)
@@ -503,7 +505,7 @@ class Node:
         """Download the run's newest checkpoint from every provider that announced it (verified
         chunk by chunk, resumable) into this node's store, and take x' from it. None if none."""
         assert self.host is not None and self.checkpoints is not None
-        pointers = [p for p in await read_pointers(self.host, self.config.run.run_id) if p.round > copy.round]
+        pointers = [p for p in await read_pointers(self.host, self.config.run.run_id, self.gate) if p.round > copy.round]
         if not pointers:
             return None
         newest = pointers[0]
@@ -1036,7 +1038,7 @@ class Node:
     async def _status_response(self, averager: Averager, copy: GlobalCopy) -> ckpt_pb.StatusResponse:
         assert self.host is not None
         live = await averager.live_members()
-        pointers = await read_pointers(self.host, self.config.run.run_id)
+        pointers = await read_pointers(self.host, self.config.run.run_id, self.gate)
         return ckpt_pb.StatusResponse(
             run_id=self.config.run.run_id,
             round=copy.round,
@@ -1176,7 +1178,7 @@ class Node:
         if adopted is None:
             spec = replace(spec, initial_digest=copy.digest.hex())
             await self._publish_run_spec(host, spec)
-        gate = self._gate(spec, host)
+        self.gate = gate = self._gate(spec, host)
         self.averager = averager = Averager(
             host,
             run_id=cfg.run.run_id,
@@ -1203,6 +1205,7 @@ class Node:
             key=self.key,
             status=lambda: self._status_response(averager, copy),
             pointer_ttl_s=cfg.checkpoints.pointer_ttl_s,
+            gate=gate,
         )
         await self.checkpoints.start()
         resumed = cfg.checkpoints.resume is not None and await asyncio.to_thread(

@@ -31,6 +31,10 @@ _ED25519 = 1
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+MAX_CREDENTIAL_BYTES = 2048
+"""As swarm.auth's bound (not imported: the light client reads pointers without it)."""
+
+
 class PointerError(ValueError):
     """A pointer that is malformed, expired, or not signed by the peer it names."""
 
@@ -104,6 +108,9 @@ class Pointer:
     """Multiaddrs the provider serves on (without /p2p/), so clients can reach it directly."""
     public_key: bytes = b""
     signature: bytes = b""
+    credential: bytes = b""
+    """In a closed run: the provider's credential from the run owner (swarm/auth.py); readers that
+    know the owner key accept pointers only with a valid one for ``provider``. Signed with the rest."""
 
     def signed_bytes(self) -> bytes:
         doc = {
@@ -118,6 +125,8 @@ class Pointer:
             "addrs": list(self.addrs),
             "public_key": self.public_key.hex(),
         }
+        if self.credential:  # absent from open runs' pointers, which keep their earlier signed form
+            doc["credential"] = self.credential.hex()
         return b"swarm-checkpoint-pointer:" + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     def signed_by(self, key: Ed25519PrivateKey) -> Pointer:
@@ -166,6 +175,10 @@ class Pointer:
         if not all(isinstance(a, str) and a.startswith("/") and len(a) <= 256 for a in addrs):
             raise PointerError("pointer addrs must be multiaddr strings")
         values["addrs"] = tuple(addrs)
+        credential = raw.get("credential", b"")
+        if not isinstance(credential, bytes) or len(credential) > MAX_CREDENTIAL_BYTES:
+            raise PointerError(f"pointer credential must be at most {MAX_CREDENTIAL_BYTES} bytes")
+        values["credential"] = credential
         return cls(**values)
 
     def verify(self, *, now: float | None = None) -> Pointer:

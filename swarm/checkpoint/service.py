@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarm.auth import Gate
 from swarm.averaging.wire import FramedStream, WireError
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
 from swarm.checkpoint.manifest import (
@@ -47,14 +48,20 @@ REQUEST_FRAME_BYTES = 64 * 1024
 """What a node accepts from a requester: requests are small."""
 
 
-async def read_pointers(host: SwarmHost, run_id: str) -> list[Pointer]:
-    """The run's valid, unexpired pointers from the DHT, newest round first; bad ones are logged."""
+async def read_pointers(host: SwarmHost, run_id: str, gate: Gate | None = None) -> list[Pointer]:
+    """The run's valid, unexpired pointers from the DHT, newest round first; bad ones are logged.
+
+    With a closed run's ``gate``, a pointer counts only if its provider holds a valid credential
+    (signed into the pointer): an outsider can publish pointers, but no member follows them."""
 
     def parse(raw: object) -> Pointer:
         try:
-            return Pointer.from_wire(raw).verify()
+            pointer = Pointer.from_wire(raw).verify()
         except PointerError as e:
             raise RecordError(str(e)) from None
+        if gate is not None and (problem := gate.problem(pointer.provider, pointer.credential)):
+            raise RecordError(f"checkpoint pointer refused in closed run: {problem}")
+        return pointer
 
     found = await host.dht_get_subkeys(checkpoints_key(run_id), parse)
     pointers = [p for p in found.values() if p.run_id == run_id]
@@ -73,8 +80,11 @@ class CheckpointService:
         key: Ed25519PrivateKey | None,
         status: Callable[[], Awaitable[pb.StatusResponse]] | None = None,
         pointer_ttl_s: float = 3600.0,
+        gate: Gate | None = None,
     ):
         self.host, self.store, self.run_id, self.key = host, store, run_id, key
+        self.gate = gate
+        """A closed run's rule: our pointers carry our credential; pointers we pass on are checked."""
         self._status = status
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
@@ -101,6 +111,7 @@ class CheckpointService:
             provider=self.host.peer_id,
             expires_at=time.time() + self.pointer_ttl_s,
             addrs=tuple(await self.serving_addrs()),
+            credential=self.gate.own_credential if self.gate is not None else b"",
         ).signed_by(self.key)
         await self.host.dht_store(
             checkpoints_key(self.run_id),
@@ -126,7 +137,7 @@ class CheckpointService:
         try:
             if kind == "latest_request":
                 run_id = frame.latest_request.run_id or self.run_id
-                pointers = await read_pointers(self.host, run_id)
+                pointers = await read_pointers(self.host, run_id, self.gate)
                 await stream.send(
                     pb.Frame(latest_response=pb.LatestResponse(pointers=[pointer_to_pb(p) for p in pointers]))
                 )

@@ -24,6 +24,7 @@ def pointer_to_pb(p: Pointer) -> pb.Pointer:
         public_key=p.public_key,
         signature=p.signature,
         addrs=list(p.addrs),
+        credential=p.credential,
     )
 
 
@@ -39,6 +40,7 @@ def pointer_from_pb(m: pb.Pointer) -> Pointer:
         addrs=tuple(m.addrs),
         public_key=m.public_key,
         signature=m.signature,
+        credential=m.credential,
     )
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Pointer(_message.Message):
-    __slots__ = ("run_id", "round", "global_step", "manifest_hash", "total_bytes", "provider", "expires_at", "public_key", "signature", "addrs")
+    __slots__ = ("run_id", "round", "global_step", "manifest_hash", "total_bytes", "provider", "expires_at", "public_key", "signature", "addrs", "credential")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Pointer(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     ADDRS_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     round: int
     global_step: int
@@ -28,7 +29,8 @@ class Pointer(_message.Message):
     public_key: bytes
     signature: bytes
     addrs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., global_step: _Optional[int] = ..., manifest_hash: _Optional[str] = ..., total_bytes: _Optional[int] = ..., provider: _Optional[bytes] = ..., expires_at: _Optional[float] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., addrs: _Optional[_Iterable[str]] = ...) -> None: ...
+    credential: bytes
+    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., global_step: _Optional[int] = ..., manifest_hash: _Optional[str] = ..., total_bytes: _Optional[int] = ..., provider: _Optional[bytes] = ..., expires_at: _Optional[float] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., addrs: _Optional[_Iterable[str]] = ..., credential: _Optional[bytes] = ...) -> None: ...
 
 class LatestRequest(_message.Message):
     __slots__ = ("run_id",)
