@@ -88,3 +88,29 @@ def test_pointers_travel_as_plain_dicts_and_bad_ones_are_refused(tmp_path: Path)
                 {**signed.to_wire(), "addrs": ["/ip4/1.2.3.4/tcp/1"] * 9}):  # fmt: skip
         with pytest.raises(PointerError):
             Pointer.from_wire(bad)
+
+
+def test_a_closed_runs_pointer_carries_the_providers_credential_under_its_signature(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from swarm.auth import Gate, issue, owner_public_key
+    from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
+
+    key = _key(tmp_path)
+    provider = peer_id_of(public_key_protobuf(key.public_key()))
+    owner = Ed25519PrivateKey.generate()
+    credential = issue(owner, run_id="run", peer_id=provider, valid_s=600).to_bytes()
+    pointer = replace(_pointer(provider), credential=credential).signed_by(key)
+    # Through the DHT's form and the Latest answer's protobuf, unchanged and still verifying.
+    for copy in (Pointer.from_wire(pointer.to_wire()), pointer_from_pb(pointer_to_pb(pointer))):
+        assert copy.verify() == pointer
+    gate = Gate(run_id="run", owner_key=owner_public_key(owner))
+    assert gate.problem(pointer.provider, pointer.credential) is None
+    # Nobody can swap the credential (the signature covers it), and one without is refused by a gate.
+    other = issue(owner, run_id="run", peer_id=provider, valid_s=300).to_bytes()
+    with pytest.raises(PointerError, match="signature"):
+        replace(pointer, credential=other).verify()
+    bare = _pointer(provider).signed_by(key)
+    assert bare.verify() == bare and gate.problem(bare.provider, bare.credential) is not None
+    with pytest.raises(PointerError, match="credential"):
+        Pointer.from_wire({**pointer.to_wire(), "credential": b"x" * 5000})
