@@ -505,7 +505,11 @@ class Node:
         """Download the run's newest checkpoint from every provider that announced it (verified
         chunk by chunk, resumable) into this node's store, and take x' from it. None if none."""
         assert self.host is not None and self.checkpoints is not None
-        pointers = [p for p in await read_pointers(self.host, self.config.run.run_id, self.gate) if p.round > copy.round]
+        pointers = [
+            p
+            for p in await read_pointers(self.host, self.config.run.run_id, self.gate)
+            if p.round > copy.round
+        ]
         if not pointers:
             return None
         newest = pointers[0]
