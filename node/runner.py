@@ -73,7 +73,7 @@ from swarm.dht.records import (
 )
 from swarm.metrics import NodeMetrics
 from swarm.models.build import build_model, resolve_model
-from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_name
+from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_from_name, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as ckpt_pb
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as coord_pb
 
@@ -184,14 +184,13 @@ def _interface_addresses(version: int) -> list[ipaddress.IPv4Address | ipaddress
 
 def reachability(visible: Sequence[str], announced: Sequence[str]) -> str:
     """What a user should know at start-up about whether other peers can dial this node."""
-    address = _ip_of
     if announced:
         return (
             f"announcing {', '.join(announced)}: peers dial this node there, so that port must be open"
             " or forwarded to this machine"
         )
     direct = [m for m in visible if "p2p-circuit" not in m]
-    public = [m for m in direct if (a := address(m)) is not None and a.is_global]
+    public = [m for m in direct if (a := _ip_of(m)) is not None and a.is_global]
     if public:
         return f"public address(es) {', '.join(public)}: peers anywhere can dial this node"
     if any("p2p-circuit" in m for m in visible):
@@ -685,7 +684,7 @@ class Node:
                     lonely_since = time.monotonic()
                     logger.warning("lost every connection to the swarm; dialling its peers again")
                 if lonely_since is not None and (net.peers or net.relays):
-                    reached = await self.host.dial([*net.relays, *net.peers])
+                    reached = await self._redial([*net.relays, *net.peers])
                     if reached:
                         logger.info(
                             "reconnected to %d peer(s) after %.0f s alone",
@@ -698,6 +697,19 @@ class Node:
                     logger.info("reachability: %s", reachability(maddrs, net.announce_maddrs))
             except Exception as e:  # the daemon is busy or restarting: try again next time
                 logger.debug("network check failed: %s", e)
+
+    async def _redial(self, maddrs: list[str]) -> int:
+        """Connect to each ``.../p2p/<peer id>`` address that answers; how many did."""
+        assert self.host is not None
+        reached = 0
+        for maddr in maddrs:
+            address, _, peer = maddr.rpartition("/p2p/")
+            try:
+                await self.host.connect(peer_from_name(peer), [address])
+                reached += 1
+            except Exception as e:  # not there (yet): the next check tries again
+                logger.debug("dialling %s failed: %s", maddr, e)
+        return reached
 
     def _adopt_period(self, wanted: list[float]) -> None:
         """The swarm's round period: the longest any live member needs (never below our base)."""

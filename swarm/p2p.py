@@ -22,7 +22,6 @@ from hivemind.dht import DHT
 from hivemind.p2p import P2P, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
-from multiaddr import Multiaddr
 
 from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, UploadLimit, WireError
 from swarm.dht.records import RecordError
@@ -82,8 +81,6 @@ def _watch_parent(parent_pid: int, daemon_pid: int) -> None:
                 except ProcessLookupError:
                     pass
 
-
-DIAL_TIMEOUT_S = 10.0
 
 LINGER_S = 30.0
 """How long a served stream waits, after its handler returned, for the peer to close it."""
@@ -180,20 +177,6 @@ class SwarmHost:
         maddrs = await self.p2p.get_visible_maddrs(latest=latest)
         return [str(m) for m in maddrs]
 
-    async def dial(self, maddrs: Sequence[str]) -> int:
-        """Connect to each ``.../p2p/<peer id>`` address that answers; returns how many did."""
-        reached = 0
-        for maddr in maddrs:
-            address, _, peer = maddr.rpartition("/p2p/")
-            try:
-                await asyncio.wait_for(
-                    self.p2p._client.connect(PeerID.from_base58(peer), [Multiaddr(address)]), DIAL_TIMEOUT_S
-                )
-                reached += 1
-            except (TimeoutError, P2PDaemonError, ValueError) as e:
-                logger.debug("dialling %s failed: %s", maddr, e)
-        return reached
-
     async def connections(self) -> dict[str, str]:
         """Each connected peer (base58) -> "direct", or "relayed" when every connection to it runs
         through a relay (/p2p-circuit)."""
@@ -204,9 +187,6 @@ class SwarmHost:
             if kinds.get(peer) != "direct":
                 kinds[peer] = "relayed" if relayed else "direct"
         return kinds
-
-    async def connected_peers(self) -> int:
-        return len(await self.p2p.list_peers())
 
     # --- streams --------------------------------------------------------------------------------
 

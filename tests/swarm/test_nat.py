@@ -21,10 +21,8 @@ import pytest
 from tests.swarm.conftest import NodeProcess
 from tests.swarm.natlab import PUBLIC_ADDRESS, NatLab, lan_address, missing_requirements
 
-pytestmark = [
-    pytest.mark.swarm,
-    pytest.mark.skipif(missing_requirements() is not None, reason=f"NAT lab {missing_requirements()}"),
-]
+_MISSING = missing_requirements()
+pytestmark = [pytest.mark.swarm, pytest.mark.skipif(_MISSING is not None, reason=f"NAT lab {_MISSING}")]
 
 COMMON = ["--run-id", "nat", "--codec", "cocktail", "--local-steps", "1", "--min-group", "2",
           "--join-grace", "20", "--eval-every", "1000", "--num-shards", "8", "--threads", "1",
@@ -41,7 +39,7 @@ def _start(lab: NatLab, workdir: Path, ns: str, name: str, address: str, *args: 
 
 
 def _rounds_of_three(node: NodeProcess, since: float) -> set[int]:
-    """Rounds ``node`` committed with all three members after ``since`` (from its log's history)."""
+    """Rounds ``node`` committed with all three members after ``since`` (its status file's recent rounds)."""
     status = node.status() or {}
     return {h["round"] for h in status.get("recent", []) if h["group_size"] == 3 and h["time"] > since}
 
