@@ -586,9 +586,7 @@ class Averager:
                     return target
                 joined = set(gathering.requests)
                 waited = time.monotonic() - started
-                # Enough members on one base: joiners that must repair first do not make a group
-                # (else a conductor cut off for a while commits a round alone on its stale x').
-                enough = len(self._majority_base(gathering)[1]) >= t.min_group
+                enough = len(joined) >= t.min_group
                 if enough and waited >= t.gather_s and (live <= joined or waited >= t.join_grace_s):
                     break
                 logger.debug(
@@ -626,20 +624,18 @@ class Averager:
             if not future.done():
                 future.set_result(reply)
 
-    @staticmethod
-    def _majority_base(gathering: _Gathering) -> tuple[tuple[int, bytes], list[bytes]]:
-        """The base (round, digest of x') the roster will build on, and the joiners who hold it."""
+    def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
         bases = Counter((r.round, bytes(r.digest)) for r in gathering.requests.values())
         # The majority's base; on a tie the conductor's own (a stranger cannot win a tie with a
         # made-up round id), then the higher round.
-        base, _ = max(
+        (base_round, base_digest), _ = max(
             bases.items(), key=lambda item: (item[1], item[0] == gathering.my_base, item[0][0], item[0][1])
         )
-        included = sorted(p for p, r in gathering.requests.items() if (r.round, bytes(r.digest)) == base)
-        return base, included
-
-    def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
-        (base_round, base_digest), included = self._majority_base(gathering)
+        included = sorted(
+            p
+            for p, r in gathering.requests.items()
+            if (r.round, bytes(r.digest)) == (base_round, base_digest)
+        )
         members = [
             pb.Member(
                 peer_id=p,
