@@ -115,6 +115,8 @@ class Progress:
     peers: int = 0
     relayed: list[str] = field(default_factory=list)
     """Connected peers reached only through a relay (base58)."""
+    direct: list[str] = field(default_factory=list)
+    """Connected peers with at least one direct connection (base58)."""
     aborted_shards: int = 0
     repairs: int = 0
     rejections: int = 0
@@ -676,6 +678,7 @@ class Node:
                 p = self.progress
                 p.peers = len(connections)
                 p.relayed = sorted(peer for peer, kind in connections.items() if kind == "relayed")
+                p.direct = sorted(peer for peer, kind in connections.items() if kind == "direct")
                 self.metrics.peers.set(p.peers)
                 self.metrics.relayed_peers.set(len(p.relayed))
                 if connections:
@@ -740,6 +743,7 @@ class Node:
             "eval_loss": p.eval_loss,
             "peers": p.peers,
             "relayed_peers": p.relayed,
+            "direct_peers": p.direct,
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.rounds[Status.COMMITTED.value],

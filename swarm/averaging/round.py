@@ -588,7 +588,17 @@ class Averager:
                 waited = time.monotonic() - started
                 enough = len(joined) >= t.min_group
                 if enough and waited >= t.gather_s and (live <= joined or waited >= t.join_grace_s):
-                    break
+                    base = self._majority_base(gathering)
+                    if len(self._on_base(gathering, base)) >= t.min_group:
+                        break
+                    # Fewer than --min-group joiners share the majority's base: no round on it yet.
+                    # The others are sent to repair from those that hold it (they come back on it);
+                    # a conductor that must repair itself lets its joiners go.
+                    mine = self._send_to_repair(gathering, base)
+                    if mine is not None:
+                        self._close_gathering(gathering, pb.Frame(busy=pb.Busy(reason="conductor repairing")))
+                        return mine, None, gathering
+                    continue
                 logger.debug(
                     "gathering: %d joined %s, %d live %s, waited %.1fs",
                     len(joined),
@@ -624,27 +634,78 @@ class Averager:
             if not future.done():
                 future.set_result(reply)
 
-    def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
+    @staticmethod
+    def _majority_base(gathering: _Gathering) -> tuple[int, bytes]:
+        """The (round, digest) most joiners hold; on a tie the higher round, then the conductor's own.
+
+        A tie between rounds is a member that was cut off (a partition, a reset relay) meeting one
+        that went on: the one that went on is right, and the stale one repairs from it. A tie on one
+        round (diverged digests) goes to the conductor. A stranger claiming a made-up round can only
+        win a tie in a group of two, where as a conductor it could dictate the roster anyway; closed
+        runs keep strangers out of gatherings altogether.
+        """
         bases = Counter((r.round, bytes(r.digest)) for r in gathering.requests.values())
-        # The majority's base; on a tie the conductor's own (a stranger cannot win a tie with a
-        # made-up round id), then the higher round.
-        (base_round, base_digest), _ = max(
-            bases.items(), key=lambda item: (item[1], item[0] == gathering.my_base, item[0][0], item[0][1])
+        base, _ = max(
+            bases.items(), key=lambda item: (item[1], item[0][0], item[0] == gathering.my_base, item[0][1])
         )
-        included = sorted(
-            p
-            for p, r in gathering.requests.items()
-            if (r.round, bytes(r.digest)) == (base_round, base_digest)
-        )
-        members = [
+        return base
+
+    @staticmethod
+    def _on_base(gathering: _Gathering, base: tuple[int, bytes]) -> list[bytes]:
+        return sorted(p for p, r in gathering.requests.items() if (r.round, bytes(r.digest)) == base)
+
+    @staticmethod
+    def _members(gathering: _Gathering, peers: list[bytes]) -> list[pb.Member]:
+        return [
             pb.Member(
                 peer_id=p,
                 weight=gathering.requests[p].weight,
                 samples=gathering.requests[p].samples,
                 local_steps=gathering.requests[p].local_steps,
             )
-            for p in included
+            for p in peers
         ]
+
+    def _repair_roster(
+        self, gathering: _Gathering, base: tuple[int, bytes], sources: list[bytes]
+    ) -> pb.Roster:
+        return pb.Roster(
+            group_id=secrets.token_bytes(16),
+            round=base[0] + 1,
+            base_digest=base[1],
+            members=self._members(gathering, sources),
+            num_shards=self.layout.num_shards,
+            included=False,
+            repair_from=sources[:4],
+            deadline_s=self._transfer_deadline_s(),
+        )
+
+    def _send_to_repair(self, gathering: _Gathering, base: tuple[int, bytes]) -> pb.Roster | None:
+        """Answer every joiner off ``base`` with a repair roster and drop it; the conductor's own, if off it."""
+        sources = self._on_base(gathering, base)
+        mine = None
+        for peer in [p for p in gathering.requests if p not in sources]:
+            roster = self._repair_roster(gathering, base, sources)
+            if peer == self.me:
+                mine = roster
+                continue
+            logger.info(
+                "gathering: %s is on round %d, the majority on %d: it repairs first",
+                _short(peer),
+                gathering.requests[peer].round,
+                base[0],
+            )
+            reply = gathering.replies.pop(peer, None)
+            if reply is not None and not reply.done():
+                reply.set_result(pb.Frame(roster=roster))
+            del gathering.requests[peer]
+        gathering.changed.set()
+        return mine
+
+    def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
+        base_round, base_digest = self._majority_base(gathering)
+        included = self._on_base(gathering, (base_round, base_digest))
+        members = self._members(gathering, included)
         group_id = secrets.token_bytes(16)
         deadline_s = self._transfer_deadline_s()
         rosters = {}

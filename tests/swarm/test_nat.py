@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,24 +58,36 @@ def test_nated_nodes_train_through_a_relay_and_reconnect_after_a_reset(tmp_path:
             for n in (n0, n1)
         }
 
+        direct: list[str] = []  # what n0 and n1 ever reported as a direct connection to each other
+
+        def watch(s0: dict, s1: dict) -> None:
+            if ids["n1"] in s0.get("direct_peers", []) or ids["n0"] in s1.get("direct_peers", []):
+                direct.append(f"{s0.get('direct_peers')} {s1.get('direct_peers')}")
+
         def relayed_to_each_other(_: dict) -> bool:
             s0, s1 = n0.status() or {}, n1.status() or {}
+            watch(s0, s1)
             return ids["n1"] in s0.get("relayed_peers", []) and ids["n0"] in s1.get("relayed_peers", [])
+
+        def rounds_of_three(since: float) -> Callable[[dict], bool]:
+            def enough(s0: dict) -> bool:
+                watch(s0, n1.status() or {})
+                return len(_rounds_of_three(n0, since)) >= 5
+
+            return enough
 
         n0.wait_for(relayed_to_each_other, timeout_s=120, what="relayed connections between n0 and n1")
         assert "reachable through a relay only" in n0.log.read_text()
-        start = time.time()
-        n0.wait_for(lambda s: len(_rounds_of_three(n0, start)) >= 5, timeout_s=180, what="rounds of three")
-        # Only relayed connections join the two NATed nodes: no direct one ever appears.
-        assert ids["n1"] in (n0.status() or {})["relayed_peers"]
+        n0.wait_for(rounds_of_three(time.time()), timeout_s=180, what="rounds of three")
 
         reset = lab.reset_lan(0)
         assert reset, "n0 held no connection to reset"
         restored = time.time()
         n0.wait_for(relayed_to_each_other, timeout_s=180, what="the relayed connection to come back")
-        n0.wait_for(
-            lambda s: len(_rounds_of_three(n0, restored)) >= 5, timeout_s=180, what="rounds of three again"
-        )
+        n0.wait_for(rounds_of_three(restored), timeout_s=180, what="rounds of three again")
+        # Only relayed connections ever joined the two NATed nodes (a relayed one may drop and come
+        # back: p2pd's relay cuts some of them after a few hundred kB).
+        assert not direct, direct
 
         # Identical x' on all three at every round the three committed together, before and after the
         # reset. (A member cut off by the reset may commit a round in a smaller group on its stale x';
