@@ -20,6 +20,7 @@ loss before that round and after it are both reported. Writes results/convergenc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -30,6 +31,8 @@ from pathlib import Path
 
 from report import first_maddr, machine, save, today
 
+from swarm.checkpoint.pointer import generate_identity
+
 NODES = 4
 SETTINGS: dict[str, list[str]] = {
     "fp32": ["--codec", "fp32"],
@@ -38,8 +41,18 @@ SETTINGS: dict[str, list[str]] = {
 }
 
 
+def identity(workdir: Path, seed: int, index: int) -> Path:
+    """Node ``index``'s key for ``seed``, the same in every setting and invocation: its peer id fixes
+    its data order (and who conducts and owns which shard), so the settings train on the same batches."""
+    path = workdir / "keys" / f"s{seed}-{index}.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_identity(path, hashlib.sha256(f"swarm-convergence/{seed}/{index}".encode()).digest())
+    return path
+
+
 def run_swarm(
-    name: str, first_args: list[str], args: argparse.Namespace, rounds: int, workdir: Path
+    name: str, first_args: list[str], args: argparse.Namespace, rounds: int, workdir: Path, seed: int
 ) -> list[dict]:
     """Start NODES processes (the first one starts the run), wait for them, return their summaries."""
     processes: list[subprocess.Popen] = []
@@ -53,7 +66,13 @@ def run_swarm(
     ]  # fmt: skip
     try:
         for i in range(NODES):
-            command = [*common, "--summary-json", str(summaries[i])]
+            command = [
+                *common,
+                "--summary-json",
+                str(summaries[i]),
+                "--identity",
+                str(identity(workdir, seed, i)),
+            ]
             if i == 0:
                 command += ["--status-file", str(status0), *first_args]
             else:
@@ -163,7 +182,7 @@ def main() -> None:
                         first += ["--exact-every", str(args.rounds + 1)]
                 if setting == "fp32" and seed == args.seeds[0] and not args.pretrained:
                     first += ["--save-model", str(pretrained)]
-                results[name] = curve(run_swarm(name, first, args, args.rounds + extra, workdir))
+                results[name] = curve(run_swarm(name, first, args, args.rounds + extra, workdir, seed))
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
         finetune = [
             "--model", str(pretrained), "--lr", str(args.finetune_lr), "--total-steps",
@@ -175,7 +194,9 @@ def main() -> None:
                 first = [*SETTINGS[setting], *finetune, "--seed", str(seed + 100)]
                 if setting != "fp32" and args.flush:
                     first += ["--exact-every", str(args.finetune_rounds + 1)]
-                results[name] = curve(run_swarm(name, first, args, args.finetune_rounds + extra, workdir))
+                results[name] = curve(
+                    run_swarm(name, first, args, args.finetune_rounds + extra, workdir, seed + 100)
+                )
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
     import torch
 

@@ -66,8 +66,11 @@ def _ed25519_public(public_key: bytes) -> Ed25519PublicKey:
 # --- identity files ---------------------------------------------------------------------------
 
 
-def generate_identity(path: Path) -> None:
-    """Write a new Ed25519 identity in libp2p's protobuf private-key format (readable by p2pd)."""
+def generate_identity(path: Path, seed: bytes | None = None) -> None:
+    """Write a new Ed25519 identity in libp2p's protobuf private-key format (readable by p2pd).
+
+    ``seed`` (32 bytes) makes the key reproducible: benchmarks pair runs by giving node i of seed s
+    the same peer id, hence the same data order, in every setting. Never for a real node."""
     from cryptography.hazmat.primitives.serialization import (
         Encoding,
         NoEncryption,
@@ -75,10 +78,10 @@ def generate_identity(path: Path) -> None:
         PublicFormat,
     )
 
-    key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    key = Ed25519PrivateKey.from_private_bytes(seed) if seed is not None else Ed25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    data = _key_protobuf(_ED25519, seed + public)  # go-libp2p: 64 bytes, private seed then public key
+    data = _key_protobuf(_ED25519, private + public)  # go-libp2p: 64 bytes, private seed then public key
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

@@ -78,6 +78,17 @@ def test_identity_files_are_private_and_never_overwritten(tmp_path: Path) -> Non
     assert load_identity(tmp_path / "rsa.key") is None
 
 
+def test_a_seeded_identity_is_reproducible(tmp_path: Path) -> None:
+    seed = bytes(range(32))
+    generate_identity(tmp_path / "a.key", seed)
+    generate_identity(tmp_path / "b.key", seed)
+    generate_identity(tmp_path / "c.key", bytes(32))
+    assert (tmp_path / "a.key").read_bytes() == (tmp_path / "b.key").read_bytes()
+    assert (tmp_path / "a.key").read_bytes() != (tmp_path / "c.key").read_bytes()
+    key = load_identity(tmp_path / "a.key")
+    assert key is not None and key.private_bytes_raw() == seed
+
+
 def test_pointers_travel_as_plain_dicts_and_bad_ones_are_refused(tmp_path: Path) -> None:
     key = _key(tmp_path)
     signed = _pointer(peer_id_of(public_key_protobuf(key.public_key()))).signed_by(key)
