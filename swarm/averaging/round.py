@@ -5,7 +5,9 @@ conducts, so every member picks the same conductor without a vote. A member read
 opens a rendezvous stream to it and sends a JoinRequest with the round id and digest of its x'; a
 conductor still training holds the request until it gathers. The conductor waits for every live
 member up to a grace time, then fixes one roster: the members whose (round, digest) is the
-majority's. Members with another base get ``included=False`` and repair their x' from a peer. A
+majority's (a tie goes to the higher round). Members with another base get ``included=False`` and
+repair their x' from a peer; while fewer than ``min_group`` share the base, they are answered and
+the gathering waits on for them to come back on it. A
 conductor that learns of a lower live peer hands its joiners a Redirect; a busy or unreachable
 candidate is skipped for the attempt. The roster is fixed before anything is sent.
 
