@@ -58,6 +58,8 @@ def run_swarm(
     processes: list[subprocess.Popen] = []
     summaries = [workdir / f"{name}-{i}.summary.json" for i in range(NODES)]
     status0 = workdir / f"{name}-0.status.json"
+    for stale in (status0, *summaries):  # an earlier run of this name in the same workdir
+        stale.unlink(missing_ok=True)
     common = [
         sys.executable, "-m", "node", "join", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", str(args.local_steps), "--min-group", str(NODES),
