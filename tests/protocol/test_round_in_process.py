@@ -49,10 +49,12 @@ async def _averager(
 
 async def _hosts(count: int) -> list[SwarmHost]:
     local = ("/ip4/127.0.0.1/tcp/0",)
-    hosts = [await SwarmHost.start(HostOptions(host_maddrs=local))]
+    # A bound, not a wait: on a loaded 2-core CI machine a DHT process took over the 20 s default.
+    hosts = [await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))]
     for _ in range(count - 1):
         peers = tuple(await hosts[0].visible_maddrs())
-        hosts.append(await SwarmHost.start(HostOptions(host_maddrs=local, initial_peers=peers)))
+        options = HostOptions(host_maddrs=local, initial_peers=peers, startup_timeout_s=60)
+        hosts.append(await SwarmHost.start(options))
     return hosts
 
 
