@@ -71,6 +71,20 @@ def render(record: dict) -> str:
             f"| {r['setting']} | {r['warmup_rounds']} | {r['seed']} | {r['lr']:g} | {r['final']:.3f} |"
             f" {shown} | {gap} | {r['identical']} |"
         )
+    lines += [""]
+    for setting, warmup in sorted(
+        {(r["setting"], r["warmup_rounds"]) for r in runs if r["setting"] != "fp32"}
+    ):
+        paired = [
+            100 * (r["final"] / fp32[(r["seed"], r["lr"])]["final"] - 1)
+            for r in runs
+            if (r["setting"], r["warmup_rounds"]) == (setting, warmup) and (r["seed"], r["lr"]) in fp32
+        ]
+        if paired:
+            lines.append(
+                f"- {setting}, {warmup} warm-up rounds, same seed and lr: mean gap {statistics.mean(paired):+.2f}%"
+                f" over {len(paired)} paired run(s), from {min(paired):+.2f}% to {max(paired):+.2f}%"
+            )
     lines += ["", "Each codec at its best learning rate of the grid, per seed (warm-up as given):", ""]
     lines += ["| setting | warm-up rounds | seed | best lr | final eval | fp32 best lr | fp32 best | gap |"]
     lines += ["|---|---|---|---|---|---|---|---|"]
