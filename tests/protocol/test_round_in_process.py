@@ -252,42 +252,49 @@ def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> No
     _run(go())
 
 
+async def _two_on_bases(
+    copies: tuple[GlobalCopy, GlobalCopy], timing: RoundTiming
+) -> tuple[list[SwarmHost], list[Averager]]:
+    """Two averagers, the lower peer id (the conductor) on ``copies[0]``, the other on ``copies[1]``."""
+    hosts = sorted(await _hosts(2), key=lambda h: h.peer_id)
+    averagers = []
+    for host, copy in zip(hosts, copies, strict=True):
+        averager = Averager(
+            host, run_id="proto", codec=Fp32Codec(), global_copy=copy, num_shards=4, timing=timing
+        )
+        await averager.start()
+        record = MemberRecord(round=copy.round, global_step=0, local_steps_per_round=1.0)
+        await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
+        averagers.append(averager)
+    return hosts, averagers
+
+
 def test_a_stale_conductor_repairs_from_a_member_that_went_on() -> None:
     """A 1-1 tie between the conductor's old round and a joiner's newer one goes to the newer: the
     conductor (cut off for a while) repairs from the joiner instead of committing a round alone on
     its stale x' and sending the joiner back to it."""
 
     async def go() -> None:
-        low, high = sorted(await _hosts(2), key=lambda h: h.peer_id)
         timing = RoundTiming(
             gather_s=0.2, join_grace_s=2.0, join_timeout_s=6.0, min_group=2, min_transfer_s=2.0
         )
+        start = torch.randn(N)
+        hosts, (stale, ahead) = await _two_on_bases(
+            (GlobalCopy(start.clone()), GlobalCopy(start + 1.0, round=3)), timing
+        )
         try:
-            start = torch.randn(N)
-            stale = Averager(
-                low, run_id="proto", codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=4,
-                timing=timing,
-            )  # fmt: skip
-            ahead = Averager(
-                high, run_id="proto", codec=Fp32Codec(), global_copy=GlobalCopy(start + 1.0, round=3),
-                num_shards=4, timing=timing,
-            )  # fmt: skip
-            for host, averager in ((low, stale), (high, ahead)):
-                await averager.start()
-                record = MemberRecord(round=averager.copy.round, global_step=0, local_steps_per_round=1.0)
-                await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
             contribution = Contribution(delta=torch.zeros(N), weight=1.0, samples=1, local_steps=1)
             out_stale, out_ahead = await asyncio.gather(
                 stale.run_round(contribution), ahead.run_round(contribution)
             )
-            assert out_stale.status is Status.REPAIR and out_stale.repair_from == [high.peer_id]
+            assert out_stale.status is Status.REPAIR and out_stale.repair_from == [ahead.me]
             assert out_ahead.status is not Status.REPAIR, (
                 "the member that went on was sent back to the stale x'"
             )
             assert out_ahead.status is not Status.COMMITTED, "a round of one despite --min-group 2"
             assert ahead.copy.round == 3 and stale.copy.round == 0
         finally:
-            for host in (low, high):
+            for host in hosts:
                 await host.shutdown()
 
     _run(go())
@@ -298,40 +305,29 @@ def test_a_diverged_joiner_repairs_while_the_conductor_keeps_gathering() -> None
     sent to repair, and the conductor's gathering stays open until the joiner comes back on its x'."""
 
     async def go() -> None:
-        low, high = sorted(await _hosts(2), key=lambda h: h.peer_id)
         timing = RoundTiming(
             gather_s=0.2, join_grace_s=3.0, join_timeout_s=20.0, min_group=2, min_transfer_s=2.0
         )
+        start = torch.randn(N)
+        hosts, (conductor, diverged) = await _two_on_bases(
+            (GlobalCopy(start.clone()), GlobalCopy(start + 1.0)), timing
+        )
         try:
-            start = torch.randn(N)
-            conductor = Averager(
-                low, run_id="proto", codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=4,
-                timing=timing,
-            )  # fmt: skip
-            diverged = Averager(
-                high, run_id="proto", codec=Fp32Codec(), global_copy=GlobalCopy(start + 1.0), num_shards=4,
-                timing=timing,
-            )  # fmt: skip
-            for host, averager in ((low, conductor), (high, diverged)):
-                await averager.start()
-                record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-                await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
 
             def contribution() -> Contribution:
                 return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
 
             conducting = asyncio.create_task(conductor.run_round(contribution()))
             first = await diverged.run_round(contribution())
-            assert first.status is Status.REPAIR and first.repair_from == [low.peer_id]
+            assert first.status is Status.REPAIR and first.repair_from == [conductor.me]
             assert not conducting.done(), "the conductor gave up instead of waiting for the repaired member"
-            diverged.copy.replace(
-                conductor.copy.values, round=0, global_step=0, swarm_samples=0
-            )  # the repair
+            # The repair: the joiner takes the conductor's x'.
+            diverged.copy.replace(conductor.copy.values, round=0, global_step=0, swarm_samples=0)
             again, mine = await asyncio.gather(diverged.run_round(contribution()), conducting)
             assert again.status is mine.status is Status.COMMITTED
             assert len(mine.members) == 2 and conductor.copy.digest == diverged.copy.digest
         finally:
-            for host in (low, high):
+            for host in hosts:
                 await host.shutdown()
 
     _run(go())
