@@ -142,7 +142,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--settings", nargs="+", choices=list(SETTINGS), default=["fp32", "cocktail", "cocktail-aggressive"],
-        help="from-scratch settings to run (default: all)",
+        help="from-scratch settings to run (default: fp32 cocktail cocktail-aggressive)",
     )  # fmt: skip
     parser.add_argument("--tag", default="", help="suffix of the result files' names")
     parser.add_argument(
