@@ -617,7 +617,7 @@ class Averager:
                     await asyncio.wait_for(gathering.changed.wait(), timeout=0.25)
             gathering.closed = True
             self._gathering_open.clear()
-            rosters = self._make_rosters(gathering)
+            rosters = self._make_rosters(gathering, base)
             for peer, future in gathering.replies.items():
                 if not future.done():
                     future.set_result(pb.Frame(roster=rosters[peer]))
@@ -668,26 +668,39 @@ class Averager:
             for p in peers
         ]
 
-    def _repair_roster(
-        self, gathering: _Gathering, base: tuple[int, bytes], sources: list[bytes]
+    def _roster(
+        self,
+        base: tuple[int, bytes],
+        members: list[pb.Member],
+        *,
+        group_id: bytes,
+        inside: bool,
+        deadline_s: float,
     ) -> pb.Roster:
+        """The roster of round ``base[0] + 1`` on ``members``; one outside them repairs from them."""
         return pb.Roster(
-            group_id=secrets.token_bytes(16),
+            group_id=group_id,
             round=base[0] + 1,
             base_digest=base[1],
-            members=self._members(gathering, sources),
+            members=members,
             num_shards=self.layout.num_shards,
-            included=False,
-            repair_from=sources[:4],
-            deadline_s=self._transfer_deadline_s(),
+            included=inside,
+            repair_from=[] if inside else [m.peer_id for m in members[:4]],
+            deadline_s=deadline_s,
         )
 
     def _send_to_repair(self, gathering: _Gathering, base: tuple[int, bytes]) -> pb.Roster | None:
         """Answer every joiner off ``base`` with a repair roster and drop it; the conductor's own, if off it."""
         sources = self._on_base(gathering, base)
+        roster = self._roster(
+            base,
+            self._members(gathering, sources),
+            group_id=secrets.token_bytes(16),
+            inside=False,
+            deadline_s=self._transfer_deadline_s(),
+        )
         mine = None
         for peer in [p for p in gathering.requests if p not in sources]:
-            roster = self._repair_roster(gathering, base, sources)
             if peer == self.me:
                 mine = roster
                 continue
@@ -704,24 +717,16 @@ class Averager:
         gathering.changed.set()
         return mine
 
-    def _make_rosters(self, gathering: _Gathering) -> dict[bytes, pb.Roster]:
-        base_round, base_digest = self._majority_base(gathering)
-        included = self._on_base(gathering, (base_round, base_digest))
+    def _make_rosters(self, gathering: _Gathering, base: tuple[int, bytes]) -> dict[bytes, pb.Roster]:
+        included = self._on_base(gathering, base)
         members = self._members(gathering, included)
         group_id = secrets.token_bytes(16)
         deadline_s = self._transfer_deadline_s()
         rosters = {}
         for peer in gathering.requests:
             inside = peer in included
-            rosters[peer] = pb.Roster(
-                group_id=group_id,
-                round=base_round + 1,
-                base_digest=base_digest,
-                members=members,
-                num_shards=self.layout.num_shards,
-                included=inside,
-                repair_from=[] if inside else included[:4],
-                deadline_s=deadline_s,
+            rosters[peer] = self._roster(
+                base, members, group_id=group_id, inside=inside, deadline_s=deadline_s
             )
             if inside:
                 gathering.receipts[peer] = asyncio.get_running_loop().create_future()
