@@ -13,11 +13,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
+
+_OUTCOMES = {
+    "Averaged gradients with": "averaged",
+    "Averaging gradients failed": "failed",
+    "Skipped averaging": "alone",
+}
+
+
+class _AveragingOutcomes(logging.Handler):
+    """Counts how each epoch's gradients were applied, from hivemind.Optimizer's own log lines:
+    averaged with the group, or the peer's local gradients alone (averaging failed or had no peers)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.counts = dict.fromkeys(_OUTCOMES.values(), 0)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for prefix, kind in _OUTCOMES.items():
+            if message.startswith(prefix):
+                self.counts[kind] += 1
 
 
 def main() -> None:
@@ -44,6 +66,11 @@ def main() -> None:
 
     import hivemind
     from hivemind.compression import Float16Compression
+
+    outcomes = _AveragingOutcomes()
+    hivemind_optimizer_log = logging.getLogger("hivemind.optim.optimizer")
+    hivemind_optimizer_log.addHandler(outcomes)
+    hivemind_optimizer_log.setLevel(logging.DEBUG)  # its per-epoch outcomes are DEBUG without verbose
 
     from node.trainer import causal_lm_loss
     from swarm.data.corpus import load_corpus
@@ -110,6 +137,7 @@ def main() -> None:
                 "index": args.index,
                 "local_steps": step,
                 "epochs": optimizer.local_epoch,
+                "averaging": outcomes.counts,
                 "points": points,
                 "epoch_times": history,
             }

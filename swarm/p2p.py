@@ -9,6 +9,8 @@ runs a watchdog that kills the daemon and itself when the node's main process di
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -88,6 +90,8 @@ LINGER_S = 30.0
 
 def _arm_watchdog_in_child() -> None:
     if _watchdog_target.get("parent") == os.getppid():
+        # A fatal signal (SIGABRT from _abandon) writes every thread's stack to stderr first.
+        faulthandler.enable(all_threads=True)
         threading.Thread(
             target=_watch_parent,
             args=(_watchdog_target["parent"], _watchdog_target["daemon"]),
@@ -145,18 +149,36 @@ class SwarmHost:
         if not _hook_registered:
             os.register_at_fork(after_in_child=_arm_watchdog_in_child)
             _hook_registered = True
+        dht: DHT | None = None
         try:
-            dht = DHT(
-                initial_peers=list(options.initial_peers) or None,
-                p2p=p2p,
-                start=True,
-                await_ready=False,
-                num_workers=4,
-            )
+            # The DHT process is forked from this one; frozen, this process's garbage is not collected
+            # there, so no finaliser of ours (a socket's, a gRPC channel's) runs in the fork, where
+            # the locks of threads that did not survive the fork stay held.
+            gc.freeze()
+            try:
+                dht = DHT(
+                    initial_peers=list(options.initial_peers) or None,
+                    p2p=p2p,
+                    start=True,
+                    await_ready=False,
+                    num_workers=4,
+                )
+            finally:
+                gc.unfreeze()
             await asyncio.get_running_loop().run_in_executor(
                 None, dht.wait_until_ready, options.startup_timeout_s
             )
+        except TimeoutError:
+            assert dht is not None
+            _abandon(dht, dump_stack=True)
+            await p2p.shutdown()
+            raise TimeoutError(
+                f"the DHT process (pid {dht.pid}) was not ready within {options.startup_timeout_s:.0f} s;"
+                " its stack is above"
+            ) from None
         except BaseException:
+            if dht is not None:
+                _abandon(dht, dump_stack=False)
             await p2p.shutdown()
             raise
         finally:
@@ -311,6 +333,16 @@ class SwarmHost:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.dht.shutdown)
         await self.p2p.shutdown()
+
+
+def _abandon(dht: DHT, *, dump_stack: bool) -> None:
+    """Stop a DHT process that failed to start, so that nothing of it outlives the failed start."""
+    if dump_stack and dht.pid is not None and dht.is_alive():
+        os.kill(dht.pid, signal.SIGABRT)  # faulthandler prints its stacks, then it dies
+        dht.join(5.0)
+    if dht.is_alive():
+        dht.kill()
+        dht.join(5.0)
 
 
 def peer_name(peer: bytes) -> str:

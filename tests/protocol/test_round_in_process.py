@@ -51,10 +51,15 @@ async def _hosts(count: int) -> list[SwarmHost]:
     local = ("/ip4/127.0.0.1/tcp/0",)
     # A bound, not a wait: on a loaded 2-core CI machine a DHT process took over the 20 s default.
     hosts = [await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))]
-    for _ in range(count - 1):
-        peers = tuple(await hosts[0].visible_maddrs())
-        options = HostOptions(host_maddrs=local, initial_peers=peers, startup_timeout_s=60)
-        hosts.append(await SwarmHost.start(options))
+    try:
+        for _ in range(count - 1):
+            peers = tuple(await hosts[0].visible_maddrs())
+            options = HostOptions(host_maddrs=local, initial_peers=peers, startup_timeout_s=60)
+            hosts.append(await SwarmHost.start(options))
+    except BaseException:
+        for host in hosts:  # the test never gets them to shut down
+            await host.shutdown()
+        raise
     return hosts
 
 
