@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-_OUTCOMES = {
+_OUTCOMES = {  # hivemind.Optimizer's log line -> how an epoch's step was taken
     "Averaged gradients with": "averaged",
-    "Averaging gradients failed": "failed",
-    "Skipped averaging": "alone",
+    "Proceeding with local gradients": "local",
 }
 
 
 class _AveragingOutcomes(logging.Handler):
-    """Counts how each epoch's gradients were applied, from hivemind.Optimizer's own log lines:
-    averaged with the group, or the peer's local gradients alone (averaging failed or had no peers)."""
+    """Counts how each epoch's step was taken, from hivemind.Optimizer's own log lines: with gradients
+    averaged in a group, or with the peer's local gradients alone (averaging failed, or the peer saw
+    no other peer at its epoch)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)

@@ -74,7 +74,8 @@ def run_swarm(
         ]  # fmt: skip
         if i == 0:
             command += [
-                "--status-file", str(status0), "--eval-every-s", str(args.eval_every_s), "--model", model,
+                "--status-file", str(status0), "--eval-every-s", str(args.eval_every_s), "--eval-local",
+                "--model", model, "--warmup-steps", str(args.warmup_steps),
                 *SWARM_METHODS[method], "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                 "--total-steps", "100000",
             ]  # fmt: skip
@@ -103,6 +104,12 @@ def run_swarm(
         for h in rounds
         if h.get("eval_loss") is not None
     ]
+    # Peer 0's working model x_0 (x' plus what it has not sent yet): what hivemind's row evaluates.
+    local_points = [
+        {"t": h["time"] - started, "eval_loss": h["local_eval_loss"]}
+        for h in rounds
+        if h.get("local_eval_loss") is not None
+    ]
     sent = statistics.mean(socket_delta(a, b)[0] for a, b in zip(sockets0, sockets1, strict=True))
     full = [h for h in rounds if h["group_size"] == PEERS]
     steady = (
@@ -124,6 +131,7 @@ def run_swarm(
             v for k, v in data[0]["rounds_by_status"].items() if k != "committed"
         ),
         "points": points,
+        "local_points": local_points,
     }
 
 
@@ -140,7 +148,7 @@ def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Pat
             "--model", model, "--seconds", str(seconds), "--out", str(outs[i]),
             "--eval-every-s", str(args.eval_every_s), "--eval-batches", "8", "--origin", str(origin),
             "--batch-size", str(args.batch_size), "--target-batch", str(PEERS * args.batch_size),
-            "--lr", str(args.lr),
+            "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps),
         ]  # fmt: skip
         if i == 0:
             command += ["--status", str(status0)]
@@ -174,9 +182,10 @@ def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Pat
         "aborted_or_failed_rounds": None,
         # Peer 0's epochs by how its gradients were applied (hivemind.Optimizer's log): a failed
         # averaging falls back to the peer's local gradients, so peer 0 (the one evaluated) trains alone.
-        "averaged": f"{data[0]['averaging']['averaged']}/{sum(data[0]['averaging'].values())}",
+        "averaged": f"{data[0]['averaging']['averaged']}/{data[0]['averaging']['averaged'] + data[0]['averaging']['local']}",
         # A step that outlived the window (waiting on departed peers) does not count.
         "points": [p for p in data[0]["points"] if p["t"] <= seconds],
+        "local_points": [p for p in data[0]["points"] if p["t"] <= seconds],  # peer 0's own model
     }
 
 
@@ -198,6 +207,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="sequences per peer step (default 4)")
     parser.add_argument(
         "--lr", type=float, default=1e-3, help="peak learning rate of fine-tuning (default 1e-3)"
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=50,
+        help="linear lr warm-up of every method, in steps (default 50)",
     )
     parser.add_argument("--pretrain-steps", type=int, default=400, help="steps of the starting checkpoint")
     parser.add_argument(
@@ -249,6 +264,9 @@ def main() -> None:
         target = min(p["eval_loss"] for p in reference["points"] if p["t"] <= cutoff)
     for r in results:
         r["time_to_target_s"] = time_to(r["points"], target) if target is not None else None
+        r["time_to_target_local_s"] = (
+            time_to(r.get("local_points", []), target) if target is not None else None
+        )
     import torch
 
     record = {
@@ -260,6 +278,8 @@ def main() -> None:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "pretrain_steps": args.pretrain_steps if args.pretrained is None else None,
+        "pretrained": args.pretrained,
+        "warmup_steps": args.warmup_steps,
         "peers": PEERS,
         "seconds": args.seconds,
         "target_eval_loss": target,
@@ -277,9 +297,14 @@ def render(record: dict) -> str:
         f"# Training over shaped links: Swarm cocktail, Swarm fp32, hivemind stock ({record['date']})",
         "",
         f"Machine: {record['machine']}; torch {record['torch']}; {record['peers']} peers, each in its own network"
-        f" namespace; fine-tuning model `{record['model']}` from a checkpoint pretrained alone for"
-        f" {record['pretrain_steps']} steps; batch {record['batch_size']} x 128 bytes per peer step, peak lr"
-        f" {record['lr']}; {record['seconds']:.0f} s of training per run; links shaped with tbf at both ends"
+        f" namespace; fine-tuning model `{record['model']}` from a checkpoint pretrained alone"
+        + (
+            f" for {record['pretrain_steps']} steps"
+            if record["pretrain_steps"] is not None
+            else f" (`{record.get('pretrained')}`)"
+        )
+        + f"; batch {record['batch_size']} x 128 bytes per peer step, peak lr {record['lr']} after"
+        f" {record.get('warmup_steps', 50)} warm-up steps; {record['seconds']:.0f} s of training per run; links shaped with tbf at both ends"
         " (no added delay).",
         f"Target eval loss: {record['target_eval_loss']:.3f} ("
         + (
@@ -291,20 +316,22 @@ def render(record: dict) -> str:
         if record["target_eval_loss"] is not None
         else "Target eval loss: none (no reference run).",
         "",
-        "| link Mbit/s | method | samples/s | steady samples/s | rounds | averaged | median round s | period s | local steps/round | MB sent/peer/round | final eval | time to target s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| link Mbit/s | method | samples/s | steady samples/s | rounds | averaged | median round s | period s | local steps/round | MB sent/peer/round | final eval | time to target s | peer 0's model: time to target s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["results"]:
         final = r["points"][-1]["eval_loss"] if r["points"] else float("nan")
         median = f"{r['median_round_s']:.2f}" if r["median_round_s"] is not None else "-"
         period = r["round_period_s"][0]
         target = r["time_to_target_s"]
+        local = r.get("time_to_target_local_s")
         lines.append(
             f"| {r['rate_mbit'] or 'unlimited'} | {r['method']} | {r['samples_per_s']:.1f} |"
             f" {r['steady_samples_per_s']:.1f} | {r['rounds']} | {r.get('averaged', '-')} | {median} |"
             f" {period if period is not None else '-'} | {r['local_steps_per_round']} |"
             f" {r['socket_sent_per_peer_per_round'] / 1e6:.2f} | {final:.3f} |"
             f" {'not reached' if target is None else f'{target:.0f}'} |"
+            f" {'-' if not r.get('local_points') else 'not reached' if local is None else f'{local:.0f}'} |"
         )
     lines += [
         "",
@@ -314,11 +341,20 @@ def render(record: dict) -> str:
         "sockets sent per round (hivemind: per epoch). averaged: Swarm: rounds committed by all peers, of all",
         "rounds; hivemind: peer 0's epochs whose gradients were averaged with others, of all its epochs",
         "(the others fell back to its local gradients, so it trained alone; peer 0's own model is the",
-        "one evaluated, where Swarm evaluates the shared x').",
+        "one evaluated, where Swarm evaluates the shared x'). time to target: of the model each method",
+        "publishes (Swarm: x'; hivemind: peer 0's); peer 0's model: Swarm's x_0 = x' plus what peer 0 has",
+        "not sent yet, the same kind of model as hivemind's row.",
         "",
         f"Reproduce: `sudo .venv/bin/python benchmarks/wan.py --seconds {record['seconds']:.0f}"
-        f" --model {record['model']} --batch-size {record['batch_size']} --pretrain-steps {record['pretrain_steps']}"
-        f" --round-period {record.get('round_period_s', 2.0)}`.",
+        f" --model {record['model']} --batch-size {record['batch_size']} --lr {record['lr']}"
+        f" --warmup-steps {record.get('warmup_steps', 50)} --round-period {record.get('round_period_s', 2.0)}"
+        + (
+            f" --pretrain-steps {record['pretrain_steps']}"
+            if record["pretrain_steps"] is not None
+            else " --pretrained DIR"
+        )
+        + (f" --target {record['target_eval_loss']}" if record.get("target_given") else "")
+        + "`.",
     ]
     return "\n".join(lines) + "\n"
 

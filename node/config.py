@@ -233,6 +233,8 @@ class TrainingConfig:
     """Also evaluate x' after a round that commits this many seconds or more after the last evaluation."""
     eval_batches: int = 8
     """Batches of the held-out split per evaluation."""
+    eval_local: bool = False
+    """At each evaluation, also evaluate this node's working model x_i (x' plus what it has not sent yet)."""
     gpu_memory_gb: float | None = None
     """Use at most this much GPU memory (GB): a cap on torch's allocator, and the micro-batch is
     sized under it. Unset: the whole GPU."""
@@ -381,6 +383,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "seq-len": ("run", "seq_len"),
     "batch-size": ("run", "batch_size"),
     "lr": ("run", "lr"),
+    "warmup-steps": ("run", "warmup_steps"),
     "total-steps": ("run", "total_steps"),
     "seed": ("run", "seed"),
     "num-shards": ("run", "num_shards"),
@@ -398,6 +401,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "gpu-memory-gb": ("training", "gpu_memory_gb"),
     "eval-every": ("training", "eval_every_rounds"),
     "eval-every-s": ("training", "eval_every_s"),
+    "eval-local": ("training", "eval_local"),
     "min-group": ("rounds", "min_group"),
     "join-grace": ("rounds", "join_grace_s"),
     "join-timeout": ("rounds", "join_timeout_s"),

@@ -1406,6 +1406,9 @@ class Node:
             p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
             self.metrics.eval_loss.set(p.eval_loss)
             p.history[-1]["eval_loss"] = p.eval_loss
+            if self.config.training.eval_local:
+                own = await asyncio.to_thread(trainer.evaluate, trainer.flat(), evals)
+                p.history[-1]["local_eval_loss"] = own
         logger.info(
             "round %d %s: group %d, %d shards aborted, %.2fs, %s %.0f kB sent (%.0fx vs fp32),"
             " loss %.3f, eval %s",
