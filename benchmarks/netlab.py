@@ -11,6 +11,10 @@ available here, so links add no delay). Counters: ``link_bytes`` reads the hub e
 veth (Ethernet frames: payload plus TCP/IP headers and ACKs); ``socket_bytes`` sums ``ss``'s per
 socket payload counters (bytes_acked sent, bytes_received) over the TCP sockets in the namespace.
 
+With ``cpu_per_node`` every node's processes share a CPU quota of that many cores (a cgroup of the
+``cpu`` controller, v1 or v2): each node computes at a fixed speed, as a volunteer with its own GPU
+does, instead of taking the cores that idle nodes leave on this shared machine.
+
 Needs root and iproute2. Everything it creates carries the tag and is deleted on exit, on error,
 and on SIGINT/SIGTERM; ``NetLab.sweep(tag)`` removes what a killed run left behind.
 """
@@ -22,6 +26,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -39,14 +44,19 @@ class NetLab:
         rate_mbit: float | None = None,
         tag: str = "swb",
         node_rates_mbit: Sequence[float | None] | None = None,
+        cpu_per_node: float | None = None,
     ):
-        """``node_rates_mbit``, when given, sets each node's link rate (None: unlimited) instead."""
+        """``node_rates_mbit``, when given, sets each node's link rate (None: unlimited) instead;
+        ``cpu_per_node`` caps each node's processes together at that many cores."""
         if not 1 <= nodes <= 200:
             raise ValueError("nodes must be in [1, 200]")
         if not re.fullmatch(r"[a-z]{2,6}", tag):
             raise ValueError("tag must be 2-6 lowercase letters")
         if node_rates_mbit is not None and len(node_rates_mbit) != nodes:
             raise ValueError("node_rates_mbit needs one rate per node")
+        if cpu_per_node is not None and not 0.01 <= cpu_per_node <= (os.cpu_count() or 1):
+            raise ValueError(f"cpu_per_node must be in [0.01, {os.cpu_count()}] cores")
+        self.cpu_per_node = cpu_per_node
         self.nodes, self.rate_mbit, self.tag = nodes, rate_mbit, tag
         self.rates = list(node_rates_mbit) if node_rates_mbit is not None else [rate_mbit] * nodes
         self.hub = f"{tag}-hub"
@@ -60,6 +70,9 @@ class NetLab:
 
     def address(self, index: int) -> str:
         return f"10.77.0.{index + 1}"
+
+    def cgroup(self, index: int) -> Path:
+        return _cpu_root() / self.namespace(index)
 
     def __enter__(self) -> NetLab:
         if os.geteuid() != 0:
@@ -94,6 +107,8 @@ class NetLab:
             _ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+            if self.cpu_per_node is not None:
+                _cpu_group(self.cgroup(i), self.cpu_per_node)
             if self.rates[i] is not None:
                 for where, dev in ((ns, "eth0"), (self.hub, veth)):
                     subprocess.run(
@@ -128,16 +143,24 @@ class NetLab:
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
                 _ip("netns", "delete", name, check=False)
+        for root in CGROUP_ROOTS:
+            for group in root.glob(f"{tag}-n*") if root.is_dir() else ():
+                _remove_group(group)
 
     # --- processes and counters ---------------------------------------------------------------
 
     def run(
         self, index: int, command: Sequence[str], *, log: Path, env: dict | None = None
     ) -> subprocess.Popen:
-        """Start ``command`` inside node ``index``'s namespace, in its own process group."""
+        """Start ``command`` inside node ``index``'s namespace, in its own process group (and in the
+        node's CPU cgroup, which its children inherit)."""
+        command = ["ip", "netns", "exec", self.namespace(index), *command]
+        if self.cpu_per_node is not None:  # join the cgroup first: `ip netns exec` remounts /sys
+            procs = self.cgroup(index) / "cgroup.procs"
+            command = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *command]
         with open(log, "w") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", self.namespace(index), *command],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -179,6 +202,41 @@ class NetLab:
             received = re.search(r"bytes_received:(\d+)", line)
             sockets[key] = (int(acked.group(1)) if acked else 0, int(received.group(1)) if received else 0)
         return sockets
+
+
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))
+"""cgroup v1's cpu controller, else the v2 hierarchy."""
+
+
+def _cpu_root() -> Path:
+    if (CGROUP_ROOTS[0] / "cpu.cfs_quota_us").exists():
+        return CGROUP_ROOTS[0]
+    if "cpu" in (CGROUP_ROOTS[1] / "cgroup.controllers").read_text().split():
+        return CGROUP_ROOTS[1]
+    raise OSError("no cgroup cpu controller: cannot cap a node's CPU")
+
+
+def _cpu_group(path: Path, cores: float) -> None:
+    """A cgroup whose processes together get at most ``cores`` cores (over 100 ms periods)."""
+    path.mkdir(exist_ok=True)
+    quota = str(int(cores * 100_000))
+    if (path / "cpu.cfs_quota_us").exists():
+        (path / "cpu.cfs_period_us").write_text("100000")
+        (path / "cpu.cfs_quota_us").write_text(quota)
+    else:
+        (path / "cpu.max").write_text(f"{quota} 100000")
+
+
+def _remove_group(path: Path, wait_s: float = 10.0) -> None:
+    """Remove a CPU cgroup once the processes killed in it have exited (it is busy until then)."""
+    deadline = time.monotonic() + wait_s
+    while (path / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def socket_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> tuple[int, int]:

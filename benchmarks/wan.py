@@ -6,14 +6,19 @@ The task is fine-tuning, CocktailSGD's setting: first one process trains the mod
 that a round of exact averaging takes ~20 s over 20 Mbit/s), and every run starts from that
 checkpoint. For every link rate (unlimited, 1000, 500, 100, 50, 20 Mbit/s, both directions of every
 peer's link) and method, the 4 peers then train for ``--seconds`` of wall-clock time on the same data
-(stdlib corpus, ``--batch-size`` x 128 bytes per peer step, the same peak learning rate and 50-step
-warm-up; hivemind's target batch is 4 x the batch, one step of all peers: the same effective batch).
-Swarm runs in wall-clock mode with adaptive rounds (the period doubles from 2 s until communication
-fits; the chosen period and local steps per round are reported). Peer 0 evaluates its model on the
-held-out split at most every ``--eval-every-s`` seconds (Swarm: x', after a committed round).
+(stdlib corpus, ``--batch-size`` x 128 bytes per peer step, the same peak learning rate and
+``--warmup-steps`` warm-up; hivemind's target batch is 4 x the batch, one step of all peers: the same
+effective batch). Each peer's processes share a CPU quota (``--cpu-per-peer``, default the machine's
+cores / 4), so a peer computes at a fixed speed, as on its own GPU: without it, a method whose other
+peers stall (hivemind's joiners downloading state) hands their cores to peer 0, the one evaluated.
+Swarm runs in wall-clock mode with adaptive rounds (the period doubles from ``--round-period`` until
+communication fits; the chosen period and local steps per round are reported). Peer 0 evaluates on
+the held-out split at most every ``--eval-every-s`` seconds: Swarm x' (the model it publishes) and its
+own working model x_0, after a committed round; hivemind its own parameters. hivemind's peer 0 also
+counts its epochs stepped with averaged gradients against those that fell back to local ones.
 Reported: swarm samples per second, median round time, socket bytes per peer per round, eval loss
-against wall-clock time, and the time to reach a target eval loss (the loss Swarm-fp32 reaches on
-the unlimited link at 60% of its run). Every namespace is deleted at the end.
+against wall-clock time, and the time to reach a target eval loss (``--target``, or the loss
+Swarm-fp32 reaches on the unlimited link at 60% of its run). Every namespace is deleted at the end.
 
     sudo .venv/bin/python benchmarks/wan.py [--seconds 120] [--rates 0 1000 500 100 50 20]
 """
@@ -227,6 +232,13 @@ def main() -> None:
         "--methods", nargs="+", choices=[*SWARM_METHODS, "hivemind"], default=["cocktail", "fp32", "hivemind"]
     )
     parser.add_argument(
+        "--cpu-per-peer",
+        type=float,
+        default=(os.cpu_count() or 2) / PEERS,
+        help="CPU cores each peer's processes get together (default: this machine's cores / 4; 0: no cap),"
+        " so that a peer computes at a fixed speed and cannot use the cores an idle peer leaves",
+    )
+    parser.add_argument(
         "--round-period", type=float, default=2.0, help="Swarm's starting round period in seconds (default 2)"
     )
     parser.add_argument(
@@ -249,7 +261,9 @@ def main() -> None:
         for rate in args.rates:
             for method in args.methods:
                 tag = f"wan-{method}-{int(rate)}"
-                with NetLab(PEERS, rate_mbit=rate or None, tag="swwan") as lab:
+                with NetLab(
+                    PEERS, rate_mbit=rate or None, tag="swwan", cpu_per_node=args.cpu_per_peer or None
+                ) as lab:
                     if method == "hivemind":
                         result = run_hivemind(lab, args, model, workdir, tag)
                     else:
@@ -285,6 +299,7 @@ def main() -> None:
         "target_eval_loss": target,
         "target_given": args.target is not None,
         "round_period_s": args.round_period,
+        "cpu_per_peer": args.cpu_per_peer or None,
         "results": results,
     }
     stem = f"{args.name}-{record['date']}"
@@ -312,7 +327,12 @@ def render(record: dict) -> str:
             if record.get("target_given")
             else "what Swarm fp32 reaches on the unlimited link within 60% of its run"
         )
-        + f"); Swarm's round period starts at {record.get('round_period_s', 2.0)} s."
+        + f"); Swarm's round period starts at {record.get('round_period_s', 2.0)} s; "
+        + (
+            f"each peer capped at {record['cpu_per_peer']:g} CPU cores."
+            if record.get("cpu_per_peer")
+            else "no CPU cap per peer."
+        )
         if record["target_eval_loss"] is not None
         else "Target eval loss: none (no reference run).",
         "",
@@ -348,6 +368,7 @@ def render(record: dict) -> str:
         f"Reproduce: `sudo .venv/bin/python benchmarks/wan.py --seconds {record['seconds']:.0f}"
         f" --model {record['model']} --batch-size {record['batch_size']} --lr {record['lr']}"
         f" --warmup-steps {record.get('warmup_steps', 50)} --round-period {record.get('round_period_s', 2.0)}"
+        f" --cpu-per-peer {record.get('cpu_per_peer') or 0:g}"
         + (
             f" --pretrain-steps {record['pretrain_steps']}"
             if record["pretrain_steps"] is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tm
 
     args = ["--run-id", "pull", "--min-group", "2", "--max-rounds", "60", "--checkpoint-every", "2",
             *COMMON[:-2], "--local-steps", "1", "--eval-every", "2"]  # fmt: skip
-    a = swarm.start("a", *args)
+    a = swarm.start("a", *args, "--eval-local")
     b = swarm.start("b", "--peer", swarm.first_maddr(a), *args)
     for node in (a, b):
         node.wait_for(lambda s: any(c["round"] >= 4 for c in s.get("checkpoints", [])), timeout_s=240,
@@ -93,6 +94,9 @@ def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tm
     with torch.no_grad():
         loss = sum(causal_lm_loss(model, batch).item() for batch in evals) / len(evals)
     assert abs(loss - history[info["round"]]["eval_loss"]) < 1e-5
+    # --eval-local: a's working model x_a was evaluated with x' every time.
+    evaluated = [h for h in history.values() if h.get("eval_loss") is not None]
+    assert evaluated and all(math.isfinite(h["local_eval_loss"]) for h in evaluated)
 
 
 def test_a_joiner_catches_up_from_the_checkpoint_and_the_journal(swarm: Swarm) -> None:

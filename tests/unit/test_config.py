@@ -51,6 +51,7 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"codec": "fp32", "bits": 8}, {}, "cocktail codec only"),
         ({"warmup-rounds": -1}, {}, "warmup_rounds"),
         ({"exact-every": -5}, {}, "exact_every"),
+        ({"warmup-steps": -1}, {}, "warmup_steps"),
         ({}, {"SWARM_OVERLAP": "maybe"}, "overlap"),
     ],
 )
