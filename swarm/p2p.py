@@ -170,7 +170,7 @@ class SwarmHost:
             )
         except TimeoutError:
             assert dht is not None
-            _abandon(dht, dump_stack=True)
+            await asyncio.to_thread(_abandon, dht, dump_stack=True)
             await p2p.shutdown()
             raise TimeoutError(
                 f"the DHT process (pid {dht.pid}) was not ready within {options.startup_timeout_s:.0f} s;"
@@ -178,7 +178,7 @@ class SwarmHost:
             ) from None
         except BaseException:
             if dht is not None:
-                _abandon(dht, dump_stack=False)
+                await asyncio.to_thread(_abandon, dht, dump_stack=False)
             await p2p.shutdown()
             raise
         finally:
