@@ -230,8 +230,8 @@ def _cpu_group(path: Path, cores: float) -> None:
 def _remove_group(path: Path, wait_s: float = 10.0) -> None:
     """Remove a CPU cgroup once the processes killed in it have exited (it is busy until then)."""
     deadline = time.monotonic() + wait_s
-    while (path / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
-        for pid in (path / "cgroup.procs").read_text().split():
+    while (pids := (path / "cgroup.procs").read_text().split()) and time.monotonic() < deadline:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.1)

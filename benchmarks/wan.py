@@ -41,12 +41,6 @@ from netlab import NetLab, socket_delta
 from report import first_maddr, machine, save, today
 
 PEERS = 4
-SWARM_METHODS: dict[str, list[str]] = {
-    "cocktail": ["--codec", "cocktail"],
-    "fp32": ["--codec", "fp32"],
-    # The authors' pre-training setting: 10x the exchange rate of the defaults, ~1.8 MB a round here.
-    "cocktail-pretrain": ["--codec", "cocktail", "--sparsity", "0.4", "--topk", "0.5"],
-}
 
 
 def pretrain(args: argparse.Namespace, path: Path, workdir: Path) -> None:
@@ -64,9 +58,7 @@ def pretrain(args: argparse.Namespace, path: Path, workdir: Path) -> None:
     print(f"pretrained {args.model}: {rounds * 10} steps, eval loss {summary['eval_loss']:.3f}", flush=True)
 
 
-def run_swarm(
-    lab: NetLab, method: str, args: argparse.Namespace, model: str, workdir: Path, tag: str
-) -> dict:
+def run_swarm(lab: NetLab, codec: str, args: argparse.Namespace, model: str, workdir: Path, tag: str) -> dict:
     seconds = args.seconds
     summaries = [workdir / f"{tag}-{i}.summary.json" for i in range(PEERS)]
     status0 = workdir / f"{tag}-0.status.json"
@@ -81,10 +73,10 @@ def run_swarm(
             command += [
                 "--status-file", str(status0), "--eval-every-s", str(args.eval_every_s), "--eval-local",
                 "--model", model, "--warmup-steps", str(args.warmup_steps),
-                *SWARM_METHODS[method], "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                "--codec", codec, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                 "--total-steps", "100000",
             ]  # fmt: skip
-            if method.startswith("cocktail") and args.warmup_rounds:
+            if codec == "cocktail" and args.warmup_rounds:
                 command += ["--warmup-rounds", str(args.warmup_rounds)]
         else:
             command += ["--peer", first_maddr(status0, processes[0])]
@@ -176,6 +168,9 @@ def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Pat
         if len(times) >= 2 and times[-1]["t"] > times[0]["t"]
         else 0.0
     )
+    outcomes = data[0]["averaging"]
+    # A step that outlived the window (waiting on departed peers) does not count.
+    points = [p for p in data[0]["points"] if p["t"] <= seconds]
     return {
         "samples_per_s": epochs * PEERS * args.batch_size / seconds,
         "steady_samples_per_s": steady,
@@ -187,10 +182,9 @@ def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Pat
         "aborted_or_failed_rounds": None,
         # Peer 0's epochs by how its gradients were applied (hivemind.Optimizer's log): a failed
         # averaging falls back to the peer's local gradients, so peer 0 (the one evaluated) trains alone.
-        "averaged": f"{data[0]['averaging']['averaged']}/{data[0]['averaging']['averaged'] + data[0]['averaging']['local']}",
-        # A step that outlived the window (waiting on departed peers) does not count.
-        "points": [p for p in data[0]["points"] if p["t"] <= seconds],
-        "local_points": [p for p in data[0]["points"] if p["t"] <= seconds],  # peer 0's own model
+        "averaged": f"{outcomes['averaged']}/{outcomes['averaged'] + outcomes['local']}",
+        "points": points,
+        "local_points": points,  # peer 0's own model is the one evaluated
     }
 
 
@@ -229,7 +223,10 @@ def main() -> None:
     parser.add_argument("--eval-every-s", type=float, default=8.0, help="peer 0's evaluation interval")
     parser.add_argument("--rates", type=float, nargs="+", default=[0, 1000, 500, 100, 50, 20])
     parser.add_argument(
-        "--methods", nargs="+", choices=[*SWARM_METHODS, "hivemind"], default=["cocktail", "fp32", "hivemind"]
+        "--methods",
+        nargs="+",
+        choices=["cocktail", "fp32", "hivemind"],
+        default=["cocktail", "fp32", "hivemind"],
     )
     parser.add_argument(
         "--cpu-per-peer",

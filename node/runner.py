@@ -1407,8 +1407,7 @@ class Node:
             self.metrics.eval_loss.set(p.eval_loss)
             p.history[-1]["eval_loss"] = p.eval_loss
             if self.config.training.eval_local:
-                own = await asyncio.to_thread(trainer.evaluate, trainer.flat(), evals)
-                p.history[-1]["local_eval_loss"] = own
+                p.history[-1]["local_eval_loss"] = await asyncio.to_thread(trainer.evaluate, None, evals)
         logger.info(
             "round %d %s: group %d, %d shards aborted, %.2fs, %s %.0f kB sent (%.0fx vs fp32),"
             " loss %.3f, eval %s",

@@ -187,13 +187,16 @@ class LocalTrainer:
         self.load_flat(self.flat().add_(new - old))
 
     @torch.no_grad()
-    def evaluate(self, values: torch.Tensor, batches: Sequence[torch.Tensor]) -> float:
-        """Mean held-out loss (nats per byte) of the model with parameters ``values`` (x')."""
-        own = self.flat()
-        self.load_flat(values)
+    def evaluate(self, values: torch.Tensor | None, batches: Sequence[torch.Tensor]) -> float:
+        """Mean held-out loss (nats per byte) of the model with parameters ``values`` (x'), or of the
+        working model x_i as it is when ``values`` is None."""
+        own = self.flat() if values is not None else None
+        if values is not None:
+            self.load_flat(values)
         self.model.eval()
         try:
             losses = [self._forward(b.to(self.device)).item() for b in batches]
         finally:
-            self.load_flat(own)
+            if own is not None:
+                self.load_flat(own)
         return sum(losses) / len(losses)
