@@ -247,7 +247,13 @@ def main() -> None:
     parser.add_argument(
         "--warmup-rounds", type=int, default=0, help="exact rounds before the cocktail codec takes over"
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="run every (rate, method) this many times, the methods taking turns (default 1)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-wan-") as tmp:
         workdir = Path(args.workdir or tmp)
@@ -255,19 +261,24 @@ def main() -> None:
         model = args.pretrained or str(workdir / "pretrained")
         if args.pretrained is None:
             pretrain(args, Path(model), workdir)
-        for rate in args.rates:
-            for method in args.methods:
-                tag = f"wan-{method}-{int(rate)}"
-                with NetLab(
-                    PEERS, rate_mbit=rate or None, tag="swwan", cpu_per_node=args.cpu_per_peer or None
-                ) as lab:
-                    if method == "hivemind":
-                        result = run_hivemind(lab, args, model, workdir, tag)
-                    else:
-                        result = run_swarm(lab, method, args, model, workdir, tag)
-                result.update(method=method, rate_mbit=rate or None)
-                print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)
-                results.append(result)
+        runs = [
+            (repeat, rate, method)
+            for rate in args.rates
+            for repeat in range(args.repeats)
+            for method in args.methods
+        ]
+        for repeat, rate, method in runs:
+            tag = f"wan-{method}-{int(rate)}" + (f"-{repeat}" if args.repeats > 1 else "")
+            with NetLab(
+                PEERS, rate_mbit=rate or None, tag="swwan", cpu_per_node=args.cpu_per_peer or None
+            ) as lab:
+                if method == "hivemind":
+                    result = run_hivemind(lab, args, model, workdir, tag)
+                else:
+                    result = run_swarm(lab, method, args, model, workdir, tag)
+            result.update(method=method, rate_mbit=rate or None, repeat=repeat)
+            print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)
+            results.append(result)
     reference = next((r for r in results if r["method"] == "fp32" and r["rate_mbit"] is None), None)
     target = args.target
     if target is None and reference and reference["points"]:
@@ -297,6 +308,7 @@ def main() -> None:
         "target_given": args.target is not None,
         "round_period_s": args.round_period,
         "cpu_per_peer": args.cpu_per_peer or None,
+        "repeats": args.repeats,
         "results": results,
     }
     stem = f"{args.name}-{record['date']}"
@@ -350,6 +362,8 @@ def render(record: dict) -> str:
             f" {'not reached' if target is None else f'{target:.0f}'} |"
             f" {'-' if not r.get('local_points') else 'not reached' if local is None else f'{local:.0f}'} |"
         )
+    if record.get("repeats", 1) > 1:
+        lines += ["", *_repeat_summary(record)]
     lines += [
         "",
         "samples/s: sequences the whole swarm trained per second of the run, start-up and joiners'",
@@ -372,9 +386,37 @@ def render(record: dict) -> str:
             else " --pretrained DIR"
         )
         + (f" --target {record['target_eval_loss']}" if record.get("target_given") else "")
+        + (f" --repeats {record['repeats']}" if record.get("repeats", 1) > 1 else "")
         + "`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _repeat_summary(record: dict) -> list[str]:
+    """Per link and method, every repeat's time to target and their median (not reached counts
+    as slower than any time)."""
+
+    def times(runs: list[dict], key: str) -> str:
+        values = sorted((r.get(key) for r in runs), key=lambda t: float("inf") if t is None else t)
+        shown = ", ".join("-" if t is None else f"{t:.0f}" for t in values)
+        middle = values[(len(values) - 1) // 2]  # the lower median: an even count never invents a time
+        return f"{shown} | {'not reached' if middle is None else f'{middle:.0f}'}"
+
+    lines = [
+        "Repeats (the methods took turns on the same link; times in s, sorted; median: the lower middle):",
+        "",
+        "| link Mbit/s | method | x': times to target | median | peer 0's model: times | median | samples/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = dict.fromkeys((r["rate_mbit"], r["method"]) for r in record["results"])
+    for rate, method in keys:
+        runs = [r for r in record["results"] if (r["rate_mbit"], r["method"]) == (rate, method)]
+        speed = ", ".join(f"{r['samples_per_s']:.1f}" for r in runs)
+        lines.append(
+            f"| {rate or 'unlimited'} | {method} | {times(runs, 'time_to_target_s')} |"
+            f" {times(runs, 'time_to_target_local_s')} | {speed} |"
+        )
+    return lines
 
 
 def plot(record: dict, path: Path) -> None:
@@ -388,9 +430,8 @@ def plot(record: dict, path: Path) -> None:
     for ax, rate in zip(axes[0], rates, strict=True):
         for r in record["results"]:
             if (r["rate_mbit"] or 0) == rate and r["points"]:
-                ax.plot(
-                    [p["t"] for p in r["points"]], [p["eval_loss"] for p in r["points"]], label=r["method"]
-                )
+                label = r["method"] + (f" #{r.get('repeat', 0)}" if record.get("repeats", 1) > 1 else "")
+                ax.plot([p["t"] for p in r["points"]], [p["eval_loss"] for p in r["points"]], label=label)
         if record["target_eval_loss"] is not None:
             ax.axhline(record["target_eval_loss"], color="grey", lw=0.8, ls="--")
         ax.set_title(f"{rate:.0f} Mbit/s" if rate else "unlimited")

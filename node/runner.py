@@ -62,6 +62,7 @@ from swarm.compression.registry import make_codec
 from swarm.data.corpus import load_corpus
 from swarm.data.sampling import eval_batches, train_batch
 from swarm.dht.records import (
+    MAX_MEMBER_ADDRS,
     MAX_ROUND_PERIOD_S,
     CoordinatorRecord,
     MemberRecord,
@@ -650,6 +651,8 @@ class Node:
                 local_steps_per_round=float(self.progress.local_steps_last_round),
                 wanted_period_s=self.progress.wanted_period_s,
                 credential=self.averager.gate.own_credential if self.averager is not None else b"",
+                # Relay addresses first: they are the ones no routing table knows.
+                addrs=tuple(sorted(self.maddrs, key=lambda m: "p2p-circuit" not in m)[:MAX_MEMBER_ADDRS]),
             )
             with contextlib.suppress(Exception):
                 await self.host.dht_store(
@@ -667,10 +670,13 @@ class Node:
         """Every few seconds: count direct and relayed connections; say so when our reachable
         addresses change (a private node's relay address appears once its reservation is made, and
         again after a reset); when every connection is gone (a router reboot, a relay reset), dial
-        the bootstrap and relay peers again instead of waiting to be found."""
+        the bootstrap and relay peers again instead of waiting to be found. A node reached through
+        relays keeps a slot on them (``SwarmHost.keep_relay_slots``) when p2pd lost its own."""
         assert self.host is not None
         net = self.config.network
         lonely_since: float | None = None
+        relays = [*net.relays] or [*net.peers]
+        through_relays = net.auto_relay and effective_reachability(net) == "private"
         while True:
             await asyncio.sleep(NETWORK_CHECK_INTERVAL_S)
             try:
@@ -694,6 +700,10 @@ class Node:
                             reached,
                             time.monotonic() - lonely_since,
                         )
+                through_relays = through_relays or any("p2p-circuit" in m for m in self.maddrs)
+                if through_relays and net.auto_relay and relays:
+                    for relay in await self.host.keep_relay_slots(relays):
+                        logger.info("p2pd holds no relay slot: reserved one on %s", relay)
                 maddrs = await self.host.visible_maddrs(latest=True)
                 if maddrs and set(maddrs) != set(self.maddrs):
                     self.maddrs = maddrs

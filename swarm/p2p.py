@@ -13,6 +13,7 @@ import faulthandler
 import gc
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -113,6 +114,11 @@ class SwarmHost:
     on_bytes: Callable[[int, int], None] | None = None
     upload_limit: UploadLimit | None = None
     """Shared by every framed stream of this host (the volunteer's upload cap)."""
+    address_hints: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
+    """Addresses peers announce in their heartbeats (see ``remember_addresses``)."""
+    own_slots: dict[str, float] = field(default_factory=dict)
+    """Relay slots this host reserved itself (``keep_relay_slots``): relay address -> when reserved
+    (monotonic)."""
 
     @classmethod
     async def start(cls, options: HostOptions) -> SwarmHost:
@@ -195,9 +201,66 @@ class SwarmHost:
         return self.p2p.peer_id.to_base58()
 
     async def visible_maddrs(self, latest: bool = False) -> list[str]:
-        """Addresses peers can dial us at; ``latest`` asks p2pd again (relay addresses come later)."""
-        maddrs = await self.p2p.get_visible_maddrs(latest=latest)
-        return [str(m) for m in maddrs]
+        """Addresses peers can dial us at; ``latest`` asks p2pd again (relay addresses come later).
+        Includes the /p2p-circuit addresses of the slots this host reserved itself."""
+        maddrs = [str(m) for m in await self.p2p.get_visible_maddrs(latest=latest)]
+        own = f"/p2p/{self.peer_name}"
+        return maddrs + [
+            f"{relay}/p2p-circuit{own}"
+            for relay in self.own_slots
+            if f"{relay}/p2p-circuit{own}" not in maddrs
+        ]
+
+    async def keep_relay_slots(self, relays: Sequence[str]) -> list[str]:
+        """Hold a slot on each of ``relays`` (``.../p2p/<relay id>`` addresses) while p2pd holds none.
+
+        p2pd's autorelay (go-libp2p 0.32) reserves a slot on its static relays once; when the relay
+        resets the connection, it puts that relay on a one-hour back-off and the node stays
+        unreachable until then. A node that should be reached through relays calls this every few
+        seconds: while p2pd's own addresses carry no /p2p-circuit one, it sends the relay a circuit
+        v2 RESERVE itself (renewed every ``SLOT_RENEW_S``; the relay drops a slot when the
+        connection drops, and a renewal over the new connection makes it again), and
+        ``visible_maddrs`` announces the slots. Returns the relays newly reserved on.
+        """
+        daemon = [str(m) for m in await self.p2p.get_visible_maddrs(latest=True)]
+        if any("p2p-circuit" in m for m in daemon):
+            self.own_slots.clear()
+            return []
+        reserved = []
+        now = time.monotonic()
+        for relay in relays:
+            held = self.own_slots.get(relay)
+            if held is not None and now - held < SLOT_RENEW_S:
+                continue
+            try:
+                await self._reserve(relay)
+            except Exception as e:
+                if self.own_slots.pop(relay, None) is not None or held is None:
+                    logger.info("could not reserve a slot on relay %s: %s", relay, e)
+                continue
+            if held is None:
+                reserved.append(relay)
+            self.own_slots[relay] = time.monotonic()
+        return reserved
+
+    async def _reserve(self, relay: str, timeout_s: float = 10.0) -> None:
+        """One circuit v2 RESERVE to ``relay``; raises unless it answers OK."""
+        address, _, name = relay.rpartition("/p2p/")
+        peer = peer_from_name(name)
+        await self.connect(peer, [address], timeout_s=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            _, reader, writer = await self.p2p._client.stream_open(PeerID(peer), [HOP_PROTOCOL])
+            try:
+                writer.write(_uvarint(len(RESERVE)) + RESERVE)
+                await writer.drain()
+                length = await _read_uvarint(reader)
+                if length > 4096:
+                    raise ConnectionError(f"relay answered with a {length}-byte message")
+                status = _hop_status(await reader.readexactly(length))
+            finally:
+                writer.close()
+        if status != HOP_STATUS_OK:
+            raise ConnectionError(f"relay refused the reservation (circuit v2 status {status})")
 
     async def connections(self) -> dict[str, str]:
         """Each connected peer (base58) -> "direct", or "relayed" when every connection to it runs
@@ -275,11 +338,21 @@ class SwarmHost:
     async def connect(self, peer: bytes, maddrs: Sequence[str], *, timeout_s: float = 10.0) -> None:
         """Dial ``peer`` at ``maddrs`` (without /p2p/): for providers the DHT does not know, such as
         the coordinator's archive. hivemind's P2P has no public call for it: its daemon client does."""
-        from hivemind.utils.multiaddr import Multiaddr
-
         await asyncio.wait_for(
-            self.p2p._client.connect(PeerID(peer), [Multiaddr(m) for m in maddrs]), timeout=timeout_s
+            self.p2p._client.connect(PeerID(peer), [daemon_multiaddr(m) for m in maddrs]), timeout=timeout_s
         )
+
+    def remember_addresses(self, peer: bytes, maddrs: Sequence[str]) -> None:
+        """Where ``peer`` says it can be dialled (its heartbeat). p2pd forgets a peer's addresses
+        some time after their connection closes, and a relayed peer's /p2p-circuit address is in no
+        routing table: when the relay cuts a relayed connection, neither side can dial the other
+        again (``routing: not found``) until told where. ``open_stream`` dials these then."""
+        own = f"/p2p/{peer_name(peer)}"
+        hints = tuple(m.removesuffix(own) for m in maddrs if m.startswith("/"))
+        if hints:
+            self.address_hints[peer] = hints
+        else:
+            self.address_hints.pop(peer, None)
 
     async def open_stream(
         self,
@@ -291,9 +364,23 @@ class SwarmHost:
         counter: ByteCounter | None = None,
         frame_type: Any = pb.Frame,
     ) -> FramedStream:
-        _, reader, writer = await asyncio.wait_for(
-            self.p2p.call_binary_stream_handler(PeerID(peer), protocol), timeout=timeout_s
-        )
+        """A stream to ``peer``. When p2pd cannot reach it on what it knows, dial the addresses the
+        peer announced (``remember_addresses``) and try once more within the same time budget."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            _, reader, writer = await asyncio.wait_for(
+                self.p2p.call_binary_stream_handler(PeerID(peer), protocol), timeout=timeout_s
+            )
+        except P2PDaemonError:
+            hints = self.address_hints.get(peer)
+            left = deadline - time.monotonic()
+            if not hints or left <= 0:
+                raise
+            await self.connect(peer, hints, timeout_s=left)
+            _, reader, writer = await asyncio.wait_for(
+                self.p2p.call_binary_stream_handler(PeerID(peer), protocol),
+                timeout=max(deadline - time.monotonic(), 0.1),
+            )
         return self._framed(reader, writer, max_frame_bytes, counter, frame_type)
 
     # --- DHT ----------------------------------------------------------------------------------
@@ -343,6 +430,89 @@ def _abandon(dht: DHT, *, dump_stack: bool) -> None:
     if dht.is_alive():
         dht.kill()
         dht.join(5.0)
+
+
+_P2P_PART = re.compile(r"(/p2p/[^/]+|/p2p-circuit)")
+
+
+def daemon_multiaddr(maddr: str) -> Any:
+    """``maddr`` as a Multiaddr whose bytes p2pd parses. hivemind's multiaddr package writes a
+    /p2p/ component as a CID, where go-multiaddr reads a bare multihash ("length greater than
+    remaining number of bytes in buffer"): relay addresses (``.../p2p/<relay>/p2p-circuit``) would
+    never dial. Those components are written by hand; the rest as the package writes them."""
+    from hivemind.utils.multiaddr import Multiaddr
+
+    raw = b""
+    for part in _P2P_PART.split(maddr):
+        if part.startswith("/p2p/"):
+            multihash = PeerID.from_base58(part.removeprefix("/p2p/")).to_bytes()
+            raw += _uvarint(P2P_CODE) + _uvarint(len(multihash)) + multihash
+        elif part == "/p2p-circuit":
+            raw += _uvarint(P2P_CIRCUIT_CODE)
+        elif part:
+            raw += Multiaddr(part).to_bytes()
+    return Multiaddr(raw)
+
+
+P2P_CODE = 421
+P2P_CIRCUIT_CODE = 290
+HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop"
+RESERVE = b"\x08\x00"
+"""A circuit v2 HopMessage with type = RESERVE (field 1, varint 0), nothing else."""
+HOP_STATUS_OK = 100
+SLOT_RENEW_S = 30.0
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+async def _read_uvarint(reader: asyncio.StreamReader) -> int:
+    value = 0
+    for shift in range(0, 64, 7):
+        byte = (await reader.readexactly(1))[0]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+    raise ConnectionError("malformed varint from the relay")
+
+
+def _hop_status(message: bytes) -> int | None:
+    """The status field (5) of a circuit v2 HopMessage; other fields are skipped."""
+    i, status = 0, None
+    while i < len(message):
+        key, i = _varint_at(message, i)
+        field_number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, i = _varint_at(message, i)
+            if field_number == 5:
+                status = value
+        elif wire_type == 2:
+            length, i = _varint_at(message, i)
+            i += length
+        else:
+            raise ConnectionError(f"unexpected wire type {wire_type} in the relay's answer")
+    if i != len(message):
+        raise ConnectionError("truncated answer from the relay")
+    return status
+
+
+def _varint_at(data: bytes, i: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 64, 7):
+        if i >= len(data):
+            raise ConnectionError("truncated varint in the relay's answer")
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+    raise ConnectionError("malformed varint in the relay's answer")
 
 
 def peer_name(peer: bytes) -> str:

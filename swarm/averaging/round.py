@@ -420,6 +420,8 @@ class Averager:
                 logger.debug("ignoring the heartbeat of %s: %s", name[-8:], problem)
                 continue
             live[peer] = record
+            if peer != self.me:
+                self.host.remember_addresses(peer, record.addrs)
         return live
 
     async def _live_peers(self) -> set[bytes]:

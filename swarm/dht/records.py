@@ -13,6 +13,8 @@ from typing import Any
 
 MAX_CREDENTIAL_BYTES = 2048
 """The same bound as swarm.auth's (this module stays free of cryptography)."""
+MAX_MEMBER_ADDRS = 16
+MAX_MADDR_CHARS = 400
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
@@ -165,9 +167,14 @@ class MemberRecord:
     """Round period this member needs for its communication to hide behind compute (0: no opinion)."""
     credential: bytes = b""
     """In a closed run: the member's credential (swarm/auth.py); readers ignore records without one."""
+    addrs: tuple[str, ...] = ()
+    """Where the member can be dialled (multiaddrs, relay /p2p-circuit ones included): a peer that
+    lost its connection to it, and whose daemon no longer knows an address (a relayed connection
+    that was cut), dials these. A false address costs a failed dial only: libp2p checks the peer id
+    in the handshake."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"v": RECORD_VERSION, **asdict(self)}
+        return {"v": RECORD_VERSION, **asdict(self), "addrs": list(self.addrs)}
 
     @classmethod
     def from_wire(cls, raw: Any) -> MemberRecord:
@@ -181,6 +188,7 @@ class MemberRecord:
             credential=_typed(raw, "credential", bytes)
             if isinstance(raw, dict) and "credential" in raw
             else b"",
+            addrs=_member_addrs(raw),
         )
         if len(record.credential) > MAX_CREDENTIAL_BYTES:
             raise RecordError("member record's credential is too long")
@@ -189,6 +197,19 @@ class MemberRecord:
         if not 0 <= record.wanted_period_s <= MAX_ROUND_PERIOD_S:
             raise RecordError(f"wanted round period outside [0, {MAX_ROUND_PERIOD_S}] s")
         return record
+
+
+def _member_addrs(raw: dict) -> tuple[str, ...]:
+    """A member record's optional address list (records of older nodes have none)."""
+    if "addrs" not in raw:
+        return ()
+    addrs = _typed(raw, "addrs", (list, tuple))
+    if len(addrs) > MAX_MEMBER_ADDRS:
+        raise RecordError(f"member record lists {len(addrs)} addresses (at most {MAX_MEMBER_ADDRS})")
+    for address in addrs:
+        if not isinstance(address, str) or not address.startswith("/") or len(address) > MAX_MADDR_CHARS:
+            raise RecordError(f"member record has a malformed address {str(address)[:60]!r}")
+    return tuple(addrs)
 
 
 def coordinator_key(run_id: str) -> str:

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 
 from node.config import NetworkConfig
 from swarm.averaging.round import Averager, Contribution, Status, fetch_state
@@ -205,6 +206,39 @@ def test_default_listen_addresses_serve_tcp_and_quic() -> None:
             assert any("/quic-v1/" in m for m in visible), visible
         finally:
             await host.shutdown()
+
+    _run(go())
+
+
+def test_a_peer_p2pd_cannot_route_to_is_dialled_at_the_addresses_it_announced() -> None:
+    """Two hosts that never met: p2pd has no address for the other (as after a relay cut a relayed
+    connection) and the stream fails; once the addresses from the peer's heartbeat are remembered,
+    the same call dials them and the stream carries a frame."""
+
+    async def go() -> None:
+        local = ("/ip4/127.0.0.1/tcp/0",)
+        a_host = await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))
+        b_host = await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))
+        try:
+            received: asyncio.Queue = asyncio.Queue()
+
+            async def handler(peer: bytes, stream) -> None:
+                await received.put((peer, await stream.recv()))
+
+            await a_host.add_handler("/swarm/test/hello", handler, max_frame_bytes=1024)
+            open_a = dict(timeout_s=10.0, max_frame_bytes=1024)
+            with pytest.raises(P2PDaemonError, match="Connect failed"):
+                await b_host.open_stream(a_host.peer_id, "/swarm/test/hello", **open_a)
+
+            b_host.remember_addresses(a_host.peer_id, await a_host.visible_maddrs())
+            stream = await b_host.open_stream(a_host.peer_id, "/swarm/test/hello", **open_a)
+            await stream.send(pb.Frame(busy=pb.Busy()))
+            peer, frame = await asyncio.wait_for(received.get(), timeout=10)
+            assert peer == b_host.peer_id and frame.WhichOneof("body") == "busy"
+            stream.close()
+        finally:
+            await a_host.shutdown()
+            await b_host.shutdown()
 
     _run(go())
 

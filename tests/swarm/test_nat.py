@@ -6,7 +6,8 @@ They join through the relay's address with default settings: seeing their own pr
 and a public bootstrap peer, they take themselves as private and reserve a slot on it. n0 and n1
 reach each other only through /p2p-circuit connections, and rounds with all three commit with
 identical x'. Then the relay resets every connection it holds with n0 (as when it restarts or cuts
-its circuits): n0 dials its way back, reserves again, and rounds of three commit again.
+its circuits): n0 dials its way back, reserves a slot again (p2pd would not: see
+``SwarmHost.keep_relay_slots``), announces its relay address, and rounds of three commit again.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ def test_nated_nodes_train_through_a_relay_and_reconnect_after_a_reset(tmp_path:
         restored = time.time()
         n0.wait_for(relayed_to_each_other, timeout_s=180, what="the relayed connection to come back")
         n0.wait_for(rounds_of_three(restored), timeout_s=180, what="rounds of three again")
+        # ... and n0 is reachable again: it holds a relay slot and announces its /p2p-circuit address
+        # (p2pd alone would not reserve on that relay again for an hour; SwarmHost.keep_relay_slots).
+        n0.wait_for(
+            lambda s: any("p2p-circuit" in m for m in s.get("maddrs", [])),
+            timeout_s=60,
+            what="its relay address again",
+        )
         # Only relayed connections ever joined the two NATed nodes (a relayed one may drop and come
         # back: p2pd's relay cuts some of them after a few hundred kB).
         assert not direct, direct

@@ -70,6 +70,17 @@ def test_member_records() -> None:
         MemberRecord.from_wire({**record.to_wire(), "wanted_period_s": 1e9})
 
 
+def test_member_records_carry_bounded_addresses() -> None:
+    relayed = "/ip4/11.88.0.1/tcp/4001/p2p/12D3KooWKuQSuvKyPaoqc4ygtXWXiwBiVQJEP6GzK3BVEgjJdgoh/p2p-circuit"
+    record = MemberRecord(round=1, global_step=1, local_steps_per_round=1.0, addrs=(relayed,))
+    assert MemberRecord.from_wire(record.to_wire()).addrs == (relayed,)
+    older = {k: v for k, v in record.to_wire().items() if k != "addrs"}  # a node from before addresses
+    assert MemberRecord.from_wire(older).addrs == ()
+    for bad in (["/ip4/1.2.3.4"] * 17, ["no-slash"], [7], ["/" + "x" * 400], "/ip4/1.2.3.4"):
+        with pytest.raises(RecordError):
+            MemberRecord.from_wire({**record.to_wire(), "addrs": bad})
+
+
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "x" * 65, "ü"])
 def test_run_ids_are_validated(bad: str) -> None:
     with pytest.raises(ValueError):
