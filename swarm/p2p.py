@@ -119,6 +119,8 @@ class SwarmHost:
     own_slots: dict[str, float] = field(default_factory=dict)
     """Relay slots this host reserved itself (``keep_relay_slots``): relay address -> when reserved
     (monotonic)."""
+    slot_failures: dict[str, float] = field(default_factory=dict)
+    """Relays that refused or did not answer: relay address -> when (monotonic)."""
 
     @classmethod
     async def start(cls, options: HostOptions) -> SwarmHost:
@@ -229,17 +231,20 @@ class SwarmHost:
         reserved = []
         now = time.monotonic()
         for relay in relays:
-            held = self.own_slots.get(relay)
-            if held is not None and now - held < SLOT_RENEW_S:
+            last = self.own_slots.get(relay, self.slot_failures.get(relay))
+            if last is not None and now - last < SLOT_RENEW_S:
                 continue
             try:
                 await self._reserve(relay)
             except Exception as e:
-                if self.own_slots.pop(relay, None) is not None or held is None:
+                if relay not in self.slot_failures:  # said once, then retried quietly
                     logger.info("could not reserve a slot on relay %s: %s", relay, e)
+                self.own_slots.pop(relay, None)
+                self.slot_failures[relay] = time.monotonic()
                 continue
-            if held is None:
+            if relay not in self.own_slots:
                 reserved.append(relay)
+            self.slot_failures.pop(relay, None)
             self.own_slots[relay] = time.monotonic()
         return reserved
 
