@@ -675,6 +675,7 @@ class Node:
         assert self.host is not None
         net = self.config.network
         lonely_since: float | None = None
+        connected_once = False
         relays = [*net.relays] or [*net.peers]
         through_relays = net.auto_relay and effective_reachability(net) == "private"
         while True:
@@ -689,7 +690,8 @@ class Node:
                 self.metrics.relayed_peers.set(len(p.relayed))
                 if connections:
                     lonely_since = None
-                elif lonely_since is None:
+                    connected_once = True
+                elif lonely_since is None and connected_once:  # not the first node, alone at start
                     lonely_since = time.monotonic()
                     logger.warning("lost every connection to the swarm; dialling its peers again")
                 if lonely_since is not None and (net.peers or net.relays):

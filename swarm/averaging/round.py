@@ -9,7 +9,8 @@ majority's (a tie goes to the higher round). Members with another base get ``inc
 repair their x' from a peer; while fewer than ``min_group`` share the base, they are answered and
 the gathering waits on for them to come back on it. A
 conductor that learns of a lower live peer hands its joiners a Redirect; a busy or unreachable
-candidate is skipped for the attempt. The roster is fixed before anything is sent.
+candidate is passed over for a few seconds (twice the join grace), then tried again. The roster
+is fixed before anything is sent.
 
 Reduce. Shards go to owners by rendezvous hashing over the roster. Every member sends its encoded
 part of each shard to the shard's owner on one shard stream per owner and waits on that stream
@@ -466,13 +467,20 @@ class Averager:
         started = time.monotonic()
         request = self._join_request(contribution)
         deadline = started + self.timing.join_timeout_s
-        skip: set[bytes] = set()
+        # Conductors that were busy or unreachable, passed over until the time given. Not for the
+        # whole round: a peer busy repairing gathers a few seconds later, and everyone must then
+        # come back to it (the lowest live peer), or two gatherings wait for each other until the
+        # join timeout (with --min-group above half the swarm, neither can start).
+        skip: dict[bytes, float] = {}
         target: bytes | None = None
         joined: tuple[pb.Roster, FramedStream | None, _Gathering | None] | None = None
         while joined is None and time.monotonic() < min(deadline, self._hurry_until):
             deadline = min(deadline, self._hurry_until)
+            now = time.monotonic()
+            for peer in [p for p, until in skip.items() if until <= now]:
+                del skip[peer]
             if target is None:
-                candidates = sorted((await self._live_peers() - skip) | {self.me})
+                candidates = sorted((await self._live_peers() - set(skip)) | {self.me})
                 target = candidates[0]
             attempt: tuple[pb.Roster, FramedStream | None, _Gathering | None] | bytes | None
             if target == self.me:
@@ -490,9 +498,9 @@ class Averager:
                 joined = attempt
             elif isinstance(attempt, bytes):
                 target = attempt if attempt not in skip else None
-            else:  # busy, unreachable or gave up: skip it for this attempt, re-read the DHT
+            else:  # busy, unreachable or gave up: pass it over for a while, re-read the DHT
                 if target != self.me:
-                    skip.add(target)
+                    skip[target] = time.monotonic() + self._skip_s()
                 target = None
                 await asyncio.sleep(0.1)
         if joined is None:
@@ -570,8 +578,13 @@ class Averager:
 
     # ------------------------------------------------------------------ rendezvous: conductor side
 
+    def _skip_s(self) -> float:
+        """How long a busy or unreachable conductor is passed over: as long as a joiner waits for
+        a conductor that is not gathering (``_handle_join``)."""
+        return 2 * self.timing.join_grace_s
+
     async def _conduct(
-        self, request: pb.JoinRequest, deadline: float, skip: set[bytes]
+        self, request: pb.JoinRequest, deadline: float, skip: dict[bytes, float]
     ) -> tuple[pb.Roster, None, _Gathering] | bytes | None:
         gathering = _Gathering()
         gathering.requests[self.me] = request
@@ -583,7 +596,8 @@ class Averager:
         try:
             while True:
                 live = await self._live_peers()
-                lower = [p for p in live if p < self.me and p not in skip]
+                now = time.monotonic()
+                lower = [p for p in live if p < self.me and skip.get(p, 0.0) <= now]
                 if lower:
                     target = min(lower)
                     self._close_gathering(gathering, pb.Frame(redirect=pb.Redirect(conductor=target)))

@@ -291,6 +291,48 @@ def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> No
     _run(go())
 
 
+def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
+    """L (the lowest peer) is busy when the others start the round (as when it repairs its x'):
+    they pass it over and gather at M. When L starts its own round, M must send its joiners back
+    to L; passing L over for the whole round left two gatherings of 3 and 1 waiting for 4 until
+    the join timeout (seen in a WAN run: 120 s without a round)."""
+
+    async def go() -> None:
+        hosts = sorted(await _hosts(4), key=lambda h: h.peer_id)
+        timing = RoundTiming(
+            gather_s=0.2, join_grace_s=1.0, join_timeout_s=30.0, min_group=4, min_transfer_s=2.0
+        )
+        try:
+            start = torch.randn(N)
+            averagers = []
+            for host in hosts:
+                averager = Averager(
+                    host, run_id="busy", codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=4,
+                    timing=timing,
+                )  # fmt: skip
+                await averager.start()
+                record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
+                await host.dht_store(members_key("busy"), record.to_wire(), ttl_s=120, subkey=host.peer_name)
+                averagers.append(averager)
+
+            def contribution() -> Contribution:
+                return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
+
+            started = time.monotonic()
+            others = [asyncio.create_task(a.run_round(contribution())) for a in averagers[1:]]
+            await asyncio.sleep(6.0)  # the others asked L, were answered busy, and gathered at M
+            outcomes = await asyncio.gather(averagers[0].run_round(contribution()), *others)
+            assert [o.status for o in outcomes] == [Status.COMMITTED] * 4
+            assert all(len(o.members) == 4 for o in outcomes)
+            assert len({a.copy.digest for a in averagers}) == 1
+            assert time.monotonic() - started < 20, "the gatherings waited for each other"
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    _run(go())
+
+
 async def _two_on_bases(
     copies: tuple[GlobalCopy, GlobalCopy], timing: RoundTiming
 ) -> tuple[list[SwarmHost], list[Averager]]:
