@@ -622,7 +622,8 @@ class Node:
             raise NodeError("no live member of the run could send its x'; try again in a moment")
         logger.warning("no live member to catch up from: starting from the run's initial weights")
 
-    async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> None:
+    async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> bool:
+        """Bring x' to the round ``outcome`` names (or later); whether it did."""
         # The providers are committing this very round: ask for its result, not the copy before it.
         # A member that only fell behind replays the rounds it missed (a few percent of x' each with
         # a compressed codec); one whose x' went wrong, or is too far behind, downloads x'.
@@ -635,10 +636,11 @@ class Node:
             logger.warning(
                 "round %d: could not repair x' from any of %d peers", outcome.round, len(outcome.repair_from)
             )
-            return
+            return False
         trainer.adopt_global_change(old, copy.values)
         self.progress.repairs += 1
         self.metrics.repairs.inc()
+        return True
 
     # --- background tasks ---------------------------------------------------------------------
 
@@ -1401,11 +1403,14 @@ class Node:
             self.metrics.local_steps_per_round.set(contribution.local_steps)
             p.local_steps_last_round = contribution.local_steps
         else:
-            # The work stays in x_i - x' and goes with the next round: so do its counters.
-            p.steps_since_round += contribution.local_steps
-            p.samples_since_round += contribution.samples
-            if outcome.status is Status.REPAIR:
-                await self._repair(outcome, copy, trainer)
+            repaired = outcome.status is Status.REPAIR and await self._repair(outcome, copy, trainer)
+            # A member that lacked some results of a round the others committed with its parts takes
+            # that round from a peer: its work is in x' and in the round's counters. Otherwise the
+            # work stays in x_i - x' and goes with the next round: so do its counters.
+            assert self.host is not None
+            if not (repaired and self.host.peer_id in outcome.members):
+                p.steps_since_round += contribution.local_steps
+                p.samples_since_round += contribution.samples
         if outcome.status in (Status.COMMITTED, Status.REPAIR):
             await averager.copy_advanced()
         self._record(outcome, contribution, copy)

@@ -1008,7 +1008,8 @@ class Averager:
                     self._owner_error[shard] = residual
         if lacking:
             # The others apply these shards; we cannot. Apply nothing and take their x' (a replay of
-            # this round from their journal): our delta stays in x_i - x' like any unsent work.
+            # this round from their journal, which holds our parts); until then, and if that fails,
+            # our delta stays in x_i - x' like any unsent work.
             logger.warning(
                 "round %d: the commit names shards %s whose results this member lacks; repairing",
                 roster.round,
