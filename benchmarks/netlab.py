@@ -230,13 +230,20 @@ def _cpu_group(path: Path, cores: float) -> None:
 def _remove_group(path: Path, wait_s: float = 10.0) -> None:
     """Remove a CPU cgroup once the processes killed in it have exited (it is busy until then)."""
     deadline = time.monotonic() + wait_s
-    while (pids := (path / "cgroup.procs").read_text().split()) and time.monotonic() < deadline:
+    while (pids := _group_pids(path)) and time.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         time.sleep(0.1)
     with contextlib.suppress(OSError):
         path.rmdir()
+
+
+def _group_pids(path: Path) -> list[str]:
+    try:
+        return (path / "cgroup.procs").read_text().split()
+    except FileNotFoundError:  # already removed (by another sweep)
+        return []
 
 
 def socket_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> tuple[int, int]:
