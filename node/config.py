@@ -334,6 +334,9 @@ class FaultConfig:
     misbehave_factor: float = 100.0
     ignore_auth: bool = False
     """SWARM_FAULT=ignore_auth: skip this node's own credential check (an intruder, for tests)."""
+    lose_results_round: int | None = None
+    """SWARM_FAULT=lose_results:R: in round R, drop the results of one owner (the highest other
+    peer id) as if its stream had broken: the others commit, this member repairs the round."""
 
 
 @dataclass(kw_only=True)
@@ -477,6 +480,8 @@ def _parse_fault(spec: str) -> dict[str, Any]:
             values["misbehave"] = value
         elif key == "ignore_auth":
             values["ignore_auth"] = True
+        elif key == "lose_results":
+            values["lose_results_round"] = int(value)
         elif key == "factor":
             values["misbehave_factor"] = float(value)
         elif key == "scope" and value in ("group", "process"):

@@ -1226,6 +1226,11 @@ class Node:
             gate=gate,
             on_send=self._on_send,
         )
+        if cfg.fault.lose_results_round is not None:
+            averager.lose_results_round = cfg.fault.lose_results_round
+            logger.warning(
+                "test hook: this node drops one owner's results in round %d", cfg.fault.lose_results_round
+            )
         if cfg.fault.misbehave is not None:
             averager.misbehave = Misbehaviour(cfg.fault.misbehave, factor=cfg.fault.misbehave_factor)
             logger.warning("test hook: this node sends hostile parts (%s)", cfg.fault.misbehave)
@@ -1503,6 +1508,7 @@ class Node:
             "last_loss": p.last_loss,
             "eval_loss": p.eval_loss,
             "samples": p.samples,
+            "unsent_samples": p.samples_since_round,
             "checkpoints": p.checkpoints,
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,

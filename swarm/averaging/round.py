@@ -265,6 +265,8 @@ class Averager:
         """Peers whose parts this node excluded as an owner: their joins and parts are refused."""
         self.excluded_parts = 0
         """Parts this node excluded as an owner (malformed, NaN/Inf, outlier, banned sender)."""
+        self.lose_results_round: int | None = None
+        """Test hook (SWARM_FAULT=lose_results:R): drop the highest other owner's results in round R."""
         self.misbehave: Misbehaviour | None = None
         """Test hook (SWARM_FAULT=misbehave:...): send hostile parts to the other owners."""
         self._hurry_until = math.inf
@@ -1137,6 +1139,10 @@ class Averager:
                         )
                         return
                     expected.discard(result.shard)
+                    if roster.round == self.lose_results_round and owner == max(
+                        bytes(m.peer_id) for m in roster.members if bytes(m.peer_id) != self.me
+                    ):
+                        continue  # the test hook: as if this result never arrived
                     results[result.shard] = (result, decoded)
         except (TimeoutError, WireError, ConnectionError) as e:
             logger.info("lost owner %s with %d shard results missing: %s", _short(owner), len(expected), e)

@@ -190,6 +190,29 @@ def test_member_killed_mid_round_leaves_survivors_identical(swarm: Swarm, tmp_pa
         assert _digests(summaries[0])[round_id] == _digests(summaries[1])[round_id]
 
 
+def test_a_member_that_repairs_a_round_it_took_part_in_counts_its_samples_once(swarm: Swarm) -> None:
+    """x drops one owner's results in round 2 (SWARM_FAULT=lose_results:2): the others commit the
+    round with x's parts, x takes the round from a peer's journal. Every sample trained is then in
+    the run's count exactly once: the last round's swarm_samples equals what the three trained minus
+    what they still hold unsent (x used to count its round-2 samples again in round 3)."""
+    args = ["--run-id", "count", "--local-steps", "2", "--min-group", "3", "--until-round", "5", *COMMON]
+    a = swarm.start("a", *args)
+    maddr = swarm.first_maddr(a)
+    b = swarm.start("b", *args, "--peer", maddr)
+    x = swarm.start("x", *args, "--peer", maddr, env={"SWARM_FAULT": "lose_results:2"})
+    for node in (a, b, x):
+        assert node.wait_exit(300) == 0, node.log_tail()
+    summaries = [node.summary() for node in (a, b, x)]
+    assert [s["round"] for s in summaries] == [5, 5, 5]
+    assert len({s["digest"] for s in summaries}) == 1
+    assert summaries[2]["rounds_by_status"]["repair"] == 1, summaries[2]["rounds_by_status"]
+    assert "the commit names shards" in x.log.read_text()
+    last = summaries[0]["history"][-1]
+    assert last["round"] == 5
+    trained = sum(s["samples"] - s["unsent_samples"] for s in summaries)
+    assert last["swarm_samples"] == trained, [(s["samples"], s["unsent_samples"]) for s in summaries]
+
+
 def test_a_diverged_member_is_repaired_from_the_majority(swarm: Swarm, tmp_path: Path) -> None:
     """The higher-id member perturbs its x' after round 2: the next rendezvous excludes it, it repairs."""
     keys = {f"n{i}": tmp_path / f"n{i}.key" for i in range(2)}

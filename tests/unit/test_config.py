@@ -79,6 +79,10 @@ def test_fault_injection_comes_from_the_environment_only() -> None:
         2,
         "process",
     )
+    assert (
+        load_config(file=None, cli={}, environ={"SWARM_FAULT": "lose_results:2"}).fault.lose_results_round
+        == 2
+    )
     with pytest.raises(ConfigError, match="SWARM_FAULT"):
         load_config(file=None, cli={}, environ={"SWARM_FAULT": "explode"})
 
