@@ -399,10 +399,13 @@ class Averager:
         t = self.timing
         self._transfer_ema_s = min(t.max_transfer_s, 2 * deadline_s) / t.transfer_factor
 
-    def _record_transfer(self, seconds: float, deadline_s: float) -> None:
-        # A transfer that ran into the deadline measures the deadline, not the network: feeding it
-        # back would ratchet the deadline up round after round.
-        if seconds >= 0.9 * deadline_s:
+    def _record_transfer(self, seconds: float, deadline_s: float, *, every_part: bool) -> None:
+        # A transfer in which an owner waited for a missing part until the deadline measures the
+        # deadline, not the network: feeding it back would ratchet the deadline up round after
+        # round. One in which every result holds every member's part measures the network, however
+        # close to the deadline it finished (ignoring those kept a floor deadline that one member's
+        # slightly slower link missed in every round).
+        if not every_part and seconds >= 0.9 * deadline_s:
             return
         ema = self._transfer_ema_s
         self._transfer_ema_s = seconds if ema is None else 0.7 * ema + 0.3 * seconds
@@ -780,6 +783,10 @@ class Averager:
             result_digests=[agreed[s] for s in sorted(agreed)],
         )
         gathering.commit.set_result(commit)
+        if any(not set(agreed) <= set(receipt.shards) for receipt in receipts):
+            # A member missed results the others got in time: its link needs a longer deadline
+            # (else it repairs every round). The conductor sets the deadline, so it takes note.
+            self._missed_deadline(roster.deadline_s)
         logger.info(
             "round %d: %d/%d receipts, committing %d/%d shards",
             roster.round,
@@ -951,7 +958,8 @@ class Averager:
             await asyncio.gather(*exchanges, *local)
             transfer_s = time.monotonic() - roster_time
             if len(results) == layout.num_shards:
-                self._record_transfer(transfer_s, roster.deadline_s)
+                every_part = all(len(result.included) == len(members) for result, _ in results.values())
+                self._record_transfer(transfer_s, roster.deadline_s, every_part=every_part)
             elif len(members) > 1:
                 self._missed_deadline(roster.deadline_s)
 
