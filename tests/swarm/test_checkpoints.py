@@ -68,12 +68,19 @@ def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tm
             *COMMON[:-2], "--local-steps", "1", "--eval-every", "2"]  # fmt: skip
     a = swarm.start("a", *args, "--eval-local")
     b = swarm.start("b", "--peer", swarm.first_maddr(a), *args)
-    for node in (a, b):
-        node.wait_for(lambda s: any(c["round"] >= 4 for c in s.get("checkpoints", [])), timeout_s=240,
-                      what="a checkpoint of round 4 or later")  # fmt: skip
+
+    def both_serve() -> set[int]:
+        """Rounds of 4 or later whose checkpoint both members have published."""
+        served = [{c["round"] for c in (n.status() or {}).get("checkpoints", [])} for n in (a, b)]
+        return {r for r in served[0] & served[1] if r >= 4}
+
+    a.wait_for(lambda _: bool(both_serve()), timeout_s=240, what="a checkpoint of round 4+ from both")
+    # The newest checkpoint may be one member's only for a moment (the other publishes it a little
+    # later): pull a round both serve, so that both must provide it.
+    step = max(both_serve())
     out = tmp_path / "pulled"
     pulled = subprocess.run(
-        [sys.executable, "-m", "node", "pull", "--peer", swarm.first_maddr(a), "--out", str(out)],
+        [sys.executable, "-m", "node", "pull", "--peer", swarm.first_maddr(a), "--step", str(step), "--out", str(out)],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert pulled.returncode == 0, pulled.stderr + pulled.stdout
@@ -82,6 +89,7 @@ def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tm
         node.process.send_signal(signal.SIGTERM)
     assert a.wait_exit(240) == 0 and b.wait_exit(240) == 0
     info = json.loads((out / "swarm.json").read_text())
+    assert info["round"] == step
     history = {h["round"]: h for h in a.summary()["history"]}
     model = build_model(resolve_model(str(out)), seed=12345)  # weights come from the folder, not the seed
     flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters() if p.requires_grad])
