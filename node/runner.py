@@ -704,8 +704,10 @@ class Node:
                             reached,
                             time.monotonic() - lonely_since,
                         )
-                through_relays = through_relays or any("p2p-circuit" in m for m in self.maddrs)
-                if through_relays and net.auto_relay and relays:
+                through_relays = net.auto_relay and (
+                    through_relays or any("p2p-circuit" in m for m in self.maddrs)
+                )
+                if through_relays and relays:
                     for relay in await self.host.keep_relay_slots(relays):
                         logger.info("p2pd holds no relay slot: reserved one on %s", relay)
                 maddrs = await self.host.visible_maddrs(latest=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from hivemind.dht import DHT
 from hivemind.p2p import P2P, PeerID
-from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
+from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError, read_unsigned_varint
 from hivemind.utils import get_dht_time
 
 from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, UploadLimit, WireError
@@ -258,7 +258,7 @@ class SwarmHost:
             try:
                 writer.write(_uvarint(len(RESERVE)) + RESERVE)
                 await writer.drain()
-                length = await _read_uvarint(reader)
+                length = await read_unsigned_varint(reader)
                 if length > 4096:
                     raise ConnectionError(f"relay answered with a {length}-byte message")
                 status = _hop_status(await reader.readexactly(length))
@@ -475,16 +475,6 @@ def _uvarint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
-
-
-async def _read_uvarint(reader: asyncio.StreamReader) -> int:
-    value = 0
-    for shift in range(0, 64, 7):
-        byte = (await reader.readexactly(1))[0]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value
-    raise ConnectionError("malformed varint from the relay")
 
 
 def _hop_status(message: bytes) -> int | None:
