@@ -66,7 +66,7 @@ def run_swarm(
         sys.executable, "-m", "node", "join", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", str(args.local_steps), "--min-group", str(NODES),
         "--join-grace", "120", "--join-timeout", "240", "--until-round", str(rounds),
-        "--eval-every", str(args.eval_every),
+        "--eval-every", str(args.eval_every), "--batch-size", str(args.batch_size),
     ]  # fmt: skip
     try:
         for i in range(NODES):
@@ -95,6 +95,23 @@ def run_swarm(
     return [json.loads(p.read_text()) for p in summaries]
 
 
+def initial_eval_loss(model: str, seed: int, batch_size: int) -> float:
+    """Held-out eval loss of the run's x' before any training: the model the first node builds from
+    ``seed``, on the windows every node evaluates (``eval_batches`` with the run's batch size)."""
+    import torch
+
+    from node.trainer import causal_lm_loss
+    from swarm.data.corpus import load_corpus
+    from swarm.data.sampling import eval_batches
+    from swarm.models.build import build_model, resolve_model
+
+    corpus = load_corpus()
+    network = build_model(resolve_model(model), seed=seed).eval()
+    batches = eval_batches(corpus.eval, seq_len=128, batch_size=batch_size, num_batches=8)
+    with torch.no_grad():
+        return sum(causal_lm_loss(network, b).item() for b in batches) / len(batches)
+
+
 def curve(summaries: list[dict]) -> dict:
     """Eval loss of x' against swarm samples (node 0's evaluations; every node's x' is the same)."""
     history = summaries[0]["history"]
@@ -118,8 +135,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=60, help="rounds from scratch (0: fine-tuning only)")
     parser.add_argument("--local-steps", type=int, default=4)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="sequences per node per local step (default: 16, the run's)",
+    )
     parser.add_argument("--warmup-rounds", type=int, default=10)
     parser.add_argument(
         "--lr", type=float, default=None, help="peak learning rate from scratch (default: the run's)"
@@ -154,7 +177,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep logs and summaries here (default: a temporary folder)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    if args.finetune_rounds and "fp32" not in args.settings and not args.pretrained:
+    if args.finetune_rounds and not args.pretrained and ("fp32" not in args.settings or not args.rounds):
         parser.error(
             "fine-tuning starts from the fp32 run's model: keep fp32 in --settings or give --pretrained"
         )
@@ -172,7 +195,7 @@ def main() -> None:
         aggressive_seeds = (
             args.seeds[: args.aggressive_seeds] if args.aggressive_seeds is not None else args.seeds
         )
-        for seed in args.seeds:
+        for seed in args.seeds if args.rounds else []:
             for setting, codec_args in SETTINGS.items():
                 if setting not in args.settings:
                     continue
@@ -187,6 +210,7 @@ def main() -> None:
                 if setting == "fp32" and seed == args.seeds[0] and not args.pretrained:
                     first += ["--save-model", str(pretrained)]
                 results[name] = curve(run_swarm(name, first, args, args.rounds + extra, workdir, seed))
+                results[name]["initial_eval_loss"] = initial_eval_loss("tiny", seed, args.batch_size)
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
         finetune = [
             "--model", str(pretrained), "--lr", str(args.finetune_lr), "--total-steps",
@@ -201,6 +225,7 @@ def main() -> None:
                 results[name] = curve(
                     run_swarm(name, first, args, args.finetune_rounds + extra, workdir, seed + 100)
                 )
+                results[name]["initial_eval_loss"] = initial_eval_loss(str(pretrained), seed, args.batch_size)
                 print(name, json.dumps({k: v for k, v in results[name].items() if k != "points"}), flush=True)
     import torch
 
@@ -225,7 +250,7 @@ def render(record: dict) -> str:
         f"# Convergence: cocktail vs fp32 averaging on the same samples ({record['date']})",
         "",
         f"Machine: {record['machine']}; torch {record['torch']}. {record['nodes']} nodes on loopback, model"
-        f" `tiny` on the stdlib corpus, batch 16 x 128 bytes, {a['local_steps']} local steps per round.",
+        f" `tiny` on the stdlib corpus, batch {a.get('batch_size', 16)} x 128 bytes per node, {a['local_steps']} local steps per round.",
         f"From scratch: {a['rounds']} rounds, peak lr {a.get('lr') or 'the run default (3e-3)'}; cocktail"
         f" settings start after {a['warmup_rounds']} exact (fp32) warm-up rounds. Fine-tuning:"
         f" {a['finetune_rounds']} rounds from {a.get('pretrained') or 'the x of the first seed fp32 run'},"
@@ -236,9 +261,9 @@ def render(record: dict) -> str:
             else ""
         ),
         "",
-        "| run | seed | samples | start eval | before last round | vs fp32 | final eval | vs fp32 |"
-        " ratio vs fp32 bytes | identical x' every round |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | seed | samples | initial eval | first eval | before last round | vs fp32 | final eval | vs fp32 |"
+        " drop vs initial | drop vs first | ratio vs fp32 bytes | identical x' every round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         phase, setting, seed = (
@@ -255,15 +280,24 @@ def render(record: dict) -> str:
 
         before = r.get("eval_before_last_round")
         start = r["points"][0][1] if r["points"] else float("nan")
+        initial = r.get("initial_eval_loss")
+
+        def drop(begin: float | None, r: dict = r) -> str:
+            return "-" if begin is None else f"{100 * (1 - r['final_eval_loss'] / begin):.1f}%"
+
         lines.append(
-            f"| {phase} {setting} | {seed} | {r['samples']:,} | {start:.3f} |"
+            f"| {phase} {setting} | {seed} | {r['samples']:,} | {'-' if initial is None else f'{initial:.3f}'} |"
+            f" {start:.3f} |"
             f" {'-' if before is None else f'{before:.3f}'} | {versus('eval_before_last_round')} |"
-            f" {r['final_eval_loss']:.3f} | {versus('final_eval_loss')} | {r['compression_ratio']:.0f}x |"
+            f" {r['final_eval_loss']:.3f} | {versus('final_eval_loss')} | {drop(initial)} | {drop(start)} |"
+            f" {r['compression_ratio']:.0f}x |"
             f" {r['identical_x_every_round']} |"
         )
     lines += [
         "",
-        "start eval: the first evaluation (after the first eval interval). vs fp32: eval loss relative to",
+        "initial eval: x' before any training (the first node's model, evaluated by this script). first eval:",
+        "the first evaluation of a run (after one eval interval). drop: final eval below initial / first eval.",
+        "vs fp32: eval loss relative to",
         "the fp32 run of the same phase and seed on the same samples (target: within +2%). ratio: fp32 payload",
         "bytes over bytes moved, whole run (warm-up rounds included, which move fp32).",
         "",
@@ -279,22 +313,28 @@ def plot(record: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    styles = {"fp32": "-", "cocktail": "--", "cocktail-aggressive": ":"}
+    titles = {"scratch": "from scratch", "finetune": "fine-tuning from the fp32 x'"}
+    phases = [phase for phase in titles if any(name.startswith(f"{phase}-") for name in record["results"])]
+    fig, axes = plt.subplots(1, len(phases), figsize=(6 * len(phases), 4.5), squeeze=False)
+    panel = dict(zip(phases, axes[0], strict=True))
+    styles = {"fp32": "-", "cocktail": "--", "cocktail-aggressive": ":", "cocktail-pretrain": "-."}
     for name, r in record["results"].items():
         phase, rest = name.split("-", 1)
         setting, seed = rest.rsplit("-s", 1)
-        ax = axes[0] if phase == "scratch" else axes[1]
+        ax = panel[phase]
         xs, ys = zip(*r["points"], strict=True) if r["points"] else ((), ())
         ax.plot(xs, ys, styles[setting], label=f"{setting} seed {seed}", color=f"C{list(styles).index(setting)}",
                 alpha=1.0 if seed == str(record["args"]["seeds"][0]) else 0.55)  # fmt: skip
-    for ax, title in zip(axes, ("from scratch", "fine-tuning from the fp32 x'"), strict=True):
-        ax.set_title(title)
+    for phase, ax in panel.items():
+        ax.set_title(titles[phase])
         ax.set_xlabel("samples (sequences, whole swarm)")
         ax.set_ylabel("held-out eval loss of x' (nats/byte)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{record['nodes']} nodes, cocktail vs fp32 averaging ({record['date']})")
+    batch = record["args"].get("batch_size", 16)
+    fig.suptitle(
+        f"{record['nodes']} nodes, batch {batch} per node, cocktail vs fp32 averaging ({record['date']})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
