@@ -20,6 +20,7 @@ loss before that round and after it are both reported. Writes results/convergenc
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -95,6 +96,7 @@ def run_swarm(
     return [json.loads(p.read_text()) for p in summaries]
 
 
+@functools.cache
 def initial_eval_loss(model: str, seed: int, batch_size: int) -> float:
     """Held-out eval loss of the run's x' before any training: the model the first node builds from
     ``seed``, on the windows every node evaluates (``eval_batches`` with the run's batch size)."""
