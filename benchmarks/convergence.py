@@ -102,6 +102,7 @@ def initial_eval_loss(model: str, seed: int, batch_size: int) -> float:
     ``seed``, on the windows every node evaluates (``eval_batches`` with the run's batch size)."""
     import torch
 
+    from node.config import RUN_DEFAULTS, TrainingConfig
     from node.trainer import causal_lm_loss
     from swarm.data.corpus import load_corpus
     from swarm.data.sampling import eval_batches
@@ -109,7 +110,12 @@ def initial_eval_loss(model: str, seed: int, batch_size: int) -> float:
 
     corpus = load_corpus()
     network = build_model(resolve_model(model), seed=seed).eval()
-    batches = eval_batches(corpus.eval, seq_len=128, batch_size=batch_size, num_batches=8)
+    batches = eval_batches(
+        corpus.eval,
+        seq_len=RUN_DEFAULTS["seq_len"],
+        batch_size=batch_size,
+        num_batches=TrainingConfig.eval_batches,
+    )
     with torch.no_grad():
         return sum(causal_lm_loss(network, b).item() for b in batches) / len(batches)
 
