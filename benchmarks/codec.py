@@ -57,6 +57,8 @@ def copy_bandwidth(device: torch.device, n: int = 1 << 28) -> float:
 
 
 def measure(n: int, params: CocktailParams, device: torch.device, topk_method: str) -> dict:
+    if topk_method == "fused":
+        return measure_fused(n, params, device)
     codec = CocktailCodec(params, topk_method=topk_method)
     generator = torch.Generator(device=device).manual_seed(n)
     error = torch.zeros(n, device=device)
@@ -96,6 +98,61 @@ def measure(n: int, params: CocktailParams, device: torch.device, topk_method: s
     return result
 
 
+def _to_host(header: bytes, body: torch.Tensor) -> bytes:
+    """The payload as the bytes a node sends: the body through a pinned buffer when it is on a GPU."""
+    staging = torch.empty(body.numel(), dtype=torch.uint8, pin_memory=body.is_cuda)
+    return header + staging.copy_(body).numpy().tobytes()
+
+
+def measure_fused(n: int, params: CocktailParams, device: torch.device) -> dict:
+    """The fused Triton step (``swarm.compression.fused``): the device work, then the payload to host bytes.
+
+    ``step_s`` is the device part (e += u, the payload in device memory, e -= C[e]); ``to_host_s``
+    the copy of its body into host bytes the network sends, timed apart because a node overlaps it
+    with the next step's compute; ``decode_s`` the torch decoder of those bytes on the same device.
+    """
+    from swarm.compression.fused import feedback_encode
+
+    codec = CocktailCodec(params, topk_method="sampled")
+    generator = torch.Generator(device=device).manual_seed(n)
+    error = torch.zeros(n, device=device)
+    update = torch.empty(n, device=device).normal_(0, 0.01, generator=generator)
+    step_s, host_s, decode_s, payload = [], [], [], b""
+    for round_id in range(REPEATS + 1):
+        ctx = CodecContext(round=round_id, shard=0)
+        seconds, (header, body) = _timed(partial(feedback_encode, codec, error, ctx, update), device)
+        to_host, payload = _timed(partial(_to_host, header, body), device)
+        if round_id:
+            step_s.append(seconds)
+            host_s.append(to_host)
+            decode_s.append(_timed(partial(codec.decode, payload, n, ctx, device=device), device)[0])
+    # The last step's bytes: a valid payload, and the buffer holds exactly what it did not send.
+    before = error.clone()
+    header, body = feedback_encode(codec, error, ctx, update)
+    sent = codec.decode(header + body.cpu().numpy().tobytes(), n, ctx, device=device)
+    conserved = bool(torch.equal(error, (before + update) - sent))
+    del before, sent
+    result = {
+        "parameters": n,
+        "device": str(device),
+        "topk_method": "fused",
+        "sparsity": params.sparsity,
+        "topk": params.topk,
+        "bits": params.bits,
+        "payload_bytes": len(payload),
+        "bits_per_parameter": 8 * len(payload) / n,
+        "ratio_vs_fp32": 4 * n / len(payload),
+        "step_s": statistics.median(step_s),
+        "to_host_s": statistics.median(host_s),
+        "encode_s": None,
+        "decode_s": statistics.median(decode_s),
+        "feedback_conserved": conserved,
+    }
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
 def cross_device_identity(device: torch.device, n: int = 10_000_000) -> dict:
     """Decode on the GPU and on the CPU; apply to x' on both: are the results bit-identical?"""
     codec = CocktailCodec()
@@ -118,6 +175,14 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sizes", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["exact", "sampled", "fused"],
+        default=None,
+        help="top-k methods (default: exact on the CPU; exact, sampled and fused on CUDA). fused on the"
+        " CPU needs TRITON_INTERPRET=1: a check of the script, not a timing",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -128,7 +193,7 @@ def main() -> None:
     sizes = args.sizes or (
         [1_000_000, 10_000_000, 100_000_000] if device.type == "cpu" else [100_000_000, 1_000_000_000]
     )
-    methods = ["exact"] if device.type == "cpu" else ["exact", "sampled"]
+    methods = args.methods or (["exact"] if device.type == "cpu" else ["exact", "sampled", "fused"])
     settings = [CocktailParams(), CocktailParams(sparsity=0.4, topk=0.5)]
     results = [measure(n, params, device, method) for params in settings for method in methods for n in sizes]
     record: dict = {
@@ -145,6 +210,8 @@ def main() -> None:
         for r in results:
             r["floor_s"] = 12 * r["parameters"] / bandwidth
             r["step_over_floor"] = r["step_s"] / r["floor_s"]
+            if "to_host_s" in r:
+                r["with_host_over_floor"] = (r["step_s"] + r["to_host_s"]) / r["floor_s"]
         record["cross_device"] = cross_device_identity(device)
     save(args.out, f"{record['benchmark']}-{record['date']}", record, render(record))
     print(render(record))
@@ -157,6 +224,9 @@ def render(record: dict) -> str:
         "",
         f"Machine: {record['machine']}; torch {record['torch']}; median of {REPEATS}. step = e += u;"
         " encode(e); e -= decode (payload bytes to and from the host included).",
+        "Top-k `fused`: the Triton kernels of `swarm/compression/fused.py` (sampled threshold); its step is"
+        " the device work (payload in device memory, e -= C[e] done), `to host` the copy of the payload"
+        " into host bytes through a pinned buffer, which a node overlaps with the next step.",
     ]
     if gpu:
         lines.append(
@@ -166,18 +236,27 @@ def render(record: dict) -> str:
     lines += [
         "",
         "| parameters | top-k | p | r | q | bits/param | ratio vs fp32 | step s | encode s | decode s |"
-        + (" floor s | step / floor |" if gpu else ""),
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if gpu else ""),
+        " to host s |" + (" floor s | step / floor | (step + to host) / floor |" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if gpu else ""),
     ]
     for r in record["results"]:
         line = (
             f"| {r['parameters']:,} | {r['topk_method']} | {r['sparsity']} | {r['topk']} | {r['bits']} |"
             f" {r['bits_per_parameter']:.3f} | {r['ratio_vs_fp32']:.0f}x | {r['step_s']:.4f} |"
-            f" {r['encode_s']:.4f} | {r['decode_s']:.4f} |"
+            + (f" {r['encode_s']:.4f} |" if r["encode_s"] is not None else " - |")
+            + f" {r['decode_s']:.4f} |"
+            + (f" {r['to_host_s']:.4f} |" if "to_host_s" in r else " - |")
         )
         if gpu:
             line += f" {r['floor_s']:.4f} | {r['step_over_floor']:.2f}x |"
+            line += f" {r['with_host_over_floor']:.2f}x |" if "with_host_over_floor" in r else " - |"
         lines.append(line)
+    conserved = [r["feedback_conserved"] for r in record["results"] if "feedback_conserved" in r]
+    if conserved:
+        lines += [
+            "",
+            f"Fused step: error buffer exactly (e + u) - decode(payload) in every size: {all(conserved)}",
+        ]
     if "cross_device" in record:
         lines += ["", f"Mixed CPU/GPU check: {json.dumps(record['cross_device'])}"]
     device = record["benchmark"].removeprefix("codec_")

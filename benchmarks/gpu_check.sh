@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 3 in one script, for a machine with a CUDA device (H100/H200):
 #   1. tests/gpu: bf16 steps, the micro-batch probe, CPU/GPU bit-identity of x' and of the cocktail
-#      decode (encode on the GPU, decode on both);
-#   2. benchmarks/codec.py --device cuda: 100M and 1B parameters, exact and sampled top-k, against the
-#      memory floor; writes benchmarks/results/codec_cuda-<date>.{json,md} (and copies to $OUT if set).
-# Usage (from the repository root, with a CUDA build of torch in .venv): bash benchmarks/gpu_check.sh
-set -euo pipefail
-PY=${PY:-.venv/bin/python}
-nvidia-smi --query-gpu=name,memory.total --format=csv
-"$PY" -m pytest -q tests/gpu
-"$PY" benchmarks/codec.py --device cuda --sizes 100000000 1000000000
-if [ -n "${OUT:-}" ]; then cp benchmarks/results/codec_cuda-*.json benchmarks/results/codec_cuda-*.md "$OUT"/; fi
+#      decode (encode on the GPU, decode on both), and the fused Triton step (its bytes decode on the
+#      CPU, its error buffer ends exactly (e + u) - C[e + u]);
+#   2. benchmarks/codec.py --device cuda: 100M and 1B parameters; top-k exact, sampled (torch ops) and
+#      fused (Triton kernels) against the memory floor; writes benchmarks/results/codec_cuda-<date>.{json,md}
+#      (and copies them and the logs to $OUT if set).
+# Needs only torch (a CUDA build), numpy, pytest and Triton: none of the swarm's networking packages
+# (tests/unit/test_gpu_check_imports.py keeps it so). Python: $PY, else .venv's, else python3.
+# Usage, from the repository root: bash benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${PY:-}" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+LOGS=${OUT:-$(mktemp -d)}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+"$PY" -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$LOGS/gpu_tests.log"
+tests=${PIPESTATUS[0]}
+"$PY" benchmarks/codec.py --device cuda --sizes 100000000 1000000000 2>&1 | tee "$LOGS/codec_cuda.log"
+bench=${PIPESTATUS[0]}
+if [ -n "${OUT:-}" ]; then cp benchmarks/results/codec_cuda-*.json benchmarks/results/codec_cuda-*.md "$OUT"/ 2>/dev/null; fi
+echo "tests/gpu exit $tests, codec benchmark exit $bench"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

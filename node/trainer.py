@@ -17,8 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from swarm.averaging.round import ShardUpdate
-from swarm.averaging.state import GlobalCopy
+from swarm.averaging.state import GlobalCopy, ShardUpdate
 
 logger = logging.getLogger(__name__)
 

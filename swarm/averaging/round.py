@@ -45,7 +45,7 @@ from swarm.averaging.defence import BanList, Defence, centered_clip, find_outlie
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
 from swarm.averaging.shards import ShardLayout, assign_owners
-from swarm.averaging.state import GlobalCopy, digest_of
+from swarm.averaging.state import GlobalCopy, ShardUpdate, digest_of
 from swarm.averaging.timing import RoundTiming
 from swarm.averaging.wire import ByteCounter, FramedStream, StreamClosed, WireError
 from swarm.compression.codecs import Codec, CodecContext, CodecError, Fp32Codec
@@ -83,22 +83,6 @@ class Contribution:
     weight: float
     samples: int
     local_steps: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShardUpdate:
-    """A committed shard: add ``aggregate`` to x' and x_i, subtract ``own`` (C[delta_i]) from x_i."""
-
-    shard: int
-    start: int
-    aggregate: torch.Tensor
-    own: torch.Tensor | None
-    payload: bytes = b""
-    """The owner's result bytes that decode to ``aggregate`` (kept in the round journal)."""
-    owner: bytes = b""
-    """Peer id of the member that aggregated this shard."""
-    included: tuple[bytes, ...] = ()
-    """The members whose parts the owner averaged (excluded ones keep theirs in their residual)."""
 
 
 class ReplayError(ValueError):

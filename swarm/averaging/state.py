@@ -52,3 +52,19 @@ class GlobalCopy:
         self.values.copy_(values)
         self.round, self.global_step, self.swarm_samples = round, global_step, swarm_samples
         self._digest = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardUpdate:
+    """A committed shard: add ``aggregate`` to x' and x_i, subtract ``own`` (C[delta_i]) from x_i."""
+
+    shard: int
+    start: int
+    aggregate: torch.Tensor
+    own: torch.Tensor | None
+    payload: bytes = b""
+    """The owner's result bytes that decode to ``aggregate`` (kept in the round journal)."""
+    owner: bytes = b""
+    """Peer id of the member that aggregated this shard."""
+    included: tuple[bytes, ...] = ()
+    """The members whose parts the owner averaged (excluded ones keep theirs in their residual)."""

@@ -20,6 +20,7 @@ length and field and raises CodecError on anything ``encode`` cannot produce.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import struct
 from dataclasses import dataclass
@@ -191,6 +192,38 @@ class CocktailCodec:
             ]
         )
         return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k) + body.cpu().numpy().tobytes()
+
+    def encode_with_feedback(
+        self, error: torch.Tensor, ctx: CodecContext, *, update: torch.Tensor | None = None
+    ) -> bytes:
+        """A member's step on its error buffer, in place: ``error += update`` (when given), then the
+        payload of ``error``, then ``error -= decode(payload)``: what was not sent stays in ``error``.
+
+        On a CUDA device with Triton installed, ``topk_method="sampled"`` and a power-of-two bucket,
+        the fused kernels of ``swarm.compression.fused`` run it in one full pass over the vector;
+        elsewhere the torch composition below (the same layout either way).
+        """
+        if self.fusable(error):
+            from swarm.compression.fused import feedback_encode
+
+            header, body = feedback_encode(self, error, ctx, update)
+            return header + body.cpu().numpy().tobytes()
+        if update is not None:
+            error.add_(update)
+        payload = self.encode(error, ctx)
+        self.subtract_decoded(payload, error, ctx)
+        return payload
+
+    def fusable(self, error: torch.Tensor) -> bool:
+        """Whether ``encode_with_feedback`` takes the fused Triton path for this buffer."""
+        bucket = self.params.bucket
+        return (
+            error.is_cuda
+            and self.topk_method == "sampled"
+            and bucket >= 8
+            and bucket & (bucket - 1) == 0
+            and importlib.util.find_spec("triton") is not None
+        )
 
     def decode(
         self, payload: bytes, num_elements: int, ctx: CodecContext, *, device: torch.device | None = None

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from node.trainer import LocalTrainer
-from swarm.averaging.round import ShardUpdate
-from swarm.averaging.state import GlobalCopy
+from swarm.averaging.state import GlobalCopy, ShardUpdate
 from swarm.models import build_model, resolve_model
 
 pytestmark = [
@@ -74,3 +73,22 @@ def test_cocktail_bytes_decode_bit_identically_on_gpu_and_cpu() -> None:
             residual = x.cuda()
             codec.subtract_decoded(payload, residual, ctx)
             assert torch.equal(residual.cpu(), x - on_cpu)
+
+
+@pytest.mark.parametrize("n", [200_003, 3_000_017])  # the exact threshold (m <= SAMPLE_SIZE), then sampled
+def test_fused_step_on_the_gpu_gives_a_payload_the_cpu_decodes_and_conserves_the_error(n: int) -> None:
+    pytest.importorskip("triton")
+    from swarm.compression.cocktail import SAMPLE_SIZE, CocktailCodec, CocktailParams
+    from swarm.compression.codecs import CodecContext
+
+    codec = CocktailCodec(CocktailParams(), topk_method="sampled")
+    ctx = CodecContext(round=4, shard=1)
+    g = torch.Generator().manual_seed(n)
+    e, u = torch.randn(n, generator=g) * 0.01, torch.randn(n, generator=g) * 0.003
+    error = e.cuda()
+    assert codec.fusable(error)
+    payload = codec.encode_with_feedback(error, ctx, update=u.cuda())
+    sent = codec.decode(payload, n, ctx)  # on the CPU
+    assert torch.equal(error.cpu(), (e + u) - sent)
+    if n // codec.params.stride <= SAMPLE_SIZE:
+        assert payload == CocktailCodec(CocktailParams()).encode(e + u, ctx)  # exact top-k's bytes

@@ -7,8 +7,7 @@ import itertools
 import torch
 
 from node.trainer import LocalTrainer, lr_at
-from swarm.averaging.round import ShardUpdate
-from swarm.averaging.state import GlobalCopy
+from swarm.averaging.state import GlobalCopy, ShardUpdate
 
 
 def _trainer() -> LocalTrainer:
