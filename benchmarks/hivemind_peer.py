@@ -42,6 +42,25 @@ class _AveragingOutcomes(logging.Handler):
                 self.counts[kind] += 1
 
 
+def wait_for_peers(args: argparse.Namespace) -> float | None:
+    """The start barrier: every peer begins training once all have built their optimizer.
+
+    Without it peer 0 (started first, so the others can find it) runs epochs alone while the others
+    are still loading; each joiner then finds itself behind, downloads the state, is behind again, and
+    the run measures one peer training alone. Swarm's nodes wait the same way (``--min-group``).
+    Returns the seconds waited, or None when the barrier timed out (the peer starts anyway).
+    """
+    ready = Path(args.ready_dir)
+    ready.mkdir(parents=True, exist_ok=True)
+    (ready / f"ready-{args.index}").write_text("")
+    started = time.monotonic()
+    while len(list(ready.glob("ready-*"))) < args.peers:
+        if time.monotonic() - started > args.barrier_timeout_s:
+            return None
+        time.sleep(0.05)  # polling files: the peers share nothing else before the DHT carries them
+    return time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,6 +79,13 @@ def main() -> None:
     parser.add_argument("--eval-every-s", type=float, default=15)
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--status", default=None)
+    parser.add_argument(
+        "--ready-dir",
+        default=None,
+        help="start barrier: write ready-INDEX here once the optimizer exists, then wait for --peers of them",
+    )
+    parser.add_argument("--peers", type=int, default=1)
+    parser.add_argument("--barrier-timeout-s", type=float, default=240)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -102,6 +128,8 @@ def main() -> None:
         verbose=False,
     )
 
+    barrier_s = wait_for_peers(args) if args.ready_dir else None
+
     def evaluate() -> float:
         model.eval()
         with torch.no_grad():
@@ -140,6 +168,7 @@ def main() -> None:
                 "averaging": outcomes.counts,
                 "points": points,
                 "epoch_times": history,
+                "barrier_s": barrier_s,
             }
         )
     )

@@ -146,6 +146,7 @@ def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Pat
             "--eval-every-s", str(args.eval_every_s), "--eval-batches", "8", "--origin", str(origin),
             "--batch-size", str(args.batch_size), "--target-batch", str(PEERS * args.batch_size),
             "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps),
+            "--ready-dir", str(workdir / f"{tag}-ready"), "--peers", str(PEERS),
         ]  # fmt: skip
         if i == 0:
             command += ["--status", str(status0)]
@@ -183,6 +184,8 @@ def run_hivemind(lab: NetLab, args: argparse.Namespace, model: str, workdir: Pat
         # Peer 0's epochs by how its gradients were applied (hivemind.Optimizer's log): a failed
         # averaging falls back to the peer's local gradients, so peer 0 (the one evaluated) trains alone.
         "averaged": f"{outcomes['averaged']}/{outcomes['averaged'] + outcomes['local']}",
+        "local_steps_per_peer": [d["local_steps"] for d in data],
+        "start_barrier_s": [d.get("barrier_s") for d in data],
         "points": points,
         "local_points": points,  # peer 0's own model is the one evaluated
     }
