@@ -19,6 +19,7 @@ bit-identical tensors, and that x' + C[Delta] is bit-identical on both (the mixe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -118,9 +119,14 @@ def measure_fused(n: int, params: CocktailParams, device: torch.device) -> dict:
     error = torch.zeros(n, device=device)
     update = torch.empty(n, device=device).normal_(0, 0.01, generator=generator)
     step_s, host_s, decode_s, payload = [], [], [], b""
+    breakdown: list[dict[str, float]] = []
     for round_id in range(REPEATS + 1):
         ctx = CodecContext(round=round_id, shard=0)
-        seconds, (header, body) = _timed(partial(feedback_encode, codec, error, ctx, update), device)
+        phases: list = []
+        step = partial(feedback_encode, codec, error, ctx, update, phases=phases)
+        seconds, (header, body) = _timed(step, device)
+        if phases:
+            breakdown.append({b[0]: a[1].elapsed_time(b[1]) / 1e3 for a, b in itertools.pairwise(phases)})
         to_host, payload = _timed(partial(_to_host, header, body), device)
         if round_id:
             step_s.append(seconds)
@@ -148,6 +154,10 @@ def measure_fused(n: int, params: CocktailParams, device: torch.device) -> dict:
         "decode_s": statistics.median(decode_s),
         "feedback_conserved": conserved,
     }
+    if breakdown:  # per phase, the median over the timed steps (CUDA events)
+        result["phases_s"] = {
+            name: statistics.median(b[name] for b in breakdown[1:]) for name in breakdown[0]
+        }
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -251,6 +261,13 @@ def render(record: dict) -> str:
             line += f" {r['floor_s']:.4f} | {r['step_over_floor']:.2f}x |"
             line += f" {r['with_host_over_floor']:.2f}x |" if "with_host_over_floor" in r else " - |"
         lines.append(line)
+    for r in record["results"]:
+        if "phases_s" in r:
+            parts = ", ".join(f"{name} {seconds * 1e3:.3f}" for name, seconds in r["phases_s"].items())
+            lines += [
+                "",
+                f"Fused step, {r['parameters']:,} parameters, p={r['sparsity']}, ms per phase: {parts}",
+            ]
     conserved = [r["feedback_conserved"] for r in record["results"] if "feedback_conserved" in r]
     if conserved:
         lines += [

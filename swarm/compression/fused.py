@@ -169,8 +169,21 @@ def _threshold(codec: CocktailCodec, error: torch.Tensor, update: torch.Tensor |
     return torch.kthvalue(probe.abs(), rank).values
 
 
+def _mark(phases: list | None, name: str, device: torch.device) -> None:
+    """Record a CUDA event after a phase (for the benchmark's per-kernel breakdown)."""
+    if phases is not None and device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        phases.append((name, event))
+
+
 def feedback_encode(
-    codec: CocktailCodec, error: torch.Tensor, ctx: CodecContext, update: torch.Tensor | None = None
+    codec: CocktailCodec,
+    error: torch.Tensor,
+    ctx: CodecContext,
+    update: torch.Tensor | None = None,
+    *,
+    phases: list | None = None,
 ) -> tuple[bytes, torch.Tensor]:
     """``error += update``, then encode it and subtract what was encoded, in place.
 
@@ -191,7 +204,9 @@ def feedback_encode(
         if update is not None:
             error.add_(update)
         return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, 0), torch.zeros(0, dtype=torch.uint8, device=device)
+    _mark(phases, "start", device)
     threshold = _threshold(codec, error, update, offset, m)
+    _mark(phases, "threshold", device)
     masked = torch.empty(m, dtype=torch.float32, device=device)
     if update is None:
         masked.copy_(error[offset :: p.stride])
@@ -199,16 +214,19 @@ def feedback_encode(
         _add_gather[(triton.cdiv(n, ADD_BLOCK),)](
             error, update.contiguous(), masked, n, offset, STRIDE=p.stride, BLOCK=ADD_BLOCK, **launch
         )
+    _mark(phases, "add_gather", device)
     blocks = triton.cdiv(m, MASK_BLOCK)
     bitmap = torch.empty(-(-m // 8), dtype=torch.uint8, device=device)
     counts = torch.empty(blocks, dtype=torch.int64, device=device)
     peaks = torch.empty(blocks, dtype=torch.float32, device=device)
     bad = torch.empty(blocks, dtype=torch.int32, device=device)
     _select[(blocks,)](masked, threshold, bitmap, counts, peaks, bad, m, BLOCK=MASK_BLOCK, **launch)
+    _mark(phases, "select", device)
     ends = torch.cumsum(counts, 0)
     k, non_finite, too_large = torch.stack(
         [ends[-1], bad.sum().to(torch.int64), (peaks > FP16_MAX).sum().to(torch.int64)]
     ).tolist()  # the step's one host sync: k sizes the payload
+    _mark(phases, "sync", device)
     if non_finite or too_large:
         raise ValueError("shard values are too large for fp16 scales (or not finite)")
     num_buckets = -(-k // p.bucket)
@@ -223,6 +241,7 @@ def feedback_encode(
     )
     if k:
         _compact[(blocks,)](masked, threshold, ends - counts, chosen, index, m, BLOCK=MASK_BLOCK, **launch)
+        _mark(phases, "compact", device)
         seed = 0
         if p.stochastic:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=codec._generator(device), device=device))
@@ -231,5 +250,7 @@ def feedback_encode(
             STRIDE=p.stride, BITS=p.bits, BUCKET=p.bucket, BUCKETS=BUCKETS_PER_PROGRAM,
             STOCHASTIC=p.stochastic, **launch,
         )  # fmt: skip
+        _mark(phases, "quantise", device)
     body = torch.cat([bitmap, scales.view(torch.uint8), codes[: -(-k * p.bits // 8)]])
+    _mark(phases, "assemble", device)
     return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k), body
