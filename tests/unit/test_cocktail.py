@@ -159,3 +159,17 @@ def test_sampled_topk_keeps_the_largest_entries_and_about_k_of_them(seed: int) -
     magnitude = x.abs()[kept]
     chosen = selected[kept]
     assert magnitude[chosen].min() >= magnitude[~chosen].max()
+
+
+def test_encode_with_feedback_on_the_cpu_is_the_torch_composition() -> None:
+    """Off CUDA the member step is add, encode, subtract the decoded bytes: what was sent left the
+    buffer and nothing else did."""
+    n = 20_011
+    g = torch.Generator().manual_seed(3)
+    error, update = torch.randn(n, generator=g) * 0.01, torch.randn(n, generator=g) * 0.002
+    codec = CocktailCodec(CocktailParams(), topk_method="sampled")
+    assert not codec.fusable(error)
+    total = error + update
+    payload = codec.encode_with_feedback(error, CTX, update=update)
+    assert payload == CocktailCodec(CocktailParams()).encode(total, CTX)
+    assert torch.equal(error, total - codec.decode(payload, n, CTX))
