@@ -213,3 +213,14 @@ def test_every_mask_offset_and_block_boundary_matches_the_torch_encoder(sparsity
         payload = header + body.numpy().tobytes()
         assert payload == CocktailCodec(params).encode(total, ctx)
         assert torch.equal(e, total - CocktailCodec(params).decode(payload, n, ctx))
+
+
+def test_a_non_contiguous_update_gives_the_same_step() -> None:
+    n = 7001
+    e, u = _inputs(n, 11)
+    strided = torch.zeros(2 * n)
+    strided[::2] = u
+    twin = e.clone()
+    codec = CocktailCodec(CocktailParams(), topk_method="sampled")
+    assert _step(codec, e, strided[::2]) == _step(codec, twin, u)
+    assert torch.equal(e, twin)
