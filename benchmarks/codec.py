@@ -57,6 +57,21 @@ def copy_bandwidth(device: torch.device, n: int = 1 << 28) -> float:
     return 2 * 4 * n / statistics.median(times)
 
 
+def _sizes(n: int, params: CocktailParams, device: torch.device, topk_method: str, payload: bytes) -> dict:
+    """What a result row is about: size, setting, method, and the payload's size against fp32."""
+    return {
+        "parameters": n,
+        "device": str(device),
+        "topk_method": topk_method,
+        "sparsity": params.sparsity,
+        "topk": params.topk,
+        "bits": params.bits,
+        "payload_bytes": len(payload),
+        "bits_per_parameter": 8 * len(payload) / n,
+        "ratio_vs_fp32": 4 * n / len(payload),
+    }
+
+
 def measure(n: int, params: CocktailParams, device: torch.device, topk_method: str) -> dict:
     if topk_method == "fused":
         return measure_fused(n, params, device)
@@ -81,15 +96,7 @@ def measure(n: int, params: CocktailParams, device: torch.device, topk_method: s
             encode_s.append(_timed(partial(codec.encode, error, ctx), device)[0])
             decode_s.append(_timed(partial(codec.decode, payload, n, ctx, device=device), device)[0])
     result = {
-        "parameters": n,
-        "device": str(device),
-        "topk_method": topk_method,
-        "sparsity": params.sparsity,
-        "topk": params.topk,
-        "bits": params.bits,
-        "payload_bytes": len(payload),
-        "bits_per_parameter": 8 * len(payload) / n,
-        "ratio_vs_fp32": 4 * n / len(payload),
+        **_sizes(n, params, device, topk_method, payload),
         "step_s": statistics.median(step_s),
         "encode_s": statistics.median(encode_s),
         "decode_s": statistics.median(decode_s),
@@ -139,15 +146,7 @@ def measure_fused(n: int, params: CocktailParams, device: torch.device) -> dict:
     conserved = bool(torch.equal(error, (before + update) - sent))
     del before, sent
     result = {
-        "parameters": n,
-        "device": str(device),
-        "topk_method": "fused",
-        "sparsity": params.sparsity,
-        "topk": params.topk,
-        "bits": params.bits,
-        "payload_bytes": len(payload),
-        "bits_per_parameter": 8 * len(payload) / n,
-        "ratio_vs_fp32": 4 * n / len(payload),
+        **_sizes(n, params, device, "fused", payload),
         "step_s": statistics.median(step_s),
         "to_host_s": statistics.median(host_s),
         "encode_s": None,
