@@ -142,7 +142,7 @@ def measure_fused(n: int, params: CocktailParams, device: torch.device) -> dict:
     # The last step's bytes: a valid payload, and the buffer holds exactly what it did not send.
     before = error.clone()
     header, body = feedback_encode(codec, error, ctx, update)
-    sent = codec.decode(header + body.cpu().numpy().tobytes(), n, ctx, device=device)
+    sent = codec.decode(_to_host(header, body), n, ctx, device=device)
     conserved = bool(torch.equal(error, (before + update) - sent))
     del before, sent
     result = {

@@ -19,6 +19,7 @@ length and field and raises CodecError on anything ``encode`` cannot produce.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -85,6 +86,18 @@ SAMPLE_SIZE = 1 << 16
 percent of k (binomial spread sqrt(r (1 - r) / SAMPLE_SIZE) of the fraction; tested)."""
 
 
+def sampled_threshold(probe: torch.Tensor, k: int, m: int) -> torch.Tensor:
+    """The magnitude above which about ``k`` of ``m`` entries lie, from the magnitudes ``probe`` of
+    some of them (all ``m`` of them: exactly the k-th largest), as a 0-d tensor on probe's device."""
+    size = probe.numel()
+    return torch.kthvalue(probe, max(1, size - round(k * size / m) + 1)).values
+
+
+@functools.cache
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def _pack(values: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack ``values`` (uint8, each < 2**bits) low bits first into ``ceil(len * bits / 8)`` bytes."""
     if bits == 8:
@@ -149,9 +162,7 @@ class CocktailCodec:
         if self.topk_method == "sampled" and m > SAMPLE_SIZE:
             probe_at = torch.randint(0, m, (SAMPLE_SIZE,), generator=self._generator(magnitude.device),
                                      device=magnitude.device)  # fmt: skip
-            probe = magnitude[probe_at]
-            rank = max(1, SAMPLE_SIZE - round(k * SAMPLE_SIZE / m) + 1)
-            threshold = torch.kthvalue(probe, rank).values
+            threshold = sampled_threshold(magnitude[probe_at], k, m)
             # Ties at zero would select every zero entry: keep strictly positive ones then.
             return magnitude > threshold if bool(threshold == 0) else magnitude >= threshold
         mask = torch.zeros(m, dtype=torch.bool, device=magnitude.device)
@@ -222,7 +233,7 @@ class CocktailCodec:
             and self.topk_method == "sampled"
             and bucket >= 8
             and bucket & (bucket - 1) == 0
-            and importlib.util.find_spec("triton") is not None
+            and _triton_available()
         )
 
     def decode(

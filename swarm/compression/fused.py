@@ -32,7 +32,15 @@ import torch
 import triton
 import triton.language as tl
 
-from swarm.compression.cocktail import _HEADER, _MAGIC, _VERSION, SAMPLE_SIZE, CocktailCodec, _offset
+from swarm.compression.cocktail import (
+    _HEADER,
+    _MAGIC,
+    _VERSION,
+    SAMPLE_SIZE,
+    CocktailCodec,
+    _offset,
+    sampled_threshold,
+)
 from swarm.compression.codecs import CodecContext
 
 ADD_BLOCK = 4096
@@ -61,14 +69,20 @@ def _add_gather(e_ptr, u_ptr, masked_ptr, n, offset, STRIDE: tl.constexpr, BLOCK
 
 
 @triton.jit
+def _chosen(magnitude, inside, threshold_ptr):
+    """The selection rule of ``_select`` and ``_compact``: at or above the threshold; strictly above
+    when it is zero (ties at zero would select every zero entry)."""
+    threshold = tl.load(threshold_ptr)
+    return inside & tl.where(threshold == 0, magnitude > threshold, magnitude >= threshold)
+
+
+@triton.jit
 def _select(masked_ptr, threshold_ptr, bitmap_ptr, count_ptr, peak_ptr, bad_ptr, m, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     index = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = index < m
     magnitude = tl.abs(tl.load(masked_ptr + index, mask=inside, other=0.0))
-    threshold = tl.load(threshold_ptr)
-    # Ties at zero would select every zero entry: keep strictly positive ones then.
-    chosen = inside & tl.where(threshold == 0, magnitude > threshold, magnitude >= threshold)
+    chosen = _chosen(magnitude, inside, threshold_ptr)
     bits = tl.reshape(chosen.to(tl.int32), (BLOCK // 8, 8)) << tl.arange(0, 8)[None, :]
     byte = pid.to(tl.int64) * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
     tl.store(bitmap_ptr + byte, tl.sum(bits, axis=1).to(tl.uint8), mask=byte * 8 < m)
@@ -84,9 +98,7 @@ def _compact(masked_ptr, threshold_ptr, first_ptr, chosen_ptr, index_ptr, m, BLO
     index = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = index < m
     value = tl.load(masked_ptr + index, mask=inside, other=0.0)
-    magnitude = tl.abs(value)
-    threshold = tl.load(threshold_ptr)
-    chosen = inside & tl.where(threshold == 0, magnitude > threshold, magnitude >= threshold)
+    chosen = _chosen(tl.abs(value), inside, threshold_ptr)
     flag = chosen.to(tl.int64)
     rank = tl.load(first_ptr + pid) + tl.cumsum(flag, axis=0) - flag
     tl.store(chosen_ptr + rank, value, mask=chosen)
@@ -164,9 +176,7 @@ def _threshold(codec: CocktailCodec, error: torch.Tensor, update: torch.Tensor |
     else:
         positions = torch.arange(offset, offset + m * p.stride, p.stride, device=error.device)
     probe = error[positions] if update is None else error[positions] + update[positions]
-    size = probe.numel()
-    rank = max(1, size - round(k * size / m) + 1)
-    return torch.kthvalue(probe.abs(), rank).values
+    return sampled_threshold(probe.abs(), k, m)
 
 
 def _mark(phases: list | None, name: str, device: torch.device) -> None:
