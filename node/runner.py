@@ -553,8 +553,9 @@ class Node:
         if self.averager is not None:
             self.averager.journal.clear()
         self.progress.catch_up.update(
-            checkpoint_round=manifest.round, checkpoint_bytes=manifest.total_bytes, providers=len(providers)
-        )
+            checkpoint_round=manifest.round, checkpoint_bytes=manifest.total_bytes, checkpoint_manifest=manifest.hash,
+            providers=len(providers), provider_names=[peer_name(p) for p in providers],
+        )  # fmt: skip
         return manifest
 
     async def _catch_up(
