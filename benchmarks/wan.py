@@ -58,7 +58,43 @@ def pretrain(args: argparse.Namespace, path: Path, workdir: Path) -> None:
     print(f"pretrained {args.model}: {rounds * 10} steps, eval loss {summary['eval_loss']:.3f}", flush=True)
 
 
-def run_swarm(lab: NetLab, codec: str, args: argparse.Namespace, model: str, workdir: Path, tag: str) -> dict:
+COCKTAIL_KNOBS = {"p": "--sparsity", "r": "--topk", "q": "--bits"}
+
+
+def method_spec(text: str) -> str:
+    """``cocktail``, ``fp32``, ``hivemind``, or a cocktail setting such as ``cocktail:p=0.5`` or
+    ``cocktail:p=0.5,r=0.2,q=4`` (sparsity, top-k ratio, bits; the others at their defaults)."""
+    name, _, setting = text.partition(":")
+    if name in ("fp32", "hivemind") and not setting:
+        return text
+    if name != "cocktail":
+        raise argparse.ArgumentTypeError(
+            f"unknown method {text!r}: cocktail[:p=..,r=..,q=..], fp32 or hivemind"
+        )
+    for item in filter(None, setting.split(",")):
+        knob, _, value = item.partition("=")
+        if knob not in COCKTAIL_KNOBS or not value:
+            raise argparse.ArgumentTypeError(f"{text!r}: settings are p=, r= and q=, got {item!r}")
+        try:
+            float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {item!r} is not a number") from None
+    return text
+
+
+def codec_args(method: str) -> list[str]:
+    """The node's codec flags for a method spec (``method_spec``)."""
+    name, _, setting = method.partition(":")
+    flags = ["--codec", name]
+    for item in filter(None, setting.split(",")):
+        knob, _, value = item.partition("=")
+        flags += [COCKTAIL_KNOBS[knob], value]
+    return flags
+
+
+def run_swarm(
+    lab: NetLab, method: str, args: argparse.Namespace, model: str, workdir: Path, tag: str
+) -> dict:
     seconds = args.seconds
     summaries = [workdir / f"{tag}-{i}.summary.json" for i in range(PEERS)]
     status0 = workdir / f"{tag}-0.status.json"
@@ -73,10 +109,10 @@ def run_swarm(lab: NetLab, codec: str, args: argparse.Namespace, model: str, wor
             command += [
                 "--status-file", str(status0), "--eval-every-s", str(args.eval_every_s), "--eval-local",
                 "--model", model, "--warmup-steps", str(args.warmup_steps),
-                "--codec", codec, "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                *codec_args(method), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                 "--total-steps", "100000",
             ]  # fmt: skip
-            if codec == "cocktail" and args.warmup_rounds:
+            if method.startswith("cocktail") and args.warmup_rounds:
                 command += ["--warmup-rounds", str(args.warmup_rounds)]
         else:
             command += ["--peer", first_maddr(status0, processes[0])]
@@ -228,8 +264,10 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=["cocktail", "fp32", "hivemind"],
+        type=method_spec,
         default=["cocktail", "fp32", "hivemind"],
+        help="cocktail (the defaults p=0.1, r=0.2, q=4), a cocktail setting such as cocktail:p=0.5,"
+        " fp32, hivemind (default: cocktail fp32 hivemind)",
     )
     parser.add_argument(
         "--cpu-per-peer",
@@ -271,7 +309,8 @@ def main() -> None:
             for method in args.methods
         ]
         for repeat, rate, method in runs:
-            tag = f"wan-{method}-{int(rate)}" + (f"-{repeat}" if args.repeats > 1 else "")
+            label = method.replace(":", "-").replace(",", "-").replace("=", "")
+            tag = f"wan-{label}-{int(rate)}" + (f"-{repeat}" if args.repeats > 1 else "")
             with NetLab(
                 PEERS, rate_mbit=rate or None, tag="swwan", cpu_per_node=args.cpu_per_peer or None
             ) as lab:
@@ -312,6 +351,8 @@ def main() -> None:
         "round_period_s": args.round_period,
         "cpu_per_peer": args.cpu_per_peer or None,
         "repeats": args.repeats,
+        "rates": args.rates,
+        "methods": args.methods,
         "results": results,
     }
     stem = f"{args.name}-{record['date']}"
@@ -390,6 +431,8 @@ def render(record: dict) -> str:
         )
         + (f" --target {record['target_eval_loss']}" if record.get("target_given") else "")
         + (f" --repeats {record['repeats']}" if record.get("repeats", 1) > 1 else "")
+        + (f" --rates {' '.join(f'{r:g}' for r in record['rates'])}" if "rates" in record else "")
+        + (f" --methods {' '.join(record['methods'])}" if "methods" in record else "")
         + "`.",
     ]
     return "\n".join(lines) + "\n"
