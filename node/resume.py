@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from swarm.averaging.state import GlobalCopy
+from swarm.compression.codecs import all_finite
 from swarm.dht.records import RunSpec
 
 RESUME_FILE = "resume.pt"
@@ -85,6 +86,6 @@ def load_resume_state(folder: Path, *, run_id: str, num_elements: int) -> dict[s
             raise ResumeError(
                 f"{path}: {name} holds {state[name].numel()} values, the model has {num_elements}"
             )
-    if not (bool(torch.isfinite(state["local"]).all()) and bool(torch.isfinite(state["global"]).all())):
+    if not (all_finite(state["local"]) and all_finite(state["global"])):
         raise ResumeError(f"{path}: holds NaN or Inf values")
     return state

@@ -57,7 +57,7 @@ from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_p
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
 from swarm.compression.cocktail import CocktailParams
-from swarm.compression.codecs import Codec
+from swarm.compression.codecs import Codec, all_finite
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import load_corpus
 from swarm.data.sampling import eval_batches, train_batch
@@ -1370,7 +1370,7 @@ class Node:
         p = self.progress
         self._round_in_progress, self._results_sent = copy.round + 1, 0
         delta = trainer.flat().sub_(copy.values)
-        if not bool(torch.isfinite(delta).all()):
+        if not all_finite(delta):
             # Local training diverged: drop this node's unsent work rather than poison the round.
             logger.error("local model holds NaN/Inf after %d steps: resetting it to the global copy", p.steps)
             trainer.reset_to(copy.values)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 import torch
 
+from swarm.compression.codecs import all_finite
+
 
 class ContributionError(ValueError):
     """A contribution that must be excluded from the round (wrong size, non-finite, bad weight)."""
@@ -25,7 +27,7 @@ def check_contribution(values: torch.Tensor, weight: float, num_elements: int) -
         raise ContributionError(f"contribution has shape {tuple(values.shape)}, expected ({num_elements},)")
     if not (weight > 0 and weight < float("inf")):
         raise ContributionError(f"contribution weight must be positive and finite, got {weight}")
-    if not torch.isfinite(values).all():
+    if not all_finite(values):
         raise ContributionError("contribution holds NaN or Inf values")
 
 

@@ -48,7 +48,7 @@ from swarm.averaging.shards import ShardLayout, assign_owners
 from swarm.averaging.state import GlobalCopy, ShardUpdate, digest_of
 from swarm.averaging.timing import RoundTiming
 from swarm.averaging.wire import ByteCounter, FramedStream, StreamClosed, WireError
-from swarm.compression.codecs import Codec, CodecContext, CodecError, Fp32Codec
+from swarm.compression.codecs import Codec, CodecContext, CodecError, Fp32Codec, all_finite
 from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import SwarmHost, peer_from_name, peer_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
@@ -451,7 +451,7 @@ class Averager:
     async def _run_round(self, contribution: Contribution) -> RoundOutcome:
         if contribution.delta.shape != self.copy.values.shape:
             raise ValueError("contribution delta must have the shape of x'")
-        if not bool(torch.isfinite(contribution.delta).all()):
+        if not all_finite(contribution.delta):
             raise ValueError("contribution delta holds NaN or Inf values")
         started = time.monotonic()
         request = self._join_request(contribution)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from swarm.compression.codecs import all_finite
 from swarm.dht.records import RunSpec
 
 MODEL_FILE, CONFIG_FILE, SWARM_FILE = "model.safetensors", "config.json", "swarm.json"
@@ -112,6 +113,6 @@ def read_checkpoint_folder(folder: Path, model: torch.nn.Module) -> tuple[torch.
             raise CheckpointFolderError(f"{folder}: tensor {name} is missing or has another shape")
         parts.append(tensor.reshape(-1).to(torch.float32))
     values = torch.cat(parts)
-    if not bool(torch.isfinite(values).all()):
+    if not all_finite(values):
         raise CheckpointFolderError(f"{folder}: holds NaN or Inf values")
     return values, info

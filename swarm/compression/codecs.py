@@ -40,6 +40,17 @@ class Codec(Protocol):
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor: ...
 
 
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry of a float tensor is finite, at the cost of one sum in the common case.
+
+    A sum is finite only if every term is (a NaN or an Inf anywhere makes it NaN or Inf), so a finite
+    sum answers. A sum that is not finite (a NaN or Inf, or finite terms that overflow) is settled
+    entry by entry. ``torch.isfinite(x).all()`` alone costs ~25x the sum on the CPU: ~40 ms for
+    8M fp32 values on one thread, against ~1.5 ms; a node checks every contribution of every round.
+    """
+    return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
+
+
 def _check_input(values: torch.Tensor) -> torch.Tensor:
     if values.dim() != 1:
         raise ValueError(f"codecs take a 1-D shard, got shape {tuple(values.shape)}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swarm.compression.cocktail import CocktailParams
-from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec
+from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec, all_finite
 from swarm.compression.registry import make_codec
 
 CTX = CodecContext(round=3, shard=1)
@@ -67,3 +67,29 @@ def test_codecs_take_one_dimensional_shards_and_names_resolve() -> None:
         make_codec("zip")
     with pytest.raises(ValueError, match="cocktail codec only"):
         make_codec("fp32", CocktailParams())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_all_finite_agrees_with_an_entrywise_check(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(7)
+    big = torch.finfo(dtype).max
+    cases = {
+        "finite": torch.randn(10_001, generator=generator).to(dtype),
+        "empty": torch.empty(0, dtype=dtype),
+        "finite terms whose sum overflows": torch.full((9,), big, dtype=dtype),
+        "overflow that cancels": torch.tensor([big, big, -big, -big], dtype=dtype),
+    }
+    for at in (0, 5_000, 10_000):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            x = torch.randn(10_001, generator=generator).to(dtype)
+            x[at] = bad
+            cases[f"{bad} at {at}"] = x
+    both = torch.randn(10_001, generator=generator).to(dtype)
+    both[3], both[9] = float("inf"), float("-inf")  # a NaN sum from two infinities
+    cases["inf and -inf"] = both
+    cases["non-contiguous with a NaN"] = cases["nan at 5000"][::2]
+    cases["non-contiguous, NaN skipped"] = cases["nan at 5000"][1::2]
+    for name, x in cases.items():
+        assert all_finite(x) == bool(torch.isfinite(x).all()), name
+    # The fallback is exercised: these sums are not finite though every entry is.
+    assert not torch.isfinite(cases["finite terms whose sum overflows"].sum())
