@@ -61,35 +61,33 @@ def pretrain(args: argparse.Namespace, path: Path, workdir: Path) -> None:
 COCKTAIL_KNOBS = {"p": "--sparsity", "r": "--topk", "q": "--bits"}
 
 
-def method_spec(text: str) -> str:
-    """``cocktail``, ``fp32``, ``hivemind``, or a cocktail setting such as ``cocktail:p=0.5`` or
-    ``cocktail:p=0.5,r=0.2,q=4`` (sparsity, top-k ratio, bits; the others at their defaults)."""
-    name, _, setting = text.partition(":")
-    if name in ("fp32", "hivemind") and not setting:
-        return text
-    if name != "cocktail":
-        raise argparse.ArgumentTypeError(
-            f"unknown method {text!r}: cocktail[:p=..,r=..,q=..], fp32 or hivemind"
-        )
-    for item in filter(None, setting.split(",")):
-        knob, _, value = item.partition("=")
-        if knob not in COCKTAIL_KNOBS or not value:
-            raise argparse.ArgumentTypeError(f"{text!r}: settings are p=, r= and q=, got {item!r}")
-        try:
-            float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: {item!r} is not a number") from None
-    return text
-
-
 def codec_args(method: str) -> list[str]:
-    """The node's codec flags for a method spec (``method_spec``)."""
+    """The node's codec flags for a Swarm method: ``fp32``, ``cocktail`` or a cocktail setting such
+    as ``cocktail:p=0.5`` or ``cocktail:p=0.5,r=0.2,q=4`` (sparsity, top-k ratio, bits; the others at
+    their defaults). ArgumentTypeError for anything else."""
     name, _, setting = method.partition(":")
+    if name not in ("cocktail", "fp32") or (name == "fp32" and setting):
+        raise argparse.ArgumentTypeError(
+            f"unknown method {method!r}: cocktail[:p=..,r=..,q=..], fp32 or hivemind"
+        )
     flags = ["--codec", name]
     for item in filter(None, setting.split(",")):
         knob, _, value = item.partition("=")
+        if knob not in COCKTAIL_KNOBS or not value:
+            raise argparse.ArgumentTypeError(f"{method!r}: settings are p=, r= and q=, got {item!r}")
+        try:
+            float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{method!r}: {item!r} is not a number") from None
         flags += [COCKTAIL_KNOBS[knob], value]
     return flags
+
+
+def method_spec(text: str) -> str:
+    """argparse's check of a ``--methods`` entry: ``hivemind`` or a Swarm method (``codec_args``)."""
+    if text != "hivemind":
+        codec_args(text)
+    return text
 
 
 def run_swarm(

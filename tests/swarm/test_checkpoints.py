@@ -124,15 +124,15 @@ def test_a_joiner_catches_up_from_the_checkpoint_and_the_journal(swarm: Swarm) -
         node.process.send_signal(signal.SIGTERM)
     for node in (a, b):
         assert node.wait_exit(120) == 0, node.log_tail()
-    sa, sc = a.summary(), c.summary()
+    sa, sb, sc = a.summary(), b.summary(), c.summary()
     catch_up = sc["catch_up"]
     assert catch_up["source"] == "checkpoint+journal", (catch_up, c.log_tail(60))
     assert catch_up["checkpoint_round"] >= 3
-    names = {a.summary()["peer_id"], b.summary()["peer_id"]}
+    names = {sa["peer_id"], sb["peer_id"]}
     assert catch_up["providers"] == len(catch_up["provider_names"]) >= 1, catch_up
     assert set(catch_up["provider_names"]) <= names, (catch_up["provider_names"], names)
-    for node in (a, b):  # the checkpoint C took is the one every member wrote and serves
-        published = {c["round"]: c["manifest"] for c in node.summary()["checkpoints"]}
+    for summary in (sa, sb):  # the checkpoint C took is the one every member wrote and serves
+        published = {c["round"]: c["manifest"] for c in summary["checkpoints"]}
         assert published.get(catch_up["checkpoint_round"]) == catch_up["checkpoint_manifest"]
     assert catch_up["round"] >= catch_up["checkpoint_round"] + catch_up["replayed_rounds"]
     digests_a = {h["round"]: h["digest"] for h in sa["history"]}
