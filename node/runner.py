@@ -129,6 +129,9 @@ class Progress:
     bytes_sent: int = 0
     bytes_received: int = 0
     fp32_bytes: int = 0
+    loop_cpu_s: float = 0.0
+    """CPU seconds of the event loop thread (the averaging work; training has its own thread)."""
+    loop_cpu_mark_s: float | None = None
 
 
 MAX_SHARD_BYTES = 32 * 1024 * 1024
@@ -1102,6 +1105,13 @@ class Node:
         p = self.progress
         p.rounds[outcome.status.value] += 1
         self.metrics.rounds.labels(status=outcome.status.value).inc()
+        # _record runs on the event loop thread once a round: the CPU it used since the last one is
+        # this round's averaging work (its contribution, codec, reductions, protocol and commit).
+        loop_cpu, mark = time.thread_time(), p.loop_cpu_mark_s
+        round_cpu_s = 0.0 if mark is None else loop_cpu - mark
+        p.loop_cpu_mark_s = loop_cpu
+        p.loop_cpu_s += round_cpu_s
+        self.metrics.loop_cpu.inc(round_cpu_s)
         p.bytes_sent += outcome.bytes_sent
         p.bytes_received += outcome.bytes_received
         self.metrics.round_sent_bytes.set(outcome.bytes_sent)
@@ -1131,6 +1141,7 @@ class Node:
                     "group_size": len(outcome.members),
                     "duration_s": round(outcome.duration_s, 4),
                     "transfer_s": round(outcome.transfer_s, 4),
+                    "loop_cpu_s": round(round_cpu_s, 4),
                     "local_steps": contribution.local_steps,
                     "codec": outcome.codec,
                     "bytes_sent": outcome.bytes_sent,
@@ -1339,6 +1350,7 @@ class Node:
         training = self.config.training
         p = self.progress
         pending: tuple[asyncio.Task[RoundOutcome], Contribution] | None = None
+        p.loop_cpu_mark_s = time.thread_time()
         try:
             while not self.stop.is_set():
                 await asyncio.to_thread(self._train_until_round, trainer, copy, corpus_train, spec)
@@ -1473,7 +1485,7 @@ class Node:
             "residual_before": local_before - before,
             "residual_after": local_after - copy.values,
             "folds": outcome.folds,
-            "updates": [(u.shard, u.start, u.aggregate, u.own) for u in outcome.updates],
+            "updates": [(u.shard, u.start, u.dense(u.aggregate), u.dense(u.own)) for u in outcome.updates],
             "aborted": outcome.aborted_shards,
         }
         torch.save(record, folder / f"{self.host.peer_name}-round{outcome.round}.pt")
@@ -1522,6 +1534,7 @@ class Node:
             ),
             "overlap": self.config.training.overlap,
             "round_period_s": p.round_period_s,
+            "loop_cpu_s": round(p.loop_cpu_s, 3),
             "duration_s": time.time() - self.started,
             "history": p.history,
         }

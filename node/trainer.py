@@ -73,6 +73,9 @@ class LocalTrainer:
         self.device = device
         self.model = model.to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        for p in self.params:  # rounds add into flat views of the parameters
+            if not p.is_contiguous():
+                p.data = p.data.contiguous()
         self.num_elements = sum(p.numel() for p in self.params)
         self.optimizer = torch.optim.AdamW(self.params, lr=peak_lr, weight_decay=weight_decay)
         self.peak_lr, self.warmup_steps, self.total_steps = peak_lr, warmup_steps, total_steps
@@ -97,6 +100,34 @@ class LocalTrainer:
         for p in self.params:
             p.copy_(values[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
+
+    @torch.no_grad()
+    def _add_flat(self, values: torch.Tensor) -> None:
+        """x_i += values, parameter by parameter: no flat copy of the model is made."""
+        values = values.to(self.device, non_blocking=True)
+        offset = 0
+        for p in self.params:
+            p.add_(values[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    @torch.no_grad()
+    def _add_strided(self, first: int, stride: int, values: torch.Tensor) -> None:
+        """x_i[first + stride * j] += values[j], straight into the parameters it falls in."""
+        if not values.numel():
+            return
+        values = values.to(self.device, non_blocking=True)
+        stop = first + stride * (values.numel() - 1) + 1
+        offset = 0
+        for p in self.params:
+            begin, end = offset, offset + p.numel()
+            offset = end
+            if end <= first or begin >= stop:
+                continue
+            j0 = max(0, -(-(begin - first) // stride))  # first j with first + stride j >= begin
+            j1 = min(values.numel(), -(-(end - first) // stride))  # first j at or past end
+            if j0 < j1:
+                local = first + stride * j0 - begin
+                p.view(-1)[local : local + stride * (j1 - j0 - 1) + 1 : stride].add_(values[j0:j1])
 
     # --- training -----------------------------------------------------------------------------
 
@@ -155,24 +186,20 @@ class LocalTrainer:
         """Apply committed shards to x' and x_i (Algorithm 1); shards not listed change nothing."""
         if not updates:
             return
-        adjustment = torch.zeros(self.num_elements, dtype=torch.float32)
         for update in updates:
-            global_copy.apply_shard(update.start, update.aggregate)
-            end = update.start + update.aggregate.numel()
-            adjustment[update.start : end] = (
-                update.aggregate if update.own is None else update.aggregate - update.own
-            )
-        self.load_flat(self.flat().add_(adjustment))
+            global_copy.apply_shard(update.first, update.aggregate, update.stride)
+            change = update.aggregate if update.own is None else update.aggregate - update.own
+            self._add_strided(update.first, update.stride, change)
 
     @torch.no_grad()
     def apply_folds(self, folds: Sequence[tuple[int, torch.Tensor]]) -> None:
         """Add owner error moved into this member's residual (``RoundOutcome.folds``) to x_i."""
         if not folds:
             return
-        values = self.flat()
+        adjustment = torch.zeros(self.num_elements, dtype=torch.float32)
         for start, moved in folds:
-            values[start : start + moved.numel()] += moved
-        self.load_flat(values)
+            adjustment[start : start + moved.numel()] += moved
+        self._add_flat(adjustment)
 
     @torch.no_grad()
     def reset_to(self, values: torch.Tensor) -> None:
@@ -183,7 +210,7 @@ class LocalTrainer:
     @torch.no_grad()
     def adopt_global_change(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """After replacing x' from a peer: move x_i by the same amount, keeping x_i - x' (our unsent work)."""
-        self.load_flat(self.flat().add_(new - old))
+        self._add_flat(new - old)
 
     @torch.no_grad()
     def evaluate(self, values: torch.Tensor | None, batches: Sequence[torch.Tensor]) -> float:

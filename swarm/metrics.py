@@ -21,6 +21,7 @@ per-peer or per-step labels.
 | swarm_compression_ratio | gauge | fp32 payload bytes over bytes moved, last committed round |
 | swarm_round_period_seconds | gauge | wall-clock period between rounds the swarm uses now |
 | swarm_round_duration_seconds | histogram | from rendezvous to commit |
+| swarm_loop_cpu_seconds_total | counter | CPU time of the node's event loop thread: encoding, decoding, reductions, applying rounds, the protocol (training has its own thread) |
 | swarm_group_size | gauge | members in the last round |
 | swarm_local_steps_per_round | gauge | local steps before the last round |
 | swarm_aborted_shards_total | counter | shards of committed rounds that nobody applied |
@@ -74,6 +75,11 @@ class NodeMetrics:
             "swarm_round_duration_seconds",
             "Round time from rendezvous to commit",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60, 120, 300),
+            registry=r,
+        )
+        self.loop_cpu = Counter(
+            "swarm_loop_cpu_seconds",
+            "CPU time of the event loop thread: the averager's codec, reductions, applying rounds, protocol",
             registry=r,
         )
         self.group_size = Gauge("swarm_group_size", "Members in the last round", registry=r)

@@ -1,6 +1,7 @@
 """The owner's reduction: a weighted mean of decoded contributions, with owner-side error feedback.
 
-Shapes: every tensor is 1-D ``[n]`` fp32 on the CPU (one shard).
+Shapes: every tensor is 1-D ``[m]`` fp32 on the CPU: one shard's support (the entries its codec
+may change this round; all ``n`` of them for an exact codec).
 
 What the mean weights by: each member's delta ``x_i - x'`` already grows with the work it did (a
 node that ran three times the steps moved three times as far), so the default weight is 1 per

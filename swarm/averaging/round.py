@@ -296,11 +296,13 @@ class Averager:
                 if not 0 <= shard < self.layout.num_shards:
                     raise ReplayError(f"journal part names shard {shard} of {self.layout.num_shards}")
                 start, end = self.layout.bounds(shard)
+                ctx = CodecContext(round=entry.round, shard=shard)
                 try:
-                    update = codec.decode(payload, end - start, CodecContext(round=entry.round, shard=shard))
+                    update = codec.decode_support(payload, end - start, ctx)
                 except CodecError as e:
                     raise ReplayError(f"round {entry.round}, shard {shard}: {e}") from None
-                target.apply_shard(start, update)
+                offset, stride = codec.support(end - start, ctx)
+                target.apply_shard(start + offset, update, stride)
             target.round = entry.round
             target.global_step += entry.global_step_increment
             target.swarm_samples += entry.samples
@@ -907,13 +909,14 @@ class Averager:
         try:
             self._spawn(self._finish_owned_shards(group))
             # Encode every part once; C[delta_i] is what this member subtracts if its part is included.
+            # Decoded values live on each shard's support (codec.support): all that a round changes.
             parts: dict[int, pb.ShardPart] = {}
             own_decoded: dict[int, torch.Tensor] = {}
             for shard in range(layout.num_shards):
                 start, end = layout.bounds(shard)
                 ctx = CodecContext(round=roster.round, shard=shard)
                 payload = codec.encode(delta[start:end], ctx)
-                own_decoded[shard] = codec.decode(payload, end - start, ctx)
+                own_decoded[shard] = codec.decode_support(payload, end - start, ctx)
                 if self.misbehave is not None and shard not in my_shards:
                     payload = self.misbehave.payload(codec, delta[start:end], ctx, self.shard_frame_bytes)
                 parts[shard] = pb.ShardPart(
@@ -978,7 +981,8 @@ class Averager:
                 lacking.append(shard)  # the majority's bytes, which we lack: repair below
                 continue
             result, aggregate = held
-            start, _ = layout.bounds(shard)
+            start, end = layout.bounds(shard)
+            offset, stride = codec.support(end - start, CodecContext(round=roster.round, shard=shard))
             included = tuple(bytes(p) for p in result.included)
             updates.append(
                 ShardUpdate(
@@ -986,6 +990,9 @@ class Averager:
                     start=start,
                     aggregate=aggregate,
                     own=own_decoded[shard] if self.me in included else None,
+                    offset=offset,
+                    stride=stride,
+                    size=end - start,
                     payload=bytes(result.payload),
                     owner=owners[shard],
                     included=included,
@@ -1157,7 +1164,7 @@ class Averager:
             return None
         start, end = self.layout.bounds(result.shard)
         try:
-            return codec.decode(
+            return codec.decode_support(
                 bytes(result.payload), end - start, CodecContext(round=roster.round, shard=result.shard)
             )
         except CodecError:
@@ -1190,9 +1197,10 @@ class Averager:
                 raise ContributionError(f"part uses codec {part.codec!r}, this round uses {codec.name!r}")
             start, end = group.layout.bounds(shard)
             ctx = CodecContext(round=group.roster.round, shard=shard)
-            values = codec.decode(bytes(part.payload), end - start, ctx)
+            values = codec.decode_support(bytes(part.payload), end - start, ctx)
             weight = group.weights[peer]
-            check_contribution(values, weight, end - start)
+            offset, stride = codec.support(end - start, ctx)
+            check_contribution(values, weight, len(range(offset, end - start, stride)))
         except (CodecError, ContributionError) as e:
             self.rejections += 1
             group.failed[shard].add(peer)
@@ -1257,9 +1265,17 @@ class Averager:
                 contributions = group.parts[shard]
                 start, end = group.layout.bounds(shard)
                 ctx = CodecContext(round=group.roster.round, shard=shard)
-                corrected = apply_error_feedback(aggregate, self._owner_error.get(shard))
-                payload = codec.encode(corrected, ctx)
-                residual = corrected - codec.decode(payload, end - start, ctx)
+                # Parts and their mean live on the support; so does all the error feedback can change.
+                offset, stride = codec.support(end - start, ctx)
+                error = self._owner_error.get(shard)
+                corrected = apply_error_feedback(aggregate, None if error is None else error[offset::stride])
+                payload = codec.encode_support(corrected, end - start, ctx)
+                left = corrected - codec.decode_support(payload, end - start, ctx)
+                if left.numel() == end - start:  # the support is the whole shard (an exact codec)
+                    residual = left
+                else:
+                    residual = torch.zeros(end - start) if error is None else error.clone()
+                    residual[offset::stride] = left
                 group.pending_error[shard] = residual if bool(residual.any()) else None
                 group.results[shard].set_result(
                     pb.ShardResult(

@@ -16,7 +16,7 @@ import torch
 
 def digest_of(values: torch.Tensor) -> bytes:
     """sha256 of the little-endian fp32 bytes of a CPU vector."""
-    return hashlib.sha256(values.numpy().tobytes()).digest()
+    return hashlib.sha256(values.contiguous().numpy().data.cast("B")).digest()  # no copy of the bytes
 
 
 @dataclass
@@ -40,8 +40,10 @@ class GlobalCopy:
             self._digest = digest_of(self.values)
         return self._digest
 
-    def apply_shard(self, start: int, update: torch.Tensor) -> None:
-        self.values[start : start + update.numel()].add_(update)
+    def apply_shard(self, start: int, update: torch.Tensor, stride: int = 1) -> None:
+        """x'[start], x'[start + stride], ... += update (a shard's support; the others stay as they are)."""
+        if update.numel():
+            self.values[start : start + stride * (update.numel() - 1) + 1 : stride].add_(update)
         self._digest = None
 
     def replace(self, values: torch.Tensor, *, round: int, global_step: int, swarm_samples: int) -> None:
@@ -56,15 +58,37 @@ class GlobalCopy:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardUpdate:
-    """A committed shard: add ``aggregate`` to x' and x_i, subtract ``own`` (C[delta_i]) from x_i."""
+    """A committed shard: add ``aggregate`` to x' and x_i, subtract ``own`` (C[delta_i]) from x_i.
+
+    Both hold the shard's support only (the entries its codec may change this round): x entries
+    ``start + offset + stride * j``. An exact codec's support is the whole shard (offset 0, stride 1).
+    """
 
     shard: int
     start: int
     aggregate: torch.Tensor
     own: torch.Tensor | None
+    offset: int = 0
+    stride: int = 1
+    size: int | None = None
+    """The shard's length (None: ``aggregate`` covers it densely)."""
     payload: bytes = b""
     """The owner's result bytes that decode to ``aggregate`` (kept in the round journal)."""
     owner: bytes = b""
     """Peer id of the member that aggregated this shard."""
     included: tuple[bytes, ...] = ()
     """The members whose parts the owner averaged (excluded ones keep theirs in their residual)."""
+
+    @property
+    def first(self) -> int:
+        """Index in the flat vector of the support's first entry."""
+        return self.start + self.offset
+
+    def dense(self, values: torch.Tensor | None) -> torch.Tensor | None:
+        """``values`` (on the support) spread over the whole shard, zeros elsewhere."""
+        if values is None:
+            return None
+        size = values.numel() if self.size is None else self.size
+        out = torch.zeros(size, dtype=values.dtype, device=values.device)
+        out[self.offset :: self.stride] = values
+        return out

@@ -110,6 +110,20 @@ def _pack(values: torch.Tensor, bits: int) -> torch.Tensor:
     return packed
 
 
+def _pack_bits(flags: torch.Tensor) -> torch.Tensor:
+    """A bool mask as a bitmap, low bits first (numpy's packbits on the CPU: ~8x the torch loop)."""
+    if flags.device.type == "cpu":
+        return torch.from_numpy(np.packbits(flags.numpy(), bitorder="little"))
+    return _pack(flags.to(torch.uint8), 1)
+
+
+def _unpack_bits(packed: torch.Tensor) -> torch.Tensor:
+    """The bool mask of ``8 * len(packed)`` flags that ``_pack_bits`` wrote."""
+    if packed.device.type == "cpu":
+        return torch.from_numpy(np.unpackbits(packed.numpy(), bitorder="little")).view(torch.bool)
+    return _unpack(packed, 8 * packed.numel(), 1).bool()
+
+
 def _unpack(packed: torch.Tensor, count: int, bits: int) -> torch.Tensor:
     if bits == 8:
         return packed[:count]
@@ -165,18 +179,42 @@ class CocktailCodec:
             threshold = sampled_threshold(magnitude[probe_at], k, m)
             # Ties at zero would select every zero entry: keep strictly positive ones then.
             return magnitude > threshold if bool(threshold == 0) else magnitude >= threshold
+        if magnitude.device.type == "cpu":
+            # The k-th largest magnitude as a threshold: half the time of torch.topk on the CPU, and
+            # the same set whenever no other entry ties with it (checked by the count).
+            threshold = torch.kthvalue(magnitude, m - k + 1).values
+            mask = magnitude >= threshold
+            if int(mask.sum()) == k:
+                return mask
         mask = torch.zeros(m, dtype=torch.bool, device=magnitude.device)
         mask[torch.topk(magnitude, k, sorted=False).indices] = True
         return mask
 
+    def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
+        """(offset, stride): the shard entries ``offset, offset + stride, ...`` that C[x] may change
+        this round (the random mask), the same on every member."""
+        return _offset(self.params.stride, ctx), self.params.stride
+
     def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
         if values.dim() != 1:
             raise ValueError(f"codecs take a 1-D shard, got shape {tuple(values.shape)}")
+        offset, stride = self.support(values.numel(), ctx)
+        return self._encode_sampled(values.detach()[offset::stride].float().contiguous(), values.numel())
+
+    def encode_support(self, values: torch.Tensor, num_elements: int, ctx: CodecContext) -> bytes:
+        """``encode`` of a shard of ``num_elements`` given only its entries on ``support`` (the
+        others cannot reach the payload): the same bytes, for O(p n) work instead of O(n)."""
+        offset, stride = self.support(num_elements, ctx)
+        m = len(range(offset, num_elements, stride))
+        if values.shape != (m,):
+            raise ValueError(
+                f"{m} sampled entries expected for a shard of {num_elements}, got {tuple(values.shape)}"
+            )
+        return self._encode_sampled(values.detach().float().contiguous(), num_elements)
+
+    def _encode_sampled(self, sampled: torch.Tensor, n: int) -> bytes:
+        """The payload of a shard of ``n`` whose sampled entries (contiguous fp32) are ``sampled``."""
         p = self.params
-        x = values.detach().float()
-        n = x.numel()
-        offset = _offset(p.stride, ctx)
-        sampled = x[offset :: p.stride]
         m = sampled.numel()
         selected = self._select(sampled.abs(), min(m, math.ceil(p.topk * m)))
         chosen = sampled[selected]  # index order
@@ -197,7 +235,7 @@ class CocktailCodec:
         codes = (level.clamp(-levels, levels).reshape(-1)[:k] + levels).to(torch.uint8)
         body = torch.cat(
             [
-                _pack(selected.to(torch.uint8), 1),
+                _pack_bits(selected),
                 scales.view(torch.uint8),
                 _pack(codes, p.bits),
             ]
@@ -240,11 +278,22 @@ class CocktailCodec:
         self, payload: bytes, num_elements: int, ctx: CodecContext, *, device: torch.device | None = None
     ) -> torch.Tensor:
         """C[x] as a dense ``[n]`` fp32 tensor on ``device`` (the CPU by default)."""
-        offset, selected, values = self._parse(payload, num_elements, ctx, device)
-        dense = torch.zeros(num_elements, dtype=torch.float32, device=values.device)
-        if values.numel():
-            dense[offset :: self.params.stride][selected] = values
+        sampled = self.decode_support(payload, num_elements, ctx, device=device)
+        dense = torch.zeros(num_elements, dtype=torch.float32, device=sampled.device)
+        offset, stride = self.support(num_elements, ctx)
+        dense[offset::stride] = sampled
         return dense
+
+    def decode_support(
+        self, payload: bytes, num_elements: int, ctx: CodecContext, *, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """C[x] on ``support`` only, ``[m]`` fp32 (zero where top-k dropped an entry): what a round
+        adds, in a tenth of the memory and time of the dense ``decode`` at the defaults."""
+        _, selected, values = self._parse(payload, num_elements, ctx, device)
+        sampled = torch.zeros(selected.numel(), dtype=torch.float32, device=values.device)
+        if values.numel():
+            sampled[selected] = values
+        return sampled
 
     def subtract_decoded(self, payload: bytes, out: torch.Tensor, ctx: CodecContext) -> None:
         """``out -= C[x]`` in place, touching only the k selected entries (error feedback on a GPU)."""
@@ -280,7 +329,7 @@ class CocktailCodec:
             if expected > _HEADER.size
             else torch.zeros(0, dtype=torch.uint8)
         ).to(device or "cpu")
-        bitmap = _unpack(body[:bitmap_bytes], 8 * bitmap_bytes, 1).bool()
+        bitmap = _unpack_bits(body[:bitmap_bytes])
         if bool(bitmap[m:].any()) or int(bitmap[:m].sum()) != k:
             raise CodecError("bitmap does not select exactly k sampled entries")
         scales = body[bitmap_bytes : bitmap_bytes + 2 * num_buckets].clone().view(torch.float16).float()
@@ -291,8 +340,8 @@ class CocktailCodec:
         if bool((codes.abs() > levels).any()):
             raise CodecError("quantisation code out of range")
         step = scales / levels  # one fp32 division per bucket, then one multiply per value
-        bucket_of = torch.arange(k, device=body.device) // p.bucket
-        return offset, bitmap[:m], codes.float() * step[bucket_of]
+        rows = torch.nn.functional.pad(codes.float(), (0, num_buckets * p.bucket - k)).view(-1, p.bucket)
+        return offset, bitmap[:m], (rows * step[:, None]).reshape(-1)[:k]
 
     def wire_bits_per_parameter(self, n: int) -> float:
         """Bits on the wire per shard entry for a shard of ``n`` (header included)."""

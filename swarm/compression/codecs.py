@@ -39,6 +39,18 @@ class Codec(Protocol):
 
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor: ...
 
+    def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
+        """(offset, stride) of the shard entries ``decode`` may make non-zero this round."""
+        ...
+
+    def encode_support(self, values: torch.Tensor, num_elements: int, ctx: CodecContext) -> bytes:
+        """``encode`` of a shard given only its entries on ``support`` (the others do not matter)."""
+        ...
+
+    def decode_support(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        """``decode(...)[offset::stride]``: C[x] on ``support``, without the zeros elsewhere."""
+        ...
+
 
 def all_finite(values: torch.Tensor) -> bool:
     """Whether every entry of a float tensor is finite, at the cost of one sum in the common case.
@@ -80,6 +92,17 @@ class Fp32Codec:
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
         return _decode_array(payload, num_elements, np.dtype("<f4"), self.name)
 
+    def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
+        return 0, 1  # an exact codec may change every entry
+
+    def encode_support(self, values: torch.Tensor, num_elements: int, ctx: CodecContext) -> bytes:
+        if values.shape != (num_elements,):
+            raise ValueError(f"{num_elements} values expected, got shape {tuple(values.shape)}")
+        return self.encode(values, ctx)
+
+    def decode_support(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        return self.decode(payload, num_elements, ctx)
+
 
 class Fp16Codec:
     """Half precision, round to nearest even; values beyond fp16's range saturate to +-65504."""
@@ -93,3 +116,14 @@ class Fp16Codec:
 
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
         return _decode_array(payload, num_elements, np.dtype("<f2"), self.name)
+
+    def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
+        return 0, 1  # an exact codec may change every entry
+
+    def encode_support(self, values: torch.Tensor, num_elements: int, ctx: CodecContext) -> bytes:
+        if values.shape != (num_elements,):
+            raise ValueError(f"{num_elements} values expected, got shape {tuple(values.shape)}")
+        return self.encode(values, ctx)
+
+    def decode_support(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        return self.decode(payload, num_elements, ctx)

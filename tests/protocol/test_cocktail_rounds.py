@@ -68,10 +68,10 @@ def _apply(outcome: RoundOutcome, x: torch.Tensor, copy: GlobalCopy) -> torch.Te
     for start, moved in outcome.folds:
         x[start : start + moved.numel()] += moved
     if outcome.status is Status.COMMITTED:
-        for update in outcome.updates:
-            end = update.start + update.aggregate.numel()
-            copy.apply_shard(update.start, update.aggregate)
-            x[update.start : end] += update.aggregate if update.own is None else update.aggregate - update.own
+        for update in outcome.updates:  # values on the shard's support: every stride-th entry
+            copy.apply_shard(update.first, update.aggregate, update.stride)
+            change = update.aggregate if update.own is None else update.aggregate - update.own
+            x[update.first :: update.stride][: change.numel()] += change
         copy.round = outcome.round
     return x
 

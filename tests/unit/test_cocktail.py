@@ -143,6 +143,28 @@ def test_subtract_decoded_matches_the_dense_decode() -> None:
     assert torch.equal(x, expected)
 
 
+@pytest.mark.parametrize("kind", ["sparse", "ties", "distinct"])
+def test_exact_topk_selects_exactly_k_even_with_ties_at_the_threshold(kind: str) -> None:
+    """The CPU's threshold (the k-th largest magnitude) selects k entries unless others tie with it;
+    ties (zeros of a sparse delta, repeated magnitudes) take torch.topk: always exactly k, the largest."""
+    codec = CocktailCodec()
+    n = 400_000
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(n, generator=g)
+    if kind == "sparse":  # fewer non-zero sampled entries than k: the threshold is 0
+        x = x * (torch.rand(n, generator=g) < 0.05)
+    elif kind == "ties":  # a few magnitudes only
+        x = torch.sign(x) * torch.randint(1, 4, (n,), generator=g).float()
+    payload = codec.encode(x, CTX)
+    kept = torch.from_numpy(kept_indices(n, codec.params.stride, CTX))
+    k = math.ceil(codec.params.topk * kept.numel())
+    assert int.from_bytes(payload[8:12], "little") == k  # the header's k
+    _, selected, _ = codec._parse(payload, n, CTX, None)
+    assert int(selected.sum()) == k
+    magnitude = x.abs()[kept]
+    assert magnitude[selected].min() >= magnitude[~selected].max()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_sampled_topk_keeps_the_largest_entries_and_about_k_of_them(seed: int) -> None:
     """The GPU-friendly selection: a threshold from 2^16 sampled magnitudes; count within 5% of k."""

@@ -46,6 +46,34 @@ def test_round_keeps_the_unsent_residual_and_moves_both_copies() -> None:
     torch.testing.assert_close(residual[half:], delta[half:], rtol=0, atol=1e-6)
 
 
+def test_a_strided_support_moves_only_its_entries_across_parameter_boundaries() -> None:
+    """A cocktail round changes a shard's support (every stride-th entry from an offset); the
+    adds go straight into the parameters, across their boundaries, and nowhere else."""
+    for start, offset, stride in [(0, 0, 1), (0, 2, 3), (7, 1, 10), (3, 4, 5), (11, 0, 2)]:
+        trainer = _trainer()
+        n = trainer.num_elements  # 5*3+3 + 3*2+2 = 26 entries in four parameters
+        size = n - start
+        copy = GlobalCopy(trainer.flat() - torch.randn(n) * 0.1)
+        x_before, copy_before = trainer.flat(), copy.values.clone()
+        m = len(range(offset, size, stride))
+        aggregate, own = torch.randn(m), torch.randn(m)
+        update = ShardUpdate(
+            shard=0, start=start, aggregate=aggregate, own=own, offset=offset, stride=stride, size=size
+        )
+        trainer.apply_round([update], copy)
+        dense_aggregate, dense_own = update.dense(aggregate), update.dense(own)
+        assert dense_aggregate is not None and dense_own is not None
+        expected_copy, expected_x = copy_before.clone(), x_before.clone()
+        expected_copy[start:] += dense_aggregate
+        expected_x[start:] += dense_aggregate - dense_own
+        assert torch.equal(copy.values, expected_copy)
+        torch.testing.assert_close(trainer.flat(), expected_x, rtol=0, atol=1e-6)
+        untouched = torch.ones(n, dtype=torch.bool)
+        untouched[start + offset :: stride][:m] = False
+        assert torch.equal(trainer.flat()[untouched], x_before[untouched])
+        assert torch.equal(copy.values[untouched], copy_before[untouched])
+
+
 def test_shards_not_committed_change_nothing() -> None:
     trainer = _trainer()
     copy = GlobalCopy(trainer.flat().clone())
