@@ -1,11 +1,14 @@
-"""Benchmark: time and bytes of one averaging round, 2 and 4 real nodes on loopback, fp32 vs fp16.
+"""Benchmark: time, bytes and CPU of one averaging round, 2 and 4 real nodes on loopback, per codec.
 
 Each setting starts N ``swarm-node join`` processes (one torch thread each) in deterministic mode
 (one local step per round, the whole group required), lets them run R rounds, and reads their
 summaries: bytes each node wrote per round (length prefixes included, at the stream layer), the
-median round time (rendezvous to commit) and the median transfer time (roster to last result).
+median round time (rendezvous to commit), the median transfer time (roster to last result), and the
+median CPU time of each node's event loop thread per round (``loop_cpu_s``: its contribution, the
+codec, the owners' reductions, applying the round and the protocol; training has its own thread).
+That CPU is what a round takes from a CPU node's training.
 
-    python benchmarks/round_loopback.py [--model small] [--rounds 8] [--out benchmarks/results]
+    python benchmarks/round_loopback.py [--model small] [--rounds 8] [--codecs fp32 fp16 cocktail]
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
     full = [[h for h in d["history"] if h["group_size"] == nodes] for d in data]
     durations = [h["duration_s"] for history in full for h in history[1:]]
     transfers = [h["transfer_s"] for history in full for h in history[1:]]
+    loop_cpu = [h["loop_cpu_s"] for history in full for h in history[2:] if "loop_cpu_s" in h]
     bytes_per_round = [d["bytes_sent"] / max(1, len(h)) for d, h in zip(data, full, strict=True)]
     return {
         "nodes": nodes,
@@ -89,6 +93,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
         "rounds_with_full_group": min(len(h) for h in full),
         "median_round_s": statistics.median(durations),
         "median_transfer_s": statistics.median(transfers),
+        "median_loop_cpu_s": statistics.median(loop_cpu) if loop_cpu else None,
         "sent_bytes_per_node_per_round": statistics.median(bytes_per_round),
         "digests_agree": all(
             len({d["history"][i]["digest"] for d in data}) == 1
@@ -103,12 +108,14 @@ def main() -> None:
     )
     parser.add_argument("--model", default="small")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--codecs", nargs="+", default=["fp32", "fp16", "cocktail"])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp:
-        for nodes in (2, 4):
-            for codec in ("fp32", "fp16"):
+        for nodes in args.nodes:
+            for codec in args.codecs:
                 result = run_setting(nodes, codec, args.model, args.rounds, Path(tmp))
                 print(json.dumps(result), flush=True)
                 results.append(result)
@@ -129,6 +136,8 @@ def main() -> None:
         "parameters": parameters,
         "fp32_bytes_of_model": 4 * parameters,
         "rounds": args.rounds,
+        "codecs": args.codecs,
+        "nodes": args.nodes,
         "results": results,
     }
     (out / f"round_loopback-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -140,30 +149,35 @@ def render(record: dict) -> str:
     """The Markdown report of one run (also used to re-render a saved JSON file)."""
     parameters = record["parameters"]
     lines = [
-        f"# Round time and bytes on loopback ({record['date']})",
+        f"# Round time, bytes and CPU on loopback ({record['date']})",
         "",
         f"Machine: {record['machine']}; torch {record['torch']}; model `{record['model']}` ({parameters:,}"
         f" parameters, {4 * parameters / 1e6:.1f} MB in fp32); {record['rounds']} rounds per setting, one local"
         " step per round, one torch thread per node; bytes are what each node wrote to its streams per round.",
         "",
-        "| nodes | codec | median round s | median transfer s | MB sent per node per round | predicted MB | x' digests agree |",
-        "|---|---|---|---|---|---|---|",
+        "| nodes | codec | median round s | median transfer s | loop CPU s per round | MB sent per node per round | predicted MB | x' digests agree |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in record["results"]:
-        width = 4 if r["codec"] == "fp32" else 2
-        predicted = 2 * (r["nodes"] - 1) / r["nodes"] * width * parameters
+        width = {"fp32": 4, "fp16": 2}.get(r["codec"])
+        predicted = f"{2 * (r['nodes'] - 1) / r['nodes'] * width * parameters / 1e6:.2f}" if width else "-"
+        cpu = r.get("median_loop_cpu_s")
         lines.append(
             f"| {r['nodes']} | {r['codec']} | {r['median_round_s']:.2f} | {r['median_transfer_s']:.2f} |"
-            f" {r['sent_bytes_per_node_per_round'] / 1e6:.2f} | {predicted / 1e6:.2f} | {r['digests_agree']} |"
+            f" {'-' if cpu is None else f'{cpu:.3f}'} | {r['sent_bytes_per_node_per_round'] / 1e6:.2f} |"
+            f" {predicted} | {r['digests_agree']} |"
         )
     lines += [
         "",
-        "Predicted: parts to the owners plus results back, 2 x (N-1)/N copies of the vector per node per",
-        "round. The measured figures add frame headers and, for joiners, their one-time download of x'",
-        "spread over the rounds. Round time includes the conductor's 0.5 s gather window and a DHT read;",
-        "the transfer is the time from the roster to the last result.",
+        "Predicted (exact codecs): parts to the owners plus results back, 2 x (N-1)/N copies of the vector",
+        "per node per round. The measured figures add frame headers and, for joiners, their one-time download",
+        "of x' spread over the rounds. Round time includes the conductor's 0.5 s gather window and a DHT read;",
+        "the transfer is the time from the roster to the last result. Loop CPU: the median over nodes and",
+        "rounds (the first two skipped) of the CPU time of a node's event loop thread per round.",
         "",
-        f"Reproduce: `python benchmarks/round_loopback.py --model {record['model']} --rounds {record['rounds']}`.",
+        f"Reproduce: `python benchmarks/round_loopback.py --model {record['model']} --rounds {record['rounds']}"
+        f" --codecs {' '.join(record.get('codecs', ['fp32', 'fp16']))}"
+        f" --nodes {' '.join(str(n) for n in record.get('nodes', [2, 4]))}`.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,7 @@
 """The round journal: what a member committed since its x' was last replaced, for replay.
 
-A committed round changes x' by ``decode(payload)`` per committed shard, in plain fp32 additions.
+A committed round adds ``decode_support(payload)`` to each committed shard's support (the entries
+its codec's mask may change that round; the whole shard for an exact codec), in plain fp32 additions.
 A member keeps those payloads (a few percent of x' per round with the cocktail codec) so that a
 joiner holding x' of an earlier round (a checkpoint) can redo the same additions and end
 bit-identical, instead of downloading x' itself. Entries are contiguous rounds; the oldest are
