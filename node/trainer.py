@@ -115,8 +115,10 @@ class LocalTrainer:
         """x_i[first + stride * j] += values[j], straight into the parameters it falls in."""
         if not values.numel():
             return
-        values = values.to(self.device, non_blocking=True)
         stop = first + stride * (values.numel() - 1) + 1
+        if first < 0 or stop > self.num_elements:
+            raise ValueError(f"entries {first}..{stop - 1} do not fit a model of {self.num_elements}")
+        values = values.to(self.device, non_blocking=True)
         offset = 0
         for p in self.params:
             begin, end = offset, offset + p.numel()

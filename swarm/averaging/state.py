@@ -43,7 +43,10 @@ class GlobalCopy:
     def apply_shard(self, start: int, update: torch.Tensor, stride: int = 1) -> None:
         """x'[start], x'[start + stride], ... += update (a shard's support; the others stay as they are)."""
         if update.numel():
-            self.values[start : start + stride * (update.numel() - 1) + 1 : stride].add_(update)
+            stop = start + stride * (update.numel() - 1) + 1
+            if start < 0 or stop > self.values.numel():
+                raise ValueError(f"entries {start}..{stop - 1} do not fit x' of {self.values.numel()}")
+            self.values[start:stop:stride].add_(update)
         self._digest = None
 
     def replace(self, values: torch.Tensor, *, round: int, global_step: int, swarm_samples: int) -> None:
@@ -79,9 +82,19 @@ class ShardUpdate:
     included: tuple[bytes, ...] = ()
     """The members whose parts the owner averaged (excluded ones keep theirs in their residual)."""
 
+    def __post_init__(self) -> None:
+        if self.size is None:
+            if (self.offset, self.stride) != (0, 1):
+                raise ValueError("a strided ShardUpdate needs the shard's size")
+            return
+        entries = len(range(self.offset, self.size, self.stride))
+        for name, values in (("aggregate", self.aggregate), ("own", self.own)):
+            if values is not None and values.numel() != entries:
+                raise ValueError(f"{name} has {values.numel()} values for a support of {entries} entries")
+
     @property
     def first(self) -> int:
-        """Index in the flat vector of the support's first entry."""
+        """Index in the flat vector of the support's first entry (past the shard if it is empty)."""
         return self.start + self.offset
 
     def dense(self, values: torch.Tensor | None) -> torch.Tensor | None:

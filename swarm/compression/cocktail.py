@@ -179,13 +179,6 @@ class CocktailCodec:
             threshold = sampled_threshold(magnitude[probe_at], k, m)
             # Ties at zero would select every zero entry: keep strictly positive ones then.
             return magnitude > threshold if bool(threshold == 0) else magnitude >= threshold
-        if magnitude.device.type == "cpu":
-            # The k-th largest magnitude as a threshold: half the time of torch.topk on the CPU, and
-            # the same set whenever no other entry ties with it (checked by the count).
-            threshold = torch.kthvalue(magnitude, m - k + 1).values
-            mask = magnitude >= threshold
-            if int(mask.sum()) == k:
-                return mask
         mask = torch.zeros(m, dtype=torch.bool, device=magnitude.device)
         mask[torch.topk(magnitude, k, sorted=False).indices] = True
         return mask

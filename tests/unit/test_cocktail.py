@@ -145,8 +145,8 @@ def test_subtract_decoded_matches_the_dense_decode() -> None:
 
 @pytest.mark.parametrize("kind", ["sparse", "ties", "distinct"])
 def test_exact_topk_selects_exactly_k_even_with_ties_at_the_threshold(kind: str) -> None:
-    """The CPU's threshold (the k-th largest magnitude) selects k entries unless others tie with it;
-    ties (zeros of a sparse delta, repeated magnitudes) take torch.topk: always exactly k, the largest."""
+    """Ties at the k-th largest magnitude (zeros of a sparse delta, the few levels of an owner's
+    mean) still select exactly k entries, the largest: the header's k is the bitmap's count."""
     codec = CocktailCodec()
     n = 400_000
     g = torch.Generator().manual_seed(7)

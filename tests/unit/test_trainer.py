@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
 from node.trainer import LocalTrainer, lr_at
@@ -88,3 +89,15 @@ def test_schedule_warms_up_then_decays_to_its_floor() -> None:
     assert values[0] == 0.1 and values[2] == 1.0
     assert all(a >= b for a, b in itertools.pairwise(values[2:]))
     assert abs(values[-1] - 0.1) < 1e-9
+
+
+def test_a_shard_update_must_fit_its_support() -> None:
+    with pytest.raises(ValueError, match="support of 3 entries"):
+        ShardUpdate(shard=0, start=0, aggregate=torch.zeros(4), own=None, offset=1, stride=3, size=9)
+    with pytest.raises(ValueError, match="needs the shard's size"):
+        ShardUpdate(shard=0, start=0, aggregate=torch.zeros(3), own=None, offset=1, stride=3)
+    trainer = _trainer()
+    n = trainer.num_elements
+    update = ShardUpdate(shard=0, start=n - 5, aggregate=torch.ones(6), own=None, size=6)  # one past the end
+    with pytest.raises(ValueError):
+        trainer.apply_round([update], GlobalCopy(trainer.flat()))
