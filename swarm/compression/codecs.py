@@ -81,16 +81,16 @@ def _decode_array(payload: bytes, num_elements: int, dtype: np.dtype, name: str)
     return torch.from_numpy(array)
 
 
-class Fp32Codec:
-    """Exact: the fp32 bytes themselves. C[x] == x."""
+class _DenseCodec:
+    """What the exact codecs share: their support is the whole shard."""
 
-    name = "fp32"
+    name: str
 
     def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
-        return _check_input(values).numpy().astype("<f4", copy=False).tobytes()
+        raise NotImplementedError
 
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
-        return _decode_array(payload, num_elements, np.dtype("<f4"), self.name)
+        raise NotImplementedError
 
     def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
         return 0, 1  # an exact codec may change every entry
@@ -104,7 +104,19 @@ class Fp32Codec:
         return self.decode(payload, num_elements, ctx)
 
 
-class Fp16Codec:
+class Fp32Codec(_DenseCodec):
+    """Exact: the fp32 bytes themselves. C[x] == x."""
+
+    name = "fp32"
+
+    def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
+        return _check_input(values).numpy().astype("<f4", copy=False).tobytes()
+
+    def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
+        return _decode_array(payload, num_elements, np.dtype("<f4"), self.name)
+
+
+class Fp16Codec(_DenseCodec):
     """Half precision, round to nearest even; values beyond fp16's range saturate to +-65504."""
 
     name = "fp16"
@@ -116,14 +128,3 @@ class Fp16Codec:
 
     def decode(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
         return _decode_array(payload, num_elements, np.dtype("<f2"), self.name)
-
-    def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
-        return 0, 1  # an exact codec may change every entry
-
-    def encode_support(self, values: torch.Tensor, num_elements: int, ctx: CodecContext) -> bytes:
-        if values.shape != (num_elements,):
-            raise ValueError(f"{num_elements} values expected, got shape {tuple(values.shape)}")
-        return self.encode(values, ctx)
-
-    def decode_support(self, payload: bytes, num_elements: int, ctx: CodecContext) -> torch.Tensor:
-        return self.decode(payload, num_elements, ctx)
