@@ -120,6 +120,8 @@ def test_prometheus_discovers_the_nodes_through_the_coordinator(live: Live, tmp_
         assert float(query(f'swarm_run_latest_checkpoint_round{{run="{RUN}"}}')[0]["value"][1]) >= 3
         assert float(query(f'swarm_run_samples_total{{run="{RUN}"}}')[0]["value"][1]) > 0
         assert float(query("sum(swarm_samples_total)")[0]["value"][1]) > 0
+        loop_cpu = query("swarm_loop_cpu_seconds_total")  # the averaging's CPU, per node
+        assert len(loop_cpu) == 2 and all(float(r["value"][1]) > 0 for r in loop_cpu)
     finally:
         process.terminate()
         process.wait(timeout=30)
