@@ -102,17 +102,9 @@ class LocalTrainer:
             offset += p.numel()
 
     @torch.no_grad()
-    def _add_flat(self, values: torch.Tensor) -> None:
-        """x_i += values, parameter by parameter: no flat copy of the model is made."""
-        values = values.to(self.device, non_blocking=True)
-        offset = 0
-        for p in self.params:
-            p.add_(values[offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
-
-    @torch.no_grad()
     def _add_strided(self, first: int, stride: int, values: torch.Tensor) -> None:
-        """x_i[first + stride * j] += values[j], straight into the parameters it falls in."""
+        """x_i[first + stride * j] += values[j], straight into the parameters it falls in (no flat
+        copy of the model is made)."""
         if not values.numel():
             return
         stop = first + stride * (values.numel() - 1) + 1
@@ -196,12 +188,8 @@ class LocalTrainer:
     @torch.no_grad()
     def apply_folds(self, folds: Sequence[tuple[int, torch.Tensor]]) -> None:
         """Add owner error moved into this member's residual (``RoundOutcome.folds``) to x_i."""
-        if not folds:
-            return
-        adjustment = torch.zeros(self.num_elements, dtype=torch.float32)
         for start, moved in folds:
-            adjustment[start : start + moved.numel()] += moved
-        self._add_flat(adjustment)
+            self._add_strided(start, 1, moved)
 
     @torch.no_grad()
     def reset_to(self, values: torch.Tensor) -> None:
@@ -212,7 +200,7 @@ class LocalTrainer:
     @torch.no_grad()
     def adopt_global_change(self, old: torch.Tensor, new: torch.Tensor) -> None:
         """After replacing x' from a peer: move x_i by the same amount, keeping x_i - x' (our unsent work)."""
-        self._add_flat(new - old)
+        self._add_strided(0, 1, new - old)
 
     @torch.no_grad()
     def evaluate(self, values: torch.Tensor | None, batches: Sequence[torch.Tensor]) -> float:
