@@ -5,7 +5,10 @@
 #      CPU, its error buffer ends exactly (e + u) - C[e + u]);
 #   2. benchmarks/codec.py --device cuda: 100M and 1B parameters; top-k exact, sampled (torch ops) and
 #      fused (Triton kernels) against the memory floor; writes benchmarks/results/codec_cuda-<date>.{json,md}
-#      (and copies them and the logs to $OUT if set).
+#      (and copies them and the logs to $OUT if set);
+#   3. benchmarks/member_round.py --device cuda: a GPU member's own side of a round (dense delta on
+#      the host against the supports gathered and encoded on the GPU), 100M and 1B parameters; writes
+#      benchmarks/results/member_round_cuda-<date>.{json,md}.
 # Needs only torch (a CUDA build), numpy, pytest and Triton: none of the swarm's networking packages
 # (tests/unit/test_gpu_check_imports.py keeps it so). Python: $PY, else .venv's, else python3.
 # Usage, from the repository root: bash benchmarks/gpu_check.sh
@@ -22,6 +25,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 tests=${PIPESTATUS[0]}
 "$PY" benchmarks/codec.py --device cuda --sizes 100000000 1000000000 2>&1 | tee "$LOGS/codec_cuda.log"
 bench=${PIPESTATUS[0]}
-if [ -n "${OUT:-}" ]; then cp benchmarks/results/codec_cuda-*.json benchmarks/results/codec_cuda-*.md "$OUT"/ 2>/dev/null; fi
-echo "tests/gpu exit $tests, codec benchmark exit $bench"
-[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
+"$PY" benchmarks/member_round.py --device cuda --sizes 100000000 1000000000 --repeats 3 2>&1 | tee "$LOGS/member_round_cuda.log"
+member=${PIPESTATUS[0]}
+if [ -n "${OUT:-}" ]; then
+    cp benchmarks/results/codec_cuda-*.json benchmarks/results/codec_cuda-*.md \
+        benchmarks/results/member_round_cuda-*.json benchmarks/results/member_round_cuda-*.md "$OUT"/ 2>/dev/null
+fi
+echo "tests/gpu exit $tests, codec benchmark exit $bench, member round benchmark exit $member"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$member" -eq 0 ]

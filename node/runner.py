@@ -49,6 +49,7 @@ from swarm.averaging.round import (
     fetch_journal,
     fetch_state,
 )
+from swarm.averaging.shards import gather, shards_for
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint_files, read_checkpoint_folder
 from swarm.checkpoint.manifest import Manifest, build_manifest
@@ -57,7 +58,7 @@ from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_p
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import pointer_from_pb, pointer_to_pb
 from swarm.compression.cocktail import CocktailParams
-from swarm.compression.codecs import Codec, all_finite
+from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import load_corpus
 from swarm.data.sampling import eval_batches, train_batch
@@ -132,15 +133,6 @@ class Progress:
     loop_cpu_s: float = 0.0
     """CPU seconds of the event loop thread (the averaging work; training has its own thread)."""
     loop_cpu_mark_s: float | None = None
-
-
-MAX_SHARD_BYTES = 32 * 1024 * 1024
-
-
-def shards_for(requested: int, num_elements: int) -> int:
-    """The run's shard count, raised so that no fp32 shard exceeds MAX_SHARD_BYTES (same on every member)."""
-    needed = -(-4 * num_elements // MAX_SHARD_BYTES)
-    return min(num_elements, max(requested, needed))
 
 
 def _ip_of(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -311,6 +303,8 @@ class Node:
         self.metrics.round_period.set(config.training.round_period_s)
         self._results_sent = 0
         self._round_in_progress = 0
+        self._dumped_delta: torch.Tensor | None = None
+        """x_i - x' (dense) of the round in progress, for fault dumps only (``--dump-dir``)."""
         self.reporter: Reporter | None = None
         self._archive_stored: dict[tuple[str, bytes], float] = {}
         self._last_report_t = time.time()
@@ -1364,7 +1358,7 @@ class Node:
                 ) or (training.until_round is not None and copy.round >= training.until_round)
                 if self.stop.is_set() or enough_rounds or (out_of_steps and p.steps_since_round == 0):
                     break
-                contribution = self._contribution(trainer, copy)
+                contribution = self._contribution(trainer, copy, averager)
                 task = asyncio.create_task(averager.run_round(contribution))
                 if training.overlap:
                     pending = (task, contribution)
@@ -1378,17 +1372,26 @@ class Node:
                 outcome = await pending[0]
                 await self._finish_round(outcome, pending[1], averager, trainer, copy, evals)
 
-    def _contribution(self, trainer: LocalTrainer, copy: GlobalCopy) -> Contribution:
+    def _contribution(self, trainer: LocalTrainer, copy: GlobalCopy, averager: Averager) -> Contribution:
+        """x_i - x' on the next round's supports, computed on the model's device (for a GPU member,
+        a tenth of the model crosses to the host at the defaults, as encoded bytes)."""
         p = self.progress
-        self._round_in_progress, self._results_sent = copy.round + 1, 0
-        delta = trainer.flat().sub_(copy.values)
-        if not all_finite(delta):
+        round_id = copy.round + 1
+        self._round_in_progress, self._results_sent = round_id, 0
+        if not trainer.all_finite():
             # Local training diverged: drop this node's unsent work rather than poison the round.
             logger.error("local model holds NaN/Inf after %d steps: resetting it to the global copy", p.steps)
             trainer.reset_to(copy.values)
-            delta.zero_()
+        spans = averager.supports(round_id)
+        delta = trainer.gather(spans).sub_(gather(copy.values, spans).to(trainer.device))
+        if self.config.fault.dump_dir is not None:
+            self._dumped_delta = trainer.flat().sub_(copy.values)
         contribution = Contribution(
-            delta=delta, weight=1.0, samples=p.samples_since_round, local_steps=p.steps_since_round
+            delta=delta,
+            round=round_id,
+            weight=1.0,
+            samples=p.samples_since_round,
+            local_steps=p.steps_since_round,
         )
         p.steps_in_flight = p.steps_since_round
         p.steps_since_round = p.samples_since_round = 0
@@ -1478,7 +1481,7 @@ class Node:
             "round": outcome.round,
             "peer": self.host.peer_name,
             "members": [peer_name(m) for m in outcome.members],
-            "delta": contribution.delta,
+            "delta": self._dumped_delta,
             "local_steps": contribution.local_steps,
             "before": before,
             "after": copy.values.clone(),

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from swarm.averaging.shards import Span
 from swarm.averaging.state import GlobalCopy, ShardUpdate
 
 logger = logging.getLogger(__name__)
@@ -101,16 +102,14 @@ class LocalTrainer:
             p.copy_(values[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
 
-    @torch.no_grad()
-    def _add_strided(self, first: int, stride: int, values: torch.Tensor) -> None:
-        """x_i[first + stride * j] += values[j], straight into the parameters it falls in (no flat
-        copy of the model is made)."""
-        if not values.numel():
+    def _pieces(self, first: int, stride: int, count: int) -> Iterator[tuple[torch.Tensor, int, int]]:
+        """The entries ``first + stride * j`` (j < count) parameter by parameter: (a strided view of
+        the parameter, j0, j1) for each parameter that holds entries j0..j1-1."""
+        if not count:
             return
-        stop = first + stride * (values.numel() - 1) + 1
+        stop = first + stride * (count - 1) + 1
         if first < 0 or stop > self.num_elements:
             raise ValueError(f"entries {first}..{stop - 1} do not fit a model of {self.num_elements}")
-        values = values.to(self.device, non_blocking=True)
         offset = 0
         for p in self.params:
             begin, end = offset, offset + p.numel()
@@ -118,10 +117,37 @@ class LocalTrainer:
             if end <= first or begin >= stop:
                 continue
             j0 = max(0, -(-(begin - first) // stride))  # first j with first + stride j >= begin
-            j1 = min(values.numel(), -(-(end - first) // stride))  # first j at or past end
+            j1 = min(count, -(-(end - first) // stride))  # first j at or past end
             if j0 < j1:
                 local = first + stride * j0 - begin
-                p.view(-1)[local : local + stride * (j1 - j0 - 1) + 1 : stride].add_(values[j0:j1])
+                yield p.view(-1)[local : local + stride * (j1 - j0 - 1) + 1 : stride], j0, j1
+
+    @torch.no_grad()
+    def _add_strided(self, first: int, stride: int, values: torch.Tensor) -> None:
+        """x_i[first + stride * j] += values[j], straight into the parameters it falls in (no flat
+        copy of the model is made)."""
+        values = values.to(self.device, non_blocking=True)
+        for view, j0, j1 in self._pieces(first, stride, values.numel()):
+            view.add_(values[j0:j1])
+
+    @torch.no_grad()
+    def gather(self, spans: Sequence[Span]) -> torch.Tensor:
+        """x_i on ``spans``, one after another: fp32 on the model's device, read straight from the
+        parameters (what a packed round contribution needs, without a flat copy of the model)."""
+        pieces = [
+            view.float() for span in spans for view, _, _ in self._pieces(span.first, span.stride, span.count)
+        ]
+        if not pieces:
+            return torch.zeros(0, dtype=torch.float32, device=self.device)
+        return torch.cat(pieces)
+
+    @torch.no_grad()
+    def all_finite(self) -> bool:
+        """Whether every parameter of x_i is finite (one sum per parameter in the common case)."""
+        total = torch.stack([p.detach().float().sum() for p in self.params]).sum()
+        if bool(torch.isfinite(total)):
+            return True
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
 
     # --- training -----------------------------------------------------------------------------
 

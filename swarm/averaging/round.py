@@ -44,7 +44,7 @@ from swarm.auth import Gate
 from swarm.averaging.defence import BanList, Defence, centered_clip, find_outliers
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
-from swarm.averaging.shards import ShardLayout, assign_owners
+from swarm.averaging.shards import ShardLayout, Span, assign_owners, gather, supports
 from swarm.averaging.state import GlobalCopy, ShardUpdate, digest_of
 from swarm.averaging.timing import RoundTiming
 from swarm.averaging.wire import ByteCounter, FramedStream, StreamClosed, WireError
@@ -77,12 +77,20 @@ def _short(peer: bytes) -> str:
 
 @dataclass(kw_only=True)
 class Contribution:
-    """What a member brings to a round: its delta x_i - x' ([n] fp32 CPU) and its work since the last one."""
+    """What a member brings to a round: its delta x_i - x' and its work since the last one.
+
+    ``delta`` is either dense (``[n]`` fp32 on the CPU, ``round`` None) or, with ``round`` set, only
+    its entries on that round's supports (``Averager.supports(round)``, one shard after another),
+    fp32 on any device: all that the round's codec reads. A GPU member gathers and encodes on its
+    GPU and moves a few bytes per parameter less to the host; every member skips a flat copy of
+    the model.
+    """
 
     delta: torch.Tensor
     weight: float
     samples: int
     local_steps: int
+    round: int | None = None
 
 
 class ReplayError(ValueError):
@@ -141,13 +149,17 @@ class Misbehaviour:
         if self.mode not in self.MODES:
             raise ValueError(f"misbehaviour must be one of {', '.join(self.MODES)}, got {self.mode!r}")
 
-    def payload(self, codec: Codec, values: torch.Tensor, ctx: CodecContext, frame_limit: int) -> bytes:
+    def payload(
+        self, codec: Codec, values: torch.Tensor, num_elements: int, ctx: CodecContext, frame_limit: int
+    ) -> bytes:
+        """What to send for a shard of ``num_elements`` whose honest delta on the support is ``values``."""
         if self.mode == "oversized":
             return bytes(frame_limit + 1)
         if self.mode == "nan":
-            return Fp32Codec().encode(torch.full_like(values, math.nan), ctx)
+            return Fp32Codec().encode(torch.full((num_elements,), math.nan), ctx)
+        values = values.cpu()
         if self.mode == "scale":
-            return codec.encode(values * self.factor, ctx)
+            return codec.encode_support(values * self.factor, num_elements, ctx)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + ctx.round * 1009 + ctx.shard)
         noise = torch.randn(values.shape, generator=generator)
         scale = (
@@ -155,7 +167,7 @@ class Misbehaviour:
             * float(torch.linalg.vector_norm(values))
             / max(1e-30, float(torch.linalg.vector_norm(noise)))
         )
-        return codec.encode(noise * scale, ctx)
+        return codec.encode_support(noise * scale, num_elements, ctx)
 
 
 class _Gathering:
@@ -325,6 +337,10 @@ class Averager:
             return self._exact
         return self.codec
 
+    def supports(self, round_id: int) -> list[Span]:
+        """Every shard's support in round ``round_id`` (``shards.supports`` of its codec)."""
+        return supports(self.codec_for(round_id), self.layout, round_id)
+
     async def start(self) -> None:
         await self.host.add_handler(
             _protocol(self.run_id, "rendezvous"),
@@ -451,8 +467,21 @@ class Averager:
         return outcome
 
     async def _run_round(self, contribution: Contribution) -> RoundOutcome:
-        if contribution.delta.shape != self.copy.values.shape:
-            raise ValueError("contribution delta must have the shape of x'")
+        if contribution.round is None:
+            if contribution.delta.shape != self.copy.values.shape:
+                raise ValueError("contribution delta must have the shape of x'")
+        else:
+            if contribution.round != self.copy.round + 1:
+                raise ValueError(
+                    f"contribution packed for round {contribution.round}, but the next round is"
+                    f" {self.copy.round + 1}"
+                )
+            entries = sum(span.count for span in self.supports(contribution.round))
+            if contribution.delta.shape != (entries,):
+                raise ValueError(
+                    f"packed contribution has shape {tuple(contribution.delta.shape)}; round"
+                    f" {contribution.round}'s supports hold {entries} entries"
+                )
         if not all_finite(contribution.delta):
             raise ValueError("contribution delta holds NaN or Inf values")
         started = time.monotonic()
@@ -900,7 +929,11 @@ class Averager:
         my_shards = [s for s, owner in enumerate(owners) if owner == self.me]
         group_id = bytes(roster.group_id)
         codec = self.codec_for(roster.round)
-        delta, folds = self._fold_moved_errors(roster, contribution.delta, set(my_shards))
+        if contribution.round not in (None, roster.round):
+            raise ValueError(f"contribution packed for round {contribution.round}, roster of {roster.round}")
+        spans = self.supports(roster.round)
+        delta = contribution.delta if contribution.round is not None else gather(contribution.delta, spans)
+        delta, folds = self._fold_moved_errors(roster, delta, spans, set(my_shards))
         mine = sum(layout.size(s) for s in my_shards)
         fp32_bytes = 4 * (2 * (layout.num_elements - mine) + 2 * (len(members) - 1) * mine)
         group = _OwnerGroup(roster, layout, my_shards, roster_time + roster.deadline_s)
@@ -912,13 +945,15 @@ class Averager:
             # Decoded values live on each shard's support (codec.support): all that a round changes.
             parts: dict[int, pb.ShardPart] = {}
             own_decoded: dict[int, torch.Tensor] = {}
+            at = 0
             for shard in range(layout.num_shards):
-                start, end = layout.bounds(shard)
+                size = layout.size(shard)
                 ctx = CodecContext(round=roster.round, shard=shard)
-                payload = codec.encode(delta[start:end], ctx)
-                own_decoded[shard] = codec.decode_support(payload, end - start, ctx)
+                values, at = delta[at : at + spans[shard].count], at + spans[shard].count
+                payload = codec.encode_support(values, size, ctx)
+                own_decoded[shard] = codec.decode_support(payload, size, ctx)
                 if self.misbehave is not None and shard not in my_shards:
-                    payload = self.misbehave.payload(codec, delta[start:end], ctx, self.shard_frame_bytes)
+                    payload = self.misbehave.payload(codec, values, size, ctx, self.shard_frame_bytes)
                 parts[shard] = pb.ShardPart(
                     group_id=roster.group_id,
                     shard=shard,
@@ -1041,7 +1076,7 @@ class Averager:
         )
 
     def _fold_moved_errors(
-        self, roster: pb.Roster, delta: torch.Tensor, my_shards: set[int]
+        self, roster: pb.Roster, delta: torch.Tensor, spans: Sequence[Span], my_shards: set[int]
     ) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
         """Move owner-side error of shards this member no longer owns into its own residual.
 
@@ -1051,6 +1086,7 @@ class Averager:
         carries e, and whatever compression leaves of it stays in x_i - x' like any unsent work. So
         ``x' + sum_i share_i (x_i - x') + sum(owner errors)`` is conserved; only an owner that leaves
         the swarm takes its error with it (at most one round's compression error of its shards).
+        ``delta`` holds the round's supports (``spans``); the folds are dense per shard.
         """
         moved = sorted(shard for shard in self._owner_error if shard not in my_shards)
         if not moved:
@@ -1058,12 +1094,17 @@ class Averager:
         weights = {bytes(m.peer_id): m.weight for m in roster.members}
         share = weights[self.me] / sum(weights.values())
         delta = delta.clone()
+        positions = [0]
+        for span in spans:
+            positions.append(positions[-1] + span.count)
         folds = []
         for shard in moved:
             error = self._owner_error.pop(shard)
-            start, end = self.layout.bounds(shard)
+            start, _ = self.layout.bounds(shard)
             values = error / share
-            delta[start:end] += values
+            span = spans[shard]
+            on_support = values[span.first - start : span.stop - start : span.stride]
+            delta[positions[shard] : positions[shard + 1]] += on_support.to(delta.device)
             folds.append((start, values))
         logger.info(
             "round %d: moved owner error of %d shards into this member's residual", roster.round, len(folds)

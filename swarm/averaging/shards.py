@@ -12,6 +12,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
+from swarm.compression.codecs import Codec, CodecContext
+
 
 @dataclass(frozen=True, kw_only=True)
 class ShardLayout:
@@ -36,6 +40,49 @@ class ShardLayout:
     def size(self, shard: int) -> int:
         start, end = self.bounds(shard)
         return end - start
+
+
+@dataclass(frozen=True)
+class Span:
+    """Entries ``first, first + stride, ...`` (``count`` of them) of the flat vector: where one
+    shard's codec may read and write this round (its support)."""
+
+    first: int
+    stride: int
+    count: int
+
+    @property
+    def stop(self) -> int:
+        """One past the last entry (a slice ``[first:stop:stride]`` holds exactly ``count``)."""
+        return self.first + self.stride * (self.count - 1) + 1 if self.count else self.first
+
+
+def gather(vector: torch.Tensor, spans: Sequence[Span]) -> torch.Tensor:
+    """The entries of ``vector`` on ``spans``, one span after another, on ``vector``'s device."""
+    for span in spans:
+        if span.count and (span.first < 0 or span.stop > vector.numel()):
+            raise ValueError(f"entries {span.first}..{span.stop - 1} do not fit a vector of {vector.numel()}")
+    return torch.cat([vector[s.first : s.stop : s.stride] for s in spans]) if spans else vector[:0].clone()
+
+
+def supports(codec: Codec, layout: ShardLayout, round_id: int) -> list[Span]:
+    """Every shard's support under ``codec`` in round ``round_id``, in shard order: the entries of
+    x_i - x' that the round reads (a packed contribution holds these, one span after another)."""
+    spans = []
+    for shard in range(layout.num_shards):
+        start, end = layout.bounds(shard)
+        offset, stride = codec.support(end - start, CodecContext(round=round_id, shard=shard))
+        spans.append(Span(start + offset, stride, len(range(offset, end - start, stride))))
+    return spans
+
+
+MAX_SHARD_BYTES = 32 * 1024 * 1024
+
+
+def shards_for(requested: int, num_elements: int) -> int:
+    """The run's shard count, raised so that no fp32 shard exceeds MAX_SHARD_BYTES (same on every member)."""
+    needed = -(-4 * num_elements // MAX_SHARD_BYTES)
+    return min(num_elements, max(requested, needed))
 
 
 def shard_count_for(num_elements: int, *, target_shard_elements: int, max_shards: int) -> int:

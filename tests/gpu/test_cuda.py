@@ -75,6 +75,33 @@ def test_cocktail_bytes_decode_bit_identically_on_gpu_and_cpu() -> None:
             assert torch.equal(residual.cpu(), x - on_cpu)
 
 
+def test_a_gpu_members_packed_contribution_is_the_cpu_members_dense_one() -> None:
+    """The node gathers x_i - x' on the round's supports on the model's device and encodes it there;
+    a GPU member's parts are the bytes a CPU member with the same x_i makes from its dense delta."""
+    from swarm.averaging.shards import ShardLayout, gather, supports
+    from swarm.compression.cocktail import CocktailCodec
+    from swarm.compression.codecs import CodecContext
+
+    cpu, gpu = _trainer("cpu"), _trainer("cuda")
+    x_i = cpu.flat()
+    x_prime = x_i - torch.randn(x_i.numel(), generator=torch.Generator().manual_seed(2)) * 1e-3
+    codec = CocktailCodec()
+    layout = ShardLayout(num_elements=x_i.numel(), num_shards=7)
+    for round_id in (1, 2, 3):
+        spans = supports(codec, layout, round_id)
+        packed = gpu.gather(spans).sub_(gather(x_prime, spans).cuda())
+        assert packed.is_cuda and gpu.all_finite()
+        dense = x_i - x_prime
+        assert torch.equal(packed.cpu(), gather(dense, spans))
+        at = 0
+        for shard, span in enumerate(spans):
+            start, end = layout.bounds(shard)
+            ctx = CodecContext(round=round_id, shard=shard)
+            on_gpu = codec.encode_support(packed[at : at + span.count], end - start, ctx)
+            assert on_gpu == codec.encode(dense[start:end], ctx)
+            at += span.count
+
+
 @pytest.mark.parametrize("n", [200_003, 3_000_017])  # the exact threshold (m <= SAMPLE_SIZE), then sampled
 def test_fused_step_on_the_gpu_gives_a_payload_the_cpu_decodes_and_conserves_the_error(n: int) -> None:
     pytest.importorskip("triton")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import torch
 
 from swarm.averaging.round import Averager, Contribution, RoundOutcome, Status
-from swarm.averaging.shards import assign_owners
+from swarm.averaging.shards import assign_owners, gather
 from swarm.averaging.state import GlobalCopy
 from swarm.compression.cocktail import CocktailCodec
 from swarm.compression.codecs import Codec, Fp32Codec
@@ -225,5 +226,73 @@ def test_round_bytes_are_counted_and_cocktail_moves_two_orders_less_than_fp32() 
         finally:
             await a_host.shutdown()
             await b_host.shutdown()
+
+    _run(go())
+
+
+def test_a_packed_contribution_makes_the_same_rounds_as_the_dense_delta() -> None:
+    """The node sends x_i - x' gathered on the round's supports (``Contribution.round``); the same
+    members with the same local models reach the same x', bit for bit, as with the dense delta,
+    through compressed rounds and an exact one (whose support is every entry)."""
+
+    async def go() -> None:
+        hosts = await _hosts(3)
+        try:
+            start = torch.randn(N)
+            steps = [[torch.randn(N) * 0.01 for _ in hosts] for _ in range(3)]
+            digests = {}
+            for mode in ("dense", "packed"):
+                members = [
+                    await _member(h, start, CocktailCodec(), exact_every=3, run_id=f"pack-{mode}")
+                    for h in hosts
+                ]
+                x = [start.clone() for _ in members]
+                seen = []
+                for round_steps in steps:
+                    x = [xi + step for xi, step in zip(x, round_steps, strict=True)]
+                    contributions = []
+                    for m, xi in zip(members, x, strict=True):
+                        round_id = m.copy.round + 1
+                        if mode == "dense":
+                            contributions.append(
+                                Contribution(delta=xi - m.copy.values, weight=1.0, samples=1, local_steps=1)
+                            )
+                        else:
+                            spans = m.supports(round_id)
+                            delta = gather(xi, spans) - gather(m.copy.values, spans)
+                            contributions.append(
+                                Contribution(
+                                    delta=delta, round=round_id, weight=1.0, samples=1, local_steps=1
+                                )
+                            )
+                    outcomes = await asyncio.gather(
+                        *(m.run_round(c) for m, c in zip(members, contributions, strict=True))
+                    )
+                    assert all(o.status is Status.COMMITTED and not o.aborted_shards for o in outcomes)
+                    x = [_apply(o, xi, m.copy) for o, xi, m in zip(outcomes, x, members, strict=True)]
+                    assert len({m.copy.digest for m in members}) == 1
+                    seen.append((outcomes[0].codec, members[0].copy.digest))
+                assert [codec for codec, _ in seen] == ["cocktail", "cocktail", "fp32"]
+                digests[mode] = seen
+                # A packed contribution names its round and must hold exactly that round's supports.
+                m = members[0]
+                spans = m.supports(m.copy.round + 1)
+                size = sum(s.count for s in spans)
+                stale = Contribution(
+                    delta=torch.zeros(size), round=m.copy.round, weight=1.0, samples=1, local_steps=1
+                )
+                with pytest.raises(ValueError, match="packed for round"):
+                    await m.run_round(stale)
+                short = Contribution(
+                    delta=torch.zeros(size - 1), round=m.copy.round + 1, weight=1.0, samples=1, local_steps=1
+                )
+                with pytest.raises(ValueError, match="supports hold"):
+                    await m.run_round(short)
+                for m in members:
+                    await m.shutdown()
+            assert digests["packed"] == digests["dense"]
+        finally:
+            for host in hosts:
+                await host.shutdown()
 
     _run(go())

@@ -16,6 +16,7 @@ PROBE = """
 import json, sys
 sys.path.insert(0, "benchmarks")
 import codec  # the codec benchmark, as gpu_check.sh runs it
+import member_round  # the member-side benchmark, likewise
 import tests.gpu.test_cuda
 networking = {"hivemind", "libp2p", "grpc", "pydantic", "multiaddr", "prometheus_client"}
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & networking)))

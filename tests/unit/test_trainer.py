@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
 from node.trainer import LocalTrainer, lr_at
+from swarm.averaging.shards import Span, gather
 from swarm.averaging.state import GlobalCopy, ShardUpdate
 
 
@@ -101,3 +103,40 @@ def test_a_shard_update_must_fit_its_support() -> None:
     update = ShardUpdate(shard=0, start=n - 5, aggregate=torch.ones(6), own=None, size=6)  # one past the end
     with pytest.raises(ValueError):
         trainer.apply_round([update], GlobalCopy(trainer.flat()))
+
+
+def test_gather_reads_spans_straight_from_the_parameters() -> None:
+    """A packed contribution reads x_i on every shard's support without a flat copy: the same
+    entries, in the same order, as slicing the flat vector, across parameter boundaries."""
+    trainer = _trainer()
+    flat = trainer.flat()
+    n = trainer.num_elements
+    spans = [
+        Span(0, 1, 4),
+        Span(4, 3, 5),
+        Span(19, 10, 1),
+        Span(21, 2, 0),
+        Span(20, 1, n - 20),
+        Span(1, 7, 4),
+    ]
+    torch.testing.assert_close(trainer.gather(spans), gather(flat, spans), rtol=0, atol=0)
+    assert gather(flat, spans).numel() == sum(s.count for s in spans)
+    assert trainer.gather([]).numel() == 0
+    with pytest.raises(ValueError, match="do not fit"):
+        trainer.gather([Span(n - 2, 2, 2)])
+    with pytest.raises(ValueError, match="do not fit"):
+        gather(flat, [Span(n - 2, 2, 2)])
+
+
+def test_all_finite_finds_a_nan_or_inf_in_any_parameter() -> None:
+    trainer = _trainer()
+    assert trainer.all_finite()
+    for bad in (math.nan, math.inf):
+        trainer = _trainer()
+        with torch.no_grad():
+            trainer.params[-1].view(-1)[1] = bad
+        assert not trainer.all_finite()
+    trainer = _trainer()
+    with torch.no_grad():  # finite, but their sum overflows fp32: still finite entry by entry
+        trainer.params[0].view(-1)[:2] = 3e38
+    assert trainer.all_finite()
