@@ -200,8 +200,9 @@ class _OwnerGroup:
         self.results: dict[int, asyncio.Future[pb.ShardResult | None]] = {
             s: loop.create_future() for s in shards
         }
-        self.pending_error: dict[int, torch.Tensor | None] = {}
-        """Owner-side residuals of this round, kept only for shards that commit."""
+        self.pending_error: dict[int, tuple[int, int, torch.Tensor]] = {}
+        """Owner-side residuals of this round on each shard's support, (offset, stride, values):
+        written into the error buffers only for shards that commit."""
 
     def resolve_missing(self) -> None:
         for future in self.results.values():
@@ -1036,12 +1037,8 @@ class Averager:
         # Owner-side error feedback survives only for shards that committed: an aborted shard's
         # deltas come back next round, and its residual must not be counted twice.
         for shard in my_shards:
-            if shard in committed:
-                residual = group.pending_error.get(shard)
-                if residual is None:
-                    self._owner_error.pop(shard, None)
-                else:
-                    self._owner_error[shard] = residual
+            if shard in committed and shard in group.pending_error:
+                self._keep_owner_error(shard, *group.pending_error[shard])
         if lacking:
             # The others apply these shards; we cannot. Apply nothing and take their x' (a replay of
             # this round from their journal, which holds our parts); until then, and if that fails,
@@ -1074,6 +1071,23 @@ class Averager:
             codec=codec.name,
             fp32_bytes=fp32_bytes,
         )
+
+    def _keep_owner_error(self, shard: int, offset: int, stride: int, left: torch.Tensor) -> None:
+        """A committed shard's owner error: ``left`` (what its result did not carry) on the support,
+        the buffer as it was elsewhere (entries off the support were not in this round's mean)."""
+        size = self.layout.size(shard)
+        if left.numel() == size:  # the support is the whole shard (an exact codec): nothing else is kept
+            if bool(left.any()):
+                self._owner_error[shard] = left
+            else:
+                self._owner_error.pop(shard, None)
+            return
+        error = self._owner_error.get(shard)
+        if error is None:
+            if not bool(left.any()):
+                return
+            error = self._owner_error[shard] = torch.zeros(size)
+        error[offset::stride] = left
 
     def _fold_moved_errors(
         self, roster: pb.Roster, delta: torch.Tensor, spans: Sequence[Span], my_shards: set[int]
@@ -1312,12 +1326,7 @@ class Averager:
                 corrected = apply_error_feedback(aggregate, None if error is None else error[offset::stride])
                 payload = codec.encode_support(corrected, end - start, ctx)
                 left = corrected - codec.decode_support(payload, end - start, ctx)
-                if left.numel() == end - start:  # the support is the whole shard (an exact codec)
-                    residual = left
-                else:
-                    residual = torch.zeros(end - start) if error is None else error.clone()
-                    residual[offset::stride] = left
-                group.pending_error[shard] = residual if bool(residual.any()) else None
+                group.pending_error[shard] = (offset, stride, left)
                 group.results[shard].set_result(
                     pb.ShardResult(
                         group_id=group.roster.group_id,
