@@ -10,8 +10,10 @@ C[delta_i], which it subtracts from x_i if included). Two ways, on the CPU or wi
             supports cross to the device), then ``encode_support`` on the model's device
 
 Both make the same bytes (checked on the CPU, reported on a GPU). Reported per size: median wall
-time and CPU time (all threads of this process) over the repeats, and the bytes that cross from the
-device to the host (a GPU member: the flat copy against the payloads).
+time and CPU time (all threads of this process) over the repeats, the bytes that cross from the
+device to the host (a GPU member: the flat copy against the payloads), and the time to hash x'
+(sha256, one core): what the node used to spend between rounds with training stopped, and now
+spends on a worker thread while the next round trains (``GlobalCopy.hash_in_background``).
 
     python benchmarks/member_round.py                                         # CPU: 10M, 100M
     python benchmarks/member_round.py --device cuda --sizes 100000000 1000000000
@@ -29,6 +31,7 @@ from report import machine, save, today
 
 from node.trainer import LocalTrainer
 from swarm.averaging.shards import ShardLayout, gather, shards_for, supports
+from swarm.averaging.state import digest_of
 from swarm.compression.cocktail import CocktailCodec
 from swarm.compression.codecs import CodecContext, all_finite
 
@@ -123,6 +126,12 @@ def run_size(n: int, device: torch.device, repeats: int) -> dict:
         del row[f"payloads_round{r}"]
     if device.type == "cpu" and not same:
         raise AssertionError("the packed contribution encoded other bytes than the dense one")
+    hashing = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        digest_of(x_prime)
+        hashing.append(time.perf_counter() - started)
+    row["digest_s"] = statistics.median(hashing)
     row["same_bytes"] = same
     row["payload_bytes"] = payload_bytes
     row["to_host_bytes"] = (
@@ -140,8 +149,8 @@ def render(record: dict) -> str:
         " after one warm-up round.",
         "",
         "| parameters | shards | dense s | dense CPU s | packed s | packed CPU s | speed-up | same bytes |"
-        " payload MB | to host MB dense / packed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " payload MB | to host MB dense / packed | x' digest s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in record["rows"]:
         host = row["to_host_bytes"]
@@ -149,14 +158,15 @@ def render(record: dict) -> str:
         lines.append(
             f"| {row['parameters']:,} | {row['shards']} | {row['dense_s']:.3f} | {row['dense_cpu_s']:.3f} |"
             f" {row['packed_s']:.3f} | {row['packed_cpu_s']:.3f} | {row['dense_s'] / row['packed_s']:.2f}x |"
-            f" {row['same_bytes']} | {row['payload_bytes'] / 1e6:.2f} | {moved} |"
+            f" {row['same_bytes']} | {row['payload_bytes'] / 1e6:.2f} | {moved} | {row['digest_s']:.3f} |"
         )
     lines += [
         "",
         "dense: a flat fp32 copy of x_i on the host minus x', NaN check, `encode` per shard (and the own"
         " parts decoded); packed: NaN check on the parameters, x_i - x' gathered on the round's supports"
         " on the model's device, `encode_support` there (what `swarm-node` does). CPU s: CPU time of all"
-        " threads of the process.",
+        " threads of the process. x' digest: sha256 of x' on the host, which the node now computes on a"
+        " worker thread while the next round trains.",
         "",
         f"Reproduce: `{record['command']}`.",
         "",
@@ -187,7 +197,7 @@ def main() -> None:
         row = run_size(n, device, args.repeats)
         print(
             f"{n:>13,}: dense {row['dense_s']:.3f} s (CPU {row['dense_cpu_s']:.3f}), packed {row['packed_s']:.3f} s"
-            f" (CPU {row['packed_cpu_s']:.3f}), same bytes {row['same_bytes']}",
+            f" (CPU {row['packed_cpu_s']:.3f}), same bytes {row['same_bytes']}, x' digest {row['digest_s']:.3f} s",
             flush=True,
         )
         rows.append(row)

@@ -5,7 +5,8 @@ Each setting starts N ``swarm-node join`` processes (one torch thread each) in d
 summaries: bytes each node wrote per round (length prefixes included, at the stream layer), the
 median round time (rendezvous to commit), the median transfer time (roster to last result), and the
 median CPU time of each node's event loop thread per round (``loop_cpu_s``: its contribution, the
-codec, the owners' reductions, applying the round and the protocol; training has its own thread).
+codec, the owners' reductions, applying the round and the protocol, plus the worker thread's hash
+of x'; training has its own thread).
 That CPU is what a round takes from a CPU node's training.
 
     python benchmarks/round_loopback.py [--model small] [--rounds 8] [--codecs fp32 fp16 cocktail]
@@ -173,7 +174,8 @@ def render(record: dict) -> str:
         "per node per round. The measured figures add frame headers and, for joiners, their one-time download",
         "of x' spread over the rounds. Round time includes the conductor's 0.5 s gather window and a DHT read;",
         "the transfer is the time from the roster to the last result. Loop CPU: the median over nodes and",
-        "rounds (the first two skipped) of the CPU time of a node's event loop thread per round.",
+        "rounds (the first two skipped) of the CPU time of a node's event loop thread per round (and of the",
+        "worker thread that hashes x').",
         "",
         f"Reproduce: `python benchmarks/round_loopback.py --model {record['model']} --rounds {record['rounds']}"
         f" --codecs {' '.join(record.get('codecs', ['fp32', 'fp16']))}"

@@ -131,8 +131,10 @@ class Progress:
     bytes_received: int = 0
     fp32_bytes: int = 0
     loop_cpu_s: float = 0.0
-    """CPU seconds of the event loop thread (the averaging work; training has its own thread)."""
+    """CPU seconds of the averaging work: the event loop thread and the worker that hashes x'
+    (training has its own thread)."""
     loop_cpu_mark_s: float | None = None
+    hash_cpu_mark_s: float = 0.0
 
 
 def _ip_of(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -752,7 +754,7 @@ class Node:
             "step": p.steps,
             "global_step": copy.global_step,
             "round": copy.round,
-            "digest": copy.digest.hex(),
+            "digest": None if copy.known_digest is None else copy.known_digest.hex(),
             "loss": p.last_loss,
             "eval_loss": p.eval_loss,
             "peers": p.peers,
@@ -762,9 +764,10 @@ class Node:
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.rounds[Status.COMMITTED.value],
             "checkpoints": p.checkpoints,
-            "recent": [
+            "recent": [  # rounds whose x' is hashed (the last one may still be on the worker thread)
                 {k: h[k] for k in ("round", "digest", "group_size", "time")}
                 for h in p.history[-STATUS_ROUNDS:]
+                if h["digest"] is not None
             ],
         }
 
@@ -1095,14 +1098,24 @@ class Node:
             and time.monotonic() - self._last_eval_t >= training.eval_every_s
         )
 
-    def _record(self, outcome: RoundOutcome, contribution: Contribution, copy: GlobalCopy) -> None:
+    def _record(
+        self,
+        outcome: RoundOutcome,
+        contribution: Contribution,
+        copy: GlobalCopy,
+        hashing: asyncio.Task[bytes] | None,
+    ) -> None:
+        """Count the round, in the metrics and the history. ``hashing``: the task that hashes x'
+        after the round (``Averager.applied``); the history gets the digest when it is done."""
         p = self.progress
         p.rounds[outcome.status.value] += 1
         self.metrics.rounds.labels(status=outcome.status.value).inc()
         # _record runs on the event loop thread once a round: the CPU it used since the last one is
-        # this round's averaging work (its contribution, codec, reductions, protocol and commit).
+        # this round's averaging work (its contribution, codec, reductions, protocol and commit),
+        # plus the worker thread's hashing of x'.
         loop_cpu, mark = time.thread_time(), p.loop_cpu_mark_s
-        round_cpu_s = 0.0 if mark is None else loop_cpu - mark
+        hash_cpu, p.hash_cpu_mark_s = copy.hash_cpu_s - p.hash_cpu_mark_s, copy.hash_cpu_s
+        round_cpu_s = 0.0 if mark is None else loop_cpu - mark + hash_cpu
         p.loop_cpu_mark_s = loop_cpu
         p.loop_cpu_s += round_cpu_s
         self.metrics.loop_cpu.inc(round_cpu_s)
@@ -1128,10 +1141,11 @@ class Node:
             self.metrics.group_size.set(len(outcome.members))
             self.metrics.aborted_shards.inc(len(outcome.aborted_shards))
             p.aborted_shards += len(outcome.aborted_shards)
+            known = copy.known_digest
             p.history.append(
                 {
                     "round": copy.round,
-                    "digest": copy.digest.hex(),
+                    "digest": None if known is None else known.hex(),  # else filled in once hashed
                     "group_size": len(outcome.members),
                     "duration_s": round(outcome.duration_s, 4),
                     "transfer_s": round(outcome.transfer_s, 4),
@@ -1147,6 +1161,14 @@ class Node:
                     "time": round(time.time(), 3),
                 }
             )
+            if known is None and hashing is not None:
+                entry = p.history[-1]
+
+                def fill(task: asyncio.Task[bytes]) -> None:
+                    if not task.cancelled() and task.exception() is None:
+                        entry["digest"] = task.result().hex()
+
+                hashing.add_done_callback(fill)
             del p.history[:-1000]
         self.metrics.round.set(copy.round)
         self.metrics.global_step.set(copy.global_step)
@@ -1371,6 +1393,7 @@ class Node:
                 averager.hurry(self.config.rounds.join_grace_s)
                 outcome = await pending[0]
                 await self._finish_round(outcome, pending[1], averager, trainer, copy, evals)
+            await averager.settled()
 
     def _contribution(self, trainer: LocalTrainer, copy: GlobalCopy, averager: Averager) -> Contribution:
         """x_i - x' on the next round's supports, computed on the model's device (for a GPU member,
@@ -1408,6 +1431,7 @@ class Node:
     ) -> None:
         p = self.progress
         p.steps_in_flight = 0
+        await averager.settled()  # the last round's digest (hashed while this one trained)
         trainer.apply_folds(outcome.folds)
         if outcome.status is Status.COMMITTED:
             dumping = self.config.fault.dump_dir is not None
@@ -1422,7 +1446,6 @@ class Node:
             copy.round = outcome.round
             copy.global_step += outcome.global_step_increment
             copy.swarm_samples += outcome.samples
-            averager.record_committed(outcome)
             self.metrics.local_steps_per_round.set(contribution.local_steps)
             p.local_steps_last_round = contribution.local_steps
         else:
@@ -1435,8 +1458,11 @@ class Node:
                 p.steps_since_round += contribution.local_steps
                 p.samples_since_round += contribution.samples
         if outcome.status in (Status.COMMITTED, Status.REPAIR):
-            await averager.copy_advanced()
-        self._record(outcome, contribution, copy)
+            # x' is hashed (and the round journaled) on a worker thread while the next round trains.
+            hashing = averager.applied(outcome if outcome.status is Status.COMMITTED else None)
+        else:
+            hashing = None
+        self._record(outcome, contribution, copy, hashing)
         every = self.config.checkpoints.every_rounds
         if outcome.status is Status.COMMITTED and every and copy.round % every == 0:
             self._start_publish(trainer, copy)

@@ -21,7 +21,7 @@ per-peer or per-step labels.
 | swarm_compression_ratio | gauge | fp32 payload bytes over bytes moved, last committed round |
 | swarm_round_period_seconds | gauge | wall-clock period between rounds the swarm uses now |
 | swarm_round_duration_seconds | histogram | from rendezvous to commit |
-| swarm_loop_cpu_seconds_total | counter | CPU time of the node's event loop thread: encoding, decoding, reductions, applying rounds, the protocol (training has its own thread) |
+| swarm_loop_cpu_seconds_total | counter | CPU time of the node's averaging: the event loop thread (encoding, decoding, reductions, applying rounds, the protocol) and the worker that hashes x' (training has its own thread) |
 | swarm_group_size | gauge | members in the last round |
 | swarm_local_steps_per_round | gauge | local steps before the last round |
 | swarm_aborted_shards_total | counter | shards of committed rounds that nobody applied |
@@ -79,7 +79,7 @@ class NodeMetrics:
         )
         self.loop_cpu = Counter(
             "swarm_loop_cpu_seconds",
-            "CPU time of the event loop thread: the averager's codec, reductions, applying rounds, protocol",
+            "CPU time of averaging: the event loop thread (codec, reductions, applying rounds, protocol) and the x' hashing worker",
             registry=r,
         )
         self.group_size = Gauge("swarm_group_size", "Members in the last round", registry=r)

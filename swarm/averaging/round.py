@@ -250,6 +250,8 @@ class Averager:
         self._transfer_ema_s: float | None = None
         self._background: set[asyncio.Task] = set()
         self._copy_advanced = asyncio.Condition()
+        self._settling: asyncio.Task[bytes] | None = None
+        """Hashing x' after the node applied a round (``applied``); the next round waits for it."""
         self._state_slots = asyncio.Semaphore(MAX_STATE_STREAMS)
         # A part is at most one shard in fp32 (the widest codec) plus the frame's own fields.
         largest_shard = max(self.layout.size(s) for s in range(self.layout.num_shards))
@@ -359,10 +361,27 @@ class Averager:
             _protocol(self.run_id, "state"), self._handle_state, max_frame_bytes=CONTROL_FRAME_BYTES
         )
 
-    async def copy_advanced(self) -> None:
-        """The node tells us x' moved (a commit or a repair): wakes state requests waiting for a round."""
+    def applied(self, outcome: RoundOutcome | None) -> asyncio.Task[bytes]:
+        """The node applied a committed round (``outcome``) to x', or replaced x' (None): hash x' on
+        a worker thread while the node trains on, then journal the round and wake the state and
+        journal requests waiting for it. The task's result is x's new digest; the node's next round,
+        and any state or journal it serves, wait for it. x' must not change before it is done."""
+        self.copy.hash_in_background()
+        self._settling = asyncio.create_task(self._settle(outcome))
+        return self._settling
+
+    async def _settle(self, outcome: RoundOutcome | None) -> bytes:
+        digest = await self.copy.digest_async()
+        if outcome is not None:
+            self.record_committed(outcome)
         async with self._copy_advanced:
             self._copy_advanced.notify_all()
+        return digest
+
+    async def settled(self) -> None:
+        """Wait until the last ``applied`` is done (its digest known, its round journaled)."""
+        if self._settling is not None and not self._settling.done():
+            await asyncio.shield(self._settling)
 
     async def announce_leaving(self) -> None:
         """Mark our member record as leaving, so that conductors stop waiting for us."""
@@ -485,6 +504,8 @@ class Averager:
                 )
         if not all_finite(contribution.delta):
             raise ValueError("contribution delta holds NaN or Inf values")
+        await self.settled()
+        await self.copy.digest_async()  # hashed on the worker thread while the node trained
         started = time.monotonic()
         request = self._join_request(contribution)
         deadline = started + self.timing.join_timeout_s
@@ -1428,6 +1449,8 @@ class Averager:
             await stream.send(pb.Frame(reject=pb.Reject(reason=f"this node trains run {self.run_id!r}")))
             return
         await self._wait_for_round(request.min_round)
+        await self.settled()
+        await self.copy.digest_async()
         if frame.HasField("journal_request"):
             await self._send_journal(frame.journal_request.after_round, stream)
             return

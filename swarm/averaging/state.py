@@ -8,10 +8,16 @@ Shapes: ``values`` is ``[n]`` fp32, contiguous, on the CPU.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
+
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x-digest")
+"""Hashes x' off the event loop's thread (hashlib releases the GIL on large buffers)."""
 
 
 def digest_of(values: torch.Tensor) -> bytes:
@@ -28,6 +34,9 @@ class GlobalCopy:
     global_step: int = 0
     swarm_samples: int = 0
     _digest: bytes | None = field(default=None, repr=False)
+    _hashing: Future[bytes] | None = field(default=None, repr=False)
+    hash_cpu_s: float = field(default=0.0, repr=False)
+    """CPU seconds the worker thread spent hashing x' (``hash_in_background``)."""
 
     def __post_init__(self) -> None:
         if self.values.dtype != torch.float32 or self.values.dim() != 1 or self.values.device.type != "cpu":
@@ -36,27 +45,67 @@ class GlobalCopy:
 
     @property
     def digest(self) -> bytes:
+        """sha256 of x' (waits for a hash ``hash_in_background`` started)."""
         if self._digest is None:
-            self._digest = digest_of(self.values)
+            self._digest = self._hashing.result() if self._hashing is not None else digest_of(self.values)
+            self._hashing = None
         return self._digest
+
+    @property
+    def known_digest(self) -> bytes | None:
+        """The digest if it is known without hashing or waiting, else None."""
+        if self._digest is None and self._hashing is not None and self._hashing.done():
+            return self.digest
+        return self._digest
+
+    def hash_in_background(self) -> None:
+        """Start hashing x' on a worker thread, so that a node trains on while it runs (4 GB of x'
+        take ~3 s on one core). x' must not change meanwhile: ``apply_shard`` and ``replace``
+        wait for it first."""
+        if self._digest is None and self._hashing is None:
+            self._hashing = _HASHER.submit(self._timed_digest)
+
+    def _timed_digest(self) -> bytes:
+        started = time.thread_time()
+        try:
+            return digest_of(self.values)
+        finally:
+            self.hash_cpu_s += time.thread_time() - started
+
+    async def digest_async(self) -> bytes:
+        """``digest`` without blocking the event loop: hashed on the worker thread."""
+        while self._digest is None:
+            self.hash_in_background()
+            hashing = self._hashing
+            assert hashing is not None
+            digest = await asyncio.wrap_future(hashing)
+            if self._hashing is hashing:  # x' did not change while we waited
+                self._digest, self._hashing = digest, None
+        return self._digest
+
+    def _changing(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()  # never write x' while the worker reads it
+            self._hashing = None
+        self._digest = None
 
     def apply_shard(self, start: int, update: torch.Tensor, stride: int = 1) -> None:
         """x'[start], x'[start + stride], ... += update (a shard's support; the others stay as they are)."""
+        self._changing()
         if update.numel():
             stop = start + stride * (update.numel() - 1) + 1
             if start < 0 or stop > self.values.numel():
                 raise ValueError(f"entries {start}..{stop - 1} do not fit x' of {self.values.numel()}")
             self.values[start:stop:stride].add_(update)
-        self._digest = None
 
     def replace(self, values: torch.Tensor, *, round: int, global_step: int, swarm_samples: int) -> None:
         if values.shape != self.values.shape:
             raise ValueError(
                 f"replacement x' has shape {tuple(values.shape)}, ours is {tuple(self.values.shape)}"
             )
+        self._changing()
         self.values.copy_(values)
         self.round, self.global_step, self.swarm_samples = round, global_step, swarm_samples
-        self._digest = None
 
 
 @dataclass(frozen=True, kw_only=True)
