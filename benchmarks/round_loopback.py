@@ -7,7 +7,8 @@ median round time (rendezvous to commit), the median transfer time (roster to la
 median CPU time of each node's event loop thread per round (``loop_cpu_s``: its contribution, the
 codec, the owners' reductions, applying the round and the protocol, plus the worker thread's hash
 of x'; training has its own thread).
-That CPU is what a round takes from a CPU node's training.
+That CPU is what a round takes from a CPU node's training. Also the median time each node's training
+stood still per round (``training_idle_s``: waiting for a round, applying it, preparing the next).
 
     python benchmarks/round_loopback.py [--model small] [--rounds 8] [--codecs fp32 fp16 cocktail]
 """
@@ -88,6 +89,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
     transfers = [h["transfer_s"] for history in full for h in history[1:]]
     loop_cpu = [h["loop_cpu_s"] for history in full for h in history[2:] if "loop_cpu_s" in h]
     bytes_per_round = [d["bytes_sent"] / max(1, len(h)) for d, h in zip(data, full, strict=True)]
+    idle = [d["training_idle_s"] / max(1, d["rounds_completed"]) for d in data if "training_idle_s" in d]
     return {
         "nodes": nodes,
         "codec": codec,
@@ -95,6 +97,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
         "median_round_s": statistics.median(durations),
         "median_transfer_s": statistics.median(transfers),
         "median_loop_cpu_s": statistics.median(loop_cpu) if loop_cpu else None,
+        "median_training_idle_s": statistics.median(idle) if idle else None,
         "sent_bytes_per_node_per_round": statistics.median(bytes_per_round),
         "digests_agree": all(
             len({d["history"][i]["digest"] for d in data}) == 1
@@ -156,16 +159,18 @@ def render(record: dict) -> str:
         f" parameters, {4 * parameters / 1e6:.1f} MB in fp32); {record['rounds']} rounds per setting, one local"
         " step per round, one torch thread per node; bytes are what each node wrote to its streams per round.",
         "",
-        "| nodes | codec | median round s | median transfer s | loop CPU s per round | MB sent per node per round | predicted MB | x' digests agree |",
-        "|---|---|---|---|---|---|---|---|",
+        "| nodes | codec | median round s | median transfer s | loop CPU s per round | training idle s per round"
+        " | MB sent per node per round | predicted MB | x' digests agree |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["results"]:
         width = {"fp32": 4, "fp16": 2}.get(r["codec"])
         predicted = f"{2 * (r['nodes'] - 1) / r['nodes'] * width * parameters / 1e6:.2f}" if width else "-"
-        cpu = r.get("median_loop_cpu_s")
+        cpu, idle = r.get("median_loop_cpu_s"), r.get("median_training_idle_s")
         lines.append(
             f"| {r['nodes']} | {r['codec']} | {r['median_round_s']:.2f} | {r['median_transfer_s']:.2f} |"
-            f" {'-' if cpu is None else f'{cpu:.3f}'} | {r['sent_bytes_per_node_per_round'] / 1e6:.2f} |"
+            f" {'-' if cpu is None else f'{cpu:.3f}'} | {'-' if idle is None else f'{idle:.3f}'} |"
+            f" {r['sent_bytes_per_node_per_round'] / 1e6:.2f} |"
             f" {predicted} | {r['digests_agree']} |"
         )
     lines += [
@@ -175,7 +180,8 @@ def render(record: dict) -> str:
         "of x' spread over the rounds. Round time includes the conductor's 0.5 s gather window and a DHT read;",
         "the transfer is the time from the roster to the last result. Loop CPU: the median over nodes and",
         "rounds (the first two skipped) of the CPU time of a node's event loop thread per round (and of the",
-        "worker thread that hashes x').",
+        "worker thread that hashes x'). Training idle: the median over nodes of the wall time a node's training",
+        "thread stood still between rounds (waiting for a round, applying it, preparing the next), per round.",
         "",
         f"Reproduce: `python benchmarks/round_loopback.py --model {record['model']} --rounds {record['rounds']}"
         f" --codecs {' '.join(record.get('codecs', ['fp32', 'fp16']))}"

@@ -135,6 +135,8 @@ class Progress:
     (training has its own thread)."""
     loop_cpu_mark_s: float | None = None
     hash_cpu_mark_s: float = 0.0
+    training_idle_s: float = 0.0
+    """Wall time the training thread stood still between rounds (waiting for, applying, preparing them)."""
 
 
 def _ip_of(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -1367,9 +1369,16 @@ class Node:
         p = self.progress
         pending: tuple[asyncio.Task[RoundOutcome], Contribution] | None = None
         p.loop_cpu_mark_s = time.thread_time()
+        idle_since: float | None = None
         try:
             while not self.stop.is_set():
+                if idle_since is not None:
+                    # Training waited: for the last round's exchange, to apply it, to prepare the next.
+                    idle = time.monotonic() - idle_since
+                    p.training_idle_s += idle
+                    self.metrics.training_idle.inc(idle)
                 await asyncio.to_thread(self._train_until_round, trainer, copy, corpus_train, spec)
+                idle_since = time.monotonic()
                 if pending is not None:
                     await self._finish_round(await pending[0], pending[1], averager, trainer, copy, evals)
                     pending = None
@@ -1564,6 +1573,7 @@ class Node:
             "overlap": self.config.training.overlap,
             "round_period_s": p.round_period_s,
             "loop_cpu_s": round(p.loop_cpu_s, 3),
+            "training_idle_s": round(p.training_idle_s, 3),
             "duration_s": time.time() - self.started,
             "history": p.history,
         }

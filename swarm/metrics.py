@@ -22,6 +22,7 @@ per-peer or per-step labels.
 | swarm_round_period_seconds | gauge | wall-clock period between rounds the swarm uses now |
 | swarm_round_duration_seconds | histogram | from rendezvous to commit |
 | swarm_loop_cpu_seconds_total | counter | CPU time of the node's averaging: the event loop thread (encoding, decoding, reductions, applying rounds, the protocol) and the worker that hashes x' (training has its own thread) |
+| swarm_training_idle_seconds_total | counter | wall time the training thread stood still between rounds: waiting for the last round's exchange, applying it, preparing the next contribution |
 | swarm_group_size | gauge | members in the last round |
 | swarm_local_steps_per_round | gauge | local steps before the last round |
 | swarm_aborted_shards_total | counter | shards of committed rounds that nobody applied |
@@ -80,6 +81,11 @@ class NodeMetrics:
         self.loop_cpu = Counter(
             "swarm_loop_cpu_seconds",
             "CPU time of averaging: the event loop thread (codec, reductions, applying rounds, protocol) and the x' hashing worker",
+            registry=r,
+        )
+        self.training_idle = Counter(
+            "swarm_training_idle_seconds",
+            "Wall time training stood still between rounds: waiting for a round, applying it, preparing the next",
             registry=r,
         )
         self.group_size = Gauge("swarm_group_size", "Members in the last round", registry=r)

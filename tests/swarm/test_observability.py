@@ -122,6 +122,8 @@ def test_prometheus_discovers_the_nodes_through_the_coordinator(live: Live, tmp_
         assert float(query("sum(swarm_samples_total)")[0]["value"][1]) > 0
         loop_cpu = query("swarm_loop_cpu_seconds_total")  # the averaging's CPU, per node
         assert len(loop_cpu) == 2 and all(float(r["value"][1]) > 0 for r in loop_cpu)
+        idle = query("swarm_training_idle_seconds_total")  # training stood still between rounds
+        assert len(idle) == 2 and all(float(r["value"][1]) > 0 for r in idle)
     finally:
         process.terminate()
         process.wait(timeout=30)
