@@ -61,6 +61,10 @@ def test_a_joiner_replays_the_missed_rounds_to_a_bit_identical_x_prime() -> None
 
             entries = await _fetch(hosts[2], a, after_round=2)
             assert [e.round for e in entries] == [3, 4, 5]
+            round2 = (
+                old.values.clone(),
+                dict(round=2, global_step=old.global_step, swarm_samples=old.swarm_samples),
+            )
             assert sum(e.size for e in entries) < 4 * N * 3 / 20, "cocktail rounds are a few percent of x'"
             joiner.replay(entries, old)
             assert old.digest == a.copy.digest and torch.equal(old.values, a.copy.values)
@@ -84,6 +88,11 @@ def test_a_joiner_replays_the_missed_rounds_to_a_bit_identical_x_prime() -> None
             tampered = dataclasses.replace(first, parts=((shard, bytes(bad)), *first.parts[1:]))
             with pytest.raises(ReplayError):
                 joiner.replay([tampered], GlobalCopy(start.clone(), round=2))
+            # ... also when later rounds follow it: only x' after the last round is checked, and the
+            # tampered first round still shows there.
+            with pytest.raises(ReplayError, match=r"rounds 3\.\.5 differs"):
+                joiner.replay([tampered, *entries[1:]], GlobalCopy(round2[0].clone(), **round2[1]))
+            joiner.replay(list(entries), GlobalCopy(round2[0].clone(), **round2[1]))  # the honest ones replay
 
             # A journal that does not reach back is refused, and so is one over the requester's budget.
             a.journal.clear()
