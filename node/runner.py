@@ -1405,8 +1405,8 @@ class Node:
             await averager.settled()
 
     def _contribution(self, trainer: LocalTrainer, copy: GlobalCopy, averager: Averager) -> Contribution:
-        """x_i - x' on the next round's supports, computed on the model's device (for a GPU member,
-        a tenth of the model crosses to the host at the defaults, as encoded bytes)."""
+        """x_i - x' on the next round's supports, computed on the model's device: a GPU member
+        moves x' on the supports to the device (a tenth of x' at the defaults) and encodes there."""
         p = self.progress
         round_id = copy.round + 1
         self._round_in_progress, self._results_sent = round_id, 0
