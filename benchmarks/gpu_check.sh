@@ -8,7 +8,7 @@
 #      (and copies them and the logs to $OUT if set);
 #   3. benchmarks/member_round.py --device cuda: a GPU member's own side of a round (dense delta on
 #      the host against the supports gathered and encoded on the GPU), 100M and 1B parameters; writes
-#      benchmarks/results/member_round_cuda-<date>.{json,md}.
+#      benchmarks/results/member_round_cuda-<date>.{json,md} (copied to $OUT likewise).
 # Needs only torch (a CUDA build), numpy, pytest and Triton: none of the swarm's networking packages
 # (tests/unit/test_gpu_check_imports.py keeps it so). Python: $PY, else .venv's, else python3.
 # Usage, from the repository root: bash benchmarks/gpu_check.sh
@@ -23,13 +23,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 "$PY" -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee "$LOGS/gpu_tests.log"
 tests=${PIPESTATUS[0]}
+# Each step's results go to $OUT as soon as it ends, so that a run cut short keeps what it finished.
+keep() { if [ -n "${OUT:-}" ]; then cp "$@" "$OUT"/ 2>/dev/null; fi; return 0; }
 "$PY" benchmarks/codec.py --device cuda --sizes 100000000 1000000000 2>&1 | tee "$LOGS/codec_cuda.log"
 bench=${PIPESTATUS[0]}
+keep benchmarks/results/codec_cuda-*.json benchmarks/results/codec_cuda-*.md
 "$PY" benchmarks/member_round.py --device cuda --sizes 100000000 1000000000 --repeats 3 2>&1 | tee "$LOGS/member_round_cuda.log"
 member=${PIPESTATUS[0]}
-if [ -n "${OUT:-}" ]; then
-    cp benchmarks/results/codec_cuda-*.json benchmarks/results/codec_cuda-*.md \
-        benchmarks/results/member_round_cuda-*.json benchmarks/results/member_round_cuda-*.md "$OUT"/ 2>/dev/null
-fi
+keep benchmarks/results/member_round_cuda-*.json benchmarks/results/member_round_cuda-*.md
 echo "tests/gpu exit $tests, codec benchmark exit $bench, member round benchmark exit $member"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$member" -eq 0 ]
