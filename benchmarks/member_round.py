@@ -78,13 +78,12 @@ def _packed(trainer: LocalTrainer, x_prime: torch.Tensor, codec: CocktailCodec, 
         raise RuntimeError("non-finite x_i")
     spans = supports(codec, layout, r)
     delta = trainer.gather(spans).sub_(gather(x_prime, spans).to(trainer.device))
-    payloads, at = [], 0
-    for shard, span in enumerate(spans):
+    payloads = []
+    for shard, values in enumerate(delta.split([span.count for span in spans])):
         size = layout.size(shard)
         ctx = CodecContext(round=r, shard=shard)
-        payloads.append(codec.encode_support(delta[at : at + span.count], size, ctx))
+        payloads.append(codec.encode_support(values, size, ctx))
         codec.decode_support(payloads[-1], size, ctx)
-        at += span.count
     return payloads
 
 

@@ -971,11 +971,9 @@ class Averager:
             # Decoded values live on each shard's support (codec.support): all that a round changes.
             parts: dict[int, pb.ShardPart] = {}
             own_decoded: dict[int, torch.Tensor] = {}
-            at = 0
-            for shard in range(layout.num_shards):
+            for shard, values in enumerate(delta.split([span.count for span in spans])):
                 size = layout.size(shard)
                 ctx = CodecContext(round=roster.round, shard=shard)
-                values, at = delta[at : at + spans[shard].count], at + spans[shard].count
                 payload = codec.encode_support(values, size, ctx)
                 own_decoded[shard] = codec.decode_support(payload, size, ctx)
                 if self.misbehave is not None and shard not in my_shards:
@@ -1133,9 +1131,7 @@ class Averager:
         weights = {bytes(m.peer_id): m.weight for m in roster.members}
         share = weights[self.me] / sum(weights.values())
         delta = delta.clone()
-        positions = [0]
-        for span in spans:
-            positions.append(positions[-1] + span.count)
+        per_shard = delta.split([span.count for span in spans])  # views: adding to them adds to delta
         folds = []
         for shard in moved:
             error = self._owner_error.pop(shard)
@@ -1143,7 +1139,7 @@ class Averager:
             values = error / share
             span = spans[shard]
             on_support = values[span.first - start : span.stop - start : span.stride]
-            delta[positions[shard] : positions[shard + 1]] += on_support.to(delta.device)
+            per_shard[shard].add_(on_support.to(delta.device))
             folds.append((start, values))
         logger.info(
             "round %d: moved owner error of %d shards into this member's residual", roster.round, len(folds)
