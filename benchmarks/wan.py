@@ -11,7 +11,7 @@ peer's link) and method, the 4 peers then train for ``--seconds`` of wall-clock 
 effective batch). Each peer's processes share a CPU quota (``--cpu-per-peer``, default the machine's
 cores / 4), so a peer computes at a fixed speed, as on its own GPU: without it, a method whose other
 peers stall (hivemind's joiners downloading state) hands their cores to peer 0, the one evaluated.
-Swarm runs in wall-clock mode with adaptive rounds (the period doubles from ``--round-period`` until
+Swarm runs in wall-clock mode with adaptive rounds (the period lengthens from ``--round-period`` until
 communication fits; the chosen period and local steps per round are reported). Peer 0 evaluates on
 the held-out split at most every ``--eval-every-s`` seconds: Swarm x' (the model it publishes) and its
 own working model x_0, after a committed round; hivemind its own parameters. hivemind's peer 0 also

@@ -211,9 +211,9 @@ class TrainingConfig:
     """Deterministic mode: exactly this many local steps per round. Unset: rounds follow round_period_s."""
     round_period_s: float = 5.0
     """Rounds start at multiples of this period of wall-clock time, the same instants on every node
-    (with adaptive_rounds: the shortest period; the swarm doubles it while communication would not fit)."""
+    (with adaptive_rounds: the shortest period; the swarm lengthens it while communication would not fit)."""
     adaptive_rounds: bool = True
-    """Lengthen the round period (powers of two times round_period_s, agreed through the DHT) until a
+    """Lengthen the round period (round_period_s times 1, 1.5, 2, 3, 4, 6, ..., agreed through the DHT) until a
     round's communication fits inside the next round's compute."""
     overlap: bool = True
     """Run round r's communication while round r+1's local steps compute (staleness of one round)."""

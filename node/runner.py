@@ -22,7 +22,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -227,17 +227,25 @@ def codec_for_spec(spec: RunSpec) -> Codec:
     return make_codec(spec.codec, params)
 
 
-def wanted_period(base_s: float, round_time_s: float, *, overlap: bool) -> float:
-    """The shortest period ``base_s * 2**k`` (k >= 0) in which a round of ``round_time_s`` hides.
+def period_grid(base_s: float) -> Iterator[float]:
+    """The periods a swarm may round on: ``base_s`` times 1, 1.5, 2, 3, 4, 6, 8, ... (up to
+    MAX_ROUND_PERIOD_S). Neighbours are at most 1.5x apart, so a round never waits more than a third
+    of its period for the next boundary (powers of two alone left up to half of it, and half of a slow
+    link, idle), and any two periods of the grid still share a boundary at least every 3 of the longer."""
+    k = 0
+    while (period := base_s * 2 ** (k // 2) * (1.5 if k % 2 else 1.0)) <= MAX_ROUND_PERIOD_S:
+        yield period
+        k += 1
 
-    Powers of two keep the swarm's round instants aligned: a member on an 8 s period still meets
-    members on 4 s at every other boundary while the longer period propagates through the DHT.
-    """
+
+def wanted_period(base_s: float, round_time_s: float, *, overlap: bool) -> float:
+    """The shortest period of ``period_grid(base_s)`` in which a round of ``round_time_s`` hides."""
     needed = round_time_s * (OVERLAP_MARGIN if overlap else SERIAL_FACTOR)
-    period = base_s
-    while period < needed and period < MAX_ROUND_PERIOD_S / 2:
-        period *= 2
-    return period
+    chosen = base_s
+    for chosen in period_grid(base_s):
+        if chosen >= needed:
+            break
+    return chosen
 
 
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:

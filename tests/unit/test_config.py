@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -116,15 +117,26 @@ def test_boolean_flags_have_a_negative_form() -> None:
     assert "overlap" not in vars(parser.parse_args([]))
 
 
-def test_adaptive_round_period_doubles_until_communication_hides() -> None:
-    from node.runner import wanted_period
+def test_adaptive_round_period_takes_the_shortest_grid_period_that_hides_communication() -> None:
+    from node.runner import period_grid, wanted_period
 
-    # With overlap a round of 3 s needs 3 x 1.25 = 3.75 s of compute: 2 s doubles to 4 s.
+    grid = list(period_grid(2.0))
+    assert grid[:8] == [2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0]
+    assert grid[-1] <= 3600.0 < grid[-1] * 1.5
+    # Neighbours at most 1.5x apart; any two share a round instant at least every 3 of the longer.
+    for shorter, longer in itertools.pairwise(grid):
+        assert longer / shorter <= 1.5
+    for i, longer in enumerate(grid):
+        for shorter in grid[:i]:
+            assert any(abs(j * longer / shorter - round(j * longer / shorter)) < 1e-9 for j in (1, 2, 3))
+    # With overlap a round of 3 s needs 3 x 1.25 = 3.75 s of compute: 2 s becomes 4 s; a round of
+    # 7.5 s needs 9.4 s: 12 s (powers of two alone would have taken 16 s, leaving 8.5 s of it idle).
     assert wanted_period(2.0, 3.0, overlap=True) == 4.0
+    assert wanted_period(2.0, 7.5, overlap=True) == 12.0
     assert wanted_period(2.0, 1.0, overlap=True) == 2.0
     # Without overlap communication should take at most a quarter of the period.
-    assert wanted_period(2.0, 3.0, overlap=False) == 16.0
-    # Powers of two of the base keep every member's round instants aligned; bounded above.
+    assert wanted_period(2.0, 3.0, overlap=False) == 12.0
+    # Bounded above.
     assert wanted_period(5.0, 1e9, overlap=True) <= 3600.0
 
 
