@@ -8,7 +8,10 @@ checkpoint. For every link rate (unlimited, 1000, 500, 100, 50, 20 Mbit/s, both 
 peer's link) and method, the 4 peers then train for ``--seconds`` of wall-clock time on the same data
 (stdlib corpus, ``--batch-size`` x 128 bytes per peer step, the same peak learning rate and
 ``--warmup-steps`` warm-up; hivemind's target batch is 4 x the batch, one step of all peers: the same
-effective batch). Each peer's processes share a CPU quota (``--cpu-per-peer``, default the machine's
+effective batch; the pretraining uses the same batch). On half-core peers a local step at batch 4
+takes ~2 s, so fp32's exact round at 100 Mbit/s hides behind a few local steps, as it would on a
+much faster link; ``--batch-size 1`` gives the ratio of a GPU peer (steps of a fraction of a second
+against an exact round of seconds). Each peer's processes share a CPU quota (``--cpu-per-peer``, default the machine's
 cores / 4), so a peer computes at a fixed speed, as on its own GPU: without it, a method whose other
 peers stall (hivemind's joiners downloading state) hands their cores to peer 0, the one evaluated.
 Swarm runs in wall-clock mode with adaptive rounds (the period lengthens from ``--round-period`` until
