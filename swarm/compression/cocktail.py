@@ -143,12 +143,13 @@ def _round_up_to_half(peaks: torch.Tensor) -> torch.Tensor:
 class CocktailCodec:
     """The compressed codec; ``decode(encode(x))`` is C[x], identical on every member and device.
 
-    ``encode`` runs where its input lives (CPU or CUDA) and may differ between devices in which of
-    two equal magnitudes it keeps; that is harmless, since every member applies the bytes the owner
-    sent. ``decode`` is the same sequence of fp32 operations on any device: bit-identical results.
-    ``topk_method``: ``exact`` (torch.topk) or ``sampled`` (a threshold from SAMPLE_SIZE random kept
-    entries; faster on GPUs for large shards, count within a few percent of k). It changes only what
-    this member selects, never the layout: members may use either.
+    ``encode`` runs where its input lives (CPU or CUDA); with exact top-k it gives the same bytes on
+    both (ties at the k-th magnitude are broken by index). ``decode`` is the same sequence of fp32
+    operations on any device (the per-bucket steps are divided on the host): bit-identical results.
+    ``topk_method``: ``exact`` (torch.topk's k-th magnitude) or ``sampled`` (a threshold from
+    SAMPLE_SIZE random kept entries, drawn from a per-device generator; faster on GPUs for large
+    shards, count within a few percent of k). It changes only what this member selects, never the
+    layout: members may use either.
     """
 
     name = "cocktail"
@@ -179,9 +180,13 @@ class CocktailCodec:
             threshold = sampled_threshold(magnitude[probe_at], k, m)
             # Ties at zero would select every zero entry: keep strictly positive ones then.
             return magnitude > threshold if bool(threshold == 0) else magnitude >= threshold
-        mask = torch.zeros(m, dtype=torch.bool, device=magnitude.device)
-        mask[torch.topk(magnitude, k, sorted=False).indices] = True
-        return mask
+        # The k-th largest magnitude is the same on every device; which of the entries tied with it
+        # torch.topk keeps is not. Keep all entries above it and the first tied ones in index order,
+        # so that a CPU and a GPU member with the same values send the same bytes.
+        threshold = torch.topk(magnitude, k, sorted=False).values.min()
+        above = magnitude > threshold
+        tied = magnitude == threshold
+        return above | (tied & (tied.cumsum(0) <= k - above.sum()))
 
     def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
         """(offset, stride): the shard entries ``offset, offset + stride, ...`` that C[x] may change
@@ -325,14 +330,17 @@ class CocktailCodec:
         bitmap = _unpack_bits(body[:bitmap_bytes])
         if bool(bitmap[m:].any()) or int(bitmap[:m].sum()) != k:
             raise CodecError("bitmap does not select exactly k sampled entries")
-        scales = body[bitmap_bytes : bitmap_bytes + 2 * num_buckets].clone().view(torch.float16).float()
-        if not bool(torch.isfinite(scales).all()) or bool((scales < 0).any()):
+        # Scales are read and divided on the host (numpy, correctly rounded) whatever the device:
+        # CUDA's torch divides by a scalar as a multiply by its reciprocal, which differs in the
+        # last bit from a division, and every member must decode the same bytes to the same values.
+        scales = np.frombuffer(payload, "<f2", num_buckets, _HEADER.size + bitmap_bytes).astype(np.float32)
+        if not np.isfinite(scales).all() or (scales < 0).any():
             raise CodecError("bucket scales must be finite and non-negative")
         levels = _levels(bits)
         codes = _unpack(body[bitmap_bytes + 2 * num_buckets :], k, bits).to(torch.int32) - levels
         if bool((codes.abs() > levels).any()):
             raise CodecError("quantisation code out of range")
-        step = scales / levels  # one fp32 division per bucket, then one multiply per value
+        step = torch.from_numpy(scales / np.float32(levels)).to(body.device)  # then one multiply per value
         rows = torch.nn.functional.pad(codes.float(), (0, num_buckets * p.bucket - k)).view(-1, p.bucket)
         return offset, bitmap[:m], (rows * step[:, None]).reshape(-1)[:k]
 

@@ -146,7 +146,8 @@ def test_subtract_decoded_matches_the_dense_decode() -> None:
 @pytest.mark.parametrize("kind", ["sparse", "ties", "distinct"])
 def test_exact_topk_selects_exactly_k_even_with_ties_at_the_threshold(kind: str) -> None:
     """Ties at the k-th largest magnitude (zeros of a sparse delta, the few levels of an owner's
-    mean) still select exactly k entries, the largest: the header's k is the bitmap's count."""
+    mean) still select exactly k entries, the largest: the header's k is the bitmap's count. Of the
+    tied entries the first ones in index order are kept, as on a GPU (the same bytes on both)."""
     codec = CocktailCodec()
     n = 400_000
     g = torch.Generator().manual_seed(7)
@@ -163,6 +164,10 @@ def test_exact_topk_selects_exactly_k_even_with_ties_at_the_threshold(kind: str)
     assert int(selected.sum()) == k
     magnitude = x.abs()[kept]
     assert magnitude[selected].min() >= magnitude[~selected].max()
+    threshold = magnitude[selected].min()
+    tied = (magnitude == threshold).nonzero().flatten()
+    kept_tied = int((selected & (magnitude == threshold)).sum())
+    assert torch.equal(selected[tied], torch.arange(tied.numel()) < kept_tied)  # a prefix of the ties
 
 
 @pytest.mark.parametrize("seed", range(4))
