@@ -27,6 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--codec", default="fp32", help="averaging codec (default fp32)")
     demo.add_argument("--round-period", type=float, default=4.0, help="seconds between rounds (default 4)")
     demo.add_argument(
+        "--until-round",
+        type=int,
+        default=None,
+        help="stop every node once x' reaches this round, not after --steps",
+    )
+    demo.add_argument(
+        "--devices",
+        default="",
+        help="each node's --device in turn, e.g. cuda,cpu for a GPU and a CPU member (default: auto)",
+    )
+    demo.add_argument(
         "--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)"
     )
     demo.add_argument(
@@ -58,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 round_period_s=args.round_period,
                 workdir=args.workdir,
                 coordinator=args.coordinator,
+                until_round=args.until_round,
+                devices=tuple(d.strip() for d in args.devices.split(",") if d.strip()),
             )
         except ValueError as e:
             print(f"swarm-node demo: error: {e}", file=sys.stderr)

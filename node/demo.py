@@ -34,12 +34,23 @@ class DemoOptions:
     round_period_s: float = 4.0
     workdir: str | None = None
     coordinator: bool = True
+    devices: tuple[str, ...] = ()
+    until_round: int | None = None
+    """Stop every node once x' reaches this round (the same round everywhere) instead of after ``steps``."""
+    """Each node's ``--device``, in turn (``("cuda", "cpu")``: a GPU and a CPU member); empty: auto."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 32:
             raise ValueError(f"--nodes must be between 1 and 32, got {self.nodes}")
         if self.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {self.steps}")
+        if self.until_round is not None and self.until_round < 1:
+            raise ValueError(f"--until-round must be at least 1, got {self.until_round}")
+        if bad := [d for d in self.devices if d not in ("auto", "cpu", "cuda")]:
+            raise ValueError(f"--devices takes auto, cpu or cuda, separated by commas; got {','.join(bad)!r}")
+
+    def device(self, index: int) -> str | None:
+        return self.devices[index % len(self.devices)] if self.devices else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -61,8 +72,11 @@ def _node_command(
         run_id,
         "--host-maddr",
         "/ip4/127.0.0.1/tcp/0",
-        "--max-steps",
-        str(options.steps),
+        *(
+            ["--max-steps", str(options.steps)]
+            if options.until_round is None
+            else ["--until-round", str(options.until_round)]
+        ),
         "--round-period",
         str(options.round_period_s),
         "--threads",
@@ -76,6 +90,8 @@ def _node_command(
     ]
     if coordinator is not None:
         command += ["--coordinator", coordinator, "--metrics-port", "0"]
+    if (device := options.device(index)) is not None:
+        command += ["--device", device]
     if peer is None:
         command += ["--model", options.model, "--codec", options.codec]
     else:
@@ -114,8 +130,11 @@ def run_demo(options: DemoOptions) -> int:
             )
 
     print(
-        f"swarm-node demo: {options.nodes} nodes, {options.steps} steps each, model {options.model}, "
-        f"codec {options.codec}; logs in {workdir}",
+        f"swarm-node demo: {options.nodes} nodes, "
+        f"{f'{options.steps} steps each' if options.until_round is None else f'until round {options.until_round}'}, "
+        f"model {options.model}, "
+        f"codec {options.codec}{', devices ' + ','.join(options.devices) if options.devices else ''};"
+        f" logs in {workdir}",
         flush=True,
     )
     started = time.monotonic()
@@ -201,18 +220,20 @@ def _start_coordinator(workdir: Path, env: dict[str, str]) -> tuple[subprocess.P
 
 
 def _follow(options: DemoOptions, workdir: Path, processes: list[subprocess.Popen]) -> None:
-    total = options.nodes * options.steps
-    with tqdm(total=total, unit="step", dynamic_ncols=True, desc="training") as bar:
+    by_rounds = options.until_round is not None
+    total = options.until_round if options.until_round is not None else options.nodes * options.steps
+    with tqdm(total=total, unit="round" if by_rounds else "step", dynamic_ncols=True, desc="training") as bar:
         while any(p.poll() is None for p in processes):
             statuses = [_read_json(workdir / f"node{i}.status.json") or {} for i in range(options.nodes)]
             steps = sum(s.get("step", 0) for s in statuses)
             losses = [s["loss"] for s in statuses if s.get("loss") is not None]
             evals = [s["eval_loss"] for s in statuses if s.get("eval_loss") is not None]
-            bar.n = min(steps, total)
+            round_id = max((s.get("round", 0) for s in statuses), default=0)
+            bar.n = min(round_id if by_rounds else steps, total)
             bar.set_postfix(
                 loss=f"{sum(losses) / len(losses):.3f}" if losses else "-",
                 eval=f"{min(evals):.3f}" if evals else "-",
-                round=max((s.get("round", 0) for s in statuses), default=0),
+                round=round_id,
                 peers=sum(1 for s in statuses if s.get("state") == "training"),
                 sent=f"{sum(s.get('bytes_sent', 0) for s in statuses) / 1e6:.1f}MB",
                 refresh=False,

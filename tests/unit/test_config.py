@@ -197,3 +197,19 @@ def test_nodes_cap_malloc_arenas_on_glibc() -> None:
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("M_ARENA_MAX is glibc's")
     assert limit_malloc_arenas() is True
+
+
+def test_the_demo_gives_each_node_its_device_in_turn_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    from node.cli import main
+    from node.demo import DemoOptions, _node_command
+
+    options = DemoOptions(nodes=3, devices=("cuda", "cpu"), until_round=7)
+    commands = [
+        _node_command(options, tmp_path, i, None if i == 0 else "/ip4/x", "r", None) for i in range(3)
+    ]
+    assert [c[c.index("--device") + 1] for c in commands] == ["cuda", "cpu", "cuda"]
+    assert all(c[c.index("--until-round") + 1] == "7" and "--max-steps" not in c for c in commands)
+    assert "--device" not in _node_command(DemoOptions(), tmp_path, 0, None, "r", None)
+    with pytest.raises(ValueError, match="--devices takes auto, cpu or cuda"):
+        DemoOptions(devices=("cuda", "gpu"))
+    assert main(["demo", "--devices", "cuda,tpu"]) == 2
