@@ -127,6 +127,8 @@ class Progress:
     round_period_s: float = 0.0
     wanted_period_s: float = 0.0
     round_time_ema_s: float | None = None
+    last_members: frozenset[bytes] = frozenset()
+    """The group of the last committed round (whether the next one's matchmaking waited for joiners)."""
     bytes_sent: int = 0
     bytes_received: int = 0
     fp32_bytes: int = 0
@@ -246,6 +248,16 @@ def wanted_period(base_s: float, round_time_s: float, *, overlap: bool) -> float
         if chosen >= needed:
             break
     return chosen
+
+
+def round_time_to_hide(outcome: RoundOutcome, last_members: frozenset[bytes]) -> float:
+    """The seconds of a committed round that the next period must hide behind local steps.
+
+    A round with the same group as the last one is sized by its whole duration (matchmaking, the
+    exchange, the commit): all of it keeps the next round's members from starting. A round whose group
+    changed is sized by its exchange alone, since its matchmaking waited for joiners or for a
+    member's timeout, which a longer period would not hide."""
+    return outcome.duration_s if frozenset(outcome.members) == last_members else outcome.transfer_s
 
 
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:
@@ -1137,16 +1149,14 @@ class Node:
             p.fp32_bytes += outcome.fp32_bytes
             self.metrics.compression_ratio.set(outcome.compression_ratio)
             if self.config.training.adaptive_rounds and self.config.training.local_steps is None:
-                # The exchange's own time: waiting for joiners (a first round, a late member) is not
-                # what a longer period would hide.
+                hide = round_time_to_hide(outcome, p.last_members)
                 ema = p.round_time_ema_s
-                p.round_time_ema_s = ema = (
-                    outcome.transfer_s if ema is None else 0.7 * ema + 0.3 * outcome.transfer_s
-                )
+                p.round_time_ema_s = ema = hide if ema is None else 0.7 * ema + 0.3 * hide
                 p.wanted_period_s = wanted_period(
                     self.config.training.round_period_s, ema, overlap=self.config.training.overlap
                 )
                 self._adopt_period([])
+            p.last_members = frozenset(outcome.members)
             self.metrics.round_duration.observe(outcome.duration_s)
             self.metrics.group_size.set(len(outcome.members))
             self.metrics.aborted_shards.inc(len(outcome.aborted_shards))

@@ -213,3 +213,17 @@ def test_the_demo_gives_each_node_its_device_in_turn_and_refuses_unknown_ones(tm
     with pytest.raises(ValueError, match="--devices takes auto, cpu or cuda"):
         DemoOptions(devices=("cuda", "gpu"))
     assert main(["demo", "--devices", "cuda,tpu"]) == 2
+
+
+def test_a_round_is_sized_by_its_whole_duration_unless_its_group_changed() -> None:
+    from node.runner import round_time_to_hide
+    from swarm.averaging.round import RoundOutcome, Status
+
+    def outcome(*members: bytes) -> RoundOutcome:
+        return RoundOutcome(status=Status.COMMITTED, members=list(members), duration_s=2.4, transfer_s=1.5)
+
+    group = frozenset({b"a", b"b"})
+    assert round_time_to_hide(outcome(b"b", b"a"), group) == 2.4  # same group: matchmaking counts
+    assert round_time_to_hide(outcome(b"a", b"b", b"c"), group) == 1.5  # a joiner: the exchange only
+    assert round_time_to_hide(outcome(b"a"), group) == 1.5  # a member left (its timeout is not hidden)
+    assert round_time_to_hide(outcome(b"a", b"b"), frozenset()) == 1.5  # the first round
