@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import first_maddr, machine, save, today
+from report import first_maddr, machine, require_plotting, save, today
 
 NODES = 8
 HOSTILE = NODES - 1
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    require_plotting()
     args.factor = {"scale": args.scale_factor, "random": args.random_factor}
     runs = [("clean", None)] + [(attack, attack) for attack in args.attacks]
     results = []

@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from report import first_maddr, machine, save, today
+from report import first_maddr, machine, require_plotting, save, today
 
 from swarm.checkpoint.pointer import generate_identity
 
@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep logs and summaries here (default: a temporary folder)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    require_plotting()
     if args.finetune_rounds and not args.pretrained and ("fp32" not in args.settings or not args.rounds):
         parser.error(
             "fine-tuning starts from the fp32 run's model: keep fp32 in --settings or give --pretrained"

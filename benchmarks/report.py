@@ -15,6 +15,14 @@ import time
 from pathlib import Path
 
 
+def require_plotting() -> None:
+    """Exit with the install line now if matplotlib is missing, not after a long run at its plot."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("this benchmark plots its results: pip install -c constraints.txt -e .[bench]")
+
+
 def today() -> str:
     return dt.date.today().isoformat()
 

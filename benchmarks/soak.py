@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import machine, save, today
+from report import machine, require_plotting, save, today
 
 LONG_LIVED = 3
 
@@ -343,6 +343,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    require_plotting()
     if args.nodes <= LONG_LIVED:
         parser.error(f"--nodes must exceed the {LONG_LIVED} long-lived nodes")
     with tempfile.TemporaryDirectory(prefix="swarm-soak-") as tmp:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netlab import NetLab, socket_delta
-from report import first_maddr, machine, save, today
+from report import first_maddr, machine, require_plotting, save, today
 
 PEERS = 4
 
@@ -294,6 +294,7 @@ def main() -> None:
         help="run every (rate, method) this many times, the methods taking turns (default 1)",
     )  # fmt: skip
     args = parser.parse_args()
+    require_plotting()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     results = []
