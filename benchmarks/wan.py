@@ -293,11 +293,23 @@ def main() -> None:
         "--repeats", type=int, default=1,
         help="run every (rate, method) this many times, the methods taking turns (default 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--include",
+        help="a result JSON of an earlier invocation with the same settings: its runs join this record"
+        " (a sweep split over several invocations, say the slow links first)",
+    )
     args = parser.parse_args()
     require_plotting()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    results = []
+    included = json.loads(Path(args.include).read_text()) if args.include else None
+    if included is not None:
+        if args.target is None:
+            parser.error("--include needs --target: the included runs' times were judged against one")
+        clashes = _setting_clashes(included, args)
+        if clashes:
+            parser.error(f"--include {args.include} was run with other settings: {'; '.join(clashes)}")
+    results = list(included["results"]) if included else []
     with tempfile.TemporaryDirectory(prefix="swarm-wan-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -353,8 +365,10 @@ def main() -> None:
         "round_period_s": args.round_period,
         "cpu_per_peer": args.cpu_per_peer or None,
         "repeats": args.repeats,
-        "rates": args.rates,
-        "methods": args.methods,
+        "rates": list(dict.fromkeys([*(included["rates"] if included else []), *args.rates])),
+        "methods": list(dict.fromkeys([*(included["methods"] if included else []), *args.methods])),
+        "code": _commit(),
+        "included": included["code"] if included and "code" in included else None,
         "results": results,
     }
     stem = f"{args.name}-{record['date']}"
@@ -362,11 +376,54 @@ def main() -> None:
     print(render(record))
 
 
+# The settings two invocations must share for their runs to stand in one table: (record key, argument).
+SHARED_SETTINGS = [
+    ("model", "model"), ("batch_size", "batch_size"), ("lr", "lr"), ("warmup_steps", "warmup_steps"),
+    ("seconds", "seconds"), ("target_eval_loss", "target"), ("round_period_s", "round_period"),
+    ("cpu_per_peer", "cpu_per_peer"), ("pretrained", "pretrained"), ("repeats", "repeats"),
+]  # fmt: skip
+
+
+def _setting_clashes(record: dict, args: argparse.Namespace) -> list[str]:
+    """Where an earlier invocation's record was run with other settings than ``args``."""
+    clashes = []
+    for key, name in SHARED_SETTINGS:
+        mine = getattr(args, name)
+        if name == "cpu_per_peer":
+            mine = mine or None
+        if record.get(key) != mine:
+            clashes.append(f"{key} {record.get(key)!r} there, {mine!r} here")
+    return clashes
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with ``+`` when it has uncommitted changes), for the record."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            check=True, cwd=Path(__file__).parent,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def render(record: dict) -> str:
     lines = [
         f"# Training over shaped links: Swarm cocktail, Swarm fp32, hivemind stock ({record['date']})",
         "",
-        f"Machine: {record['machine']}; torch {record['torch']}; {record['peers']} peers, each in its own network"
+        f"Machine: {record['machine']}; torch {record['torch']}"
+        + (f"; code at {record['code']}" if record.get("code") else "")
+        + (
+            f" (the included runs: {record['included']})"
+            if record.get("included") and record["included"] != record.get("code")
+            else ""
+        )
+        + f"; {record['peers']} peers, each in its own network"
         f" namespace; fine-tuning model `{record['model']}` from a checkpoint pretrained alone"
         + (
             f" for {record['pretrain_steps']} steps"
