@@ -304,8 +304,11 @@ def main() -> None:
         parser.error("--repeats must be at least 1")
     included = json.loads(Path(args.include).read_text()) if args.include else None
     if included is not None:
-        if args.target is None:
-            parser.error("--include needs --target: the included runs' times were judged against one")
+        if args.target is None or args.pretrained is None:
+            parser.error(
+                "--include needs --target and --pretrained: the runs of one record start from one"
+                " checkpoint and are judged against one target"
+            )
         clashes = _setting_clashes(included, args)
         if clashes:
             parser.error(f"--include {args.include} was run with other settings: {'; '.join(clashes)}")
