@@ -608,15 +608,34 @@ class Node:
             ):
                 trainer.adopt_global_change(old, copy.values)
             return
+        ranked = sorted(members, key=lambda peer: -members[peer].round)
+        catch_up = self.progress.catch_up
         if (
             members
             and all(r.round == 0 for r in members.values())
             and copy.digest.hex() == spec.initial_digest
         ):
-            logger.info("the run has committed no round yet and this node holds its initial x': no download")
-            return
-        ranked = sorted(members, key=lambda peer: -members[peer].round)
-        catch_up = self.progress.catch_up
+            # The heartbeats say no round yet, but they may be seconds old (a member alone can commit
+            # rounds meanwhile, and a fresh pair trusting a stale "round 0" would then outvote it at
+            # the next rendezvous): ask the members' journals what was committed since.
+            replayed = await self._replay_from_any(ranked, copy)
+            if replayed is not None and not replayed[1]:
+                logger.info(
+                    "the run has committed no round yet and this node holds its initial x': no download"
+                )
+                return
+            if replayed is not None:
+                peer, entries = replayed
+                trainer.load_flat(copy.values)
+                catch_up.update(
+                    source="journal", replayed_rounds=len(entries), round=copy.round,
+                    journal_bytes=sum(e.size for e in entries),
+                )  # fmt: skip
+                logger.info(
+                    "caught up: %d rounds replayed from %s's journal: round %d",
+                    len(entries), peer_name(peer)[-8:], copy.round,
+                )  # fmt: skip
+                return
         checkpoint = await self._load_swarm_checkpoint(copy, trainer, spec) if ranked else None
         if checkpoint is not None:
             replayed = await self._replay_from_any(ranked, copy)
