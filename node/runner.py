@@ -625,34 +625,18 @@ class Node:
                 )
                 return
             if replayed is not None:
-                peer, entries = replayed
-                trainer.load_flat(copy.values)
-                catch_up.update(
-                    source="journal", replayed_rounds=len(entries), round=copy.round,
-                    journal_bytes=sum(e.size for e in entries),
-                )  # fmt: skip
-                logger.info(
-                    "caught up: %d rounds replayed from %s's journal: round %d",
-                    len(entries), peer_name(peer)[-8:], copy.round,
-                )  # fmt: skip
+                self._caught_up_by_replay(replayed, copy, trainer, source="journal", start="")
                 return
         checkpoint = await self._load_swarm_checkpoint(copy, trainer, spec) if ranked else None
         if checkpoint is not None:
             replayed = await self._replay_from_any(ranked, copy)
             if replayed is not None:
-                peer, entries = replayed
+                _, entries = replayed
                 if entries:  # the journal's digests vouch for the checkpoint: serve it too
                     assert self.checkpoints is not None
                     await self.checkpoints.publish(checkpoint)
-                trainer.load_flat(copy.values)
-                catch_up.update(
-                    source="checkpoint+journal", replayed_rounds=len(entries), round=copy.round,
-                    journal_bytes=sum(e.size for e in entries),
-                )  # fmt: skip
-                logger.info(
-                    "caught up: checkpoint of round %d, then %d rounds replayed from %s's journal: round %d",
-                    catch_up["checkpoint_round"], len(entries), peer_name(peer)[-8:], copy.round,
-                )  # fmt: skip
+                start = f"checkpoint of round {catch_up['checkpoint_round']}, then "
+                self._caught_up_by_replay(replayed, copy, trainer, source="checkpoint+journal", start=start)
                 return
             logger.info("no member's journal reaches back to the checkpoint: taking x' from a member")
         if await self._fetch_from_any(ranked, copy) is not None:
@@ -662,6 +646,27 @@ class Node:
         if members:
             raise NodeError("no live member of the run could send its x'; try again in a moment")
         logger.warning("no live member to catch up from: starting from the run's initial weights")
+
+    def _caught_up_by_replay(
+        self,
+        replayed: tuple[bytes, list[JournalEntry]],
+        copy: GlobalCopy,
+        trainer: LocalTrainer,
+        *,
+        source: str,
+        start: str,
+    ) -> None:
+        """A joiner's x' was brought forward by a member's journal: train from it and report how."""
+        peer, entries = replayed
+        trainer.load_flat(copy.values)
+        self.progress.catch_up.update(
+            source=source, replayed_rounds=len(entries), round=copy.round,
+            journal_bytes=sum(e.size for e in entries),
+        )  # fmt: skip
+        logger.info(
+            "caught up: %s%d rounds replayed from %s's journal: round %d",
+            start, len(entries), peer_name(peer)[-8:], copy.round,
+        )  # fmt: skip
 
     async def _repair(self, outcome: RoundOutcome, copy: GlobalCopy, trainer: LocalTrainer) -> bool:
         """Bring x' to the round ``outcome`` names (or later); whether it did."""
