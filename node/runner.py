@@ -597,6 +597,10 @@ class Node:
         assert self.host is not None
         members = {p: r for p, r in (await averager.live_members()).items() if not r.leaving}
         members.pop(self.host.peer_id, None)
+        # Whatever x' this node takes, its source may commit another round before we first meet it:
+        # until our first committed round we are a newcomer (we gather at an established member,
+        # and if we are behind it, we repair rather than outvote it).
+        averager.fresh = bool(members)
         if keep_local_work:
             ahead = sorted(
                 (p for p in members if members[p].round > copy.round), key=lambda p: -members[p].round
@@ -699,6 +703,7 @@ class Node:
                 local_steps_per_round=float(self.progress.local_steps_last_round),
                 wanted_period_s=self.progress.wanted_period_s,
                 credential=self.averager.gate.own_credential if self.averager is not None else b"",
+                fresh=self.averager.fresh if self.averager is not None else False,
                 # Relay addresses first: they are the ones no routing table knows.
                 addrs=tuple(sorted(self.maddrs, key=lambda m: "p2p-circuit" not in m)[:MAX_MEMBER_ADDRS]),
             )

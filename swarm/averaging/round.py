@@ -12,6 +12,15 @@ conductor that learns of a lower live peer hands its joiners a Redirect; a busy 
 candidate is passed over for a few seconds (twice the join grace), then tried again. The roster
 is fixed before anything is sent.
 
+Newcomers. A node that joined by taking x' from peers is *fresh* (in its heartbeat and join
+request) until it first commits a round. Its x' can be a round behind already: a member alone
+commits rounds while joiners download. So fresh members rank after every established one for
+conducting; a fresh member behind an established member in the same gathering does not vote on
+the base (it repairs forward instead of sending that member back to the copy it gave out); and a
+gathering of fresh members only waits past the grace for the established members it sees live.
+Two groups never commit the same round on one base this way, as long as their views of the
+member list agree.
+
 Reduce. Shards go to owners by rendezvous hashing over the roster. Every member sends its encoded
 part of each shard to the shard's owner on one shard stream per owner and waits on that stream
 for the owner's result: the weighted mean of the parts that arrived before the owner's deadline,
@@ -73,6 +82,15 @@ def _protocol(run_id: str, name: str) -> str:
 
 def _short(peer: bytes) -> str:
     return peer_name(peer)[-8:]
+
+
+def _conductor_rank(live: dict[bytes, bool]) -> Callable[[bytes], tuple[bool, bytes]]:
+    """Order of conductor candidates: established members (lowest peer id first), then fresh ones.
+
+    Every member reads the same heartbeats, so every member picks the same conductor; while an
+    established member is live, newcomers (whose x' may be behind already) gather at it.
+    """
+    return lambda peer: (live.get(peer, True), peer)
 
 
 @dataclass(kw_only=True)
@@ -272,6 +290,10 @@ class Averager:
         """Set by ``hurry``: no rendezvous goes on past this instant."""
         self.journal = RoundJournal(min(4 * self.layout.num_elements, MAX_JOURNAL_BYTES))
         """Rounds committed since x' was last replaced (see ``record_committed``), for joiners."""
+        self.fresh = False
+        """This node took x' from peers when it joined and has committed no round since (the node
+        sets it before catching up; the first round it commits clears it). Its x' may be a round
+        behind its source's already: it neither conducts nor outvotes an established member."""
 
     def owner_errors(self) -> dict[int, torch.Tensor]:
         """Owner-side error buffers by shard (for the node's resume state)."""
@@ -372,6 +394,8 @@ class Averager:
         and any state or journal it serves, wait for it. x' must not change before it is done."""
         self.copy.hash_in_background()
         self._settling = asyncio.create_task(self._settle(outcome))
+        if outcome is not None:
+            self.fresh = False
         return self._settling
 
     async def _settle(self, outcome: RoundOutcome | None) -> bytes:
@@ -456,15 +480,19 @@ class Averager:
                 self.host.remember_addresses(peer, record.addrs)
         return live
 
-    async def _live_peers(self) -> set[bytes]:
-        """Members with a fresh heartbeat that have not announced they are leaving, and us."""
+    async def _live_peers(self) -> dict[bytes, bool]:
+        """Members with a fresh heartbeat that have not announced they are leaving, and us: whether
+        each is fresh, as its heartbeat says (ours too, so that we rank ourselves as the others do;
+        until our first heartbeat is in, our own flag)."""
         try:
             async with asyncio.timeout(self.timing.connect_timeout_s):
                 records = await self.live_members()
         except Exception as e:  # the DHT is unreachable for now: act on what we know, ourselves
             logger.warning("could not read the member list from the DHT: %s", e)
-            return {self.me}
-        return {p for p, record in records.items() if not record.leaving} | {self.me}
+            return {self.me: self.fresh}
+        live = {p: record.fresh for p, record in records.items() if not record.leaving}
+        live.setdefault(self.me, self.fresh)
+        return live
 
     def _join_request(self, contribution: Contribution) -> pb.JoinRequest:
         return pb.JoinRequest(
@@ -475,6 +503,7 @@ class Averager:
             local_steps=contribution.local_steps,
             weight=contribution.weight,
             credential=self.gate.own_credential,
+            fresh=self.fresh,
         )
 
     async def run_round(self, contribution: Contribution) -> RoundOutcome:
@@ -526,8 +555,8 @@ class Averager:
             for peer in [p for p, until in skip.items() if until <= now]:
                 del skip[peer]
             if target is None:
-                candidates = sorted((await self._live_peers() - set(skip)) | {self.me})
-                target = candidates[0]
+                live = await self._live_peers()
+                target = min((p for p in live if p not in skip or p == self.me), key=_conductor_rank(live))
             attempt: tuple[pb.Roster, FramedStream | None, _Gathering | None] | bytes | None
             if target == self.me:
                 attempt = await self._conduct(request, deadline, skip)
@@ -642,16 +671,24 @@ class Averager:
         try:
             while True:
                 live = await self._live_peers()
+                rank = _conductor_rank(live)
                 now = time.monotonic()
-                lower = [p for p in live if p < self.me and skip.get(p, 0.0) <= now]
-                if lower:
-                    target = min(lower)
+                before = [p for p in live if rank(p) < rank(self.me) and skip.get(p, 0.0) <= now]
+                if before:
+                    target = min(before, key=rank)
                     self._close_gathering(gathering, pb.Frame(redirect=pb.Redirect(conductor=target)))
                     return target
                 joined = set(gathering.requests)
                 waited = time.monotonic() - started
                 enough = len(joined) >= t.min_group
-                if enough and waited >= t.gather_s and (live <= joined or waited >= t.join_grace_s):
+                # Newcomers alone do not start a round without the established members they see
+                # live (one that was busy when they came): its x' may be a round ahead of theirs,
+                # and two groups committing the same round would fork x'.
+                grace = waited >= t.join_grace_s and not (
+                    all(r.fresh for r in gathering.requests.values())
+                    and any(not fresh for p, fresh in live.items() if p not in joined)
+                )
+                if enough and waited >= t.gather_s and (set(live) <= joined or grace):
                     base = self._majority_base(gathering)
                     if len(self._on_base(gathering, base)) >= t.min_group:
                         break
@@ -707,8 +744,17 @@ class Averager:
         round (diverged digests) goes to the conductor. A stranger claiming a made-up round can only
         win a tie in a group of two, where as a conductor it could dictate the roster anyway; closed
         runs keep strangers out of gatherings altogether.
+
+        A fresh joiner on a round below an established member's does not vote: it took x' from a
+        member that has committed a round since (a lone member goes on while joiners download), and
+        two newcomers must not send that member back to the copy it gave them, dropping its round.
         """
-        bases = Counter((r.round, bytes(r.digest)) for r in gathering.requests.values())
+        established = max((r.round for r in gathering.requests.values() if not r.fresh), default=0)
+        bases = Counter(
+            (r.round, bytes(r.digest))
+            for r in gathering.requests.values()
+            if not r.fresh or r.round >= established
+        )
         base, _ = max(
             bases.items(), key=lambda item: (item[1], item[0][0], item[0] == gathering.my_base, item[0][1])
         )

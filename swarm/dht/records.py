@@ -172,6 +172,9 @@ class MemberRecord:
     lost its connection to it, and whose daemon no longer knows an address (a relayed connection
     that was cut), dials these. A false address costs a failed dial only: libp2p checks the peer id
     in the handshake."""
+    fresh: bool = False
+    """The member joined by taking x' from peers and has committed no round since: conductors are
+    chosen among the established members first (``swarm.averaging.round``)."""
 
     def to_wire(self) -> dict[str, Any]:
         return {"v": RECORD_VERSION, **asdict(self), "addrs": list(self.addrs)}
@@ -189,6 +192,8 @@ class MemberRecord:
             if isinstance(raw, dict) and "credential" in raw
             else b"",
             addrs=_member_addrs(raw),
+            # Absent from the records of nodes older than the field: they are established members.
+            fresh=_typed(raw, "fresh", bool) if isinstance(raw, dict) and "fresh" in raw else False,
         )
         if len(record.credential) > MAX_CREDENTIAL_BYTES:
             raise RecordError("member record's credential is too long")

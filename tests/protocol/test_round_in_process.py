@@ -412,3 +412,88 @@ def test_a_diverged_joiner_repairs_while_the_conductor_keeps_gathering() -> None
                 await host.shutdown()
 
     _run(go())
+
+
+async def _members(
+    copies: list[GlobalCopy], fresh: list[bool], timing: RoundTiming
+) -> tuple[list[SwarmHost], list[Averager]]:
+    """Averagers in peer-id order, the i-th on ``copies[i]``, its heartbeat (and join requests)
+    saying it is fresh when ``fresh[i]``."""
+    hosts = sorted(await _hosts(len(copies)), key=lambda h: h.peer_id)
+    averagers = []
+    for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True):
+        averager = Averager(
+            host, run_id="proto", codec=Fp32Codec(), global_copy=copy, num_shards=4, timing=timing
+        )
+        averager.fresh = is_fresh
+        await averager.start()
+        record = MemberRecord(round=copy.round, global_step=0, local_steps_per_round=1.0, fresh=is_fresh)
+        await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
+        averagers.append(averager)
+    return hosts, averagers
+
+
+def _small_step() -> Contribution:
+    return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
+
+
+def test_joiners_behind_a_lone_member_repair_forward_instead_of_outvoting_it() -> None:
+    """A member alone (--min-group 1) committed round 3 while two joiners downloaded its x' of
+    round 2. The joiners must not conduct (the lower peer ids are theirs) nor outvote it two to one:
+    it commits round 4 and they repair from it. Before newcomers were told apart, the pair's old
+    base won and the member was sent back to round 2, dropping the round it had committed."""
+
+    async def go() -> None:
+        timing = RoundTiming(
+            gather_s=0.2, join_grace_s=2.0, join_timeout_s=15.0, min_group=1, min_transfer_s=2.0
+        )
+        start = torch.randn(N)
+        copies = [GlobalCopy(start.clone(), round=2) for _ in range(2)] + [GlobalCopy(start + 1.0, round=3)]
+        hosts, (first, second, member) = await _members(copies, [True, True, False], timing)
+        try:
+            out_first, out_second, out_member = await asyncio.gather(
+                first.run_round(_small_step()),
+                second.run_round(_small_step()),
+                member.run_round(_small_step()),
+            )
+            assert out_member.status is Status.COMMITTED, f"the established member got {out_member.status}"
+            assert out_member.round == 4 and out_member.members == [member.me]
+            for joiner in (out_first, out_second):
+                assert joiner.status is Status.REPAIR and joiner.repair_from == [member.me]
+                assert joiner.round == 4, "joiners repair to the round the member is committing"
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    _run(go())
+
+
+def test_newcomers_wait_past_the_grace_for_an_established_member_they_see() -> None:
+    """Two fresh joiners find the established member still busy (their first join to it times out),
+    so they gather at the lower of them. The grace passes: a round of theirs alone could fork x'
+    from one the member commits meanwhile, so they wait for it, and once it gathers, everyone
+    commits one round together."""
+
+    async def go() -> None:
+        timing = RoundTiming(
+            gather_s=0.2, join_grace_s=1.0, join_timeout_s=20.0, min_group=1, min_transfer_s=2.0
+        )
+        start = torch.randn(N)
+        copies = [GlobalCopy(start.clone(), round=2) for _ in range(3)]
+        hosts, (first, second, member) = await _members(copies, [True, True, False], timing)
+        try:
+            joiners = [asyncio.create_task(a.run_round(_small_step())) for a in (first, second)]
+            # The member turns up once the joiners' own gathering has waited out the grace.
+            while first._gathering is None or len(first._gathering.requests) < 2:
+                await asyncio.wait(joiners, timeout=0.05)
+                assert not any(j.done() for j in joiners), [j.result() for j in joiners if j.done()]
+            await asyncio.wait(joiners, timeout=2 * timing.join_grace_s)
+            assert not any(j.done() for j in joiners), "the newcomers committed without the member"
+            outcomes = await asyncio.gather(member.run_round(_small_step()), *joiners)
+            assert [o.status for o in outcomes] == [Status.COMMITTED] * 3
+            assert all(o.round == 3 and len(o.members) == 3 for o in outcomes)
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    _run(go())

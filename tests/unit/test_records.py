@@ -81,6 +81,15 @@ def test_member_records_carry_bounded_addresses() -> None:
             MemberRecord.from_wire({**record.to_wire(), "addrs": bad})
 
 
+def test_member_records_say_whether_the_member_is_a_newcomer() -> None:
+    record = MemberRecord(round=4, global_step=9, local_steps_per_round=1.0, fresh=True)
+    assert MemberRecord.from_wire(record.to_wire()).fresh is True
+    older = {k: v for k, v in record.to_wire().items() if k != "fresh"}  # a node from before the flag
+    assert MemberRecord.from_wire(older).fresh is False
+    with pytest.raises(RecordError, match="fresh"):
+        MemberRecord.from_wire({**record.to_wire(), "fresh": 1})
+
+
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "x" * 65, "ü"])
 def test_run_ids_are_validated(bad: str) -> None:
     with pytest.raises(ValueError):

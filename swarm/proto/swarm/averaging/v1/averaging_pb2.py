@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"swarm/averaging/v1/averaging.proto\x12\x12swarm.averaging.v1\"\x86\x01\n\x0bJoinRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x05 \x01(\r\x12\x0e\n\x06weight\x18\x06 \x01(\x02\x12\x12\n\ncredential\x18\x07 \x01(\x0c\"O\n\x06Member\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\x0e\n\x06weight\x18\x02 \x01(\x02\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x04 \x01(\r\"\xba\x01\n\x06Roster\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0b\x62\x61se_digest\x18\x03 \x01(\x0c\x12+\n\x07members\x18\x04 \x03(\x0b\x32\x1a.swarm.averaging.v1.Member\x12\x12\n\nnum_shards\x18\x05 \x01(\r\x12\x10\n\x08included\x18\x06 \x01(\x08\x12\x13\n\x0brepair_from\x18\x07 \x03(\x0c\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\"\x1d\n\x08Redirect\x12\x11\n\tconductor\x18\x01 \x01(\x0c\"\x16\n\x04\x42usy\x12\x0e\n\x06reason\x18\x01 \x01(\t\"C\n\x07Receipt\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x0e\n\x06shards\x18\x02 \x03(\r\x12\x16\n\x0eresult_digests\x18\x03 \x03(\x0c\"B\n\x06\x43ommit\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x0e\n\x06shards\x18\x02 \x03(\r\x12\x16\n\x0eresult_digests\x18\x03 \x03(\x0c\"\\\n\tShardPart\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\r\n\x05\x63odec\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"`\n\x0bShardResult\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x10\n\x08included\x18\x03 \x03(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"\x18\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\"1\n\x0cStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tmin_round\x18\x02 \x01(\x04\"n\n\x0bStateHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x14\n\x0cnum_elements\x18\x04 \x01(\x04\x12\x15\n\rswarm_samples\x18\x05 \x01(\x04\"*\n\nStateChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\n\n\x08StateEnd\"H\n\x0eJournalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x04\x12\x11\n\tmin_round\x18\x03 \x01(\x04\"<\n\x0bJournalPart\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"]\n\x0cJournalRound\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x1d\n\x15global_step_increment\x18\x02 \x01(\x04\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\"\x1b\n\nJournalEnd\x12\r\n\x05round\x18\x01 \x01(\x04\"\x80\x07\n\x05\x46rame\x12/\n\x04join\x18\x01 \x01(\x0b\x32\x1f.swarm.averaging.v1.JoinRequestH\x00\x12,\n\x06roster\x18\x02 \x01(\x0b\x32\x1a.swarm.averaging.v1.RosterH\x00\x12\x30\n\x08redirect\x18\x03 \x01(\x0b\x32\x1c.swarm.averaging.v1.RedirectH\x00\x12(\n\x04\x62usy\x18\x04 \x01(\x0b\x32\x18.swarm.averaging.v1.BusyH\x00\x12.\n\x07receipt\x18\x05 \x01(\x0b\x32\x1b.swarm.averaging.v1.ReceiptH\x00\x12,\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x1a.swarm.averaging.v1.CommitH\x00\x12-\n\x04part\x18\x07 \x01(\x0b\x32\x1d.swarm.averaging.v1.ShardPartH\x00\x12\x31\n\x06result\x18\x08 \x01(\x0b\x32\x1f.swarm.averaging.v1.ShardResultH\x00\x12,\n\x06reject\x18\t \x01(\x0b\x32\x1a.swarm.averaging.v1.RejectH\x00\x12\x39\n\rstate_request\x18\n \x01(\x0b\x32 .swarm.averaging.v1.StateRequestH\x00\x12\x37\n\x0cstate_header\x18\x0b \x01(\x0b\x32\x1f.swarm.averaging.v1.StateHeaderH\x00\x12\x35\n\x0bstate_chunk\x18\x0c \x01(\x0b\x32\x1e.swarm.averaging.v1.StateChunkH\x00\x12\x31\n\tstate_end\x18\r \x01(\x0b\x32\x1c.swarm.averaging.v1.StateEndH\x00\x12=\n\x0fjournal_request\x18\x0e \x01(\x0b\x32\".swarm.averaging.v1.JournalRequestH\x00\x12\x37\n\x0cjournal_part\x18\x0f \x01(\x0b\x32\x1f.swarm.averaging.v1.JournalPartH\x00\x12\x39\n\rjournal_round\x18\x10 \x01(\x0b\x32 .swarm.averaging.v1.JournalRoundH\x00\x12\x35\n\x0bjournal_end\x18\x11 \x01(\x0b\x32\x1e.swarm.averaging.v1.JournalEndH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"swarm/averaging/v1/averaging.proto\x12\x12swarm.averaging.v1\"\x95\x01\n\x0bJoinRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x05 \x01(\r\x12\x0e\n\x06weight\x18\x06 \x01(\x02\x12\x12\n\ncredential\x18\x07 \x01(\x0c\x12\r\n\x05\x66resh\x18\x08 \x01(\x08\"O\n\x06Member\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\x0e\n\x06weight\x18\x02 \x01(\x02\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x04 \x01(\r\"\xba\x01\n\x06Roster\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0b\x62\x61se_digest\x18\x03 \x01(\x0c\x12+\n\x07members\x18\x04 \x03(\x0b\x32\x1a.swarm.averaging.v1.Member\x12\x12\n\nnum_shards\x18\x05 \x01(\r\x12\x10\n\x08included\x18\x06 \x01(\x08\x12\x13\n\x0brepair_from\x18\x07 \x03(\x0c\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\"\x1d\n\x08Redirect\x12\x11\n\tconductor\x18\x01 \x01(\x0c\"\x16\n\x04\x42usy\x12\x0e\n\x06reason\x18\x01 \x01(\t\"C\n\x07Receipt\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x0e\n\x06shards\x18\x02 \x03(\r\x12\x16\n\x0eresult_digests\x18\x03 \x03(\x0c\"B\n\x06\x43ommit\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\x0e\n\x06shards\x18\x02 \x03(\r\x12\x16\n\x0eresult_digests\x18\x03 \x03(\x0c\"\\\n\tShardPart\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\r\n\x05\x63odec\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"`\n\x0bShardResult\x12\x10\n\x08group_id\x18\x01 \x01(\x0c\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x10\n\x08included\x18\x03 \x03(\x0c\x12\r\n\x05\x63odec\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\"\x18\n\x06Reject\x12\x0e\n\x06reason\x18\x01 \x01(\t\"1\n\x0cStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tmin_round\x18\x02 \x01(\x04\"n\n\x0bStateHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x14\n\x0cnum_elements\x18\x04 \x01(\x04\x12\x15\n\rswarm_samples\x18\x05 \x01(\x04\"*\n\nStateChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\n\n\x08StateEnd\"H\n\x0eJournalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x04\x12\x11\n\tmin_round\x18\x03 \x01(\x04\"<\n\x0bJournalPart\x12\r\n\x05round\x18\x01 \x01(\x04\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"]\n\x0cJournalRound\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x1d\n\x15global_step_increment\x18\x02 \x01(\x04\x12\x0f\n\x07samples\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x0c\"\x1b\n\nJournalEnd\x12\r\n\x05round\x18\x01 \x01(\x04\"\x80\x07\n\x05\x46rame\x12/\n\x04join\x18\x01 \x01(\x0b\x32\x1f.swarm.averaging.v1.JoinRequestH\x00\x12,\n\x06roster\x18\x02 \x01(\x0b\x32\x1a.swarm.averaging.v1.RosterH\x00\x12\x30\n\x08redirect\x18\x03 \x01(\x0b\x32\x1c.swarm.averaging.v1.RedirectH\x00\x12(\n\x04\x62usy\x18\x04 \x01(\x0b\x32\x18.swarm.averaging.v1.BusyH\x00\x12.\n\x07receipt\x18\x05 \x01(\x0b\x32\x1b.swarm.averaging.v1.ReceiptH\x00\x12,\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x1a.swarm.averaging.v1.CommitH\x00\x12-\n\x04part\x18\x07 \x01(\x0b\x32\x1d.swarm.averaging.v1.ShardPartH\x00\x12\x31\n\x06result\x18\x08 \x01(\x0b\x32\x1f.swarm.averaging.v1.ShardResultH\x00\x12,\n\x06reject\x18\t \x01(\x0b\x32\x1a.swarm.averaging.v1.RejectH\x00\x12\x39\n\rstate_request\x18\n \x01(\x0b\x32 .swarm.averaging.v1.StateRequestH\x00\x12\x37\n\x0cstate_header\x18\x0b \x01(\x0b\x32\x1f.swarm.averaging.v1.StateHeaderH\x00\x12\x35\n\x0bstate_chunk\x18\x0c \x01(\x0b\x32\x1e.swarm.averaging.v1.StateChunkH\x00\x12\x31\n\tstate_end\x18\r \x01(\x0b\x32\x1c.swarm.averaging.v1.StateEndH\x00\x12=\n\x0fjournal_request\x18\x0e \x01(\x0b\x32\".swarm.averaging.v1.JournalRequestH\x00\x12\x37\n\x0cjournal_part\x18\x0f \x01(\x0b\x32\x1f.swarm.averaging.v1.JournalPartH\x00\x12\x39\n\rjournal_round\x18\x10 \x01(\x0b\x32 .swarm.averaging.v1.JournalRoundH\x00\x12\x35\n\x0bjournal_end\x18\x11 \x01(\x0b\x32\x1e.swarm.averaging.v1.JournalEndH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,41 +32,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.averaging.v1.averagin
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOINREQUEST']._serialized_start=59
-  _globals['_JOINREQUEST']._serialized_end=193
-  _globals['_MEMBER']._serialized_start=195
-  _globals['_MEMBER']._serialized_end=274
-  _globals['_ROSTER']._serialized_start=277
-  _globals['_ROSTER']._serialized_end=463
-  _globals['_REDIRECT']._serialized_start=465
-  _globals['_REDIRECT']._serialized_end=494
-  _globals['_BUSY']._serialized_start=496
-  _globals['_BUSY']._serialized_end=518
-  _globals['_RECEIPT']._serialized_start=520
-  _globals['_RECEIPT']._serialized_end=587
-  _globals['_COMMIT']._serialized_start=589
-  _globals['_COMMIT']._serialized_end=655
-  _globals['_SHARDPART']._serialized_start=657
-  _globals['_SHARDPART']._serialized_end=749
-  _globals['_SHARDRESULT']._serialized_start=751
-  _globals['_SHARDRESULT']._serialized_end=847
-  _globals['_REJECT']._serialized_start=849
-  _globals['_REJECT']._serialized_end=873
-  _globals['_STATEREQUEST']._serialized_start=875
-  _globals['_STATEREQUEST']._serialized_end=924
-  _globals['_STATEHEADER']._serialized_start=926
-  _globals['_STATEHEADER']._serialized_end=1036
-  _globals['_STATECHUNK']._serialized_start=1038
-  _globals['_STATECHUNK']._serialized_end=1080
-  _globals['_STATEEND']._serialized_start=1082
-  _globals['_STATEEND']._serialized_end=1092
-  _globals['_JOURNALREQUEST']._serialized_start=1094
-  _globals['_JOURNALREQUEST']._serialized_end=1166
-  _globals['_JOURNALPART']._serialized_start=1168
-  _globals['_JOURNALPART']._serialized_end=1228
-  _globals['_JOURNALROUND']._serialized_start=1230
-  _globals['_JOURNALROUND']._serialized_end=1323
-  _globals['_JOURNALEND']._serialized_start=1325
-  _globals['_JOURNALEND']._serialized_end=1352
-  _globals['_FRAME']._serialized_start=1355
-  _globals['_FRAME']._serialized_end=2251
+  _globals['_JOINREQUEST']._serialized_end=208
+  _globals['_MEMBER']._serialized_start=210
+  _globals['_MEMBER']._serialized_end=289
+  _globals['_ROSTER']._serialized_start=292
+  _globals['_ROSTER']._serialized_end=478
+  _globals['_REDIRECT']._serialized_start=480
+  _globals['_REDIRECT']._serialized_end=509
+  _globals['_BUSY']._serialized_start=511
+  _globals['_BUSY']._serialized_end=533
+  _globals['_RECEIPT']._serialized_start=535
+  _globals['_RECEIPT']._serialized_end=602
+  _globals['_COMMIT']._serialized_start=604
+  _globals['_COMMIT']._serialized_end=670
+  _globals['_SHARDPART']._serialized_start=672
+  _globals['_SHARDPART']._serialized_end=764
+  _globals['_SHARDRESULT']._serialized_start=766
+  _globals['_SHARDRESULT']._serialized_end=862
+  _globals['_REJECT']._serialized_start=864
+  _globals['_REJECT']._serialized_end=888
+  _globals['_STATEREQUEST']._serialized_start=890
+  _globals['_STATEREQUEST']._serialized_end=939
+  _globals['_STATEHEADER']._serialized_start=941
+  _globals['_STATEHEADER']._serialized_end=1051
+  _globals['_STATECHUNK']._serialized_start=1053
+  _globals['_STATECHUNK']._serialized_end=1095
+  _globals['_STATEEND']._serialized_start=1097
+  _globals['_STATEEND']._serialized_end=1107
+  _globals['_JOURNALREQUEST']._serialized_start=1109
+  _globals['_JOURNALREQUEST']._serialized_end=1181
+  _globals['_JOURNALPART']._serialized_start=1183
+  _globals['_JOURNALPART']._serialized_end=1243
+  _globals['_JOURNALROUND']._serialized_start=1245
+  _globals['_JOURNALROUND']._serialized_end=1338
+  _globals['_JOURNALEND']._serialized_start=1340
+  _globals['_JOURNALEND']._serialized_end=1367
+  _globals['_FRAME']._serialized_start=1370
+  _globals['_FRAME']._serialized_end=2266
 # @@protoc_insertion_point(module_scope)

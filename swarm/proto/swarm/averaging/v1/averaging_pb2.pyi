@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("run_id", "round", "digest", "samples", "local_steps", "weight", "credential")
+    __slots__ = ("run_id", "round", "digest", "samples", "local_steps", "weight", "credential", "fresh")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class JoinRequest(_message.Message):
     LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     round: int
     digest: bytes
@@ -22,7 +23,8 @@ class JoinRequest(_message.Message):
     local_steps: int
     weight: float
     credential: bytes
-    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., digest: _Optional[bytes] = ..., samples: _Optional[int] = ..., local_steps: _Optional[int] = ..., weight: _Optional[float] = ..., credential: _Optional[bytes] = ...) -> None: ...
+    fresh: bool
+    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., digest: _Optional[bytes] = ..., samples: _Optional[int] = ..., local_steps: _Optional[int] = ..., weight: _Optional[float] = ..., credential: _Optional[bytes] = ..., fresh: _Optional[bool] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("peer_id", "weight", "samples", "local_steps")
