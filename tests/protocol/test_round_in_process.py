@@ -333,21 +333,30 @@ def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
     _run(go())
 
 
-async def _two_on_bases(
-    copies: tuple[GlobalCopy, GlobalCopy], timing: RoundTiming
+async def _members(
+    copies: list[GlobalCopy], fresh: list[bool], timing: RoundTiming
 ) -> tuple[list[SwarmHost], list[Averager]]:
-    """Two averagers, the lower peer id (the conductor) on ``copies[0]``, the other on ``copies[1]``."""
-    hosts = sorted(await _hosts(2), key=lambda h: h.peer_id)
+    """Averagers in peer-id order, the i-th on ``copies[i]``, its heartbeat (and join requests)
+    saying it is fresh when ``fresh[i]``."""
+    hosts = sorted(await _hosts(len(copies)), key=lambda h: h.peer_id)
     averagers = []
-    for host, copy in zip(hosts, copies, strict=True):
+    for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True):
         averager = Averager(
             host, run_id="proto", codec=Fp32Codec(), global_copy=copy, num_shards=4, timing=timing
         )
+        averager.fresh = is_fresh
         await averager.start()
-        record = MemberRecord(round=copy.round, global_step=0, local_steps_per_round=1.0)
+        record = MemberRecord(round=copy.round, global_step=0, local_steps_per_round=1.0, fresh=is_fresh)
         await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
         averagers.append(averager)
     return hosts, averagers
+
+
+async def _two_on_bases(
+    copies: tuple[GlobalCopy, GlobalCopy], timing: RoundTiming
+) -> tuple[list[SwarmHost], list[Averager]]:
+    """Two established averagers, the lower peer id (the conductor) on ``copies[0]``, the other on ``copies[1]``."""
+    return await _members(list(copies), [False, False], timing)
 
 
 def test_a_stale_conductor_repairs_from_a_member_that_went_on() -> None:
@@ -412,25 +421,6 @@ def test_a_diverged_joiner_repairs_while_the_conductor_keeps_gathering() -> None
                 await host.shutdown()
 
     _run(go())
-
-
-async def _members(
-    copies: list[GlobalCopy], fresh: list[bool], timing: RoundTiming
-) -> tuple[list[SwarmHost], list[Averager]]:
-    """Averagers in peer-id order, the i-th on ``copies[i]``, its heartbeat (and join requests)
-    saying it is fresh when ``fresh[i]``."""
-    hosts = sorted(await _hosts(len(copies)), key=lambda h: h.peer_id)
-    averagers = []
-    for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True):
-        averager = Averager(
-            host, run_id="proto", codec=Fp32Codec(), global_copy=copy, num_shards=4, timing=timing
-        )
-        averager.fresh = is_fresh
-        await averager.start()
-        record = MemberRecord(round=copy.round, global_step=0, local_steps_per_round=1.0, fresh=is_fresh)
-        await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
-        averagers.append(averager)
-    return hosts, averagers
 
 
 def _small_step() -> Contribution:
