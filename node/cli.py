@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         help="each node's --device in turn, e.g. cuda,cpu for a GPU and a CPU member (default: auto)",
     )
     demo.add_argument(
+        "--overlap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="exchange each round while the next one trains, as nodes do by default (--no-overlap: "
+        "train from the averaged copy after every round; slower, and on this short run lower loss)",
+    )
+    demo.add_argument(
         "--workdir", default=None, help="keep logs and summaries here (default: a temporary folder)"
     )
     demo.add_argument(
@@ -70,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workdir=args.workdir,
                 coordinator=args.coordinator,
                 until_round=args.until_round,
+                overlap=args.overlap,
                 devices=tuple(d.strip() for d in args.devices.split(",") if d.strip()),
             )
         except ValueError as e:

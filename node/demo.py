@@ -35,9 +35,11 @@ class DemoOptions:
     workdir: str | None = None
     coordinator: bool = True
     devices: tuple[str, ...] = ()
+    """Each node's ``--device``, in turn (``("cuda", "cpu")``: a GPU and a CPU member); empty: auto."""
     until_round: int | None = None
     """Stop every node once x' reaches this round (the same round everywhere) instead of after ``steps``."""
-    """Each node's ``--device``, in turn (``("cuda", "cpu")``: a GPU and a CPU member); empty: auto."""
+    overlap: bool = True
+    """Each round's exchange runs while the next round trains (the nodes' default); False: ``--no-overlap``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 32:
@@ -92,6 +94,8 @@ def _node_command(
         command += ["--coordinator", coordinator, "--metrics-port", "0"]
     if (device := options.device(index)) is not None:
         command += ["--device", device]
+    if not options.overlap:
+        command.append("--no-overlap")
     if peer is None:
         command += ["--model", options.model, "--codec", options.codec]
     else:

@@ -210,6 +210,8 @@ def test_the_demo_gives_each_node_its_device_in_turn_and_refuses_unknown_ones(tm
     assert [c[c.index("--device") + 1] for c in commands] == ["cuda", "cpu", "cuda"]
     assert all(c[c.index("--until-round") + 1] == "7" and "--max-steps" not in c for c in commands)
     assert "--device" not in _node_command(DemoOptions(), tmp_path, 0, None, "r", None)
+    assert "--no-overlap" not in _node_command(DemoOptions(), tmp_path, 0, None, "r", None)
+    assert "--no-overlap" in _node_command(DemoOptions(overlap=False), tmp_path, 1, "/ip4/x", "r", None)
     with pytest.raises(ValueError, match="--devices takes auto, cpu or cuda"):
         DemoOptions(devices=("cuda", "gpu"))
     assert main(["demo", "--devices", "cuda,tpu"]) == 2
