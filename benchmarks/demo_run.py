@@ -18,10 +18,7 @@ and so another data order): the spread of one setting, to compare two (e.g. --ov
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from report import machine, save, today
 
 
 def _command(args: argparse.Namespace, workdir: str) -> list[str]:
@@ -170,19 +169,15 @@ def main() -> None:
             failed = result
     record = {
         "benchmark": "demo_run",
-        "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": today(),
+        "machine": machine(),
         "command": shown,
         "repeats": args.repeats,
         "runs": runs,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-{record['date']}"
-    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = _report(record)
-    (out / f"{name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    markdown = "\n".join(_report(record))
+    save(args.out, f"{args.name}-{record['date']}", record, markdown)
+    print(markdown)
     if failed is not None:
         print(failed.stdout[-3000:], failed.stderr[-3000:], file=sys.stderr)
         raise SystemExit(failed.returncode)
