@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the tests need and runs every check: lint, types, generated code, tests.
+# Installs everything the tests need and runs every check: lint, types, import contracts, structure,
+# generated code, tests.
 # This is the README's test command, and what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,7 @@ fi
 . .venv/bin/activate
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
+echo "== import contracts (pyproject.toml [tool.importlinter])"; lint-imports --no-cache --no-logo
+echo "== structure (file and class sizes, private imports)"; python scripts/check_structure.py
 echo "== generated protobuf code"; scripts/gen_proto.sh --check
 echo "== tests"; python -m pytest -v -p no:cacheprovider "$@"
