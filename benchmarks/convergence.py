@@ -23,16 +23,16 @@ import argparse
 import functools
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.processes
 from report import first_maddr, machine, require_plotting, save, today
 
 from swarm.checkpoint.pointer import generate_identity
+from tests.processes import kill_groups, start_logged
 
 NODES = 4
 SETTINGS: dict[str, list[str]] = {
@@ -82,17 +82,12 @@ def run_swarm(
                 command += ["--status-file", str(status0), *first_args]
             else:
                 command += ["--peer", first_maddr(status0, processes[0], timeout_s=300)]
-            with open(workdir / f"{name}-{i}.log", "w") as log:
-                processes.append(
-                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                )
+            processes.append(start_logged(command, workdir / f"{name}-{i}.log"))
         for process in processes:
             if process.wait(timeout=3600) != 0:
                 raise RuntimeError(f"{name}: a node failed; see logs in {workdir}")
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+        kill_groups(processes)
     return [json.loads(p.read_text()) for p in summaries]
 
 

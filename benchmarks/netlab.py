@@ -26,10 +26,14 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.processes
+from tests.processes import kill_groups, start_logged, sweep_namespaces
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -118,13 +122,7 @@ class NetLab:
                     )  # fmt: skip
 
     def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-        for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+        kill_groups(self.processes, timeout_s=10)
         NetLab.sweep(self.tag)
         for sig, handler in self._previous_handlers.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
@@ -133,16 +131,7 @@ class NetLab:
     @staticmethod
     def sweep(tag: str) -> None:
         """Delete every namespace named ``<tag>-*`` (and with it its veth ends and qdiscs)."""
-        listing = _ip("netns", "list", check=False).stdout
-        for line in listing.splitlines():
-            name = line.split()[0] if line.strip() else ""
-            if name.startswith(f"{tag}-"):
-                # Processes still inside keep a namespace's interfaces alive: kill them first.
-                pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
-                for pid in pids.split():
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-                _ip("netns", "delete", name, check=False)
+        sweep_namespaces(f"{tag}-")
         for root in CGROUP_ROOTS:
             for group in root.glob(f"{tag}-n*") if root.is_dir() else ():
                 _remove_group(group)
@@ -158,15 +147,7 @@ class NetLab:
         if self.cpu_per_node is not None:  # join the cgroup first: `ip netns exec` remounts /sys
             procs = self.cgroup(index) / "cgroup.procs"
             command = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *command]
-        with open(log, "w") as out:
-            process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+        process = start_logged(command, log, env=env)
         self.processes.append(process)
         return process
 

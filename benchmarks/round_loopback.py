@@ -20,13 +20,14 @@ import datetime as dt
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.processes
+from tests.processes import kill_groups, start_logged
 
 
 def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) -> dict:
@@ -72,17 +73,12 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
                 while not first.exists() and time.monotonic() < deadline:
                     time.sleep(0.2)
                 command += ["--peer", json.loads(first.read_text())["maddrs"][0]]
-            with open(workdir / f"{run_id}-{index}.log", "w") as log:
-                processes.append(
-                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                )
+            processes.append(start_logged(command, workdir / f"{run_id}-{index}.log"))
         for process in processes:
             if process.wait(timeout=900) != 0:
                 raise RuntimeError(f"a node failed; see logs in {workdir}")
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+        kill_groups(processes)
     data = [json.loads(path.read_text()) for path in summaries]
     full = [[h for h in d["history"] if h["group_size"] == nodes] for d in data]
     durations = [h["duration_s"] for history in full for h in history[1:]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.processes import kill_groups, start_logged
 
 pytestmark = pytest.mark.swarm
 
@@ -109,15 +110,7 @@ class Swarm:
         if identity is not None:
             command += ["--identity", str(identity)]
         log = self.workdir / f"{name}.log"
-        with open(log, "w") as out:
-            process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                start_new_session=True,
-            )
+        process = start_logged(command, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         node = NodeProcess(name, self.workdir, process, log)
         self.nodes.append(node)
         return node
@@ -128,12 +121,7 @@ class Swarm:
         ]
 
     def reap(self) -> None:
-        for node in self.nodes:
-            try:
-                os.killpg(node.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            node.process.wait(timeout=30)
+        kill_groups(node.process for node in self.nodes)
 
 
 @pytest.fixture

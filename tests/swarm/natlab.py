@@ -17,14 +17,14 @@ deleted on exit, on error, and by ``sweep``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests.processes import kill_groups, start_logged, sweep_namespaces
 
 PUBLIC_ADDRESS = "11.88.0.1"
 
@@ -126,15 +126,7 @@ class NatLab:
 
     def run(self, ns: str, command: Sequence[str], *, log: Path, env: dict | None = None) -> subprocess.Popen:
         """Start ``command`` inside namespace ``ns`` in its own process group."""
-        with open(log, "w") as out:
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *command],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+        process = start_logged(["ip", "netns", "exec", ns, *command], log, env=env)
         self.processes.append(process)
         return process
 
@@ -144,23 +136,9 @@ class NatLab:
         return [line.split()[-1] for line in output.splitlines() if line.strip()]
 
     def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-        for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
+        kill_groups(self.processes, timeout_s=10)
         self.sweep()
 
     def sweep(self) -> None:
         """Delete this lab's namespaces, killing what still runs inside them."""
-        listing = _run("ip", "netns", "list", check=False).stdout
-        for line in listing.splitlines():
-            name = line.split()[0] if line.strip() else ""
-            if name.startswith(f"{self.tag}-"):
-                pids = _run("ip", "netns", "pids", name, check=False).stdout
-                for pid in pids.split():
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-                _run("ip", "netns", "delete", name, check=False)
+        sweep_namespaces(f"{self.tag}-")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +14,7 @@ import pytest
 
 from coordinator.client import CoordinatorClient
 from swarm.checkpoint.manifest import Manifest, read_folder
+from tests.processes import kill_groups, start_logged
 from tests.swarm.conftest import Swarm
 
 pytestmark = pytest.mark.swarm
@@ -33,13 +32,12 @@ class CoordinatorProcess:
         self.status_file = workdir / "coordinator.status.json"
         self.status_file.unlink(missing_ok=True)
         self.log = workdir / "coordinator.log"
-        with open(self.log, "a") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
-                 "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--http-port", str(http_port),
-                 "--status-file", str(self.status_file), *extra],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+        self.process = start_logged(
+            [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
+             "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+             "--status-file", str(self.status_file), *extra],
+            self.log, append=True,
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while not self.status_file.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -50,11 +48,7 @@ class CoordinatorProcess:
         self.address = f"127.0.0.1:{self.grpc_port}"
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=30)
+        kill_groups([self.process])
 
 
 @pytest.fixture
