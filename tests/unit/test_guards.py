@@ -28,7 +28,20 @@ def test_importing_the_core_has_no_side_effects() -> None:
 def test_the_pure_centre_imports_no_protocol_code() -> None:
     code = (
         "import sys; import swarm.compression, swarm.averaging.reduce, swarm.averaging.shards;"
-        "print(sorted(m for m in sys.modules if m.startswith(('swarm.p2p', 'swarm.averaging.round', 'swarm.averaging.wire', 'hivemind'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('swarm.p2p', 'swarm.relay', 'swarm.averaging.round',"
+        " 'swarm.averaging.wire', 'swarm.wire.asyncio_streams', 'swarm.wire.trio_streams', 'hivemind', 'trio',"
+        " 'libp2p'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_node_process_never_loads_py_libp2p() -> None:
+    """hivemind and py-libp2p both register the protobuf package ``crypto.pb``: one process, one of them."""
+    code = (
+        "import sys; import node.runner, swarm.checkpoint.service;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'libp2p', 'trio', 'multiaddr'}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
