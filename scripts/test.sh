@@ -19,6 +19,6 @@ fi
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
 echo "== import contracts (pyproject.toml [tool.importlinter])"; lint-imports --no-cache --no-logo
-echo "== structure (file and class sizes, private imports)"; python scripts/check_structure.py
+echo "== structure (file and class sizes, module docstrings, private imports, literal timeouts)"; python scripts/check_structure.py
 echo "== generated protobuf code"; scripts/gen_proto.sh --check
 echo "== tests"; python -m pytest -v -p no:cacheprovider "$@"
