@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.processes
-from tests.processes import kill_groups, start_logged, sweep_namespaces
+from tests.processes import create_or_close, kill_groups, start_logged, sweep_namespaces
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -84,11 +84,7 @@ class NetLab:
         NetLab.sweep(self.tag)
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
-        try:
-            self._create()
-        except BaseException:
-            self.close()
-            raise
+        create_or_close(self._create, self.close)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 REAP_TIMEOUT_S = 30.0
@@ -42,6 +42,16 @@ def kill_groups(processes: Iterable[subprocess.Popen], timeout_s: float = REAP_T
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout_s)
+
+
+def create_or_close(create: Callable[[], None], close: Callable[[], None]) -> None:
+    """Run ``create``; when it fails half way, ``close`` what it made before the error goes on (a
+    context manager's ``__exit__`` does not run when its ``__enter__`` raises)."""
+    try:
+        create()
+    except BaseException:
+        close()
+        raise
 
 
 def sweep_namespaces(prefix: str) -> None:

@@ -24,7 +24,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.processes import kill_groups, start_logged, sweep_namespaces
+from tests.processes import create_or_close, kill_groups, start_logged, sweep_namespaces
 
 PUBLIC_ADDRESS = "11.88.0.1"
 
@@ -68,11 +68,7 @@ class NatLab:
         if reason is not None:
             raise PermissionError(f"the NAT lab {reason}")
         self.sweep()
-        try:
-            self._create()
-        except BaseException:
-            self.close()
-            raise
+        create_or_close(self._create, self.close)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,5 @@
-"""tests/processes.py: a started process logs to its file, and killing its group ends its children."""
+"""tests/processes.py: a started process logs to its file, killing its group ends its children, and a
+lab that fails half way is closed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.processes import kill_groups, start_logged
+import pytest
+
+from tests.processes import create_or_close, kill_groups, start_logged
 
 GONE_TIMEOUT_S = 10.0
 """How long a SIGKILLed process may take to leave the process table (or turn zombie) under load."""
@@ -40,3 +43,17 @@ def test_killing_the_group_ends_the_children_a_finished_leader_left_behind(tmp_p
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(child)
+
+
+def test_a_lab_that_fails_half_way_is_closed_and_the_error_goes_on() -> None:
+    made: list[str] = []
+
+    def create() -> None:
+        made.append("namespace")
+        raise OSError("no tc here")
+
+    with pytest.raises(OSError, match="no tc here"):
+        create_or_close(create, made.clear)
+    assert made == []
+    create_or_close(lambda: made.append("namespace"), made.clear)
+    assert made == ["namespace"]
