@@ -73,7 +73,10 @@ def offences(path: str, source: str) -> list[str]:
     lines = len(source.splitlines())
     if lines > MAX_FILE_LINES:
         found.append((0, f"{path}: {lines} lines (limit {MAX_FILE_LINES})"))
-    tree = ast.parse(source, filename=path)
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as e:
+        return [line for _, line in found] + [f"{path}:{e.lineno}: does not parse: {e.msg}"]
     if tree.body and ast.get_docstring(tree) is None:
         found.append((1, f"{path}:1: no module docstring"))
     production = path.startswith(PRODUCTION)

@@ -83,6 +83,11 @@ def test_number_literals_as_timeouts_are_offences_in_production_code_only() -> N
     assert check.offences("benchmarks/x.py", source) == []
 
 
+def test_a_file_that_does_not_parse_is_one_offence() -> None:
+    (found,) = check.offences("node/x.py", DOC + "<<<<<<< HEAD\n")
+    assert found.startswith("node/x.py:2: does not parse: ")
+
+
 def test_generated_protobuf_code_is_not_checked() -> None:
     files = check.tracked_python_files(SCRIPT.parents[1])
     assert "scripts/check_structure.py" in files
