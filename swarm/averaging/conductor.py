@@ -14,10 +14,11 @@ import logging
 import secrets
 from collections.abc import Iterator
 
-from swarm.averaging.context import MAX_JOIN_WEIGHT, MIN_WAIT_S, RoundServices, margin_s, short
+from swarm.averaging.context import MAX_JOIN_WEIGHT, MIN_WAIT_S, RoundServices, margin_s
 from swarm.averaging.gathering import Base, Gathering, agree_on_commit, make_roster
 from swarm.averaging.membership import Membership, conductor_rank
 from swarm.averaging.wire import FramedStream, WireError
+from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ GATHER_POLL_S = 0.25
 without joining), besides waking on every join."""
 GROUP_ID_BYTES = 16
 
-Joined = tuple[pb.Roster, None, Gathering]
+Conducted = tuple[pb.Roster, None, Gathering]
+"""Our own roster as the conductor (no stream to a conductor) and the gathering it came from."""
 
 
 class Conductor:
@@ -63,7 +65,7 @@ class Conductor:
 
     async def conduct(
         self, request: pb.JoinRequest, deadline: float, skip: dict[bytes, float]
-    ) -> Joined | bytes | None:
+    ) -> Conducted | bytes | None:
         """Gather a round as its conductor: our roster, a lower conductor to join, or None (no group)."""
         s, t = self.services, self.services.timing
         gathering = Gathering(request, s.me)
@@ -105,9 +107,9 @@ class Conductor:
                 logger.debug(
                     "gathering: %d joined %s, %d live %s, waited %.1fs",
                     len(joined),
-                    sorted(short(p) for p in joined),
+                    sorted(short_name(p) for p in joined),
                     len(live),
-                    sorted(short(p) for p in live),
+                    sorted(short_name(p) for p in live),
                     waited,
                 )
                 if s.clock.now() >= min(deadline, s.cutoff.until):
@@ -158,7 +160,7 @@ class Conductor:
                 continue
             logger.info(
                 "gathering: %s is on round %d, the majority on %d: it repairs first",
-                short(peer),
+                short_name(peer),
                 gathering.requests[peer].round,
                 base[0],
             )
@@ -173,18 +175,10 @@ class Conductor:
         included = gathering.on_base(base)
         members = gathering.members(included)
         group_id = secrets.token_bytes(GROUP_ID_BYTES)
-        deadline_s = self.services.transfer.deadline_s()
         rosters = {}
         for peer in gathering.requests:
             inside = peer in included
-            rosters[peer] = make_roster(
-                base,
-                members,
-                num_shards=self.services.layout.num_shards,
-                group_id=group_id,
-                inside=inside,
-                deadline_s=deadline_s,
-            )
+            rosters[peer] = self._roster(base, members, group_id=group_id, inside=inside)
             if inside:
                 gathering.receipts[peer] = asyncio.get_running_loop().create_future()
         return rosters
@@ -242,7 +236,7 @@ class Conductor:
         if problem is not None:
             if request.run_id == s.run_id:
                 s.counters.rejections += 1
-                logger.warning("rejected a join request from %s: %s", short(peer), problem)
+                logger.warning("rejected a join request from %s: %s", short_name(peer), problem)
             await stream.send(pb.Frame(busy=pb.Busy(reason=problem)))
             return
         gathering = await self._wait_for_gathering(peer, stream)
@@ -265,7 +259,9 @@ class Conductor:
         while (gathering := self.gathering) is None or gathering.closed:
             target = self._joining_target
             if target is not None and target != peer:
-                logger.debug("redirecting %s to %s, the conductor we join", short(peer), short(target))
+                logger.debug(
+                    "redirecting %s to %s, the conductor we join", short_name(peer), short_name(target)
+                )
                 await stream.send(pb.Frame(redirect=pb.Redirect(conductor=target)))
                 return None
             remaining = waited_until - clock.now()
@@ -289,7 +285,9 @@ class Conductor:
         """Put the joiner in the gathering; its answer once the gathering closes, None if it left."""
         reply: asyncio.Future[pb.Frame] = asyncio.get_running_loop().create_future()
         logger.debug(
-            "join request from %s enters the gathering (%d joined)", short(peer), len(gathering.requests) + 1
+            "join request from %s enters the gathering (%d joined)",
+            short_name(peer),
+            len(gathering.requests) + 1,
         )
         gathering.requests[peer] = request
         gathering.replies[peer] = reply
@@ -320,7 +318,7 @@ class Conductor:
         try:
             receipt = await asyncio.wait_for(stream.expect("receipt"), timeout=roster.deadline_s + 2 * margin)
         except (TimeoutError, WireError, ConnectionError):
-            logger.info("round %d: no receipt from %s", roster.round, short(peer))
+            logger.info("round %d: no receipt from %s", roster.round, short_name(peer))
             gathering.receipts[peer].cancel()  # gone: the commit need not wait for it
             return
         valid = (

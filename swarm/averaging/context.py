@@ -23,7 +23,6 @@ from swarm.averaging.timing import RoundTiming
 from swarm.averaging.wire import ByteCounter
 from swarm.clock import Clock
 from swarm.compression.codecs import Codec, Fp32Codec
-from swarm.p2p import peer_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -42,10 +41,6 @@ MIN_WAIT_S = 0.1
 
 def protocol_name(run_id: str, name: str) -> str:
     return f"/swarm/{run_id}/{name}/{PROTOCOL_VERSION}"
-
-
-def short(peer: bytes) -> str:
-    return peer_name(peer)[-8:]
 
 
 def margin_s(roster: pb.Roster) -> float:
@@ -109,8 +104,8 @@ class CodecSchedule:
 class TransferDeadline:
     """The owners' deadline for parts that conductors put in rosters, adapted to measured rounds."""
 
-    EMA_KEEP = 0.7
-    """Weight of the history in the transfer-time EMA."""
+    EMA_KEEP, EMA_NEW = 0.7, 0.3
+    """Weights of the history and of the latest transfer in the transfer-time EMA."""
     NEAR_DEADLINE = 0.9
     """A transfer this close to its deadline may have waited for a missing part (see ``record``)."""
 
@@ -140,7 +135,7 @@ class TransferDeadline:
         if not every_part and seconds >= self.NEAR_DEADLINE * deadline_s:
             return
         ema = self._ema_s
-        self._ema_s = seconds if ema is None else self.EMA_KEEP * ema + (1 - self.EMA_KEEP) * seconds
+        self._ema_s = seconds if ema is None else self.EMA_KEEP * ema + self.EMA_NEW * seconds
 
 
 class Cutoff:

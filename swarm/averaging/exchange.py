@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from swarm.averaging.context import MIN_WAIT_S, RoundContext, RoundServices, protocol_name, short
+from swarm.averaging.context import MIN_WAIT_S, RoundContext, RoundServices, protocol_name
 from swarm.averaging.faults import Faults
 from swarm.averaging.gathering import Gathering
 from swarm.averaging.outcome import Contribution, RoundOutcome, Status
@@ -27,6 +27,7 @@ from swarm.averaging.shards import Span, gather
 from swarm.averaging.state import ShardUpdate
 from swarm.averaging.wire import FramedStream, WireError
 from swarm.compression.codecs import CodecContext, CodecError
+from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ Results = dict[int, tuple[pb.ShardResult, torch.Tensor]]
 class MemberExchange:
     """This member's reduce and commit, one round at a time."""
 
-    def __init__(self, services: RoundServices, owner: ShardOwner, errors: OwnerErrors):
+    def __init__(
+        self, services: RoundServices, owner: ShardOwner, errors: OwnerErrors, faults: Faults | None = None
+    ):
         self.services, self.owner, self.errors = services, owner, errors
-        self.faults: Faults | None = None
+        self.faults = faults
         """Test fault injection (``faults``); None on every honest node."""
 
     async def reduce_and_commit(
@@ -292,14 +295,16 @@ class MemberExchange:
                 while expected:
                     frame = await stream.expect("result", "reject")
                     if frame.WhichOneof("body") == "reject":
-                        logger.warning("owner %s rejected our parts: %s", short(owner), frame.reject.reason)
+                        logger.warning(
+                            "owner %s rejected our parts: %s", short_name(owner), frame.reject.reason
+                        )
                         return
                     result = frame.result
                     decoded = self._decode_result(result, ctx) if result.shard in expected else None
                     if decoded is None:
                         s.counters.rejections += 1
                         logger.warning(
-                            "dropping an invalid result for shard %d from %s", result.shard, short(owner)
+                            "dropping an invalid result for shard %d from %s", result.shard, short_name(owner)
                         )
                         return
                     expected.discard(result.shard)
@@ -309,11 +314,13 @@ class MemberExchange:
                         continue  # the test hook: as if this result never arrived
                     results[result.shard] = (result, decoded)
         except (TimeoutError, WireError, ConnectionError) as e:
-            logger.info("lost owner %s with %d shard results missing: %s", short(owner), len(expected), e)
+            logger.info(
+                "lost owner %s with %d shard results missing: %s", short_name(owner), len(expected), e
+            )
         # The boundary with the host's daemon (another process): p2pd refused the stream, the
         # owner is gone; its errors are untyped.
         except Exception as e:
-            logger.info("owner %s unreachable: %s", short(owner), e)
+            logger.info("owner %s unreachable: %s", short_name(owner), e)
         finally:
             if stream is not None:
                 stream.close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from swarm.averaging.context import RoundServices
 from swarm.dht.records import MemberRecord, members_key
-from swarm.p2p import peer_from_name
+from swarm.peer_names import peer_from_name
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Membership:
             )
 
 
-def conductor_rank(live: dict[bytes, bool]):
+def conductor_rank(live: dict[bytes, bool]) -> Callable[[bytes], tuple[bool, bytes]]:
     """Order of conductor candidates: established members (lowest peer id first), then fresh ones.
 
     Every member reads the same heartbeats, so every member picks the same conductor; while an

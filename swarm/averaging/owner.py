@@ -14,12 +14,13 @@ import logging
 
 import torch
 
-from swarm.averaging.context import RoundContext, RoundServices, short
+from swarm.averaging.context import RoundContext, RoundServices
 from swarm.averaging.defence import centered_clip, find_outliers
 from swarm.averaging.owner_errors import OwnerErrors
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
 from swarm.averaging.wire import FramedStream, StreamClosed, WireError
 from swarm.compression.codecs import CodecContext, CodecError
+from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class ShardOwner:
         logger.warning(
             "round %d: excluded %s from shard %d: %s%s",
             group.roster.round,
-            short(peer),
+            short_name(peer),
             shard,
             reason,
             f"; banned for {s.defence.ban_s:.0f} s" if banned and s.defence.ban_s else "",
@@ -224,7 +225,7 @@ class ShardOwner:
         if group is None or peer not in group.weights:
             s.counters.rejections += 1
             reason = "unknown round" if group is None else "not a member of this round"
-            logger.warning("rejected shard parts from %s: %s", short(peer), reason)
+            logger.warning("rejected shard parts from %s: %s", short_name(peer), reason)
             await stream.send(pb.Frame(reject=pb.Reject(reason=reason)))
             return
         if s.bans.banned(peer):

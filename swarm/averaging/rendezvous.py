@@ -18,12 +18,12 @@ from swarm.averaging.context import (
     MIN_WAIT_S,
     RoundServices,
     protocol_name,
-    short,
 )
 from swarm.averaging.gathering import Gathering
 from swarm.averaging.membership import Membership, conductor_rank
 from swarm.averaging.outcome import Contribution
 from swarm.averaging.wire import FramedStream, WireError
+from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Rendezvous:
             )
         # The boundary with the host's daemon (another process), whose refusals are untyped.
         except Exception as e:
-            logger.info("conductor %s unreachable: %s", short(conductor), e)
+            logger.info("conductor %s unreachable: %s", short_name(conductor), e)
             return None
         try:
             await asyncio.wait_for(stream.send(pb.Frame(join=request)), timeout=s.timing.connect_timeout_s)
@@ -135,7 +135,7 @@ class Rendezvous:
                 stream.expect("roster", "redirect", "busy"), timeout=max(MIN_WAIT_S, deadline - s.clock.now())
             )
         except (TimeoutError, WireError, ConnectionError) as e:
-            logger.info("rendezvous with %s failed: %s", short(conductor), e)
+            logger.info("rendezvous with %s failed: %s", short_name(conductor), e)
             stream.close()
             return None
         kind = frame.WhichOneof("body")

@@ -138,11 +138,12 @@ class Averager:
         self.defence = defence or Defence()
         self.gate = gate or Gate(run_id=run_id)
         """Who may take part: in a closed run, joins and heartbeats need a credential."""
-        self.bans = BanList()
+        clock = clock or SystemClock()
+        self.bans = BanList(clock=clock.now)
         """Peers whose parts this node excluded as an owner: their joins and parts are refused."""
         self.services = RoundServices(
             host=host,
-            clock=clock or SystemClock(),
+            clock=clock,
             run_id=run_id,
             copy=global_copy,
             layout=self.layout,
@@ -164,8 +165,7 @@ class Averager:
         self.conductor = Conductor(self.services, self.membership)
         self.rendezvous = Rendezvous(self.services, self.membership, self.conductor)
         self.owner = ShardOwner(self.services, self._errors)
-        self.exchange = MemberExchange(self.services, self.owner, self._errors)
-        self.exchange.faults = faults
+        self.exchange = MemberExchange(self.services, self.owner, self._errors, faults)
         self.state_server = StateServer(self.services, self.journal, self.settled)
         self._settling: asyncio.Task[bytes] | None = None
         """Hashing x' after the node applied a round (``applied``); the next round waits for it."""

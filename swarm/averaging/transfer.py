@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 
 import torch
 
-from swarm.averaging.context import RoundServices, protocol_name, short
+from swarm.averaging.context import RoundServices, protocol_name
 from swarm.averaging.host import RoundHost
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.state import digest_of
 from swarm.averaging.wire import FramedStream, WireError
+from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class StateServer:
             await self._send_journal(frame.journal_request.after_round, stream)
             return
         if self._slots.locked():
-            logger.info("state request from %s waits for a free slot", short(peer))
+            logger.info("state request from %s waits for a free slot", short_name(peer))
         async with self._slots, asyncio.timeout(STATE_TRANSFER_TIMEOUT_S):
             # Snapshot in one synchronous step: x' only changes on this event loop.
             copy = s.copy
