@@ -14,7 +14,14 @@ import logging
 import secrets
 from collections.abc import Iterator
 
-from swarm.averaging.context import MAX_JOIN_WEIGHT, MIN_WAIT_S, RoundServices, margin_s
+from swarm.averaging.context import (
+    COMMIT_MARGINS,
+    MAX_JOIN_WEIGHT,
+    MIN_WAIT_S,
+    RECEIPTS_MARGINS,
+    RoundServices,
+    margin_s,
+)
 from swarm.averaging.gathering import Base, Gathering, agree_on_commit, make_roster
 from swarm.averaging.membership import Membership, conductor_rank
 from swarm.averaging.wire import FramedStream, WireError
@@ -184,7 +191,7 @@ class Conductor:
         return rosters
 
     async def _coordinate_commit(self, gathering: Gathering, roster: pb.Roster) -> None:
-        wait_s = roster.deadline_s + 2 * margin_s(roster)
+        wait_s = roster.deadline_s + RECEIPTS_MARGINS * margin_s(roster)
         done, _ = await asyncio.wait(list(gathering.receipts.values()), timeout=wait_s)
         receipts = [f.result() for f in done if not f.cancelled() and f.exception() is None]
         commit, split = agree_on_commit(roster, receipts)
@@ -314,9 +321,11 @@ class Conductor:
     ) -> None:
         s = self.services
         margin = margin_s(roster)
-        commit_ready = s.clock.now() + roster.deadline_s + 3 * margin
+        commit_ready = s.clock.now() + roster.deadline_s + COMMIT_MARGINS * margin
         try:
-            receipt = await asyncio.wait_for(stream.expect("receipt"), timeout=roster.deadline_s + 2 * margin)
+            receipt = await asyncio.wait_for(
+                stream.expect("receipt"), timeout=roster.deadline_s + RECEIPTS_MARGINS * margin
+            )
         except (TimeoutError, WireError, ConnectionError):
             logger.info("round %d: no receipt from %s", roster.round, short_name(peer))
             gathering.receipts[peer].cancel()  # gone: the commit need not wait for it

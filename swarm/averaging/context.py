@@ -35,6 +35,15 @@ MIN_MARGIN_S = 1.0
 """Least slack past a roster's deadline for results, receipts and commits to cross the network."""
 MARGIN_FRACTION = 0.5
 """The slack grows with the roster's deadline: a slow link is slow for the commit too."""
+RESULTS_MARGINS = 1
+"""A round's phases end so many margins (``margin_s``) past the owners' deadline for parts: members
+wait for results until one margin past it,"""
+RECEIPTS_MARGINS = 2
+"""the conductor for receipts (and an owner serves a shard stream) until two,"""
+COMMIT_MARGINS = 3
+"""members for the commit until three,"""
+FORGET_MARGINS = 4
+"""and an owner forgets the round after four, when no member can still be sending to it."""
 MIN_WAIT_S = 0.1
 """Least time given to a reply already due (a roster, a commit): one that is in flight still lands."""
 
@@ -211,3 +220,7 @@ class RoundContext:
     def parts_deadline(self) -> float:
         """Owners reduce the parts that arrived by then."""
         return self.started + self.roster.deadline_s
+
+    def phase_end(self, margins: int) -> float:
+        """The end of a later phase of the round (``RESULTS_MARGINS``, ``COMMIT_MARGINS``...)."""
+        return self.parts_deadline + margins * self.margin_s

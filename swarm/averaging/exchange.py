@@ -17,7 +17,14 @@ from collections.abc import Sequence
 
 import torch
 
-from swarm.averaging.context import MIN_WAIT_S, RoundContext, RoundServices, protocol_name
+from swarm.averaging.context import (
+    COMMIT_MARGINS,
+    MIN_WAIT_S,
+    RESULTS_MARGINS,
+    RoundContext,
+    RoundServices,
+    protocol_name,
+)
 from swarm.averaging.faults import Faults
 from swarm.averaging.gathering import Gathering
 from swarm.averaging.outcome import Contribution, RoundOutcome, Status
@@ -163,7 +170,7 @@ class MemberExchange:
         by_owner: dict[bytes, list[int]] = {}
         for shard, owner in enumerate(ctx.owners):
             by_owner.setdefault(owner, []).append(shard)
-        results_deadline = ctx.parts_deadline + ctx.margin_s
+        results_deadline = ctx.phase_end(RESULTS_MARGINS)
         exchanges = [
             self._exchange_with_owner(
                 owner, ctx, [parts[shard] for shard in shards], results, results_deadline
@@ -251,7 +258,7 @@ class MemberExchange:
         gathering: Gathering | None,
     ) -> pb.Commit | None:
         clock, roster = self.services.clock, ctx.roster
-        commit_deadline = ctx.parts_deadline + 3 * ctx.margin_s
+        commit_deadline = ctx.phase_end(COMMIT_MARGINS)
         if gathering is not None:  # we conduct this round
             future = gathering.receipts.get(self.services.me)
             if future is not None and not future.done():

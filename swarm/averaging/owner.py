@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from swarm.averaging.context import RoundContext, RoundServices
+from swarm.averaging.context import FORGET_MARGINS, RECEIPTS_MARGINS, RoundContext, RoundServices
 from swarm.averaging.defence import centered_clip, find_outliers
 from swarm.averaging.owner_errors import OwnerErrors
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
@@ -78,7 +78,7 @@ class ShardOwner:
     def forget_later(self, ctx: RoundContext) -> None:
         """Drop the round's group once no member can still be sending to it."""
         self.services.background.spawn(
-            self._forget(ctx.group_id, delay_s=ctx.roster.deadline_s + 4 * ctx.margin_s)
+            self._forget(ctx.group_id, delay_s=ctx.roster.deadline_s + FORGET_MARGINS * ctx.margin_s)
         )
 
     def keep_errors(self, group: OwnerGroup, committed: set[int]) -> None:
@@ -233,7 +233,7 @@ class ShardOwner:
             self._exclude_sender(group, peer, "banned", ban=False)
             await stream.send(pb.Frame(reject=pb.Reject(reason="banned for an invalid or outlying part")))
             return
-        async with asyncio.timeout_at(group.deadline + 2 * group.ctx.margin_s):
+        async with asyncio.timeout_at(group.ctx.phase_end(RECEIPTS_MARGINS)):
             frame: pb.Frame | None = first
             for _ in group.shards:
                 try:
