@@ -1,8 +1,14 @@
 """The averaging round: who takes part, who reduces which shard, and what every member applies.
 
-Layers:
+Layers, from the pure centre out:
 - ``shards``: shard layout and rendezvous-hash ownership (pure).
-- ``reduce``: the owner's weighted mean and error feedback (pure tensor math).
+- ``reduce``, ``defence``: the owner's weighted mean, error feedback and outlier defence (tensor math).
+- ``state``, ``journal``, ``timing``, ``outcome``: x', committed rounds, deadlines, a round's result.
 - ``wire``: length-prefixed protobuf frames on libp2p streams, with size bounds.
-- ``round``: the protocol itself (rendezvous with a conductor, sharded reduce, commit, repair).
+- ``host``, ``context``: what the roles need from the node (streams, DHT, clock) and share per round.
+- The roles of the protocol, one object each: ``membership`` (the member list), ``conductor`` with
+  ``gathering`` (rosters and the commit), ``rendezvous`` (a member's way into a roster),
+  ``exchange`` (a member's parts, results and commit), ``owner`` with ``owner_errors`` (reduce one
+  shard for everyone), ``transfer`` and ``replay`` (repairing x'), ``faults`` (tests only).
+- ``round``: the ``Averager`` the node runs, composed of the roles.
 """
