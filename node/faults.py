@@ -87,8 +87,9 @@ class FaultHooks:
         local_after: torch.Tensor,
         copy: GlobalCopy,
     ) -> None:
-        """Numerical record of one committed round, for tests that check the algebra."""
-        assert self.fault.dump_dir is not None, "dump() is called only while dumping"
+        """Numerical record of one committed round, for tests that check the algebra (with SWARM_DUMP_DIR)."""
+        if self.fault.dump_dir is None:
+            return
         folder = Path(self.fault.dump_dir)
         folder.mkdir(parents=True, exist_ok=True)
         record = {
