@@ -49,6 +49,7 @@ from node.resume import ResumeError
 from node.schedule import RoundSchedule
 from node.sections import NodeConfig
 from node.trainer import LocalTrainer, pick_device
+from swarm.auth import Gate
 from swarm.averaging.round import Averager
 from swarm.averaging.shards import shards_for
 from swarm.averaging.state import GlobalCopy
@@ -123,9 +124,61 @@ class Node:
         p.maddrs = await host.visible_maddrs()
         agreement = RunAgreement(cfg, host)
         local = await self._agree(agreement)
-        spec, trainer, copy, device = local.spec, local.trainer, local.copy, local.device
+        spec, trainer, copy = local.spec, local.trainer, local.copy
         gate = agreement.gate(spec)
         faults = FaultHooks(cfg.fault, peer=host.peer_name)
+        averager = await self._start_averager(host, local, gate, faults, started)
+        store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else scratch / "checkpoints"
+        service = CheckpointService(
+            host,
+            CheckpointStore(store_dir, keep=cfg.checkpoints.keep),
+            run_id=cfg.run.run_id,
+            key=identity.key,
+            status=lambda: status_response(
+                cfg.run.run_id, host=host, averager=averager, copy=copy, spec=spec, gate=gate
+            ),
+            pointer_ttl_s=cfg.checkpoints.pointer_ttl_s,
+            gate=gate,
+        )
+        await service.start()
+        coordinator = CoordinatorLink(cfg, host=host, device=local.device, progress=p, started=self.started)
+        started.push_async_callback(asyncio.to_thread, coordinator.stop)
+        checkpointing = Checkpointing(
+            cfg, service=service, coordinator=coordinator, averager=averager, trainer=trainer, copy=copy,
+            spec=spec, model_config=local.model_config, progress=p, metrics=self.metrics,
+        )  # fmt: skip
+        catch_up = CatchUp(
+            cfg, host=host, averager=averager, copy=copy, trainer=trainer, spec=spec, checkpoints=service,
+            gate=gate, progress=p, metrics=self.metrics,
+        )  # fmt: skip
+        resumed = cfg.checkpoints.resume is not None and await asyncio.to_thread(
+            checkpointing.restore, Path(cfg.checkpoints.resume)
+        )
+        if cfg.network.peers:
+            await catch_up.catch_up(keep_local_work=resumed)
+        status_files = self._start_background(host, averager, local, checkpointing, coordinator)
+        self._say_started(host, local)
+        evals = await self._prepare_training(host, local)
+        loop = TrainingLoop(
+            cfg, trainer=trainer, averager=averager, copy=copy, spec=spec, corpus_train=local.corpus.train,
+            evals=evals, peer_id=host.peer_id, controls=self.controls, schedule=self.schedule,
+            catch_up=catch_up, checkpointing=checkpointing, coordinator=coordinator,
+            recorder=Recorder(p, self.metrics, averager, self.schedule), faults=faults, progress=p,
+            metrics=self.metrics, evaluated_at=self._started_monotonic,
+        )  # fmt: skip
+        await loop.run()
+        await self._leave(averager, local, checkpointing, status_files, evals)
+        return 0
+
+    async def _start_averager(
+        self,
+        host: SwarmHost,
+        local: LocalRun,
+        gate: Gate,
+        faults: FaultHooks,
+        started: contextlib.AsyncExitStack,
+    ) -> Averager:
+        cfg, spec, copy = self.config, local.spec, local.copy
         averager = Averager(
             host,
             run_id=cfg.run.run_id,
@@ -144,34 +197,19 @@ class Node:
         self.controls.on_stop(lambda: averager.hurry(cfg.rounds.join_grace_s))
         faults.install(averager)
         await averager.start()
-        store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else scratch / "checkpoints"
-        service = CheckpointService(
-            host,
-            CheckpointStore(store_dir, keep=cfg.checkpoints.keep),
-            run_id=cfg.run.run_id,
-            key=identity.key,
-            status=lambda: status_response(
-                cfg.run.run_id, host=host, averager=averager, copy=copy, spec=spec, gate=gate
-            ),
-            pointer_ttl_s=cfg.checkpoints.pointer_ttl_s,
-            gate=gate,
-        )
-        await service.start()
-        coordinator = CoordinatorLink(cfg, host=host, device=device, progress=p, started=self.started)
-        started.push_async_callback(asyncio.to_thread, coordinator.stop)
-        checkpointing = Checkpointing(
-            cfg, service=service, coordinator=coordinator, averager=averager, trainer=trainer, copy=copy,
-            spec=spec, model_config=local.model_config, progress=p, metrics=self.metrics,
-        )  # fmt: skip
-        catch_up = CatchUp(
-            cfg, host=host, averager=averager, copy=copy, trainer=trainer, spec=spec, checkpoints=service,
-            gate=gate, progress=p, metrics=self.metrics,
-        )  # fmt: skip
-        resumed = cfg.checkpoints.resume is not None and await asyncio.to_thread(
-            checkpointing.restore, Path(cfg.checkpoints.resume)
-        )
-        if cfg.network.peers:
-            await catch_up.catch_up(keep_local_work=resumed)
+        return averager
+
+    def _start_background(
+        self,
+        host: SwarmHost,
+        averager: Averager,
+        local: LocalRun,
+        checkpointing: Checkpointing,
+        coordinator: CoordinatorLink,
+    ) -> StatusFiles:
+        """Serve metrics, start reporting, and start the tasks that run for the node's lifetime:
+        the coordinator's upkeep, pointer refresh, heartbeats, the network watch, the status file."""
+        cfg, p = self.config, self.progress
         metrics_port = None
         if cfg.output.metrics_port is not None:
             metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
@@ -179,38 +217,39 @@ class Node:
         coordinator.start(metrics_port)
         self._spawn(coordinator.keep_up())
         self._spawn(checkpointing.refresh_pointers())
-        self._spawn(Heartbeat(cfg, host, averager, copy, p, self.schedule).beat())
+        self._spawn(Heartbeat(cfg, host, averager, local.copy, p, self.schedule).beat())
         self._spawn(NetworkWatcher(cfg, host, p, self.metrics).watch())
         status_files = StatusFiles(
             cfg, progress=p, host=host, averager=averager, schedule=self.schedule, metrics_port=metrics_port,
             paused=self.controls.paused, started=self.started,
         )  # fmt: skip
-        self._spawn(status_files.write_status_forever(copy))
-        self._say_started(host, local)
-        evals = await self._prepare_training(host, local)
-        loop = TrainingLoop(
-            cfg, trainer=trainer, averager=averager, copy=copy, spec=spec, corpus_train=local.corpus.train,
-            evals=evals, peer_id=host.peer_id, controls=self.controls, schedule=self.schedule,
-            catch_up=catch_up, checkpointing=checkpointing, coordinator=coordinator,
-            recorder=Recorder(p, self.metrics, averager, self.schedule), faults=faults, progress=p,
-            metrics=self.metrics, evaluated_at=self._started_monotonic,
-        )  # fmt: skip
-        await loop.run()
+        self._spawn(status_files.write_status_forever(local.copy))
+        return status_files
+
+    async def _leave(
+        self,
+        averager: Averager,
+        local: LocalRun,
+        checkpointing: Checkpointing,
+        status_files: StatusFiles,
+        evals: list[torch.Tensor],
+    ) -> None:
+        """Hand the final x' over, save, say goodbye to the swarm, then evaluate and write the summary."""
+        cfg, p, copy = self.config, self.progress, local.copy
         # Hand the final x' over as a checkpoint before leaving (members at this round share it).
         await checkpointing.hand_over()
         await asyncio.to_thread(checkpointing.save_resume)
         self._cancel_tasks()  # no heartbeat may outlive the leaving notice
         await averager.announce_leaving()
-        p.eval_loss = await asyncio.to_thread(trainer.evaluate, copy.values, evals)
+        p.eval_loss = await asyncio.to_thread(local.trainer.evaluate, copy.values, evals)
         self.metrics.eval_loss.set(p.eval_loss)
-        status_files.write_summary(copy, device)
+        status_files.write_summary(copy, local.device)
         if cfg.output.save_model is not None:
             await asyncio.to_thread(checkpointing.save_model, cfg.output.save_model)
         status_files.write_status(copy, "done")
         logger.info(
             "left after %d steps and %d rounds; eval loss of x' %.3f", p.steps, p.committed, p.eval_loss
         )
-        return 0
 
     async def _agree(self, agreement: RunAgreement) -> LocalRun:
         """Agree with the swarm on the run, and load what it trains: data, model, x_i and x'."""
