@@ -36,6 +36,20 @@ PAUSE_POLL_S = 0.2
 """A paused training thread looks this often whether it should stop, resume or start a round."""
 
 
+def batch_for(corpus_train: Any, spec: RunSpec, *, peer_id: bytes, round: int, step: int) -> torch.Tensor:
+    """The batch ``peer_id`` trains on at local ``step`` of ``round``: a pure function of the run's
+    seed and these, so a resumed node picks up its data where it left it."""
+    return train_batch(
+        corpus_train,
+        seq_len=spec.seq_len,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        peer_id=peer_id,
+        round=round,
+        step=step,
+    )
+
+
 class TrainingLoop:
     """Trains x_i and averages x' with the swarm until a limit is reached or the node is stopped."""
 
@@ -143,14 +157,8 @@ class TrainingLoop:
                 return
             if training.max_steps is not None and p.steps >= training.max_steps:
                 return
-            batch = train_batch(
-                self.corpus_train,
-                seq_len=spec.seq_len,
-                batch_size=spec.batch_size,
-                seed=spec.seed,
-                peer_id=self.peer_id,
-                round=copy.round,
-                step=trainer.steps,
+            batch = batch_for(
+                self.corpus_train, spec, peer_id=self.peer_id, round=copy.round, step=trainer.steps
             )
             loss = trainer.step(batch, global_step=copy.global_step + p.steps_in_flight + p.steps_since_round)
             p.steps, p.samples, p.last_loss = trainer.steps, trainer.samples, loss

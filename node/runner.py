@@ -40,7 +40,7 @@ from node.checkpointing import Checkpointing, status_response
 from node.coordinator_link import CoordinatorLink
 from node.errors import NodeError
 from node.faults import FaultHooks
-from node.loop import TrainingLoop
+from node.loop import TrainingLoop, batch_for
 from node.network import Heartbeat, NetworkWatcher, start_host
 from node.process import Controls, cap_gpu_memory, handle_signals, limit_malloc_arenas, set_up_logging
 from node.progress import Progress, Recorder, StatusFiles
@@ -56,7 +56,7 @@ from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
 from swarm.data.corpus import Corpus, load_corpus
-from swarm.data.sampling import eval_batches, train_batch
+from swarm.data.sampling import eval_batches
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
 from swarm.models.build import build_model, resolve_model
@@ -313,15 +313,7 @@ class Node:
     async def _prepare_training(self, host: SwarmHost, local: LocalRun) -> list[torch.Tensor]:
         """Size the micro-batch on a real batch; the held-out batches every evaluation uses."""
         spec, corpus = local.spec, local.corpus
-        sample = train_batch(
-            corpus.train,
-            seq_len=spec.seq_len,
-            batch_size=spec.batch_size,
-            seed=spec.seed,
-            peer_id=host.peer_id,
-            round=0,
-            step=0,
-        )
+        sample = batch_for(corpus.train, spec, peer_id=host.peer_id, round=0, step=0)
         await asyncio.to_thread(local.trainer.auto_micro_batch, sample)
         return eval_batches(
             corpus.eval,
