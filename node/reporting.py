@@ -24,8 +24,14 @@ from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 logger = logging.getLogger("swarm.node")
 
 MAX_BATCH = 256
+"""Round reports sent in one request."""
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
+"""Retries after a failed request back off from RETRY_MIN_S, doubling, up to RETRY_MAX_S."""
+RPC_TIMEOUT = timedelta(seconds=5)
+"""Limit for one request to the coordinator: the reporter's own thread waits, never training."""
+FLUSH_TIMEOUT = timedelta(seconds=5)
+"""How long a leaving node tries to deliver what is still queued."""
 
 
 def local_address_towards(address: str) -> str:
@@ -53,7 +59,7 @@ class Reporter:
         metrics_url: str = "",
         addrs: tuple[str, ...] = (),
         max_pending: int = 10_000,
-        timeout: timedelta = timedelta(seconds=5),
+        timeout: timedelta = RPC_TIMEOUT,
         on_archive_pointers: Callable[[list[bytes]], None] | None = None,
     ):
         self.address = address
@@ -99,7 +105,7 @@ class Reporter:
         with self._wake:
             return len(self._reports) + len(self._announcements)
 
-    def stop(self, flush_timeout: timedelta = timedelta(seconds=5)) -> None:
+    def stop(self, flush_timeout: timedelta = FLUSH_TIMEOUT) -> None:
         """Try to deliver what is queued for up to ``flush_timeout``, then stop."""
         with self._wake:
             self._stopping = True
@@ -126,7 +132,9 @@ class Reporter:
                     if answer.archive_pointers and self._on_archive_pointers is not None:
                         try:
                             self._on_archive_pointers(list(answer.archive_pointers))
-                        except Exception as e:  # e.g. the node's loop is closing: never end reporting
+                        # The boundary of this thread's work for the node: whatever the node's callback
+                        # raises (its event loop may be closing), reporting goes on.
+                        except Exception as e:
                             logger.debug("archive pointers not handed over: %s", e)
                 if announcement is not None:
                     self._client.announce(announcement)

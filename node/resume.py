@@ -13,6 +13,7 @@ while writing leaves the previous state intact.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def load_resume_state(folder: Path, *, run_id: str, num_elements: int) -> dict[s
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    # torch.load's errors on a truncated or foreign file: the zip reader's RuntimeError, pickle's
+    # (weights_only refuses anything but tensors and plain containers), and I/O errors.
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
         raise ResumeError(f"{path}: not a readable resume state ({e})") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ResumeError(f"{path}: not a version-{RESUME_FORMAT} resume state")

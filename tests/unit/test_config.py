@@ -118,7 +118,7 @@ def test_boolean_flags_have_a_negative_form() -> None:
 
 
 def test_adaptive_round_period_takes_the_shortest_grid_period_that_hides_communication() -> None:
-    from node.runner import period_grid, wanted_period
+    from swarm.averaging.schedule import period_grid, wanted_period
 
     grid = list(period_grid(2.0))
     assert grid[:8] == [2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0]
@@ -141,7 +141,7 @@ def test_adaptive_round_period_takes_the_shortest_grid_period_that_hides_communi
 
 
 def test_the_start_up_reachability_line_says_what_the_addresses_mean() -> None:
-    from node.runner import reachability
+    from node.reachability import reachability
 
     lan = reachability(["/ip4/192.168.1.5/tcp/31337/p2p/Qm", "/ip4/127.0.0.1/tcp/31337/p2p/Qm"], [])
     assert "cannot dial" in lan and "--announce-maddr" in lan
@@ -155,7 +155,7 @@ def test_the_start_up_reachability_line_says_what_the_addresses_mean() -> None:
 
 def test_a_node_on_private_addresses_joining_a_public_peer_counts_as_behind_nat() -> None:
     from node.config import NetworkConfig
-    from node.runner import effective_reachability
+    from node.reachability import effective_reachability
 
     public_peer = "/ip4/8.8.8.8/tcp/31337/p2p/QmPeer"
     lan_peer = "/ip4/192.168.1.9/tcp/31337/p2p/QmPeer"
@@ -192,7 +192,7 @@ def test_volunteer_caps_are_validated() -> None:
 def test_nodes_cap_malloc_arenas_on_glibc() -> None:
     import platform
 
-    from node.runner import limit_malloc_arenas
+    from node.process import limit_malloc_arenas
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("M_ARENA_MAX is glibc's")
@@ -218,8 +218,8 @@ def test_the_demo_gives_each_node_its_device_in_turn_and_refuses_unknown_ones(tm
 
 
 def test_a_round_is_sized_by_its_whole_duration_unless_its_group_changed() -> None:
-    from node.runner import round_time_to_hide
     from swarm.averaging.round import RoundOutcome, Status
+    from swarm.averaging.schedule import round_time_to_hide
 
     def outcome(*members: bytes) -> RoundOutcome:
         return RoundOutcome(status=Status.COMMITTED, members=list(members), duration_s=2.4, transfer_s=1.5)

@@ -1,0 +1,205 @@
+"""Run-spec agreement and credentials: which run this node takes part in, and whether it may.
+
+The first node of a run publishes its RunSpec (model, data, codec, schedule, owner key) in the DHT;
+a joiner reads it before loading anything and adopts it, and any run-level setting it gave
+explicitly must agree. A closed run (an owner key in its spec) admits only peers holding a
+credential its owner signed: this node's own credential is checked at start, clearly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from node.errors import NodeError
+from node.resume import ResumeError
+from node.sections import NetworkConfig, NodeConfig, RunConfig
+from swarm.auth import CredentialError, Gate, Revocations
+from swarm.averaging.round import PROTOCOL_VERSION
+from swarm.checkpoint.pointer import generate_identity, load_identity
+from swarm.compression.cocktail import CocktailParams
+from swarm.compression.codecs import Codec
+from swarm.compression.registry import make_codec
+from swarm.data.corpus import Corpus
+from swarm.dht.records import RunSpec, config_key
+from swarm.models.build import ModelSource
+from swarm.p2p import SwarmHost
+
+logger = logging.getLogger("swarm.node")
+
+SPEC_TTL_S = 24 * 3600.0
+"""Lifetime of the run spec in the DHT, where the node that starts the run publishes it once."""
+SPEC_LOOKUPS = 11
+"""How often a joiner looks for the run spec before it concludes that no such run exists."""
+SPEC_LOOKUP_INTERVAL_S = 0.5
+"""Pause between look-ups: the swarm may answer while our routing table is still filling."""
+SOFTWARE = f"swarm-averaging/{PROTOCOL_VERSION}"
+"""What a run's spec says its members speak; a joiner speaking anything else is refused."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This node's peer key file, and the key itself when it can sign checkpoint pointers."""
+
+    path: Path
+    key: Ed25519PrivateKey | None
+    """None for a key that is not Ed25519: the node serves checkpoints but cannot announce them."""
+
+
+def load_or_create_identity(net: NetworkConfig, scratch: Path) -> Identity:
+    """The peer key file (created as Ed25519 if missing; a scratch one without --identity)."""
+    path = Path(net.identity) if net.identity is not None else scratch / "identity.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_identity(path)
+    key = load_identity(path)
+    if key is None:
+        logger.warning(
+            "identity %s is not an Ed25519 key: this node serves checkpoints but cannot announce them",
+            path,
+        )
+    return Identity(path=path, key=key)
+
+
+def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:
+    """The spec a node starting run ``run.run_id`` publishes: its settings, defaults filled in."""
+    values = run.resolved()
+    return RunSpec(
+        model=values["model"],
+        model_hash=model_hash,
+        initial_digest=initial_digest,
+        data=",".join(values["data"]),
+        data_hash=data_hash,
+        codec=values["codec"],
+        sparsity=float(values["sparsity"]),
+        topk=float(values["topk"]),
+        bits=values["bits"],
+        warmup_rounds=values["warmup_rounds"],
+        exact_every=values["exact_every"],
+        seq_len=values["seq_len"],
+        batch_size=values["batch_size"],
+        lr=float(values["lr"]),
+        warmup_steps=values["warmup_steps"],
+        total_steps=values["total_steps"],
+        weight_decay=float(values["weight_decay"]),
+        seed=values["seed"],
+        num_shards=values["num_shards"],
+        software=SOFTWARE,
+        owner_key=values["owner_key"],
+    )
+
+
+def check_adoption(run: RunConfig, spec: RunSpec) -> None:
+    """A joiner's explicit run-level settings must match the run's."""
+    mismatches = []
+    for name, value in run.explicit().items():
+        theirs: Any = getattr(spec, name)
+        ours: Any = ",".join(value) if name == "data" else value
+        if ours != theirs:
+            mismatches.append(f"{name}: this node has {ours!r}, the run has {theirs!r}")
+    if spec.software != SOFTWARE:
+        mismatches.append(f"software: this node speaks {SOFTWARE}, the run {spec.software}")
+    if mismatches:
+        raise NodeError(
+            f"this node's settings contradict run {run.run_id!r}: "
+            + "; ".join(mismatches)
+            + " (drop these options to adopt the run's values, or pick another --run-id)"
+        )
+
+
+def check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None:
+    """A resume state or checkpoint must come from a run with this run's settings (its initial x'
+    digest aside: a checkpoint started elsewhere may have begun from other weights)."""
+    differences = [d for d in RunSpec(**saved).differences(spec) if not d.startswith("initial_digest")]
+    if differences:
+        raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
+
+
+def codec_for_spec(spec: RunSpec) -> Codec:
+    params = (
+        CocktailParams(sparsity=spec.sparsity, topk=spec.topk, bits=spec.bits)
+        if spec.codec == "cocktail"
+        else None
+    )
+    return make_codec(spec.codec, params)
+
+
+class RunAgreement:
+    """Finds or publishes the run's spec in the DHT, and decides who may take part in the run."""
+
+    def __init__(self, config: NodeConfig, host: SwarmHost) -> None:
+        self.config = config
+        self.host = host
+
+    async def find(self) -> RunSpec | None:
+        """A joiner's run spec, read once before anything is loaded; None for a node starting the run."""
+        run, peers = self.config.run, self.config.network.peers
+        if not peers:
+            return None
+        key = config_key(run.run_id)
+        for attempt in range(SPEC_LOOKUPS):
+            existing = await self.host.dht_get(key, RunSpec.from_wire)
+            if existing is not None:
+                check_adoption(run, existing)
+                return existing
+            if attempt < SPEC_LOOKUPS - 1:
+                await asyncio.sleep(SPEC_LOOKUP_INTERVAL_S)
+        raise NodeError(
+            f"the peers at {', '.join(peers)} answered, but no run {run.run_id!r} is"
+            " published in their swarm: check --run-id"
+        )
+
+    async def publish(self, spec: RunSpec) -> None:
+        await self.host.dht_store(config_key(self.config.run.run_id), spec.to_wire(), ttl_s=SPEC_TTL_S)
+
+    def gate(self, spec: RunSpec) -> Gate:
+        """Who may take part in this run, and this node's own credential (checked now, clearly)."""
+        net, run_id, host = self.config.network, self.config.run.run_id, self.host
+        if not spec.owner_key:
+            if net.credential is not None:
+                logger.info("run %r is open: --credential is not needed", run_id)
+            return Gate(run_id=run_id)
+        revoked: frozenset[int] = frozenset()
+        if net.revocations is not None:
+            try:
+                raw = Path(net.revocations).read_bytes()
+                revoked = Revocations.from_bytes(raw, owner_key=spec.owner_key, run_id=run_id).serials
+            except (OSError, CredentialError) as e:
+                raise NodeError(f"--revocations {net.revocations}: {e}") from None
+        own = b""
+        if net.credential is not None:
+            try:
+                own = Path(net.credential).read_bytes()
+            except OSError as e:
+                raise NodeError(f"--credential {net.credential}: {e}") from None
+        gate = Gate(run_id=run_id, owner_key=spec.owner_key, own_credential=own, revoked=revoked)
+        problem = gate.problem(host.peer_id, own)
+        if problem is None:
+            logger.info("closed run %r: this node's credential is valid", run_id)
+        elif self.config.fault.ignore_auth:
+            logger.warning(
+                "test hook: taking part in closed run %r without a valid credential (%s)", run_id, problem
+            )
+        else:
+            raise NodeError(
+                f"run {run_id!r} is closed and this node may not take part: {problem}. Ask the run's owner"
+                f" for a credential for peer id {host.peer_name} (swarm-node credential issue --peer-id"
+                f" {host.peer_name} ...), then pass --credential FILE, with --identity so the peer id stays"
+            )
+        return gate
+
+
+def check_local_sources(run_id: str, spec: RunSpec, corpus: Corpus, source: ModelSource) -> None:
+    """This node's data and model must be the ones the run's spec names (by hash)."""
+    if spec.data_hash != corpus.content_hash:
+        raise NodeError(
+            f"this node's data ({corpus.description}) differs from run {run_id!r}'s: hash"
+            f" {corpus.content_hash[:12]} != {spec.data_hash[:12]} (same files? same Python version for stdlib?)"
+        )
+    if spec.model_hash != source.config_hash:
+        raise NodeError(f"this node's model {spec.model!r} has another configuration than run {run_id!r}'s")

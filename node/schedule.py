@@ -1,0 +1,64 @@
+"""The node's round schedule: the period its rounds start on, decided by the policy in
+``swarm.averaging.schedule`` from this node's committed rounds and its live peers' heartbeats."""
+
+from __future__ import annotations
+
+import logging
+
+from node.sections import TrainingConfig
+from swarm.averaging.round import RoundOutcome, Status
+from swarm.averaging.schedule import round_time_to_hide, smoothed_round_time, swarm_period, wanted_period
+from swarm.metrics import NodeMetrics
+
+logger = logging.getLogger("swarm.node")
+
+
+class RoundSchedule:
+    """Owns the round period. Rounds start at multiples of it, the same instants on every member."""
+
+    def __init__(self, training: TrainingConfig, metrics: NodeMetrics) -> None:
+        self.training = training
+        self.metrics = metrics
+        self.period_s = training.round_period_s
+        """The period rounds start on now: the longest any live member wants."""
+        self.wanted_s = 0.0
+        """The period this node's own rounds need (0 until measured); its heartbeat publishes it."""
+        self.round_time_s: float | None = None
+        """Moving average of the seconds of its committed rounds that a period must hide."""
+        self.last_members: frozenset[bytes] = frozenset()
+        """The group of the last committed round (whether the next one's matchmaking waited for joiners)."""
+        metrics.round_period.set(self.period_s)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the period follows what the swarm's members need (else it stays at the base)."""
+        return self.training.adaptive_rounds
+
+    def next_boundary(self, now: float) -> float:
+        """The next instant after ``now`` (wall clock) at which a round starts."""
+        return (int(now / self.period_s) + 1) * self.period_s
+
+    def after_round(self, outcome: RoundOutcome) -> None:
+        """A round ended: a committed one measures how long this node's rounds take."""
+        if outcome.status is not Status.COMMITTED:
+            return
+        training = self.training
+        if training.adaptive_rounds and training.local_steps is None:
+            hide = round_time_to_hide(outcome, self.last_members)
+            self.round_time_s = smoothed_round_time(self.round_time_s, hide)
+            self.wanted_s = wanted_period(
+                training.round_period_s, self.round_time_s, overlap=training.overlap
+            )
+            self._adopt([])
+        self.last_members = frozenset(outcome.members)
+
+    def after_heartbeat(self, live_wanted_s: list[float]) -> None:
+        """The live members' wanted periods, as their heartbeats say."""
+        self._adopt(live_wanted_s)
+
+    def _adopt(self, live_wanted_s: list[float]) -> None:
+        period = swarm_period(self.training.round_period_s, self.wanted_s, live_wanted_s)
+        if period != self.period_s:
+            logger.info("round period %.1f s -> %.1f s (what the slowest link needs)", self.period_s, period)
+            self.period_s = period
+            self.metrics.round_period.set(period)
