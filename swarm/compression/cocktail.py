@@ -36,6 +36,12 @@ _MAGIC = b"CK"
 _VERSION = 2
 
 
+def pack_header(bits: int, n: int, k: int) -> bytes:
+    """The header of a version-2 payload: q = ``bits``, a shard of ``n`` entries, ``k`` selected.
+    Every encoder (this one, the fused GPU one) writes it through here, so they cannot disagree."""
+    return _HEADER.pack(_MAGIC, _VERSION, bits, n, k)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CocktailParams:
     sparsity: float = 0.1
@@ -64,7 +70,7 @@ class CocktailParams:
         return max(1, round(1 / self.sparsity))
 
 
-def _offset(stride: int, ctx: CodecContext) -> int:
+def mask_offset(stride: int, ctx: CodecContext) -> int:
     """The mask's offset rolls by one each round (from a phase seeded by the shard), so every entry
     is kept exactly once every ``stride`` rounds: an entry waits 4.5 rounds on average to be sampled,
     where an offset drawn at random each round makes it wait 9 (and sometimes 30 or more)."""
@@ -73,8 +79,8 @@ def _offset(stride: int, ctx: CodecContext) -> int:
 
 
 def kept_indices(n: int, stride: int, ctx: CodecContext) -> np.ndarray:
-    """The mask: every ``stride``-th index from an offset that rolls with the round (``_offset``)."""
-    return np.arange(_offset(stride, ctx), n, stride, dtype=np.int64)
+    """The mask: every ``stride``-th index from an offset that rolls with the round (``mask_offset``)."""
+    return np.arange(mask_offset(stride, ctx), n, stride, dtype=np.int64)
 
 
 def _levels(bits: int) -> int:
@@ -191,7 +197,7 @@ class CocktailCodec:
     def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
         """(offset, stride): the shard entries ``offset, offset + stride, ...`` that C[x] may change
         this round (the random mask), the same on every member."""
-        return _offset(self.params.stride, ctx), self.params.stride
+        return mask_offset(self.params.stride, ctx), self.params.stride
 
     def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
         if values.dim() != 1:
@@ -238,7 +244,7 @@ class CocktailCodec:
                 _pack(codes, p.bits),
             ]
         )
-        return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k) + body.cpu().numpy().tobytes()
+        return pack_header(p.bits, n, k) + body.cpu().numpy().tobytes()
 
     def encode_with_feedback(
         self, error: torch.Tensor, ctx: CodecContext, *, update: torch.Tensor | None = None
@@ -312,7 +318,7 @@ class CocktailCodec:
             raise CodecError(f"not a version-{_VERSION} cocktail payload")
         if bits != p.bits or n != num_elements:
             raise CodecError(f"payload has q={bits}, n={n}; expected q={p.bits}, n={num_elements}")
-        offset = _offset(p.stride, ctx)
+        offset = mask_offset(p.stride, ctx)
         m = len(range(offset, n, p.stride))
         if k > m:
             raise CodecError(f"payload selects {k} of {m} sampled entries")

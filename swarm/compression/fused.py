@@ -33,12 +33,10 @@ import triton
 import triton.language as tl
 
 from swarm.compression.cocktail import (
-    _HEADER,
-    _MAGIC,
-    _VERSION,
     SAMPLE_SIZE,
     CocktailCodec,
-    _offset,
+    mask_offset,
+    pack_header,
     sampled_threshold,
 )
 from swarm.compression.codecs import CodecContext
@@ -207,13 +205,13 @@ def feedback_encode(
         raise ValueError("update must match the error buffer's shape and dtype")
     p = codec.params
     n, device = error.numel(), error.device
-    offset = _offset(p.stride, ctx)
+    offset = mask_offset(p.stride, ctx)
     m = len(range(offset, n, p.stride))
     launch = {"num_warps": 8, "enable_fp_fusion": False}
     if m == 0:
         if update is not None:
             error.add_(update)
-        return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, 0), torch.zeros(0, dtype=torch.uint8, device=device)
+        return pack_header(p.bits, n, 0), torch.zeros(0, dtype=torch.uint8, device=device)
     _mark(phases, "start", device)
     threshold = _threshold(codec, error, update, offset, m)
     _mark(phases, "threshold", device)
@@ -263,4 +261,4 @@ def feedback_encode(
         _mark(phases, "quantise", device)
     body = torch.cat([bitmap, scales.view(torch.uint8), codes[: -(-k * p.bits // 8)]])
     _mark(phases, "assemble", device)
-    return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k), body
+    return pack_header(p.bits, n, k), body
