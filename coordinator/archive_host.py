@@ -27,13 +27,25 @@ from swarm.checkpoint.pointer import (
     peer_id_of,
     public_key_protobuf,
 )
-from swarm.checkpoint.wire import MAX_CHUNKS_PER_REQUEST, PROTOCOL, pointer_to_pb
-from swarm.light.client import LightError, _Framed
+from swarm.checkpoint.wire import MAX_CHUNKS_PER_REQUEST, MAX_FRAME_BYTES, PROTOCOL, pointer_to_pb
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+from swarm.wire.frames import WireError
+from swarm.wire.trio_streams import TrioFramedStream
 
 logger = logging.getLogger("swarm.coordinator")
 
 POINTER_TTL_S = 3600.0
+"""Lifetime of the archive's signed pointers: long, the archive outlives the volunteers."""
+START_TIMEOUT_S = 30.0
+"""How long ``start`` waits for the py-libp2p host to listen before the coordinator gives up."""
+STOP_JOIN_S = 10.0
+"""How long ``stop`` waits for the host's thread to end; it is a daemon thread, so the process
+does not hang on it beyond that."""
+REQUEST_TIMEOUT_S = 30.0
+"""How long a client may take to send its request once the stream is open."""
+RESIGN_AFTER_S = 60.0
+"""The ReportMetrics answer re-signs the archive's pointers at most this often (every report
+carries them; signing for each one would cost more than the rest of the answer)."""
 
 
 class ArchiveHost:
@@ -64,7 +76,7 @@ class ArchiveHost:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self._thread.start()
         if not self._ready.wait(timeout_s) or self._error is not None:
             raise OSError(f"the archive cannot listen on {self.listen}: {self._error or 'timed out'}")
@@ -72,14 +84,14 @@ class ArchiveHost:
     def stop(self) -> None:
         if self._token is not None and self._stop is not None and self._thread.is_alive():
             self._token.run_sync_soon(self._stop.set)
-            self._thread.join(10)
+            self._thread.join(STOP_JOIN_S)
 
     def _run(self) -> None:
         import trio
 
         try:
             trio.run(self._main)
-        except BaseException as e:
+        except BaseException as e:  # the thread's boundary: whatever ended it, ``start`` reports it
             self._error = e
             self._ready.set()
 
@@ -144,7 +156,7 @@ class ArchiveHost:
         """``pointers(run_id)`` serialized for the ReportMetrics answer, re-signed at most once a minute."""
         now = time.monotonic()
         cached = self._wire_cache.get(run_id)
-        if cached is None or now - cached[0] > 60.0:
+        if cached is None or now - cached[0] > RESIGN_AFTER_S:
             cached = (now, [pointer_to_pb(p).SerializeToString() for p in self.pointers(run_id)])
             self._wire_cache[run_id] = cached
         return cached[1]
@@ -171,10 +183,10 @@ class ArchiveHost:
     async def _handle(self, stream: Any) -> None:
         import trio
 
-        framed = _Framed(stream)
+        framed = TrioFramedStream(stream, frame_type=pb.Frame, max_frame_bytes=MAX_FRAME_BYTES)
         try:
-            with trio.fail_after(30):
-                frame = await framed.recv("latest_request", "manifest_request", "chunks_request")
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                frame = await framed.expect("latest_request", "manifest_request", "chunks_request")
             kind = frame.WhichOneof("body")
             try:
                 if kind == "latest_request":
@@ -206,12 +218,9 @@ class ArchiveHost:
                 await framed.send(pb.Frame(error=pb.Error(message=str(e))))
                 return
             await framed.send(pb.Frame(end=pb.End()))
-        except (LightError, trio.TooSlowError) as e:
+        except (WireError, trio.TooSlowError) as e:
             logger.info("archive: dropped a request: %s", e)
-        except Exception as e:  # a broken stream must not take the host down
+        except Exception as e:  # the handler task's boundary: a broken stream must not take the host down
             logger.info("archive: stream failed: %s", type(e).__name__)
         finally:
-            try:
-                await stream.close()
-            except Exception:
-                pass
+            await framed.close_quietly()

@@ -56,11 +56,11 @@ from swarm.averaging.reduce import ContributionError, apply_error_feedback, chec
 from swarm.averaging.shards import ShardLayout, Span, assign_owners, gather, supports
 from swarm.averaging.state import GlobalCopy, ShardUpdate, digest_of
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.wire import ByteCounter, FramedStream, StreamClosed, WireError
 from swarm.compression.codecs import Codec, CodecContext, CodecError, Fp32Codec, all_finite
 from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import SwarmHost, peer_from_name, peer_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import ByteCounter, FramedStream, StreamClosed, WireError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Gate
-from swarm.averaging.wire import FramedStream, WireError
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
 from swarm.checkpoint.manifest import (
     Manifest,
@@ -33,12 +32,14 @@ from swarm.checkpoint.wire import (
     MAX_CHUNKS_PER_REQUEST,
     MAX_FRAME_BYTES,
     PROTOCOL,
+    answer_of,
     pointer_from_pb,
     pointer_to_pb,
 )
 from swarm.dht.records import RecordError, checkpoints_key
 from swarm.p2p import SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +182,11 @@ async def _request(host: SwarmHost, peer: bytes, frame: pb.Frame, *, timeout_s: 
 
 
 async def _ask(host: SwarmHost, peer: bytes, frame: pb.Frame, kind: str, *, timeout_s: float) -> pb.Frame:
-    """One request, one answer of ``kind``; the peer's Error is a WireError."""
+    """One request, one answer of ``kind``; the peer's Error is a PeerRefused (a WireError)."""
     stream = await _request(host, peer, frame, timeout_s=timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
-            answer = await stream.expect(kind, "error")
-        if answer.WhichOneof("body") == "error":
-            raise WireError(answer.error.message)
-        return answer
+            return answer_of(await stream.recv(), kind)
     finally:
         stream.close()
 
@@ -265,9 +263,7 @@ async def fetch_checkpoint(
                 try:
                     for _ in claimed:
                         async with asyncio.timeout(timeout_s):
-                            frame = await stream.expect("chunk_data", "error")
-                        if frame.WhichOneof("body") == "error":
-                            raise WireError(frame.error.message)
+                            frame = answer_of(await stream.recv(), "chunk_data")
                         index, data = frame.chunk_data.index, frame.chunk_data.data
                         verdict = core.deliver(peer, index, data)
                         if verdict is Verdict.CORRUPT:

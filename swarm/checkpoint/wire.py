@@ -1,15 +1,29 @@
-"""Pointers on the wire: ``Pointer`` <-> ``swarm.checkpoint.v1.Pointer``. Pure; the light client uses it."""
+"""The checkpoint protocol's wire rules: its id and bounds, ``Pointer`` <-> ``swarm.checkpoint.v1.Pointer``,
+and how a client reads an answer. Pure; nodes, the light client and the coordinator's archive use it."""
 
 from __future__ import annotations
 
 from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+from swarm.wire.frames import WireError, expect_kind
 
 PROTOCOL = "/swarm/checkpoint/1"
 """The checkpoint protocol's libp2p id: nodes, the light client and the coordinator's archive speak it."""
 MAX_CHUNKS_PER_REQUEST = 64
 MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
+
+
+class PeerRefused(WireError):
+    """The peer answered a request with the protocol's Error frame (its message is ours)."""
+
+
+def answer_of(frame: pb.Frame, *kinds: str) -> pb.Frame:
+    """``frame`` when its body is one of ``kinds``; the peer's Error is a PeerRefused, any other
+    body a WireError."""
+    if frame.WhichOneof("body") == "error":
+        raise PeerRefused(frame.error.message)
+    return expect_kind(frame, kinds)
 
 
 def pointer_to_pb(p: Pointer) -> pb.Pointer:

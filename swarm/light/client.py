@@ -14,7 +14,6 @@ checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and h
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,56 +28,23 @@ from swarm.checkpoint.manifest import (
     write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer
-from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, verified
+from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, PeerRefused, answer_of, verified
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+from swarm.wire.frames import WireError
+from swarm.wire.trio_streams import TrioFramedStream
 
-_LENGTH = struct.Struct(">I")
+ANSWER_TIMEOUT_S = 30.0
+"""Default bound on one question to a peer (its pointers, a manifest, its status): dial, open a
+stream, read the answer. ``swarm-node pull/status --timeout`` overrides it."""
+CHUNKS_TIMEOUT_S = 60.0
+"""Bound on one chunk request (up to ``MAX_CHUNKS_PER_REQUEST`` chunks) from one provider: a
+provider slower than that is dropped and its chunks go to the others."""
+IDLE_WAIT_S = 1.0
+"""How long an idle provider's worker waits for news before it asks for chunks again."""
 
 
 class LightError(RuntimeError):
     """What the user sees as one line: the peer is unreachable, no checkpoint exists, and so on."""
-
-
-# --- frames on a py-libp2p stream -------------------------------------------------------------
-
-
-class _Framed:
-    def __init__(self, stream: Any):
-        self.stream = stream
-        self._buffer = bytearray()
-
-    async def _read_exactly(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            try:
-                data = await self.stream.read(max(n - len(self._buffer), 1 << 16))
-            except Exception as e:  # py-libp2p's StreamEOF, StreamReset, ...
-                raise LightError(f"the stream ended in the middle of a frame ({type(e).__name__})") from None
-            if not data:
-                raise LightError("the peer closed the stream in the middle of a frame")
-            self._buffer += data
-        out = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return out
-
-    async def send(self, frame: pb.Frame) -> None:
-        data = frame.SerializeToString()
-        await self.stream.write(_LENGTH.pack(len(data)) + data)
-
-    async def recv(self, *kinds: str) -> pb.Frame:
-        (length,) = _LENGTH.unpack(await self._read_exactly(_LENGTH.size))
-        if length > MAX_FRAME_BYTES:
-            raise LightError(f"the peer announced a {length}-byte frame (limit {MAX_FRAME_BYTES})")
-        frame = pb.Frame()
-        try:
-            frame.ParseFromString(await self._read_exactly(length))
-        except Exception as e:
-            raise LightError(f"malformed frame from the peer: {e}") from None
-        kind = frame.WhichOneof("body")
-        if kind == "error":
-            raise LightError(f"the peer answered: {frame.error.message}")
-        if kind not in kinds:
-            raise LightError(f"expected {' or '.join(kinds)} from the peer, got {kind}")
-        return frame
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -116,7 +82,7 @@ def choose(pointers: list[Pointer], *, round: int | None) -> list[Pointer]:
 # --- the transfer loop, written against two small callables so tests can drive it too ---------
 
 Request = Callable[[Any, pb.Frame], Any]
-"""``await request(provider, frame)`` -> an open _Framed with the request sent."""
+"""``await request(provider, frame)`` -> an open TrioFramedStream with the request sent."""
 
 
 async def download(
@@ -150,7 +116,7 @@ async def download(
             if not claimed:
                 if provider not in core.usable_providers:
                     return
-                with trio.move_on_after(1.0):
+                with trio.move_on_after(IDLE_WAIT_S):
                     await progress.wait()
                 continue
             frame = pb.Frame(
@@ -159,11 +125,11 @@ async def download(
                 )
             )
             try:
-                with trio.fail_after(60):
+                with trio.fail_after(CHUNKS_TIMEOUT_S):
                     stream = await request(provider, frame)
                     try:
                         for _ in claimed:
-                            answer = await stream.recv("chunk_data")
+                            answer = answer_of(await stream.recv(), "chunk_data")
                             index, data = answer.chunk_data.index, answer.chunk_data.data
                             verdict = core.deliver(provider, index, data)
                             if verdict is Verdict.CORRUPT:
@@ -173,8 +139,10 @@ async def download(
                                 if on_progress is not None:
                                     on_progress(core.have_bytes, manifest.total_bytes)
                     finally:
-                        await stream.stream.close()
-            except Exception:  # gone, timed out, refused, malformed: that provider is done
+                        await stream.close()
+            # The boundary of one provider's worker: gone, timed out, refused, malformed, or a
+            # failure of py-libp2p's dial (of many types): that provider is done, the others go on.
+            except Exception:
                 core.provider_failed(provider)
                 return
             finally:
@@ -208,12 +176,12 @@ class _Session:
     def __init__(self, host: Any):
         self.host = host
 
-    async def request(self, peer_info: Any, frame: pb.Frame) -> _Framed:
+    async def request(self, peer_info: Any, frame: pb.Frame) -> TrioFramedStream:
         from libp2p.custom_types import TProtocol
 
         await self.host.connect(peer_info)
         stream = await self.host.new_stream(peer_info.peer_id, [TProtocol(PROTOCOL)])
-        framed = _Framed(stream)
+        framed = TrioFramedStream(stream, frame_type=pb.Frame, max_frame_bytes=MAX_FRAME_BYTES)
         await framed.send(frame)
         return framed
 
@@ -238,7 +206,7 @@ def _peer_info(maddr: str) -> Any:
 
     try:
         return info_from_p2p_addr(multiaddr.Multiaddr(maddr))
-    except Exception as e:
+    except (ValueError, multiaddr.exceptions.Error) as e:
         raise LightError(f"{maddr!r} is not a peer multiaddr with /p2p/<peer id> ({e})") from None
 
 
@@ -258,13 +226,17 @@ async def _ask(session: _Session, info: Any, frame: pb.Frame, kind: str, timeout
         with trio.fail_after(timeout_s):
             stream = await session.request(info, frame)
             try:
-                return await stream.recv(kind)
+                return answer_of(await stream.recv(), kind)
             finally:
-                await stream.stream.close()
+                await stream.close()
     except trio.TooSlowError:
         raise LightError(f"the peer did not answer within {timeout_s:.0f} s") from None
-    except LightError:
-        raise
+    except PeerRefused as e:
+        raise LightError(f"the peer answered: {e}") from None
+    except WireError as e:
+        raise LightError(f"bad answer from the peer: {e}") from None
+    # The boundary of the user's command: py-libp2p's dial fails in many types (no route, refused,
+    # Noise, multistream); the user gets it as one line, not a traceback.
     except Exception as e:
         raise LightError(f"could not reach the peer: {e}") from None
 
@@ -310,7 +282,7 @@ async def _pull(
         if on_manifest is not None:
             on_manifest(manifest, pointers)
 
-        async def request(provider: bytes, frame: pb.Frame) -> _Framed:
+        async def request(provider: bytes, frame: pb.Frame) -> TrioFramedStream:
             return await session.request(infos[provider], frame)
 
         try:
@@ -327,7 +299,7 @@ def pull(
     *,
     run_id: str = "",
     round: int | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float = ANSWER_TIMEOUT_S,
     on_manifest: Callable[[Manifest, list[Pointer]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PullResult:
@@ -345,7 +317,7 @@ def pull(
     )
 
 
-def status(peer: str, *, timeout_s: float = 30.0) -> pb.StatusResponse:
+def status(peer: str, *, timeout_s: float = ANSWER_TIMEOUT_S) -> pb.StatusResponse:
     async def go() -> pb.StatusResponse:
         session = _Session(_new_host())
         async with session.host.run(listen_addrs=[]):
