@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store import CheckpointInfo, Store
+from coordinator.rows import CheckpointInfo
+from coordinator.store import Store
 
 logger = logging.getLogger("swarm.coordinator")
 

@@ -32,7 +32,7 @@ from coordinator.core import (
     NotFound,
 )
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store import CheckpointInfo, PeerInfo, Report
+from coordinator.rows import CheckpointInfo, PeerInfo, Report
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 
 logger = logging.getLogger("swarm.coordinator")

@@ -21,8 +21,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint
 
 SCHEMA_VERSION = 1
 ONLINE_WINDOW_S = 60.0
@@ -84,87 +86,6 @@ class Retention:
             raise ValueError("retention needs 60 <= raw_window_s <= downsampled_window_s")
         if self.checkpoints_per_run < 1:
             raise ValueError("checkpoints_per_run must be at least 1")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Report:
-    round: int
-    global_step: int
-    loss: float | None
-    samples: int
-    samples_per_s: float
-    sent_bytes: int
-    received_bytes: int
-    compression_ratio: float
-    group_size: int
-    time: float
-    eval_loss: float | None
-    status: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class PeerInfo:
-    peer_id: str
-    device: str
-    metrics_url: str
-    addrs: tuple[str, ...]
-    first_seen: float
-    last_seen: float
-    last_round: int
-    samples_per_s: float
-    rounds: int
-    samples: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Provider:
-    peer_id: str
-    addrs: tuple[str, ...]
-    last_announced: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckpointInfo:
-    run_id: str
-    round: int
-    global_step: int
-    manifest_hash: str
-    total_bytes: int
-    first_announced: float
-    archived: bool
-    providers: tuple[Provider, ...] = field(default=())
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunSummary:
-    run_id: str
-    first_seen: float
-    last_seen: float
-    round: int
-    global_step: int
-    members_online: int
-    samples_per_s: float
-    loss: float | None
-    eval_loss: float | None
-    samples: int
-    sent_bytes: int
-    compression_ratio: float | None
-    peers_seen: int
-    latest_checkpoint: CheckpointInfo | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class SeriesPoint:
-    """The run at one round (raw window) or one minute (older): what the dashboard plots."""
-
-    time: float
-    round: int
-    loss: float | None
-    eval_loss: float | None
-    samples_per_s: float
-    members: int
-    sent_bytes: int
-    compression_ratio: float | None
 
 
 class Store:
