@@ -28,6 +28,9 @@ from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSumm
 
 SCHEMA_VERSION = 1
 ONLINE_WINDOW_S = 60.0
+BUSY_TIMEOUT_MS = 5000
+"""How long a statement waits for another connection's lock on the file (a backup, an inspecting
+sqlite3 shell) before it fails."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,7 +101,7 @@ class Store:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
@@ -118,7 +121,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
+            except BaseException:  # whatever interrupts a transaction (KeyboardInterrupt too) undoes it
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")

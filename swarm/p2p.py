@@ -54,6 +54,7 @@ class HostOptions:
     relays: Sequence[str] = ()
     """Relay peers to reserve on; empty: the bootstrap peers serve as relays."""
     startup_timeout_s: float = 20.0
+    """Bound on starting p2pd (bootstrap dials included) and on the DHT process becoming ready."""
     max_upload_bytes_per_s: float | None = None
     """Cap on what this host's framed streams write (rounds, state, checkpoints); None: no cap."""
 
@@ -77,6 +78,10 @@ CONNECT_TIMEOUT_S = 10.0
 MIN_RETRY_S = 0.1
 """The least time a second attempt to open a stream gets, even when the first used up the budget
 (the dial that just succeeded makes it quick)."""
+STREAM_ERRORS = (P2PDaemonError, OSError, EOFError)
+"""How opening or using a stream to a peer fails when the peer cannot be reached, leaves or
+misbehaves: the daemon's refusal (P2PDaemonError), a broken or timed-out connection or a bad frame
+(OSError: ConnectionError, TimeoutError, WireError), or a stream that ended early (EOFError)."""
 DHT_WORKERS = 4
 """hivemind's DHT worker threads: its default, pinned so that HIVEMIND_DHT_NUM_WORKERS does not change it."""
 
@@ -224,7 +229,7 @@ class SwarmHost:
                 )
             except asyncio.CancelledError:  # the node is shutting down
                 pass
-            except Exception:
+            except Exception:  # the handler task's boundary: one bad stream must not end the node
                 logger.exception("handler %s failed on a stream from %s", protocol, stream_info.peer_id)
             finally:
                 stream.close()

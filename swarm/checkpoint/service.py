@@ -22,6 +22,7 @@ from swarm.auth import Gate
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
 from swarm.checkpoint.manifest import (
     Manifest,
+    ManifestError,
     finish_partial,
     prepare_partial,
     write_chunk,
@@ -29,6 +30,9 @@ from swarm.checkpoint.manifest import (
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import (
+    ANSWER_TIMEOUT_S,
+    CHUNKS_TIMEOUT_S,
+    IDLE_WAIT_S,
     MAX_CHUNKS_PER_REQUEST,
     MAX_FRAME_BYTES,
     PROTOCOL,
@@ -37,7 +41,7 @@ from swarm.checkpoint.wire import (
     pointer_to_pb,
 )
 from swarm.dht.records import RecordError, checkpoints_key
-from swarm.p2p import SwarmHost, peer_name
+from swarm.p2p import STREAM_ERRORS, SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.asyncio_streams import FramedStream
 
@@ -47,6 +51,9 @@ MAX_CHUNK_STREAMS = 16
 """Chunk requests served at once; more wait their turn (bounded by the requester's own timeout)."""
 REQUEST_FRAME_BYTES = 64 * 1024
 """What a node accepts from a requester: requests are small."""
+POINTER_TTL_S = 3600.0
+"""Default lifetime of a node's checkpoint pointers in the DHT; ``republish`` renews them well
+within it, so a node that leaves stops being named within the hour."""
 
 
 async def read_pointers(host: SwarmHost, run_id: str, gate: Gate | None = None) -> list[Pointer]:
@@ -80,7 +87,7 @@ class CheckpointService:
         run_id: str,
         key: Ed25519PrivateKey | None,
         status: Callable[[], Awaitable[pb.StatusResponse]] | None = None,
-        pointer_ttl_s: float = 3600.0,
+        pointer_ttl_s: float = POINTER_TTL_S,
         gate: Gate | None = None,
     ):
         self.host, self.store, self.run_id, self.key = host, store, run_id, key
@@ -192,7 +199,7 @@ async def _ask(host: SwarmHost, peer: bytes, frame: pb.Frame, kind: str, *, time
 
 
 async def ask_latest(
-    host: SwarmHost, peer: bytes, run_id: str = "", *, timeout_s: float = 30.0
+    host: SwarmHost, peer: bytes, run_id: str = "", *, timeout_s: float = ANSWER_TIMEOUT_S
 ) -> list[Pointer]:
     request = pb.Frame(latest_request=pb.LatestRequest(run_id=run_id))
     answer = await _ask(host, peer, request, "latest_response", timeout_s=timeout_s)
@@ -205,7 +212,9 @@ async def ask_latest(
     return valid
 
 
-async def fetch_manifest(host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = 30.0) -> Manifest:
+async def fetch_manifest(
+    host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = ANSWER_TIMEOUT_S
+) -> Manifest:
     request = pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest))
     answer = await _ask(host, peer, request, "manifest_response", timeout_s=timeout_s)
     return Manifest.from_bytes(answer.manifest_response.manifest, expected_hash=digest)
@@ -217,7 +226,7 @@ async def fetch_checkpoint(
     manifest_hash: str,
     out: Path,
     *,
-    timeout_s: float = 60.0,
+    timeout_s: float = CHUNKS_TIMEOUT_S,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Manifest:
     """Download the checkpoint ``manifest_hash`` from ``providers`` into the folder ``out``.
@@ -231,7 +240,7 @@ async def fetch_checkpoint(
         try:
             manifest = await fetch_manifest(host, peer, manifest_hash, timeout_s=timeout_s)
             break
-        except Exception as e:  # any provider failure: try the next one
+        except (*STREAM_ERRORS, ManifestError) as e:  # that provider failed: try the next one
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
@@ -255,7 +264,7 @@ async def fetch_checkpoint(
                     return
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    await asyncio.wait_for(wake.wait(), timeout=IDLE_WAIT_S)
                 continue
             request = pb.ChunksRequest(manifest_hash=manifest_hash, indices=[c.index for c in claimed])
             try:
@@ -277,7 +286,9 @@ async def fetch_checkpoint(
                                 on_progress(core.have_bytes, manifest.total_bytes)
                 finally:
                     stream.close()
-            except Exception as e:  # gone, refused, timed out, or the daemon could not dial it
+            # The boundary of one provider's worker: gone, refused, timed out, or the daemon could not
+            # dial it; that provider is done, the others go on.
+            except Exception as e:
                 logger.warning("provider %s failed: %s", peer_name(peer)[-8:], e)
                 core.provider_failed(peer)
                 return

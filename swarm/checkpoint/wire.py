@@ -13,6 +13,16 @@ PROTOCOL = "/swarm/checkpoint/1"
 MAX_CHUNKS_PER_REQUEST = 64
 MAX_FRAME_BYTES = MAX_CHUNK_BYTES + MAX_MANIFEST_BYTES + 4096
 
+ANSWER_TIMEOUT_S = 30.0
+"""Default bound on one question to a peer (its pointers, a manifest, its status), for the node's
+client and the light client alike; ``swarm-node pull/status --timeout`` overrides it."""
+CHUNKS_TIMEOUT_S = 60.0
+"""Default bound on a chunk request to one provider (up to ``MAX_CHUNKS_PER_REQUEST`` chunks): a
+provider slower than that is dropped and its chunks go to the others."""
+IDLE_WAIT_S = 1.0
+"""How long a provider's download worker with nothing to claim waits for news (a chunk delivered,
+a provider dropped) before it looks again."""
+
 
 class PeerRefused(WireError):
     """The peer answered a request with the protocol's Error frame (its message is ours)."""

@@ -28,19 +28,19 @@ from swarm.checkpoint.manifest import (
     write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer
-from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, PeerRefused, answer_of, verified
+from swarm.checkpoint.wire import (
+    ANSWER_TIMEOUT_S,
+    CHUNKS_TIMEOUT_S,
+    IDLE_WAIT_S,
+    MAX_FRAME_BYTES,
+    PROTOCOL,
+    PeerRefused,
+    answer_of,
+    verified,
+)
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.frames import WireError
 from swarm.wire.trio_streams import TrioFramedStream
-
-ANSWER_TIMEOUT_S = 30.0
-"""Default bound on one question to a peer (its pointers, a manifest, its status): dial, open a
-stream, read the answer. ``swarm-node pull/status --timeout`` overrides it."""
-CHUNKS_TIMEOUT_S = 60.0
-"""Bound on one chunk request (up to ``MAX_CHUNKS_PER_REQUEST`` chunks) from one provider: a
-provider slower than that is dropped and its chunks go to the others."""
-IDLE_WAIT_S = 1.0
-"""How long an idle provider's worker waits for news before it asks for chunks again."""
 
 
 class LightError(RuntimeError):
