@@ -39,20 +39,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--step", type=int, default=None, help="the checkpoint of this round (default: the newest)"
     )
     pull.add_argument("--out", required=True, help="folder to write (an interrupted pull resumes from it)")
-    pull.add_argument(
-        "--timeout",
-        type=float,
-        default=ANSWER_TIMEOUT_S,
-        help=f"seconds to wait for each answer (default {ANSWER_TIMEOUT_S:.0f})",
-    )
     status = commands.add_parser("status", help="show a running swarm: run, round, members, checkpoints")
     status.add_argument("--peer", required=True, help="multiaddr of any live node, with /p2p/<peer id>")
-    status.add_argument(
-        "--timeout",
-        type=float,
-        default=ANSWER_TIMEOUT_S,
-        help=f"seconds to wait for the answer (default {ANSWER_TIMEOUT_S:.0f})",
-    )
+    for parser, what in ((pull, "each answer"), (status, "the answer")):
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=ANSWER_TIMEOUT_S,
+            help=f"seconds to wait for {what} (default {ANSWER_TIMEOUT_S:.0f})",
+        )
     for name, what in (("pause", "pause local training (the node stays in the rounds)"),
                        ("resume", "resume local training after swarm-node pause")):  # fmt: skip
         control = commands.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}.")

@@ -3,6 +3,8 @@ and how a client reads an answer. Pure; nodes, the light client and the coordina
 
 from __future__ import annotations
 
+import dataclasses
+
 from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
@@ -36,36 +38,17 @@ def answer_of(frame: pb.Frame, *kinds: str) -> pb.Frame:
     return expect_kind(frame, kinds)
 
 
+POINTER_FIELDS = tuple(field.name for field in dataclasses.fields(Pointer))
+"""The message carries every field of ``Pointer`` under the same name."""
+
+
 def pointer_to_pb(p: Pointer) -> pb.Pointer:
-    return pb.Pointer(
-        run_id=p.run_id,
-        round=p.round,
-        global_step=p.global_step,
-        manifest_hash=p.manifest_hash,
-        total_bytes=p.total_bytes,
-        provider=p.provider,
-        expires_at=p.expires_at,
-        public_key=p.public_key,
-        signature=p.signature,
-        addrs=list(p.addrs),
-        credential=p.credential,
-    )
+    return pb.Pointer(**{name: getattr(p, name) for name in POINTER_FIELDS})
 
 
 def pointer_from_pb(m: pb.Pointer) -> Pointer:
-    return Pointer(
-        run_id=m.run_id,
-        round=m.round,
-        global_step=m.global_step,
-        manifest_hash=m.manifest_hash,
-        total_bytes=m.total_bytes,
-        provider=m.provider,
-        expires_at=m.expires_at,
-        addrs=tuple(m.addrs),
-        public_key=m.public_key,
-        signature=m.signature,
-        credential=m.credential,
-    )
+    values = {name: getattr(m, name) for name in POINTER_FIELDS}
+    return Pointer(**values | {"addrs": tuple(m.addrs)})
 
 
 def verified(pointers: list[pb.Pointer]) -> list[Pointer]:
