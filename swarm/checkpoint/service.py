@@ -28,17 +28,16 @@ from swarm.checkpoint.manifest import (
     write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer, PointerError
+from swarm.checkpoint.serve import answer
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import (
     ANSWER_TIMEOUT_S,
     CHUNKS_TIMEOUT_S,
     IDLE_WAIT_S,
-    MAX_CHUNKS_PER_REQUEST,
     MAX_FRAME_BYTES,
     PROTOCOL,
     answer_of,
     pointer_from_pb,
-    pointer_to_pb,
 )
 from swarm.dht.records import RecordError, checkpoints_key
 from swarm.p2p import STREAM_ERRORS, SwarmHost, peer_name
@@ -97,6 +96,7 @@ class CheckpointService:
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
         self._chunk_slots = asyncio.Semaphore(MAX_CHUNK_STREAMS)
+        self._holdings = NodeHoldings(host, store, run_id=run_id, gate=gate)
 
     async def start(self) -> None:
         await self.host.add_handler(
@@ -140,41 +140,36 @@ class CheckpointService:
             await self.publish(manifest)
 
     async def _handle(self, peer: bytes, stream: FramedStream) -> None:
-        frame = await stream.recv()
-        kind = frame.WhichOneof("body")
-        try:
-            if kind == "latest_request":
-                run_id = frame.latest_request.run_id or self.run_id
-                pointers = await read_pointers(self.host, run_id, self.gate)
-                await stream.send(
-                    pb.Frame(latest_response=pb.LatestResponse(pointers=[pointer_to_pb(p) for p in pointers]))
-                )
-            elif kind == "manifest_request":
-                manifest = self.store.manifest(frame.manifest_request.manifest_hash)
-                if manifest is None:
-                    raise LookupError("this node does not hold that manifest")
-                await stream.send(
-                    pb.Frame(manifest_response=pb.ManifestResponse(manifest=manifest.to_bytes()))
-                )
-            elif kind == "chunks_request":
-                request = frame.chunks_request
-                if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
-                    raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
-                async with self._chunk_slots:
-                    for index in request.indices:
-                        data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
-                        if data is None:
-                            raise LookupError(f"this node does not hold chunk {index} of that manifest")
-                        await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
-                        self.served_bytes += len(data)
-            elif kind == "status_request" and self._status is not None:
-                await stream.send(pb.Frame(status_response=await self._status()))
-            else:
-                raise ValueError(f"unexpected request {kind}")
-        except (LookupError, ValueError) as e:
-            await stream.send(pb.Frame(error=pb.Error(message=str(e))))
-            return
-        await stream.send(pb.Frame(end=pb.End()))
+        await answer(
+            await stream.recv(),
+            stream.send,
+            self._holdings,
+            status=self._status,
+            chunk_slots=self._chunk_slots,
+            on_chunk_sent=self._count_served,
+        )
+
+    def _count_served(self, size_bytes: int) -> None:
+        self.served_bytes += size_bytes
+
+
+class NodeHoldings:
+    """A node's checkpoints as the protocol's answers read them (``swarm.checkpoint.serve.Holdings``):
+    the run's pointers from the DHT, the store's manifests and chunks."""
+
+    holder = "this node"
+
+    def __init__(self, host: SwarmHost, store: CheckpointStore, *, run_id: str, gate: Gate | None):
+        self.host, self.store, self.run_id, self.gate = host, store, run_id, gate
+
+    async def pointers(self, run_id: str) -> list[Pointer]:
+        return await read_pointers(self.host, run_id or self.run_id, self.gate)
+
+    def manifest(self, digest: str) -> Manifest | None:
+        return self.store.manifest(digest)
+
+    async def chunk(self, digest: str, index: int) -> bytes | None:
+        return await asyncio.to_thread(self.store.read_chunk, digest, index)
 
 
 # --- client side (in-node adapter) ------------------------------------------------------------
