@@ -94,9 +94,10 @@ def _wait_or_kill(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _node_command(
+def node_command(
     options: DemoOptions, workdir: Path, index: int, peer: str | None, run_id: str, coordinator: str | None
 ) -> list[str]:
+    """The command line of node ``index``: with no ``peer`` it starts the run, else it joins ``peer``."""
     command = [
         sys.executable,
         "-m",
@@ -156,7 +157,7 @@ def run_demo(options: DemoOptions) -> int:
         with open(logs[index], "w") as log:
             processes.append(
                 subprocess.Popen(
-                    _node_command(options, workdir, index, peer, run_id, coordinator),
+                    node_command(options, workdir, index, peer, run_id, coordinator),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
