@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.store import Store
-from swarm.checkpoint.manifest import Manifest
+from swarm.checkpoint.manifest import Manifest, read_chunk
 from swarm.checkpoint.pointer import (
     Pointer,
     generate_identity,
@@ -212,15 +212,8 @@ class ArchiveHoldings:
 
     def _read_chunk(self, digest: str, index: int) -> bytes | None:
         manifest = self.manifest(digest)
-        if manifest is None:
-            return None
-        chunks = manifest.chunks()
-        if not 0 <= index < len(chunks):
-            return None
-        chunk = chunks[index]
-        try:
-            with open(self.folder / manifest.run_id / digest / chunk.file, "rb") as f:
-                f.seek(chunk.offset)
-                return f.read(chunk.size)
-        except FileNotFoundError:
-            return None
+        return (
+            read_chunk(self.folder / manifest.run_id / digest, manifest, index)
+            if manifest is not None
+            else None
+        )
