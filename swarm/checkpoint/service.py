@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Gate
-from swarm.checkpoint.download import Downloader, DownloadError, Verdict
+from swarm.checkpoint.download import Downloader, DownloadError
+from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
 from swarm.checkpoint.manifest import (
+    Chunk,
     Manifest,
     ManifestError,
     finish_partial,
@@ -246,53 +248,66 @@ async def fetch_checkpoint(
         core.add_provider(peer)
     if have:
         logger.info("resuming: %d of %d chunks already on disk", len(have), len(core.chunks))
-    wake = asyncio.Event()
+    transport = _NodeChunks(host, manifest_hash, partial, timeout_s=timeout_s)
 
-    async def worker(peer: bytes) -> None:
-        while not core.done:
-            try:
-                claimed = core.claim(peer)
-            except DownloadError:
-                return
-            if not claimed:
-                if peer not in core.usable_providers:
-                    return
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=IDLE_WAIT_S)
-                continue
-            request = pb.ChunksRequest(manifest_hash=manifest_hash, indices=[c.index for c in claimed])
-            try:
-                stream = await _request(host, peer, pb.Frame(chunks_request=request), timeout_s=timeout_s)
-                try:
-                    for _ in claimed:
-                        async with asyncio.timeout(timeout_s):
-                            frame = answer_of(await stream.recv(), "chunk_data")
-                        index, data = frame.chunk_data.index, frame.chunk_data.data
-                        verdict = core.deliver(peer, index, data)
-                        if verdict is Verdict.CORRUPT:
-                            logger.warning(
-                                "provider %s sent a corrupt chunk %d: dropped", peer_name(peer)[-8:], index
-                            )
-                            return
-                        if verdict is Verdict.ACCEPTED:
-                            await asyncio.to_thread(write_chunk, partial, core.chunks[index], data)
-                            if on_progress is not None:
-                                on_progress(core.have_bytes, manifest.total_bytes)
-                finally:
-                    stream.close()
-            # The boundary of one provider's worker: gone, refused, timed out, or the daemon could not
-            # dial it; that provider is done, the others go on.
-            except Exception as e:
-                logger.warning("provider %s failed: %s", peer_name(peer)[-8:], e)
-                core.provider_failed(peer)
-                return
-            finally:
-                wake.set()
+    def progressed() -> None:
+        if on_progress is not None:
+            on_progress(core.have_bytes, manifest.total_bytes)
 
-    await asyncio.gather(*(worker(peer) for peer in providers))
-    core.check_progress_possible()
-    if not core.done:
-        raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+    def corrupt(peer: Hashable, index: int) -> None:
+        logger.warning("provider %s sent a corrupt chunk %d: dropped", _short(peer), index)
+
+    def failed(peer: Hashable, error: Exception) -> None:
+        logger.warning("provider %s failed: %s", _short(peer), error)
+
+    await asyncio.gather(
+        *(
+            provider_worker(
+                core, peer, transport, on_accepted=progressed, on_corrupt=corrupt, on_failed=failed
+            )
+            for peer in providers
+        )
+    )
+    check_complete(core)
     await asyncio.to_thread(finish_partial, partial, out)
     return manifest
+
+
+class _NodeChunks:
+    """The node's side of ``swarm.checkpoint.fetching``: one stream per chunk request on the node's
+    host, each chunk within ``timeout_s``; chunks written on a worker thread."""
+
+    def __init__(self, host: SwarmHost, manifest_hash: str, partial: Path, *, timeout_s: float):
+        self._host, self._manifest_hash, self._partial = host, manifest_hash, partial
+        self._timeout_s = timeout_s
+        self._wake = asyncio.Event()
+
+    async def fetch(self, provider: Hashable, indices: Sequence[int], on_chunk: OnChunk) -> None:
+        assert isinstance(provider, bytes)
+        request = pb.ChunksRequest(manifest_hash=self._manifest_hash, indices=indices)
+        stream = await _request(
+            self._host, provider, pb.Frame(chunks_request=request), timeout_s=self._timeout_s
+        )
+        try:
+            for _ in indices:
+                async with asyncio.timeout(self._timeout_s):
+                    frame = answer_of(await stream.recv(), "chunk_data")
+                if not await on_chunk(frame.chunk_data.index, frame.chunk_data.data):
+                    return
+        finally:
+            stream.close()
+
+    async def wait_for_news(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT_S)
+
+    def news(self) -> None:
+        self._wake.set()
+
+    async def write(self, chunk: Chunk, data: bytes) -> None:
+        await asyncio.to_thread(write_chunk, self._partial, chunk, data)
+
+
+def _short(peer: Hashable) -> str:
+    return peer_name(peer)[-8:] if isinstance(peer, bytes) else str(peer)

@@ -13,15 +13,18 @@ checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and h
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarm.checkpoint.download import Downloader, DownloadError, Verdict
+from swarm.checkpoint.download import Downloader, DownloadError
+from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
 from swarm.checkpoint.manifest import (
+    Chunk,
     Manifest,
     finish_partial,
     prepare_partial,
@@ -85,6 +88,46 @@ Request = Callable[[Any, pb.Frame], Any]
 """``await request(provider, frame)`` -> an open TrioFramedStream with the request sent."""
 
 
+class _TrioChunks:
+    """The light client's side of ``swarm.checkpoint.fetching``: one stream per chunk request, all
+    of it within ``CHUNKS_TIMEOUT_S``; chunks written as they arrive."""
+
+    def __init__(self, manifest_hash: str, request: Request, partial: Path):
+        import trio
+
+        self._manifest_hash, self._request, self._partial = manifest_hash, request, partial
+        self._progress = trio.Event()
+
+    async def fetch(self, provider: Any, indices: Sequence[int], on_chunk: OnChunk) -> None:
+        import trio
+
+        frame = pb.Frame(chunks_request=pb.ChunksRequest(manifest_hash=self._manifest_hash, indices=indices))
+        with trio.fail_after(CHUNKS_TIMEOUT_S):
+            stream = await self._request(provider, frame)
+            try:
+                for _ in indices:
+                    answer = answer_of(await stream.recv(), "chunk_data")
+                    if not await on_chunk(answer.chunk_data.index, answer.chunk_data.data):
+                        return
+            finally:
+                await stream.close()
+
+    async def wait_for_news(self) -> None:
+        import trio
+
+        with trio.move_on_after(IDLE_WAIT_S):
+            await self._progress.wait()
+
+    def news(self) -> None:
+        import trio
+
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def write(self, chunk: Chunk, data: bytes) -> None:
+        write_chunk(self._partial, chunk, data)
+
+
 async def download(
     manifest: Manifest,
     providers: list[Any],
@@ -101,60 +144,20 @@ async def download(
     resumed = core.have_bytes
     for provider in providers:
         core.add_provider(provider)
-    if on_progress is not None:
-        on_progress(core.have_bytes, manifest.total_bytes)
-    progress = trio.Event()
+
+    def progressed() -> None:
+        if on_progress is not None:
+            on_progress(core.have_bytes, manifest.total_bytes)
+
+    progressed()
+    transport = _TrioChunks(manifest.hash, request, partial)
     started = time.monotonic()
-
-    async def worker(provider: Any) -> None:
-        nonlocal progress
-        while not core.done:
-            try:
-                claimed = core.claim(provider)
-            except DownloadError:
-                return
-            if not claimed:
-                if provider not in core.usable_providers:
-                    return
-                with trio.move_on_after(IDLE_WAIT_S):
-                    await progress.wait()
-                continue
-            frame = pb.Frame(
-                chunks_request=pb.ChunksRequest(
-                    manifest_hash=manifest.hash, indices=[c.index for c in claimed]
-                )
-            )
-            try:
-                with trio.fail_after(CHUNKS_TIMEOUT_S):
-                    stream = await request(provider, frame)
-                    try:
-                        for _ in claimed:
-                            answer = answer_of(await stream.recv(), "chunk_data")
-                            index, data = answer.chunk_data.index, answer.chunk_data.data
-                            verdict = core.deliver(provider, index, data)
-                            if verdict is Verdict.CORRUPT:
-                                return
-                            if verdict is Verdict.ACCEPTED:
-                                write_chunk(partial, core.chunks[index], data)
-                                if on_progress is not None:
-                                    on_progress(core.have_bytes, manifest.total_bytes)
-                    finally:
-                        await stream.close()
-            # The boundary of one provider's worker: gone, timed out, refused, malformed, or a
-            # failure of py-libp2p's dial (of many types): that provider is done, the others go on.
-            except Exception:
-                core.provider_failed(provider)
-                return
-            finally:
-                progress.set()
-                progress = trio.Event()
-
     async with trio.open_nursery() as nursery:
         for provider in providers:
-            nursery.start_soon(worker, provider)
-    core.check_progress_possible()
-    if not core.done:
-        raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+            nursery.start_soon(
+                functools.partial(provider_worker, core, provider, transport, on_accepted=progressed)
+            )
+    check_complete(core)
     transfer_s = time.monotonic() - started
     finish_partial(partial, out)
     return PullResult(
