@@ -1,10 +1,13 @@
 """The coordinator (``swarm-coordinator``): the run's record of metrics and checkpoints.
 
 No torch and no hivemind: it runs on a small VM. Layers, from the centre out:
-- ``coordinator.store``: SQLite (WAL) tables, retention; plain data classes.
+- ``coordinator.rows``: the record's rows, plain frozen data classes.
+- ``coordinator.store``: SQLite (WAL) tables, retention.
 - ``coordinator.core``: validation of everything that arrives, domain errors; no transport.
 - ``coordinator.metrics``: every Prometheus metric it exports (per-run aggregates read at scrape time).
 - ``coordinator.service``: the gRPC servicer (thin), status-code mapping, health and reflection.
 - ``coordinator.web``: /metrics, Prometheus service discovery (/sd), the dashboard and its JSON.
+- ``coordinator.archive``: copies announced checkpoints (the light client's pull).
+- ``coordinator.archive_host``: serves the archive on /swarm/checkpoint/1 (py-libp2p, trio).
 - ``coordinator.cli``: ``swarm-coordinator serve``.
 """

@@ -19,12 +19,21 @@ import time
 from pathlib import Path
 
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store import CheckpointInfo, Store
+from coordinator.rows import CheckpointInfo
+from coordinator.store import Store
 
 logger = logging.getLogger("swarm.coordinator")
 
 RETRIES = 5
+"""Attempts to archive one checkpoint, from the configured peers in turn."""
 RETRY_FIRST_S = 5.0
+"""Wait after the first failed attempt; it doubles after each next one."""
+PULL_ANSWER_TIMEOUT_S = 60.0
+"""The light client's bound on each answer while archiving: twice the interactive pull's default,
+since the archive runs unattended and a busy swarm answers slowly."""
+STOP_JOIN_S = 5.0
+"""How long ``stop`` waits for a download in progress; the thread is a daemon and dies with the
+coordinator after that."""
 
 
 class Archiver:
@@ -55,7 +64,7 @@ class Archiver:
 
     def stop(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=STOP_JOIN_S)
 
     def submit(self, checkpoint: CheckpointInfo) -> None:
         """Archive ``checkpoint`` (called by the core for every new announcement; never blocks)."""
@@ -72,7 +81,9 @@ class Archiver:
                 try:
                     self._archive(checkpoint, peer)
                     break
-                except Exception as e:  # a failed download must not end the archive
+                # The boundary of one attempt: whatever failed (unreachable, refused, corrupt, disk),
+                # a failed download must not end the archive's thread; it is retried, then given up.
+                except Exception as e:
                     logger.warning(
                         "archive: checkpoint of round %d (%s) from %s failed (attempt %d of %d): %s",
                         checkpoint.round, checkpoint.manifest_hash[:12], peer, attempt + 1, RETRIES, e,
@@ -86,7 +97,9 @@ class Archiver:
         out = self.path(checkpoint)
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            result = pull(peer, out, run_id=checkpoint.run_id, round=checkpoint.round, timeout_s=60.0)
+            result = pull(
+                peer, out, run_id=checkpoint.run_id, round=checkpoint.round, timeout_s=PULL_ANSWER_TIMEOUT_S
+            )
             if result.manifest.hash != checkpoint.manifest_hash:
                 shutil.rmtree(out, ignore_errors=True)
                 raise RuntimeError(

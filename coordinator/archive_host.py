@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from coordinator.store import Store
-from swarm.checkpoint.manifest import Manifest
+from swarm.checkpoint.manifest import Manifest, read_chunk
 from swarm.checkpoint.pointer import (
     Pointer,
     generate_identity,
@@ -27,13 +28,26 @@ from swarm.checkpoint.pointer import (
     peer_id_of,
     public_key_protobuf,
 )
-from swarm.checkpoint.wire import MAX_CHUNKS_PER_REQUEST, PROTOCOL, pointer_to_pb
-from swarm.light.client import LightError, _Framed
+from swarm.checkpoint.serve import answer
+from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, pointer_to_pb
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+from swarm.wire.frames import WireError
+from swarm.wire.trio_streams import TrioFramedStream
 
 logger = logging.getLogger("swarm.coordinator")
 
 POINTER_TTL_S = 3600.0
+"""Lifetime of the archive's signed pointers: long, the archive outlives the volunteers."""
+START_TIMEOUT_S = 30.0
+"""How long ``start`` waits for the py-libp2p host to listen before the coordinator gives up."""
+STOP_JOIN_S = 10.0
+"""How long ``stop`` waits for the host's thread to end; it is a daemon thread, so the process
+does not hang on it beyond that."""
+REQUEST_TIMEOUT_S = 30.0
+"""How long a client may take to send its request once the stream is open."""
+RESIGN_AFTER_S = 60.0
+"""The ReportMetrics answer re-signs the archive's pointers at most this often (every report
+carries them; signing for each one would cost more than the rest of the answer)."""
 
 
 class ArchiveHost:
@@ -55,6 +69,7 @@ class ArchiveHost:
         self.peer_name = ""
         """The peer id in base58, once started."""
         self.served_bytes = 0
+        self.holdings = ArchiveHoldings(store, folder, self.pointers)
         self._wire_cache: dict[str, tuple[float, list[bytes]]] = {}
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -64,7 +79,7 @@ class ArchiveHost:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self._thread.start()
         if not self._ready.wait(timeout_s) or self._error is not None:
             raise OSError(f"the archive cannot listen on {self.listen}: {self._error or 'timed out'}")
@@ -72,14 +87,14 @@ class ArchiveHost:
     def stop(self) -> None:
         if self._token is not None and self._stop is not None and self._thread.is_alive():
             self._token.run_sync_soon(self._stop.set)
-            self._thread.join(10)
+            self._thread.join(STOP_JOIN_S)
 
     def _run(self) -> None:
         import trio
 
         try:
             trio.run(self._main)
-        except BaseException as e:
+        except BaseException as e:  # the thread's boundary: whatever ended it, ``start`` reports it
             self._error = e
             self._ready.set()
 
@@ -144,74 +159,61 @@ class ArchiveHost:
         """``pointers(run_id)`` serialized for the ReportMetrics answer, re-signed at most once a minute."""
         now = time.monotonic()
         cached = self._wire_cache.get(run_id)
-        if cached is None or now - cached[0] > 60.0:
+        if cached is None or now - cached[0] > RESIGN_AFTER_S:
             cached = (now, [pointer_to_pb(p).SerializeToString() for p in self.pointers(run_id)])
             self._wire_cache[run_id] = cached
         return cached[1]
 
-    def _manifest(self, digest: str) -> Manifest | None:
+    def _count_served(self, size_bytes: int) -> None:
+        self.served_bytes += size_bytes
+
+    async def _handle(self, stream: Any) -> None:
+        import trio
+
+        framed = TrioFramedStream(stream, frame_type=pb.Frame, max_frame_bytes=MAX_FRAME_BYTES)
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                frame = await framed.expect("latest_request", "manifest_request", "chunks_request")
+            await answer(frame, framed.send, self.holdings, on_chunk_sent=self._count_served)
+        except (WireError, trio.TooSlowError) as e:
+            logger.info("archive: dropped a request: %s", e)
+        except Exception as e:  # the handler task's boundary: a broken stream must not take the host down
+            logger.info("archive: stream failed: %s", type(e).__name__)
+        finally:
+            await framed.close_quietly()
+
+
+class ArchiveHoldings:
+    """The archive's checkpoints as the protocol's answers read them
+    (``swarm.checkpoint.serve.Holdings``): its own signed pointers, and the manifests and chunks of
+    what it archived under ``folder``."""
+
+    holder = "the archive"
+
+    def __init__(self, store: Store, folder: Path, pointers: Callable[[str], list[Pointer]]):
+        self.store, self.folder, self._pointers = store, folder, pointers
+
+    async def pointers(self, run_id: str) -> list[Pointer]:
+        """Of ``run_id``; empty: of the first run the store knows."""
+        runs = [run_id] if run_id else self.store.runs()[:1]
+        return [p for r in runs for p in self._pointers(r)]
+
+    def manifest(self, digest: str) -> Manifest | None:
         for run_id in self.store.runs():
             raw = self.store.manifest(run_id, digest)
             if raw is not None and (self.folder / run_id / digest).is_dir():
                 return Manifest.from_bytes(raw, expected_hash=digest)
         return None
 
-    def _read_chunk(self, manifest: Manifest, index: int) -> bytes | None:
-        chunks = manifest.chunks()
-        if not 0 <= index < len(chunks):
-            return None
-        chunk = chunks[index]
-        try:
-            with open(self.folder / manifest.run_id / manifest.hash / chunk.file, "rb") as f:
-                f.seek(chunk.offset)
-                return f.read(chunk.size)
-        except FileNotFoundError:
-            return None
-
-    async def _handle(self, stream: Any) -> None:
+    async def chunk(self, digest: str, index: int) -> bytes | None:
         import trio
 
-        framed = _Framed(stream)
-        try:
-            with trio.fail_after(30):
-                frame = await framed.recv("latest_request", "manifest_request", "chunks_request")
-            kind = frame.WhichOneof("body")
-            try:
-                if kind == "latest_request":
-                    run_id = frame.latest_request.run_id
-                    runs = [run_id] if run_id else self.store.runs()[:1]
-                    pointers = [pointer_to_pb(p) for r in runs for p in self.pointers(r)]
-                    await framed.send(pb.Frame(latest_response=pb.LatestResponse(pointers=pointers)))
-                elif kind == "manifest_request":
-                    manifest = self._manifest(frame.manifest_request.manifest_hash)
-                    if manifest is None:
-                        raise LookupError("the archive does not hold that manifest")
-                    await framed.send(
-                        pb.Frame(manifest_response=pb.ManifestResponse(manifest=manifest.to_bytes()))
-                    )
-                else:
-                    request = frame.chunks_request
-                    if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
-                        raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
-                    manifest = self._manifest(request.manifest_hash)
-                    if manifest is None:
-                        raise LookupError("the archive does not hold that manifest")
-                    for index in request.indices:
-                        data = await trio.to_thread.run_sync(self._read_chunk, manifest, index)
-                        if data is None:
-                            raise LookupError(f"the archive does not hold chunk {index} of that manifest")
-                        await framed.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
-                        self.served_bytes += len(data)
-            except (LookupError, ValueError) as e:
-                await framed.send(pb.Frame(error=pb.Error(message=str(e))))
-                return
-            await framed.send(pb.Frame(end=pb.End()))
-        except (LightError, trio.TooSlowError) as e:
-            logger.info("archive: dropped a request: %s", e)
-        except Exception as e:  # a broken stream must not take the host down
-            logger.info("archive: stream failed: %s", type(e).__name__)
-        finally:
-            try:
-                await stream.close()
-            except Exception:
-                pass
+        return await trio.to_thread.run_sync(self._read_chunk, digest, index)
+
+    def _read_chunk(self, digest: str, index: int) -> bytes | None:
+        manifest = self.manifest(digest)
+        return (
+            read_chunk(self.folder / manifest.run_id / digest, manifest, index)
+            if manifest is not None
+            else None
+        )

@@ -17,6 +17,9 @@ from pathlib import Path
 
 logger = logging.getLogger("swarm.coordinator")
 
+RETENTION_EVERY_S = 60.0
+"""How often raw reports past the retention window are folded: the window is at least a minute."""
+
 
 @dataclass(kw_only=True)
 class ServeConfig:
@@ -106,7 +109,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
                 status["archive_maddrs"] = [f"{a}/p2p/{archive_host.peer_name}" for a in archive_host.addrs]
             tmp.write_text(json.dumps(status))
             tmp.replace(config.status_file)
-        while not stop.wait(60.0):
+        while not stop.wait(RETENTION_EVERY_S):
             folded = store.apply_retention()
             if folded:
                 logger.info("retention: folded %d raw reports into per-minute rows", folded)

@@ -13,6 +13,9 @@ from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = timedelta(seconds=10)
+"""Bound on every call: a node's report must never wait long on the optional coordinator."""
+READY_TIMEOUT = timedelta(seconds=30)
+"""How long ``wait_ready`` waits for the channel by default: a coordinator starting beside the caller."""
 
 
 class CoordinatorClient:
@@ -33,7 +36,7 @@ class CoordinatorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def wait_ready(self, timeout: timedelta = timedelta(seconds=30)) -> None:
+    def wait_ready(self, timeout: timedelta = READY_TIMEOUT) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout.total_seconds())
 
     @property

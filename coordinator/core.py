@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coordinator.store import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint, Store
+from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint
+from coordinator.store import Store
 from swarm.checkpoint.manifest import Manifest, ManifestError
 
 MAX_ID_CHARS = 128

@@ -32,7 +32,7 @@ from coordinator.core import (
     NotFound,
 )
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store import CheckpointInfo, PeerInfo, Report
+from coordinator.rows import CheckpointInfo, PeerInfo, Report
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 
 logger = logging.getLogger("swarm.coordinator")
@@ -40,6 +40,10 @@ logger = logging.getLogger("swarm.coordinator")
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"]
 SERVICE_NAME = SERVICE.full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+STOP_GRACE_S = 5.0
+"""On stop, calls in flight get this long to finish before they are cancelled."""
+THREAD_EXIT_S = 5.0
+"""After the grace, how long ``stop`` waits for the server's thread (a daemon) to end."""
 STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -239,7 +243,7 @@ class GrpcServer:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._grace_s = 5.0
+        self._grace_s = STOP_GRACE_S
         self._thread = threading.Thread(target=self._run, name="grpc", daemon=True)
 
     def start(self) -> None:
@@ -248,12 +252,12 @@ class GrpcServer:
         if self._error is not None:
             raise OSError(f"cannot serve gRPC on {self._address}: {self._error}")
 
-    def stop(self, grace_s: float = 5.0) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Refuse new calls, let running ones finish for up to ``grace_s``."""
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._grace_s = grace_s
             self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(grace_s + 5)
+            self._thread.join(grace_s + THREAD_EXIT_S)
 
     def _run(self) -> None:
         try:

@@ -21,11 +21,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint
 
 SCHEMA_VERSION = 1
 ONLINE_WINDOW_S = 60.0
+BUSY_TIMEOUT_MS = 5000
+"""How long a statement waits for another connection's lock on the file (a backup, an inspecting
+sqlite3 shell) before it fails."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,87 +91,6 @@ class Retention:
             raise ValueError("checkpoints_per_run must be at least 1")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Report:
-    round: int
-    global_step: int
-    loss: float | None
-    samples: int
-    samples_per_s: float
-    sent_bytes: int
-    received_bytes: int
-    compression_ratio: float
-    group_size: int
-    time: float
-    eval_loss: float | None
-    status: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class PeerInfo:
-    peer_id: str
-    device: str
-    metrics_url: str
-    addrs: tuple[str, ...]
-    first_seen: float
-    last_seen: float
-    last_round: int
-    samples_per_s: float
-    rounds: int
-    samples: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Provider:
-    peer_id: str
-    addrs: tuple[str, ...]
-    last_announced: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckpointInfo:
-    run_id: str
-    round: int
-    global_step: int
-    manifest_hash: str
-    total_bytes: int
-    first_announced: float
-    archived: bool
-    providers: tuple[Provider, ...] = field(default=())
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunSummary:
-    run_id: str
-    first_seen: float
-    last_seen: float
-    round: int
-    global_step: int
-    members_online: int
-    samples_per_s: float
-    loss: float | None
-    eval_loss: float | None
-    samples: int
-    sent_bytes: int
-    compression_ratio: float | None
-    peers_seen: int
-    latest_checkpoint: CheckpointInfo | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class SeriesPoint:
-    """The run at one round (raw window) or one minute (older): what the dashboard plots."""
-
-    time: float
-    round: int
-    loss: float | None
-    eval_loss: float | None
-    samples_per_s: float
-    members: int
-    sent_bytes: int
-    compression_ratio: float | None
-
-
 class Store:
     """The coordinator's SQLite file. Thread-safe; ``close()`` when done."""
 
@@ -177,7 +101,7 @@ class Store:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
@@ -197,7 +121,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
+            except BaseException:  # whatever interrupts a transaction (KeyboardInterrupt too) undoes it
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")

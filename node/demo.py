@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ from typing import Any
 from tqdm import tqdm
 
 START_TIMEOUT_S = 180.0
+"""How long the coordinator and then the first node may take to write their status files: a cold
+start imports torch and transformers and starts p2pd and the DHT."""
+STATUS_POLL_S = 0.1
+"""How often a starting process's status file is read."""
+REFRESH_S = 0.5
+"""How often the progress bar reads the nodes' status files."""
+STOP_TIMEOUT_S = 30.0
+"""How long a node or the coordinator may take to stop after SIGTERM before it is killed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,9 +71,33 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _node_command(
+def _wait_for_status(
+    path: Path,
+    process: subprocess.Popen,
+    deadline: float,
+    ready: Callable[[dict[str, Any]], bool] = lambda status: True,
+) -> dict[str, Any] | None:
+    """The status ``process`` writes to ``path``, once it is ``ready``; None when the process exits
+    first or the (monotonic) ``deadline`` passes."""
+    while (status := _read_json(path)) is None or not ready(status):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(STATUS_POLL_S)
+    return status
+
+
+def _wait_or_kill(process: subprocess.Popen) -> None:
+    """Wait for a process told to stop; kill its process group when it takes too long."""
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def node_command(
     options: DemoOptions, workdir: Path, index: int, peer: str | None, run_id: str, coordinator: str | None
 ) -> list[str]:
+    """The command line of node ``index``: with no ``peer`` it starts the run, else it joins ``peer``."""
     command = [
         sys.executable,
         "-m",
@@ -124,7 +157,7 @@ def run_demo(options: DemoOptions) -> int:
         with open(logs[index], "w") as log:
             processes.append(
                 subprocess.Popen(
-                    _node_command(options, workdir, index, peer, run_id, coordinator),
+                    node_command(options, workdir, index, peer, run_id, coordinator),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -152,21 +185,24 @@ def run_demo(options: DemoOptions) -> int:
                 print(e, file=sys.stderr)
                 return 1
         launch(0, None)
-        first_status = workdir / "node0.status.json"
-        while (status := _read_json(first_status)) is None or not status.get("maddrs"):
+        status = _wait_for_status(
+            workdir / "node0.status.json",
+            processes[0],
+            started + START_TIMEOUT_S,
+            lambda s: bool(s.get("maddrs")),
+        )
+        if status is None:
             if processes[0].poll() is not None:
                 print(
                     f"the first node exited with code {processes[0].returncode}:\n{_tail(logs[0])}",
                     file=sys.stderr,
                 )
-                return 1
-            if time.monotonic() - started > START_TIMEOUT_S:
+            else:
                 print(
                     f"the first node did not start within {START_TIMEOUT_S:.0f}s:\n{_tail(logs[0])}",
                     file=sys.stderr,
                 )
-                return 1
-            time.sleep(0.2)
+            return 1
         peer = status["maddrs"][0]
         for index in range(1, options.nodes):
             launch(index, peer)
@@ -177,10 +213,7 @@ def run_demo(options: DemoOptions) -> int:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            _wait_or_kill(process)
         return 130
     finally:
         for process in processes:  # leave nothing behind, whatever happened
@@ -188,10 +221,7 @@ def run_demo(options: DemoOptions) -> int:
                 os.killpg(process.pid, signal.SIGKILL)
         if service is not None and service.poll() is None:
             service.terminate()  # graceful: its record is complete on disk
-            try:
-                service.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(service.pid, signal.SIGKILL)
+            _wait_or_kill(service)
     code = _report(options, workdir, processes, logs, time.monotonic() - started)
     if service is not None:
         print(
@@ -211,11 +241,9 @@ def _start_coordinator(workdir: Path, env: dict[str, str]) -> tuple[subprocess.P
              "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--status-file", str(status)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )  # fmt: skip
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while (ports := _read_json(status)) is None:
-        if service.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the coordinator did not start:\n{_tail(workdir / 'coordinator.log')}")
-        time.sleep(0.1)
+    ports = _wait_for_status(status, service, time.monotonic() + START_TIMEOUT_S)
+    if ports is None:
+        raise RuntimeError(f"the coordinator did not start:\n{_tail(workdir / 'coordinator.log')}")
     print(
         f"dashboard: http://127.0.0.1:{ports['http_port']}/  (the coordinator's record of this run)",
         flush=True,
@@ -243,7 +271,7 @@ def _follow(options: DemoOptions, workdir: Path, processes: list[subprocess.Pope
                 refresh=False,
             )
             bar.refresh()
-            time.sleep(0.5)
+            time.sleep(REFRESH_S)
 
 
 def _report(

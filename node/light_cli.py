@@ -14,6 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 COMMANDS = ("pull", "status", "pause", "resume", "owner-key", "credential")
+ANSWER_TIMEOUT_S = 30.0
+"""Default --timeout of pull and status: the light client's bound on each answer (the value of
+``swarm.checkpoint.wire.ANSWER_TIMEOUT_S``, not imported here: this module loads before anything)."""
+CONFIRM_TIMEOUT_S = 10.0
+"""Default --timeout of pause and resume: a node confirms in its status file within a training step."""
+CONFIRM_POLL_S = 0.2
+"""How often pause and resume read the node's status file for its confirmation."""
 LOAD_HINT = (
     "load it with: safetensors.torch.load_file('{folder}/model.safetensors'), or"
     " transformers.AutoModelForCausalLM.from_pretrained('{folder}')"
@@ -32,14 +39,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--step", type=int, default=None, help="the checkpoint of this round (default: the newest)"
     )
     pull.add_argument("--out", required=True, help="folder to write (an interrupted pull resumes from it)")
-    pull.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for each answer (default 30)"
-    )
     status = commands.add_parser("status", help="show a running swarm: run, round, members, checkpoints")
     status.add_argument("--peer", required=True, help="multiaddr of any live node, with /p2p/<peer id>")
-    status.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)"
-    )
+    for parser, what in ((pull, "each answer"), (status, "the answer")):
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=ANSWER_TIMEOUT_S,
+            help=f"seconds to wait for {what} (default {ANSWER_TIMEOUT_S:.0f})",
+        )
     for name, what in (("pause", "pause local training (the node stays in the rounds)"),
                        ("resume", "resume local training after swarm-node pause")):  # fmt: skip
         control = commands.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}.")
@@ -47,7 +55,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             "--status-file", required=True, help="the --status-file of the node to control (names its pid)"
         )
         control.add_argument(
-            "--timeout", type=float, default=10.0, help="seconds to wait for the node to confirm"
+            "--timeout", type=float, default=CONFIRM_TIMEOUT_S, help="seconds to wait for the node to confirm"
         )
     owner = commands.add_parser(
         "owner-key",
@@ -165,7 +173,7 @@ def _control(args: argparse.Namespace) -> int:
                 return 0
         except (OSError, ValueError):
             pass
-        time.sleep(0.2)
+        time.sleep(CONFIRM_POLL_S)
     print(
         f"swarm-node {args.command}: node {pid} did not confirm within {args.timeout:.0f} s", file=sys.stderr
     )

@@ -5,8 +5,11 @@ prometheus_client):
 - ``swarm.compression``: codecs, pure tensor math.
 - ``swarm.averaging.shards`` / ``swarm.averaging.reduce``: shard layout, ownership, the weighted mean.
 - ``swarm.data``, ``swarm.models``: corpus, batches, model construction.
-- ``swarm.averaging.wire``, ``swarm.averaging.round``: the round protocol on libp2p streams.
-- ``swarm.dht``: typed DHT records; ``swarm.p2p``: the node's hivemind host.
+- ``swarm.wire``: length-prefixed protobuf frames; a pure core and an adapter per I/O library.
+- ``swarm.averaging.round``: the round protocol on libp2p streams.
+- ``swarm.dht``: typed DHT records; ``swarm.p2p``: the node's hivemind host (with ``swarm.relay``
+  and ``swarm.parent_watchdog``).
+- ``swarm.checkpoint``: checkpoints and their transfer; ``swarm.light``: the py-libp2p light client.
 - ``swarm.metrics``: every Prometheus metric of a node.
 
 Importing ``swarm`` starts no thread, touches no GPU and imports none of the networking stacks.

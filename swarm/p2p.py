@@ -2,20 +2,17 @@
 
 A ``SwarmHost`` owns one p2pd daemon (one peer id per node), started in this process, and a
 hivemind DHT process that shares it. Swarm's own protocols are binary stream handlers on that
-daemon. Helper processes die with the node: they share its process group, and the DHT process
-runs a watchdog that kills the daemon and itself when the node's main process disappears.
+daemon, read and written as frames (``swarm.wire.asyncio_streams``). Helper processes die with the
+node: they share its process group, and the DHT process runs a watchdog that kills the daemon and
+itself when the node's main process disappears (``swarm.parent_watchdog``). Relay slots a node
+behind NAT keeps itself, and the relay addresses p2pd can dial, are in ``swarm.relay``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import gc
 import logging
-import os
-import re
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +20,15 @@ from typing import Any
 
 from hivemind.dht import DHT
 from hivemind.p2p import P2P, PeerID
-from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError, read_unsigned_varint
+from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
-from swarm.averaging.wire import NO_COUNTER, ByteCounter, FramedStream, UploadLimit, WireError
 from swarm.dht.records import RecordError
+from swarm.parent_watchdog import abandon, forks_watch_parent
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.relay import RelaySlots, daemon_multiaddr
+from swarm.wire.asyncio_streams import FramedStream, UploadLimit
+from swarm.wire.frames import NO_COUNTER, ByteCounter, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class HostOptions:
     relays: Sequence[str] = ()
     """Relay peers to reserve on; empty: the bootstrap peers serve as relays."""
     startup_timeout_s: float = 20.0
+    """Bound on starting p2pd (bootstrap dials included) and on the DHT process becoming ready."""
     max_upload_bytes_per_s: float | None = None
     """Cap on what this host's framed streams write (rounds, state, checkpoints); None: no cap."""
 
@@ -70,38 +71,19 @@ class _StaticRelayP2P(P2P):
         return P2P._make_process_args(*args, **kwargs)
 
 
-# The DHT process is forked from the node; this hook arms its parent-death watchdog.
-_watchdog_target: dict[str, int] = {}
-
-
-def _watch_parent(parent_pid: int, daemon_pid: int) -> None:
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent_pid:
-            for pid in (daemon_pid, os.getpid()):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
 LINGER_S = 30.0
 """How long a served stream waits, after its handler returned, for the peer to close it."""
-
-
-def _arm_watchdog_in_child() -> None:
-    if _watchdog_target.get("parent") == os.getppid():
-        # A fatal signal (SIGABRT from _abandon) writes every thread's stack to stderr first.
-        faulthandler.enable(all_threads=True)
-        threading.Thread(
-            target=_watch_parent,
-            args=(_watchdog_target["parent"], _watchdog_target["daemon"]),
-            daemon=True,
-            name="swarm-parent-watchdog",
-        ).start()
-
-
-_hook_registered = False
+CONNECT_TIMEOUT_S = 10.0
+"""Default bound on dialling a peer at addresses we were given (``SwarmHost.connect``)."""
+MIN_RETRY_S = 0.1
+"""The least time a second attempt to open a stream gets, even when the first used up the budget
+(the dial that just succeeded makes it quick)."""
+STREAM_ERRORS = (P2PDaemonError, OSError, EOFError)
+"""How opening or using a stream to a peer fails when the peer cannot be reached, leaves or
+misbehaves: the daemon's refusal (P2PDaemonError), a broken or timed-out connection or a bad frame
+(OSError: ConnectionError, TimeoutError, WireError), or a stream that ended early (EOFError)."""
+DHT_WORKERS = 4
+"""hivemind's DHT worker threads: its default, pinned so that HIVEMIND_DHT_NUM_WORKERS does not change it."""
 
 
 @dataclass
@@ -116,15 +98,17 @@ class SwarmHost:
     """Shared by every framed stream of this host (the volunteer's upload cap)."""
     address_hints: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
     """Addresses peers announce in their heartbeats (see ``remember_addresses``)."""
-    own_slots: dict[str, float] = field(default_factory=dict)
-    """Relay slots this host reserved itself (``keep_relay_slots``): relay address -> when reserved
-    (monotonic)."""
-    slot_failures: dict[str, float] = field(default_factory=dict)
-    """Relays that refused or did not answer: relay address -> when (monotonic)."""
+    relay_slots: RelaySlots = field(init=False)
+    """Relay slots this host reserved itself (``keep_relay_slots``)."""
+
+    def __post_init__(self) -> None:
+        self.relay_slots = RelaySlots(self.p2p, self._connect_within)
+
+    async def _connect_within(self, peer: bytes, maddrs: Sequence[str], timeout_s: float) -> None:
+        await self.connect(peer, maddrs, timeout_s=timeout_s)
 
     @classmethod
     async def start(cls, options: HostOptions) -> SwarmHost:
-        global _hook_registered
         try:
             relays = list(options.relays) or list(options.initial_peers)
             p2p = await _StaticRelayP2P.create(
@@ -153,44 +137,8 @@ class SwarmHost:
                 ) from None
             raise
         daemon = p2p._child  # hivemind keeps the daemon process here; we need its pid for the watchdog
-        _watchdog_target.update(parent=os.getpid(), daemon=daemon.pid if daemon is not None else 0)
-        if not _hook_registered:
-            os.register_at_fork(after_in_child=_arm_watchdog_in_child)
-            _hook_registered = True
-        dht: DHT | None = None
-        try:
-            # The DHT process is forked from this one; frozen, this process's garbage is not collected
-            # there, so no finaliser of ours (a socket's, a gRPC channel's) runs in the fork, where
-            # the locks of threads that did not survive the fork stay held.
-            gc.freeze()
-            try:
-                dht = DHT(
-                    initial_peers=list(options.initial_peers) or None,
-                    p2p=p2p,
-                    start=True,
-                    await_ready=False,
-                    num_workers=4,
-                )
-            finally:
-                gc.unfreeze()
-            await asyncio.get_running_loop().run_in_executor(
-                None, dht.wait_until_ready, options.startup_timeout_s
-            )
-        except TimeoutError:
-            assert dht is not None
-            await asyncio.to_thread(_abandon, dht, dump_stack=True)
-            await p2p.shutdown()
-            raise TimeoutError(
-                f"the DHT process (pid {dht.pid}) was not ready within {options.startup_timeout_s:.0f} s;"
-                " its stack is above"
-            ) from None
-        except BaseException:
-            if dht is not None:
-                await asyncio.to_thread(_abandon, dht, dump_stack=False)
-            await p2p.shutdown()
-            raise
-        finally:
-            _watchdog_target.clear()
+        with forks_watch_parent(daemon.pid if daemon is not None else 0):
+            dht = await _start_dht(p2p, options)
         limit = options.max_upload_bytes_per_s
         return cls(p2p=p2p, dht=dht, upload_limit=UploadLimit(limit) if limit is not None else None)
 
@@ -206,66 +154,14 @@ class SwarmHost:
         """Addresses peers can dial us at; ``latest`` asks p2pd again (relay addresses come later).
         Includes the /p2p-circuit addresses of the slots this host reserved itself."""
         maddrs = [str(m) for m in await self.p2p.get_visible_maddrs(latest=latest)]
-        own = f"/p2p/{self.peer_name}"
-        return maddrs + [
-            f"{relay}/p2p-circuit{own}"
-            for relay in self.own_slots
-            if f"{relay}/p2p-circuit{own}" not in maddrs
-        ]
+        return maddrs + self.relay_slots.circuit_addrs(self.peer_name, maddrs)
 
     async def keep_relay_slots(self, relays: Sequence[str]) -> list[str]:
-        """Hold a slot on each of ``relays`` (``.../p2p/<relay id>`` addresses) while p2pd holds none.
-
-        p2pd's autorelay (go-libp2p 0.32) reserves a slot on its static relays once; when the relay
-        resets the connection, it puts that relay on a one-hour back-off and the node stays
-        unreachable until then. A node that should be reached through relays calls this every few
-        seconds: while p2pd's own addresses carry no /p2p-circuit one, it sends the relay a circuit
-        v2 RESERVE itself (renewed every ``SLOT_RENEW_S``; the relay drops a slot when the
-        connection drops, and a renewal over the new connection makes it again), and
-        ``visible_maddrs`` announces the slots. Returns the relays newly reserved on.
-        """
-        daemon = [str(m) for m in await self.p2p.get_visible_maddrs(latest=True)]
-        if any("p2p-circuit" in m for m in daemon):
-            self.own_slots.clear()
-            return []
-        reserved = []
-        now = time.monotonic()
-        for relay in relays:
-            last = self.own_slots.get(relay, self.slot_failures.get(relay))
-            if last is not None and now - last < SLOT_RENEW_S:
-                continue
-            try:
-                await self._reserve(relay)
-            except Exception as e:
-                if relay not in self.slot_failures:  # said once, then retried quietly
-                    logger.info("could not reserve a slot on relay %s: %s", relay, e)
-                self.own_slots.pop(relay, None)
-                self.slot_failures[relay] = time.monotonic()
-                continue
-            if relay not in self.own_slots:
-                reserved.append(relay)
-            self.slot_failures.pop(relay, None)
-            self.own_slots[relay] = time.monotonic()
-        return reserved
-
-    async def _reserve(self, relay: str, timeout_s: float = 10.0) -> None:
-        """One circuit v2 RESERVE to ``relay``; raises unless it answers OK."""
-        address, _, name = relay.rpartition("/p2p/")
-        peer = peer_from_name(name)
-        await self.connect(peer, [address], timeout_s=timeout_s)
-        async with asyncio.timeout(timeout_s):
-            _, reader, writer = await self.p2p._client.stream_open(PeerID(peer), [HOP_PROTOCOL])
-            try:
-                writer.write(_uvarint(len(RESERVE)) + RESERVE)
-                await writer.drain()
-                length = await read_unsigned_varint(reader)
-                if length > 4096:
-                    raise ConnectionError(f"relay answered with a {length}-byte message")
-                status = _hop_status(await reader.readexactly(length))
-            finally:
-                writer.close()
-        if status != HOP_STATUS_OK:
-            raise ConnectionError(f"relay refused the reservation (circuit v2 status {status})")
+        """Hold a slot on each of ``relays`` (``.../p2p/<relay id>`` addresses) while p2pd holds none
+        (``swarm.relay.RelaySlots``: p2pd's autorelay backs off a relay for an hour once it resets the
+        connection). A node that should be reached through relays calls this every few seconds;
+        ``visible_maddrs`` announces the slots. Returns the relays newly reserved on."""
+        return await self.relay_slots.keep(relays)
 
     async def connections(self) -> dict[str, str]:
         """Each connected peer (base58) -> "direct", or "relayed" when every connection to it runs
@@ -333,14 +229,16 @@ class SwarmHost:
                 )
             except asyncio.CancelledError:  # the node is shutting down
                 pass
-            except Exception:
+            except Exception:  # the handler task's boundary: one bad stream must not end the node
                 logger.exception("handler %s failed on a stream from %s", protocol, stream_info.peer_id)
             finally:
                 stream.close()
 
         await self.p2p.add_binary_stream_handler(protocol, _handle)
 
-    async def connect(self, peer: bytes, maddrs: Sequence[str], *, timeout_s: float = 10.0) -> None:
+    async def connect(
+        self, peer: bytes, maddrs: Sequence[str], *, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> None:
         """Dial ``peer`` at ``maddrs`` (without /p2p/): for providers the DHT does not know, such as
         the coordinator's archive. hivemind's P2P has no public call for it: its daemon client does."""
         await asyncio.wait_for(
@@ -384,7 +282,7 @@ class SwarmHost:
             await self.connect(peer, hints, timeout_s=left)
             _, reader, writer = await asyncio.wait_for(
                 self.p2p.call_binary_stream_handler(PeerID(peer), protocol),
-                timeout=max(deadline - time.monotonic(), 0.1),
+                timeout=max(deadline - time.monotonic(), MIN_RETRY_S),
             )
         return self._framed(reader, writer, max_frame_bytes, counter, frame_type)
 
@@ -427,87 +325,41 @@ class SwarmHost:
         await self.p2p.shutdown()
 
 
-def _abandon(dht: DHT, *, dump_stack: bool) -> None:
-    """Stop a DHT process that failed to start, so that nothing of it outlives the failed start."""
-    if dump_stack and dht.pid is not None and dht.is_alive():
-        os.kill(dht.pid, signal.SIGABRT)  # faulthandler prints its stacks, then it dies
-        dht.join(5.0)
-    if dht.is_alive():
-        dht.kill()
-        dht.join(5.0)
-
-
-_P2P_PART = re.compile(r"(/p2p/[^/]+|/p2p-circuit)")
-
-
-def daemon_multiaddr(maddr: str) -> Any:
-    """``maddr`` as a Multiaddr whose bytes p2pd parses. hivemind's multiaddr package writes a
-    /p2p/ component as a CID, where go-multiaddr reads a bare multihash ("length greater than
-    remaining number of bytes in buffer"): relay addresses (``.../p2p/<relay>/p2p-circuit``) would
-    never dial. Those components are written by hand; the rest as the package writes them."""
-    from hivemind.utils.multiaddr import Multiaddr
-
-    raw = b""
-    for part in _P2P_PART.split(maddr):
-        if part.startswith("/p2p/"):
-            multihash = PeerID.from_base58(part.removeprefix("/p2p/")).to_bytes()
-            raw += _uvarint(P2P_CODE) + _uvarint(len(multihash)) + multihash
-        elif part == "/p2p-circuit":
-            raw += _uvarint(P2P_CIRCUIT_CODE)
-        elif part:
-            raw += Multiaddr(part).to_bytes()
-    return Multiaddr(raw)
-
-
-P2P_CODE = 421
-P2P_CIRCUIT_CODE = 290
-HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop"
-RESERVE = b"\x08\x00"
-"""A circuit v2 HopMessage with type = RESERVE (field 1, varint 0), nothing else."""
-HOP_STATUS_OK = 100
-SLOT_RENEW_S = 30.0
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _hop_status(message: bytes) -> int | None:
-    """The status field (5) of a circuit v2 HopMessage; other fields are skipped."""
-    i, status = 0, None
-    while i < len(message):
-        key, i = _varint_at(message, i)
-        field_number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, i = _varint_at(message, i)
-            if field_number == 5:
-                status = value
-        elif wire_type == 2:
-            length, i = _varint_at(message, i)
-            i += length
-        else:
-            raise ConnectionError(f"unexpected wire type {wire_type} in the relay's answer")
-    if i != len(message):
-        raise ConnectionError("truncated answer from the relay")
-    return status
-
-
-def _varint_at(data: bytes, i: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 64, 7):
-        if i >= len(data):
-            raise ConnectionError("truncated varint in the relay's answer")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-    raise ConnectionError("malformed varint in the relay's answer")
+async def _start_dht(p2p: P2P, options: HostOptions) -> DHT:
+    """hivemind's DHT process on ``p2p``, ready; on failure nothing of it (or of ``p2p``) lives on."""
+    dht: DHT | None = None
+    try:
+        # The DHT process is forked from this one; frozen, this process's garbage is not collected
+        # there, so no finaliser of ours (a socket's, a gRPC channel's) runs in the fork, where
+        # the locks of threads that did not survive the fork stay held.
+        gc.freeze()
+        try:
+            dht = DHT(
+                initial_peers=list(options.initial_peers) or None,
+                p2p=p2p,
+                start=True,
+                await_ready=False,
+                num_workers=DHT_WORKERS,
+            )
+        finally:
+            gc.unfreeze()
+        await asyncio.get_running_loop().run_in_executor(
+            None, dht.wait_until_ready, options.startup_timeout_s
+        )
+    except TimeoutError:
+        assert dht is not None
+        await asyncio.to_thread(abandon, dht, dump_stack=True)
+        await p2p.shutdown()
+        raise TimeoutError(
+            f"the DHT process (pid {dht.pid}) was not ready within {options.startup_timeout_s:.0f} s;"
+            " its stack is above"
+        ) from None
+    except BaseException:  # cancelled or failed: the daemon and the half-started DHT go with it
+        if dht is not None:
+            await asyncio.to_thread(abandon, dht, dump_stack=False)
+        await p2p.shutdown()
+        raise
+    return dht
 
 
 def peer_name(peer: bytes) -> str:

@@ -24,9 +24,9 @@ from swarm.averaging.context import (
 )
 from swarm.averaging.gathering import Base, Gathering, agree_on_commit, make_roster
 from swarm.averaging.membership import Membership, conductor_rank
-from swarm.averaging.wire import FramedStream, WireError
 from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream, WireError
 
 logger = logging.getLogger(__name__)
 

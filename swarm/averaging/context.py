@@ -20,10 +20,10 @@ from swarm.averaging.host import RoundHost
 from swarm.averaging.shards import ShardLayout, Span, assign_owners, supports
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.wire import ByteCounter
 from swarm.clock import Clock
 from swarm.compression.codecs import Codec, Fp32Codec
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import ByteCounter
 
 logger = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ from swarm.averaging.owner import OwnerGroup, ShardOwner
 from swarm.averaging.owner_errors import OwnerErrors
 from swarm.averaging.shards import Span, gather
 from swarm.averaging.state import ShardUpdate
-from swarm.averaging.wire import FramedStream, WireError
 from swarm.compression.codecs import CodecContext, CodecError
 from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream, WireError
 
 logger = logging.getLogger(__name__)
 

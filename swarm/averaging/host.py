@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from swarm.averaging.wire import ByteCounter, FramedStream
+from swarm.wire.asyncio_streams import ByteCounter, FramedStream
 
 StreamHandler = Callable[[bytes, FramedStream], Awaitable[None]]
 """Serves one incoming stream: ``(peer id, stream)``."""

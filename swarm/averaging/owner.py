@@ -18,10 +18,10 @@ from swarm.averaging.context import FORGET_MARGINS, RECEIPTS_MARGINS, RoundConte
 from swarm.averaging.defence import centered_clip, find_outliers
 from swarm.averaging.owner_errors import OwnerErrors
 from swarm.averaging.reduce import ContributionError, apply_error_feedback, check_contribution, weighted_mean
-from swarm.averaging.wire import FramedStream, StreamClosed, WireError
 from swarm.compression.codecs import CodecContext, CodecError
 from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream, StreamClosed, WireError
 
 logger = logging.getLogger(__name__)
 

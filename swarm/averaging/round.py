@@ -77,10 +77,10 @@ from swarm.averaging.shards import ShardLayout, Span
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
 from swarm.averaging.transfer import STATE_TRANSFER_TIMEOUT_S, StateServer, fetch_journal, fetch_state
-from swarm.averaging.wire import ByteCounter
 from swarm.clock import Clock, SystemClock
 from swarm.compression.codecs import Codec, all_finite
 from swarm.dht.records import MemberRecord
+from swarm.wire.asyncio_streams import ByteCounter
 
 __all__ = [
     "MAX_JOURNAL_BYTES",

@@ -19,9 +19,9 @@ from swarm.averaging.context import RoundServices, protocol_name
 from swarm.averaging.host import RoundHost
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.state import digest_of
-from swarm.averaging.wire import FramedStream, WireError
 from swarm.peer_names import short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream, WireError
 
 logger = logging.getLogger(__name__)
 

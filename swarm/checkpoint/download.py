@@ -1,8 +1,8 @@
 """The downloader's core: which chunk to ask which provider for, and what to make of what comes back.
 
 No I/O of its own (sans-I/O): the adapters (hivemind's P2P inside nodes, py-libp2p in the light
-client) run one worker per provider that loops ``claim`` -> fetch -> ``deliver`` / ``provider_failed``
-and write each accepted chunk where it belongs. Rules:
+client) run one worker per provider (``swarm.checkpoint.fetching``) that loops ``claim`` -> fetch ->
+``deliver`` / ``provider_failed`` and writes each accepted chunk where it belongs. Rules:
 
 - every chunk's sha256 is checked; a provider that sends a wrong chunk is dropped for the rest of
   the download and the chunk goes back to the queue for the others;

@@ -216,6 +216,21 @@ def prepare_partial(folder: Path, manifest: Manifest) -> dict[int, bytes]:
     return read_folder(folder, manifest)
 
 
+def read_chunk(folder: Path, manifest: Manifest, index: int) -> bytes | None:
+    """Chunk ``index`` of ``manifest`` from the checkpoint folder ``folder``; None when the manifest
+    has no such chunk or its file is gone (pruned meanwhile)."""
+    chunks = manifest.chunks()
+    if not 0 <= index < len(chunks):
+        return None
+    chunk = chunks[index]
+    try:
+        with open(folder / chunk.file, "rb") as f:
+            f.seek(chunk.offset)
+            return f.read(chunk.size)
+    except FileNotFoundError:
+        return None
+
+
 def write_chunk(folder: Path, chunk: Chunk, data: bytes) -> None:
     with open(folder / chunk.file, "r+b") as f:
         f.seek(chunk.offset)

@@ -13,32 +13,38 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Gate
-from swarm.averaging.wire import FramedStream, WireError
-from swarm.checkpoint.download import Downloader, DownloadError, Verdict
+from swarm.checkpoint.download import Downloader, DownloadError
+from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
 from swarm.checkpoint.manifest import (
+    Chunk,
     Manifest,
+    ManifestError,
     finish_partial,
     prepare_partial,
     write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer, PointerError
+from swarm.checkpoint.serve import answer
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import (
-    MAX_CHUNKS_PER_REQUEST,
+    ANSWER_TIMEOUT_S,
+    CHUNKS_TIMEOUT_S,
+    IDLE_WAIT_S,
     MAX_FRAME_BYTES,
     PROTOCOL,
+    answer_of,
     pointer_from_pb,
-    pointer_to_pb,
 )
 from swarm.dht.records import RecordError, checkpoints_key
-from swarm.p2p import SwarmHost, peer_name
+from swarm.p2p import STREAM_ERRORS, SwarmHost, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ MAX_CHUNK_STREAMS = 16
 """Chunk requests served at once; more wait their turn (bounded by the requester's own timeout)."""
 REQUEST_FRAME_BYTES = 64 * 1024
 """What a node accepts from a requester: requests are small."""
+POINTER_TTL_S = 3600.0
+"""Default lifetime of a node's checkpoint pointers in the DHT; ``republish`` renews them well
+within it, so a node that leaves stops being named within the hour."""
 
 
 async def read_pointers(host: SwarmHost, run_id: str, gate: Gate | None = None) -> list[Pointer]:
@@ -79,7 +88,7 @@ class CheckpointService:
         run_id: str,
         key: Ed25519PrivateKey | None,
         status: Callable[[], Awaitable[pb.StatusResponse]] | None = None,
-        pointer_ttl_s: float = 3600.0,
+        pointer_ttl_s: float = POINTER_TTL_S,
         gate: Gate | None = None,
     ):
         self.host, self.store, self.run_id, self.key = host, store, run_id, key
@@ -89,6 +98,7 @@ class CheckpointService:
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
         self._chunk_slots = asyncio.Semaphore(MAX_CHUNK_STREAMS)
+        self._holdings = NodeHoldings(host, store, run_id=run_id, gate=gate)
 
     async def start(self) -> None:
         await self.host.add_handler(
@@ -132,41 +142,36 @@ class CheckpointService:
             await self.publish(manifest)
 
     async def _handle(self, peer: bytes, stream: FramedStream) -> None:
-        frame = await stream.recv()
-        kind = frame.WhichOneof("body")
-        try:
-            if kind == "latest_request":
-                run_id = frame.latest_request.run_id or self.run_id
-                pointers = await read_pointers(self.host, run_id, self.gate)
-                await stream.send(
-                    pb.Frame(latest_response=pb.LatestResponse(pointers=[pointer_to_pb(p) for p in pointers]))
-                )
-            elif kind == "manifest_request":
-                manifest = self.store.manifest(frame.manifest_request.manifest_hash)
-                if manifest is None:
-                    raise LookupError("this node does not hold that manifest")
-                await stream.send(
-                    pb.Frame(manifest_response=pb.ManifestResponse(manifest=manifest.to_bytes()))
-                )
-            elif kind == "chunks_request":
-                request = frame.chunks_request
-                if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
-                    raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
-                async with self._chunk_slots:
-                    for index in request.indices:
-                        data = await asyncio.to_thread(self.store.read_chunk, request.manifest_hash, index)
-                        if data is None:
-                            raise LookupError(f"this node does not hold chunk {index} of that manifest")
-                        await stream.send(pb.Frame(chunk_data=pb.ChunkData(index=index, data=data)))
-                        self.served_bytes += len(data)
-            elif kind == "status_request" and self._status is not None:
-                await stream.send(pb.Frame(status_response=await self._status()))
-            else:
-                raise ValueError(f"unexpected request {kind}")
-        except (LookupError, ValueError) as e:
-            await stream.send(pb.Frame(error=pb.Error(message=str(e))))
-            return
-        await stream.send(pb.Frame(end=pb.End()))
+        await answer(
+            await stream.recv(),
+            stream.send,
+            self._holdings,
+            status=self._status,
+            chunk_slots=self._chunk_slots,
+            on_chunk_sent=self._count_served,
+        )
+
+    def _count_served(self, size_bytes: int) -> None:
+        self.served_bytes += size_bytes
+
+
+class NodeHoldings:
+    """A node's checkpoints as the protocol's answers read them (``swarm.checkpoint.serve.Holdings``):
+    the run's pointers from the DHT, the store's manifests and chunks."""
+
+    holder = "this node"
+
+    def __init__(self, host: SwarmHost, store: CheckpointStore, *, run_id: str, gate: Gate | None):
+        self.host, self.store, self.run_id, self.gate = host, store, run_id, gate
+
+    async def pointers(self, run_id: str) -> list[Pointer]:
+        return await read_pointers(self.host, run_id or self.run_id, self.gate)
+
+    def manifest(self, digest: str) -> Manifest | None:
+        return self.store.manifest(digest)
+
+    async def chunk(self, digest: str, index: int) -> bytes | None:
+        return await asyncio.to_thread(self.store.read_chunk, digest, index)
 
 
 # --- client side (in-node adapter) ------------------------------------------------------------
@@ -181,20 +186,17 @@ async def _request(host: SwarmHost, peer: bytes, frame: pb.Frame, *, timeout_s: 
 
 
 async def _ask(host: SwarmHost, peer: bytes, frame: pb.Frame, kind: str, *, timeout_s: float) -> pb.Frame:
-    """One request, one answer of ``kind``; the peer's Error is a WireError."""
+    """One request, one answer of ``kind``; the peer's Error is a PeerRefused (a WireError)."""
     stream = await _request(host, peer, frame, timeout_s=timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
-            answer = await stream.expect(kind, "error")
-        if answer.WhichOneof("body") == "error":
-            raise WireError(answer.error.message)
-        return answer
+            return answer_of(await stream.recv(), kind)
     finally:
         stream.close()
 
 
 async def ask_latest(
-    host: SwarmHost, peer: bytes, run_id: str = "", *, timeout_s: float = 30.0
+    host: SwarmHost, peer: bytes, run_id: str = "", *, timeout_s: float = ANSWER_TIMEOUT_S
 ) -> list[Pointer]:
     request = pb.Frame(latest_request=pb.LatestRequest(run_id=run_id))
     answer = await _ask(host, peer, request, "latest_response", timeout_s=timeout_s)
@@ -207,7 +209,9 @@ async def ask_latest(
     return valid
 
 
-async def fetch_manifest(host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = 30.0) -> Manifest:
+async def fetch_manifest(
+    host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = ANSWER_TIMEOUT_S
+) -> Manifest:
     request = pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest))
     answer = await _ask(host, peer, request, "manifest_response", timeout_s=timeout_s)
     return Manifest.from_bytes(answer.manifest_response.manifest, expected_hash=digest)
@@ -219,7 +223,7 @@ async def fetch_checkpoint(
     manifest_hash: str,
     out: Path,
     *,
-    timeout_s: float = 60.0,
+    timeout_s: float = CHUNKS_TIMEOUT_S,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Manifest:
     """Download the checkpoint ``manifest_hash`` from ``providers`` into the folder ``out``.
@@ -233,7 +237,7 @@ async def fetch_checkpoint(
         try:
             manifest = await fetch_manifest(host, peer, manifest_hash, timeout_s=timeout_s)
             break
-        except Exception as e:  # any provider failure: try the next one
+        except (*STREAM_ERRORS, ManifestError) as e:  # that provider failed: try the next one
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
@@ -244,53 +248,66 @@ async def fetch_checkpoint(
         core.add_provider(peer)
     if have:
         logger.info("resuming: %d of %d chunks already on disk", len(have), len(core.chunks))
-    wake = asyncio.Event()
+    transport = _NodeChunks(host, manifest_hash, partial, timeout_s=timeout_s)
 
-    async def worker(peer: bytes) -> None:
-        while not core.done:
-            try:
-                claimed = core.claim(peer)
-            except DownloadError:
-                return
-            if not claimed:
-                if peer not in core.usable_providers:
-                    return
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
-                continue
-            request = pb.ChunksRequest(manifest_hash=manifest_hash, indices=[c.index for c in claimed])
-            try:
-                stream = await _request(host, peer, pb.Frame(chunks_request=request), timeout_s=timeout_s)
-                try:
-                    for _ in claimed:
-                        async with asyncio.timeout(timeout_s):
-                            frame = await stream.expect("chunk_data", "error")
-                        if frame.WhichOneof("body") == "error":
-                            raise WireError(frame.error.message)
-                        index, data = frame.chunk_data.index, frame.chunk_data.data
-                        verdict = core.deliver(peer, index, data)
-                        if verdict is Verdict.CORRUPT:
-                            logger.warning(
-                                "provider %s sent a corrupt chunk %d: dropped", peer_name(peer)[-8:], index
-                            )
-                            return
-                        if verdict is Verdict.ACCEPTED:
-                            await asyncio.to_thread(write_chunk, partial, core.chunks[index], data)
-                            if on_progress is not None:
-                                on_progress(core.have_bytes, manifest.total_bytes)
-                finally:
-                    stream.close()
-            except Exception as e:  # gone, refused, timed out, or the daemon could not dial it
-                logger.warning("provider %s failed: %s", peer_name(peer)[-8:], e)
-                core.provider_failed(peer)
-                return
-            finally:
-                wake.set()
+    def progressed() -> None:
+        if on_progress is not None:
+            on_progress(core.have_bytes, manifest.total_bytes)
 
-    await asyncio.gather(*(worker(peer) for peer in providers))
-    core.check_progress_possible()
-    if not core.done:
-        raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+    def corrupt(peer: Hashable, index: int) -> None:
+        logger.warning("provider %s sent a corrupt chunk %d: dropped", _short(peer), index)
+
+    def failed(peer: Hashable, error: Exception) -> None:
+        logger.warning("provider %s failed: %s", _short(peer), error)
+
+    await asyncio.gather(
+        *(
+            provider_worker(
+                core, peer, transport, on_accepted=progressed, on_corrupt=corrupt, on_failed=failed
+            )
+            for peer in providers
+        )
+    )
+    check_complete(core)
     await asyncio.to_thread(finish_partial, partial, out)
     return manifest
+
+
+class _NodeChunks:
+    """The node's side of ``swarm.checkpoint.fetching``: one stream per chunk request on the node's
+    host, each chunk within ``timeout_s``; chunks written on a worker thread."""
+
+    def __init__(self, host: SwarmHost, manifest_hash: str, partial: Path, *, timeout_s: float):
+        self._host, self._manifest_hash, self._partial = host, manifest_hash, partial
+        self._timeout_s = timeout_s
+        self._wake = asyncio.Event()
+
+    async def fetch(self, provider: Hashable, indices: Sequence[int], on_chunk: OnChunk) -> None:
+        assert isinstance(provider, bytes)
+        request = pb.ChunksRequest(manifest_hash=self._manifest_hash, indices=indices)
+        stream = await _request(
+            self._host, provider, pb.Frame(chunks_request=request), timeout_s=self._timeout_s
+        )
+        try:
+            for _ in indices:
+                async with asyncio.timeout(self._timeout_s):
+                    frame = answer_of(await stream.recv(), "chunk_data")
+                if not await on_chunk(frame.chunk_data.index, frame.chunk_data.data):
+                    return
+        finally:
+            stream.close()
+
+    async def wait_for_news(self) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=IDLE_WAIT_S)
+
+    def news(self) -> None:
+        self._wake.set()
+
+    async def write(self, chunk: Chunk, data: bytes) -> None:
+        await asyncio.to_thread(write_chunk, self._partial, chunk, data)
+
+
+def _short(peer: Hashable) -> str:
+    return peer_name(peer)[-8:] if isinstance(peer, bytes) else str(peer)

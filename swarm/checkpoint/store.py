@@ -14,7 +14,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from swarm.checkpoint.manifest import Manifest
+from swarm.checkpoint.manifest import Manifest, read_chunk
 
 MANIFEST_FILE = "manifest.json"
 
@@ -87,15 +87,4 @@ class CheckpointStore:
 
     def read_chunk(self, digest: str, index: int) -> bytes | None:
         manifest = self._manifests.get(digest)
-        if manifest is None:
-            return None
-        chunks = manifest.chunks()
-        if not 0 <= index < len(chunks):
-            return None
-        chunk = chunks[index]
-        try:
-            with open(self.root / digest / chunk.file, "rb") as f:
-                f.seek(chunk.offset)
-                return f.read(chunk.size)
-        except FileNotFoundError:  # pruned meanwhile
-            return None
+        return read_chunk(self.root / digest, manifest, index) if manifest is not None else None

@@ -20,77 +20,38 @@ length and field and raises CodecError on anything ``encode`` cannot produce.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import math
-import struct
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from swarm.compression.cocktail_layout import (
+    HEADER_BYTES,
+    SAMPLE_SIZE,
+    CocktailParams,
+    kept_indices,
+    mask_offset,
+    pack_header,
+    read_header,
+    sampled_threshold,
+)
 from swarm.compression.codecs import CodecContext, CodecError
 
-_HEADER = struct.Struct("<2sBBII")
-_MAGIC = b"CK"
-_VERSION = 2
-
-
-@dataclass(frozen=True, kw_only=True)
-class CocktailParams:
-    sparsity: float = 0.1
-    """Fraction p of entries the random mask keeps."""
-    topk: float = 0.2
-    """Fraction r of the kept entries that top-k selects."""
-    bits: int = 4
-    """Bits q per selected value: 2, 4 or 8."""
-    bucket: int = 128
-    """Selected values per fp16 scale."""
-    stochastic: bool = False
-    """Stochastic rounding (unbiased) instead of round-to-nearest."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.sparsity <= 1:
-            raise ValueError(f"sparsity must be in (0, 1], got {self.sparsity}")
-        if not 0 < self.topk <= 1:
-            raise ValueError(f"topk must be in (0, 1], got {self.topk}")
-        if self.bits not in (2, 4, 8):
-            raise ValueError(f"bits must be 2, 4 or 8, got {self.bits}")
-        if self.bucket < 1:
-            raise ValueError(f"bucket must be positive, got {self.bucket}")
-
-    @property
-    def stride(self) -> int:
-        return max(1, round(1 / self.sparsity))
-
-
-def _offset(stride: int, ctx: CodecContext) -> int:
-    """The mask's offset rolls by one each round (from a phase seeded by the shard), so every entry
-    is kept exactly once every ``stride`` rounds: an entry waits 4.5 rounds on average to be sampled,
-    where an offset drawn at random each round makes it wait 9 (and sometimes 30 or more)."""
-    seed = hashlib.blake2b(f"shard:{ctx.shard}".encode(), digest_size=8).digest()
-    return (int.from_bytes(seed, "little") + ctx.round) % stride
-
-
-def kept_indices(n: int, stride: int, ctx: CodecContext) -> np.ndarray:
-    """The mask: every ``stride``-th index from an offset that rolls with the round (``_offset``)."""
-    return np.arange(_offset(stride, ctx), n, stride, dtype=np.int64)
+__all__ = [
+    "SAMPLE_SIZE",
+    "CocktailCodec",
+    "CocktailParams",
+    "kept_indices",
+    "mask_offset",
+    "pack_header",
+    "sampled_threshold",
+]
+"""The layout's names (``cocktail_layout``) are importable from here too: the codec's users need one import."""
 
 
 def _levels(bits: int) -> int:
     return 2 ** (bits - 1) - 1
-
-
-SAMPLE_SIZE = 1 << 16
-"""Entries the sampled top-k estimates its threshold from: the selected count is within a few
-percent of k (binomial spread sqrt(r (1 - r) / SAMPLE_SIZE) of the fraction; tested)."""
-
-
-def sampled_threshold(probe: torch.Tensor, k: int, m: int) -> torch.Tensor:
-    """The magnitude above which about ``k`` of ``m`` entries lie, from the magnitudes ``probe`` of
-    some of them (all ``m`` of them: exactly the k-th largest), as a 0-d tensor on probe's device."""
-    size = probe.numel()
-    return torch.kthvalue(probe, max(1, size - round(k * size / m) + 1)).values
 
 
 @functools.cache
@@ -162,7 +123,9 @@ class CocktailCodec:
         self._seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
 
-    def _generator(self, device: torch.device) -> torch.Generator:
+    def generator(self, device: torch.device) -> torch.Generator:
+        """This codec's random generator on ``device`` (seeded once): the sampled top-k's probes and
+        stochastic rounding draw from it, the fused kernels too."""
         if device not in self._generators:
             self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
         return self._generators[device]
@@ -175,7 +138,7 @@ class CocktailCodec:
         if k == 0:
             return torch.zeros(m, dtype=torch.bool, device=magnitude.device)
         if self.topk_method == "sampled" and m > SAMPLE_SIZE:
-            probe_at = torch.randint(0, m, (SAMPLE_SIZE,), generator=self._generator(magnitude.device),
+            probe_at = torch.randint(0, m, (SAMPLE_SIZE,), generator=self.generator(magnitude.device),
                                      device=magnitude.device)  # fmt: skip
             threshold = sampled_threshold(magnitude[probe_at], k, m)
             # Ties at zero would select every zero entry: keep strictly positive ones then.
@@ -191,7 +154,7 @@ class CocktailCodec:
     def support(self, num_elements: int, ctx: CodecContext) -> tuple[int, int]:
         """(offset, stride): the shard entries ``offset, offset + stride, ...`` that C[x] may change
         this round (the random mask), the same on every member."""
-        return _offset(self.params.stride, ctx), self.params.stride
+        return mask_offset(self.params.stride, ctx), self.params.stride
 
     def encode(self, values: torch.Tensor, ctx: CodecContext) -> bytes:
         if values.dim() != 1:
@@ -226,7 +189,7 @@ class CocktailCodec:
         safe = torch.where(scales > 0, scales.float(), torch.ones_like(peaks))
         scaled = rows / safe[:, None] * levels
         if p.stochastic:
-            noise = torch.rand(scaled.shape, generator=self._generator(scaled.device), device=scaled.device)
+            noise = torch.rand(scaled.shape, generator=self.generator(scaled.device), device=scaled.device)
             level = torch.floor(scaled + noise)
         else:
             level = torch.round(scaled)
@@ -238,7 +201,7 @@ class CocktailCodec:
                 _pack(codes, p.bits),
             ]
         )
-        return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k) + body.cpu().numpy().tobytes()
+        return pack_header(p.bits, n, k) + body.cpu().numpy().tobytes()
 
     def encode_with_feedback(
         self, error: torch.Tensor, ctx: CodecContext, *, update: torch.Tensor | None = None
@@ -305,26 +268,22 @@ class CocktailCodec:
     ) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Validate a payload; (mask offset, selection mask [m], dequantised values [k]) on ``device``."""
         p = self.params
-        if len(payload) < _HEADER.size:
-            raise CodecError(f"cocktail payload of {len(payload)} bytes is shorter than its header")
-        magic, version, bits, n, k = _HEADER.unpack_from(payload)
-        if magic != _MAGIC or version != _VERSION:
-            raise CodecError(f"not a version-{_VERSION} cocktail payload")
+        bits, n, k = read_header(payload)
         if bits != p.bits or n != num_elements:
             raise CodecError(f"payload has q={bits}, n={n}; expected q={p.bits}, n={num_elements}")
-        offset = _offset(p.stride, ctx)
+        offset = mask_offset(p.stride, ctx)
         m = len(range(offset, n, p.stride))
         if k > m:
             raise CodecError(f"payload selects {k} of {m} sampled entries")
         bitmap_bytes, num_buckets = -(-m // 8), -(-k // p.bucket)
         code_bytes = -(-k * bits // 8)
-        expected = _HEADER.size + bitmap_bytes + 2 * num_buckets + code_bytes
+        expected = HEADER_BYTES + bitmap_bytes + 2 * num_buckets + code_bytes
         if len(payload) != expected:
             raise CodecError(f"cocktail payload has {len(payload)} bytes, expected {expected}")
         # One copy of the payload (torch needs a writable buffer; slicing bytes would copy twice).
         body = (
-            torch.frombuffer(bytearray(memoryview(payload)[_HEADER.size :]), dtype=torch.uint8)
-            if expected > _HEADER.size
+            torch.frombuffer(bytearray(memoryview(payload)[HEADER_BYTES:]), dtype=torch.uint8)
+            if expected > HEADER_BYTES
             else torch.zeros(0, dtype=torch.uint8)
         ).to(device or "cpu")
         bitmap = _unpack_bits(body[:bitmap_bytes])
@@ -333,7 +292,7 @@ class CocktailCodec:
         # Scales are read and divided on the host (numpy, correctly rounded) whatever the device:
         # CUDA's torch divides by a scalar as a multiply by its reciprocal, which differs in the
         # last bit from a division, and every member must decode the same bytes to the same values.
-        scales = np.frombuffer(payload, "<f2", num_buckets, _HEADER.size + bitmap_bytes).astype(np.float32)
+        scales = np.frombuffer(payload, "<f2", num_buckets, HEADER_BYTES + bitmap_bytes).astype(np.float32)
         if not np.isfinite(scales).all() or (scales < 0).any():
             raise CodecError("bucket scales must be finite and non-negative")
         levels = _levels(bits)
@@ -349,5 +308,5 @@ class CocktailCodec:
         p = self.params
         m = len(range(0, n, p.stride))
         k = math.ceil(p.topk * m)
-        size = _HEADER.size + -(-m // 8) + 2 * -(-k // p.bucket) + -(-k * p.bits // 8)
+        size = HEADER_BYTES + -(-m // 8) + 2 * -(-k // p.bucket) + -(-k * p.bits // 8)
         return 8 * size / n

@@ -27,18 +27,17 @@ compiled without fused multiply-adds), so ``e`` ends exactly ``(e + u) - decode(
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import triton
 import triton.language as tl
 
-from swarm.compression.cocktail import (
-    _HEADER,
-    _MAGIC,
-    _VERSION,
+from swarm.compression.cocktail_layout import (
     SAMPLE_SIZE,
-    CocktailCodec,
-    _offset,
+    CocktailParams,
+    mask_offset,
+    pack_header,
     sampled_threshold,
 )
 from swarm.compression.codecs import CodecContext
@@ -49,6 +48,15 @@ MASK_BLOCK = 1024
 """Masked entries per program of the select and compact kernels (a multiple of 8: whole bitmap bytes)."""
 BUCKETS_PER_PROGRAM = 8
 FP16_MAX = 65504.0
+
+
+class FeedbackCodec(Protocol):
+    """What the kernels need of the codec they run for (``CocktailCodec``): its parameters and its
+    random generator (the sampled threshold's probes, stochastic rounding's seed)."""
+
+    params: CocktailParams
+
+    def generator(self, device: torch.device) -> torch.Generator: ...
 
 
 @triton.jit
@@ -161,7 +169,7 @@ def _quantise(
     tl.store(e_ptr + position, current - sent, mask=inside)
 
 
-def _threshold(codec: CocktailCodec, error: torch.Tensor, update: torch.Tensor | None, offset: int, m: int):
+def _threshold(codec: FeedbackCodec, error: torch.Tensor, update: torch.Tensor | None, offset: int, m: int):
     """The selection threshold as a 0-d tensor on the vector's device (no host sync).
 
     From SAMPLE_SIZE random masked entries of ``e + u`` (the sampled top-k's estimate), or from all
@@ -170,7 +178,7 @@ def _threshold(codec: CocktailCodec, error: torch.Tensor, update: torch.Tensor |
     p = codec.params
     k = min(m, math.ceil(p.topk * m))
     if m > SAMPLE_SIZE:
-        generator = codec._generator(error.device)
+        generator = codec.generator(error.device)
         probe_at = torch.randint(0, m, (SAMPLE_SIZE,), generator=generator, device=error.device)
         positions = offset + probe_at * p.stride
     else:
@@ -188,7 +196,7 @@ def _mark(phases: list | None, name: str, device: torch.device) -> None:
 
 
 def feedback_encode(
-    codec: CocktailCodec,
+    codec: FeedbackCodec,
     error: torch.Tensor,
     ctx: CodecContext,
     update: torch.Tensor | None = None,
@@ -207,13 +215,13 @@ def feedback_encode(
         raise ValueError("update must match the error buffer's shape and dtype")
     p = codec.params
     n, device = error.numel(), error.device
-    offset = _offset(p.stride, ctx)
+    offset = mask_offset(p.stride, ctx)
     m = len(range(offset, n, p.stride))
     launch = {"num_warps": 8, "enable_fp_fusion": False}
     if m == 0:
         if update is not None:
             error.add_(update)
-        return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, 0), torch.zeros(0, dtype=torch.uint8, device=device)
+        return pack_header(p.bits, n, 0), torch.zeros(0, dtype=torch.uint8, device=device)
     _mark(phases, "start", device)
     threshold = _threshold(codec, error, update, offset, m)
     _mark(phases, "threshold", device)
@@ -254,7 +262,7 @@ def feedback_encode(
         _mark(phases, "compact", device)
         seed = 0
         if p.stochastic:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=codec._generator(device), device=device))
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=codec.generator(device), device=device))
         _quantise[(triton.cdiv(num_buckets, BUCKETS_PER_PROGRAM),)](
             chosen, index, error, scales, codes, k, num_buckets, offset, seed,
             STRIDE=p.stride, BITS=p.bits, BUCKET=p.bucket, BUCKETS=BUCKETS_PER_PROGRAM,
@@ -263,4 +271,4 @@ def feedback_encode(
         _mark(phases, "quantise", device)
     body = torch.cat([bitmap, scales.view(torch.uint8), codes[: -(-k * p.bits // 8)]])
     _mark(phases, "assemble", device)
-    return _HEADER.pack(_MAGIC, _VERSION, p.bits, n, k), body
+    return pack_header(p.bits, n, k), body

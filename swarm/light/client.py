@@ -13,72 +13,41 @@ checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and h
 
 from __future__ import annotations
 
+import functools
 import logging
-import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarm.checkpoint.download import Downloader, DownloadError, Verdict
+from swarm.checkpoint.download import Downloader, DownloadError
+from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
 from swarm.checkpoint.manifest import (
+    Chunk,
     Manifest,
     finish_partial,
     prepare_partial,
     write_chunk,
 )
 from swarm.checkpoint.pointer import Pointer
-from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, verified
+from swarm.checkpoint.wire import (
+    ANSWER_TIMEOUT_S,
+    CHUNKS_TIMEOUT_S,
+    IDLE_WAIT_S,
+    MAX_FRAME_BYTES,
+    PROTOCOL,
+    PeerRefused,
+    answer_of,
+    verified,
+)
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
-
-_LENGTH = struct.Struct(">I")
+from swarm.wire.frames import WireError
+from swarm.wire.trio_streams import TrioFramedStream
 
 
 class LightError(RuntimeError):
     """What the user sees as one line: the peer is unreachable, no checkpoint exists, and so on."""
-
-
-# --- frames on a py-libp2p stream -------------------------------------------------------------
-
-
-class _Framed:
-    def __init__(self, stream: Any):
-        self.stream = stream
-        self._buffer = bytearray()
-
-    async def _read_exactly(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            try:
-                data = await self.stream.read(max(n - len(self._buffer), 1 << 16))
-            except Exception as e:  # py-libp2p's StreamEOF, StreamReset, ...
-                raise LightError(f"the stream ended in the middle of a frame ({type(e).__name__})") from None
-            if not data:
-                raise LightError("the peer closed the stream in the middle of a frame")
-            self._buffer += data
-        out = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return out
-
-    async def send(self, frame: pb.Frame) -> None:
-        data = frame.SerializeToString()
-        await self.stream.write(_LENGTH.pack(len(data)) + data)
-
-    async def recv(self, *kinds: str) -> pb.Frame:
-        (length,) = _LENGTH.unpack(await self._read_exactly(_LENGTH.size))
-        if length > MAX_FRAME_BYTES:
-            raise LightError(f"the peer announced a {length}-byte frame (limit {MAX_FRAME_BYTES})")
-        frame = pb.Frame()
-        try:
-            frame.ParseFromString(await self._read_exactly(length))
-        except Exception as e:
-            raise LightError(f"malformed frame from the peer: {e}") from None
-        kind = frame.WhichOneof("body")
-        if kind == "error":
-            raise LightError(f"the peer answered: {frame.error.message}")
-        if kind not in kinds:
-            raise LightError(f"expected {' or '.join(kinds)} from the peer, got {kind}")
-        return frame
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -116,7 +85,47 @@ def choose(pointers: list[Pointer], *, round: int | None) -> list[Pointer]:
 # --- the transfer loop, written against two small callables so tests can drive it too ---------
 
 Request = Callable[[Any, pb.Frame], Any]
-"""``await request(provider, frame)`` -> an open _Framed with the request sent."""
+"""``await request(provider, frame)`` -> an open TrioFramedStream with the request sent."""
+
+
+class _TrioChunks:
+    """The light client's side of ``swarm.checkpoint.fetching``: one stream per chunk request, all
+    of it within ``CHUNKS_TIMEOUT_S``; chunks written as they arrive."""
+
+    def __init__(self, manifest_hash: str, request: Request, partial: Path):
+        import trio
+
+        self._manifest_hash, self._request, self._partial = manifest_hash, request, partial
+        self._progress = trio.Event()
+
+    async def fetch(self, provider: Any, indices: Sequence[int], on_chunk: OnChunk) -> None:
+        import trio
+
+        frame = pb.Frame(chunks_request=pb.ChunksRequest(manifest_hash=self._manifest_hash, indices=indices))
+        with trio.fail_after(CHUNKS_TIMEOUT_S):
+            stream = await self._request(provider, frame)
+            try:
+                for _ in indices:
+                    answer = answer_of(await stream.recv(), "chunk_data")
+                    if not await on_chunk(answer.chunk_data.index, answer.chunk_data.data):
+                        return
+            finally:
+                await stream.close()
+
+    async def wait_for_news(self) -> None:
+        import trio
+
+        with trio.move_on_after(IDLE_WAIT_S):
+            await self._progress.wait()
+
+    def news(self) -> None:
+        import trio
+
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def write(self, chunk: Chunk, data: bytes) -> None:
+        write_chunk(self._partial, chunk, data)
 
 
 async def download(
@@ -135,58 +144,20 @@ async def download(
     resumed = core.have_bytes
     for provider in providers:
         core.add_provider(provider)
-    if on_progress is not None:
-        on_progress(core.have_bytes, manifest.total_bytes)
-    progress = trio.Event()
+
+    def progressed() -> None:
+        if on_progress is not None:
+            on_progress(core.have_bytes, manifest.total_bytes)
+
+    progressed()
+    transport = _TrioChunks(manifest.hash, request, partial)
     started = time.monotonic()
-
-    async def worker(provider: Any) -> None:
-        nonlocal progress
-        while not core.done:
-            try:
-                claimed = core.claim(provider)
-            except DownloadError:
-                return
-            if not claimed:
-                if provider not in core.usable_providers:
-                    return
-                with trio.move_on_after(1.0):
-                    await progress.wait()
-                continue
-            frame = pb.Frame(
-                chunks_request=pb.ChunksRequest(
-                    manifest_hash=manifest.hash, indices=[c.index for c in claimed]
-                )
-            )
-            try:
-                with trio.fail_after(60):
-                    stream = await request(provider, frame)
-                    try:
-                        for _ in claimed:
-                            answer = await stream.recv("chunk_data")
-                            index, data = answer.chunk_data.index, answer.chunk_data.data
-                            verdict = core.deliver(provider, index, data)
-                            if verdict is Verdict.CORRUPT:
-                                return
-                            if verdict is Verdict.ACCEPTED:
-                                write_chunk(partial, core.chunks[index], data)
-                                if on_progress is not None:
-                                    on_progress(core.have_bytes, manifest.total_bytes)
-                    finally:
-                        await stream.stream.close()
-            except Exception:  # gone, timed out, refused, malformed: that provider is done
-                core.provider_failed(provider)
-                return
-            finally:
-                progress.set()
-                progress = trio.Event()
-
     async with trio.open_nursery() as nursery:
         for provider in providers:
-            nursery.start_soon(worker, provider)
-    core.check_progress_possible()
-    if not core.done:
-        raise DownloadError(f"{len(core.missing)} chunks missing after every provider stopped")
+            nursery.start_soon(
+                functools.partial(provider_worker, core, provider, transport, on_accepted=progressed)
+            )
+    check_complete(core)
     transfer_s = time.monotonic() - started
     finish_partial(partial, out)
     return PullResult(
@@ -208,12 +179,12 @@ class _Session:
     def __init__(self, host: Any):
         self.host = host
 
-    async def request(self, peer_info: Any, frame: pb.Frame) -> _Framed:
+    async def request(self, peer_info: Any, frame: pb.Frame) -> TrioFramedStream:
         from libp2p.custom_types import TProtocol
 
         await self.host.connect(peer_info)
         stream = await self.host.new_stream(peer_info.peer_id, [TProtocol(PROTOCOL)])
-        framed = _Framed(stream)
+        framed = TrioFramedStream(stream, frame_type=pb.Frame, max_frame_bytes=MAX_FRAME_BYTES)
         await framed.send(frame)
         return framed
 
@@ -238,7 +209,7 @@ def _peer_info(maddr: str) -> Any:
 
     try:
         return info_from_p2p_addr(multiaddr.Multiaddr(maddr))
-    except Exception as e:
+    except (ValueError, multiaddr.exceptions.Error) as e:
         raise LightError(f"{maddr!r} is not a peer multiaddr with /p2p/<peer id> ({e})") from None
 
 
@@ -258,13 +229,17 @@ async def _ask(session: _Session, info: Any, frame: pb.Frame, kind: str, timeout
         with trio.fail_after(timeout_s):
             stream = await session.request(info, frame)
             try:
-                return await stream.recv(kind)
+                return answer_of(await stream.recv(), kind)
             finally:
-                await stream.stream.close()
+                await stream.close()
     except trio.TooSlowError:
         raise LightError(f"the peer did not answer within {timeout_s:.0f} s") from None
-    except LightError:
-        raise
+    except PeerRefused as e:
+        raise LightError(f"the peer answered: {e}") from None
+    except WireError as e:
+        raise LightError(f"bad answer from the peer: {e}") from None
+    # The boundary of the user's command: py-libp2p's dial fails in many types (no route, refused,
+    # Noise, multistream); the user gets it as one line, not a traceback.
     except Exception as e:
         raise LightError(f"could not reach the peer: {e}") from None
 
@@ -310,7 +285,7 @@ async def _pull(
         if on_manifest is not None:
             on_manifest(manifest, pointers)
 
-        async def request(provider: bytes, frame: pb.Frame) -> _Framed:
+        async def request(provider: bytes, frame: pb.Frame) -> TrioFramedStream:
             return await session.request(infos[provider], frame)
 
         try:
@@ -327,7 +302,7 @@ def pull(
     *,
     run_id: str = "",
     round: int | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float = ANSWER_TIMEOUT_S,
     on_manifest: Callable[[Manifest, list[Pointer]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PullResult:
@@ -345,7 +320,7 @@ def pull(
     )
 
 
-def status(peer: str, *, timeout_s: float = 30.0) -> pb.StatusResponse:
+def status(peer: str, *, timeout_s: float = ANSWER_TIMEOUT_S) -> pb.StatusResponse:
     async def go() -> pb.StatusResponse:
         session = _Session(_new_host())
         async with session.host.run(listen_addrs=[]):

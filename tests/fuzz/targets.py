@@ -18,7 +18,6 @@ import msgpack
 import torch
 
 from swarm.auth import Credential, CredentialError, Revocations
-from swarm.averaging.wire import FramedStream, WireError
 from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest
 from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.wire import pointer_from_pb
@@ -27,6 +26,8 @@ from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Co
 from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
 from swarm.proto.swarm.averaging.v1 import averaging_pb2
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2
+from swarm.wire.asyncio_streams import FramedStream
+from swarm.wire.frames import WireError
 
 _CODECS = {
     2: CocktailCodec(CocktailParams(bits=2)),

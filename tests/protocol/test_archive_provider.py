@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.store import CheckpointInfo, Provider, Store
+from coordinator.rows import CheckpointInfo, Provider
+from coordinator.store import Store
 from swarm.checkpoint.manifest import build_manifest
 from swarm.checkpoint.service import fetch_checkpoint
 from tests.protocol.test_checkpoint_transfer import _nodes, _read

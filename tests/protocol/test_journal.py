@@ -12,8 +12,8 @@ import torch
 
 from swarm.averaging.round import Averager, Contribution, ReplayError, Status, fetch_journal
 from swarm.averaging.state import GlobalCopy
-from swarm.averaging.wire import WireError
 from swarm.compression.cocktail import CocktailCodec
+from swarm.wire.frames import WireError
 from tests.protocol.test_cocktail_rounds import SHARDS, N, _apply, _member
 from tests.protocol.test_round_in_process import _hosts, _run
 

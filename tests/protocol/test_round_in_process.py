@@ -21,11 +21,11 @@ from node.config import NetworkConfig
 from swarm.averaging.round import Averager, Contribution, Status, fetch_state
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.wire import WireError
 from swarm.compression.codecs import Codec, CodecContext, Fp32Codec
 from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import HostOptions, SwarmHost
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.frames import WireError
 
 N = 1000
 TIMING = RoundTiming(gather_s=0.2, join_grace_s=3.0, join_timeout_s=15.0, min_group=2, min_transfer_s=2.0)

@@ -7,8 +7,9 @@ import struct
 
 import pytest
 
-from swarm.averaging.wire import ByteCounter, FramedStream, WireError
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream
+from swarm.wire.frames import ByteCounter, WireError
 
 
 class _Sink:

@@ -201,7 +201,8 @@ def test_nodes_cap_malloc_arenas_on_glibc() -> None:
 
 def test_the_demo_gives_each_node_its_device_in_turn_and_refuses_unknown_ones(tmp_path: Path) -> None:
     from node.cli import main
-    from node.demo import DemoOptions, _node_command
+    from node.demo import DemoOptions
+    from node.demo import node_command as _node_command
 
     options = DemoOptions(nodes=3, devices=("cuda", "cpu"), until_round=7)
     commands = [

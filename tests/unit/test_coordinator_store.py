@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.store import CheckpointInfo, Provider, Report, Retention, Store
+from coordinator.rows import CheckpointInfo, Provider, Report
+from coordinator.store import Retention, Store
 
 T0 = 1_800_000_000.0  # a fixed clock: retention is tested by moving "now", never by sleeping
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store import Report, Store
+from coordinator.rows import Report
+from coordinator.store import Store
 from swarm.metrics import NodeMetrics
 
 ROOT = Path(__file__).resolve().parents[2]

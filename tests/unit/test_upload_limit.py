@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from swarm.averaging.wire import FramedStream, UploadLimit
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.asyncio_streams import FramedStream, UploadLimit
 
 
 class _Clock:

@@ -1,32 +1,43 @@
-"""Length-prefixed protobuf frames on a libp2p stream, with byte accounting and size bounds.
+"""Frames on the asyncio streams of hivemind's p2pd daemon: the node's side of every protocol.
 
-A frame is a 4-byte big-endian length followed by a serialised ``Frame`` of one of Swarm's protocol
-packages (``swarm.averaging.v1`` by default, ``swarm.checkpoint.v1``); each has a ``body`` oneof.
-Nothing here half-closes a stream: p2pd resets a stream whose writer half-closes, so every
-exchange ends with an explicit message and both sides close after reading it.
+``FramedStream`` reads and writes one stream through the pure core (``swarm.wire.frames``), counts
+its bytes, and draws what it writes from the host's ``UploadLimit`` (the volunteer's upload cap).
+Imports asyncio and protobuf, no libp2p: py-libp2p's processes use ``trio_streams``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.wire.frames import (
+    LENGTH_PREFIX,
+    MAX_FRAME_BYTES,
+    NO_COUNTER,
+    ByteCounter,
+    StreamClosed,
+    Tally,
+    WireError,
+    decode,
+    encode,
+    expect_kind,
+    frame_length,
+)
 
-MAX_FRAME_BYTES = 256 * 1024 * 1024
-"""No frame is ever larger. Each stream also has its own, smaller limit for what it accepts."""
-
-_LENGTH = struct.Struct(">I")
-
-
-class WireError(ConnectionError):
-    """The peer sent something that is not a valid frame, or a frame we did not expect."""
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "NO_COUNTER",
+    "ByteCounter",
+    "FramedStream",
+    "StreamClosed",
+    "UploadLimit",
+    "WireError",
+]
+"""The core's names a caller of ``FramedStream`` meets (what it raises, what it counts into) are
+importable from here too, so a module of the node's protocols needs one import for its streams."""
 
 
 class UploadLimit:
@@ -62,21 +73,6 @@ class UploadLimit:
             await self._sleep((n - self._tokens) / self.rate)
 
 
-class StreamClosed(WireError):
-    """The stream ended before a whole frame arrived: the peer left or its connection broke."""
-
-
-@dataclass
-class ByteCounter:
-    """Bytes written to and read from streams, including the length prefixes."""
-
-    sent: int = 0
-    received: int = 0
-
-
-NO_COUNTER = ByteCounter()
-
-
 class FramedStream:
     """One stream, read and written as frames. Bytes count into ``counter`` (the host's total) and
     ``extra_counter`` (a protocol's own), and ``on_bytes`` reports them to metrics.
@@ -100,22 +96,11 @@ class FramedStream:
         self._reader, self._writer = reader, writer
         self._upload_limit = upload_limit
         self._frame_type = frame_type
-        self._counters = (counter, extra_counter)
-        self._on_bytes = on_bytes
+        self._count = Tally(counter, extra_counter, on_bytes=on_bytes)
         self._max_frame_bytes = max_frame_bytes
 
-    def _count(self, sent: int, received: int) -> None:
-        for counter in self._counters:
-            counter.sent += sent
-            counter.received += received
-        if self._on_bytes is not None:
-            self._on_bytes(sent, received)
-
     async def send(self, frame: Any) -> None:
-        data = frame.SerializeToString()
-        if len(data) > MAX_FRAME_BYTES:
-            raise WireError(f"refusing to send a {len(data)}-byte frame (limit {MAX_FRAME_BYTES})")
-        framed = _LENGTH.pack(len(data)) + data
+        framed = encode(frame)
         if self._upload_limit is None:
             self._writer.write(framed)
             await self._writer.drain()
@@ -131,30 +116,17 @@ class FramedStream:
 
     async def recv(self) -> Any:
         try:
-            header = await self._reader.readexactly(_LENGTH.size)
-            (length,) = _LENGTH.unpack(header)
-            if length > self._max_frame_bytes:
-                raise WireError(f"peer announced a {length}-byte frame (limit {self._max_frame_bytes})")
+            prefix = await self._reader.readexactly(LENGTH_PREFIX.size)
+            length = frame_length(prefix, self._max_frame_bytes)
             data = await self._reader.readexactly(length)
         except asyncio.IncompleteReadError as e:
             raise StreamClosed("stream closed in the middle of a frame") from e
-        self._count(0, _LENGTH.size + length)
-        frame = self._frame_type()
-        try:
-            frame.ParseFromString(data)
-        except DecodeError as e:
-            raise WireError(f"malformed frame: {e}") from e
-        if frame.WhichOneof("body") is None:
-            raise WireError("frame carries no message")
-        return frame
+        self._count(0, LENGTH_PREFIX.size + length)
+        return decode(data, self._frame_type)
 
     async def expect(self, *kinds: str) -> Any:
         """Receive one frame whose body is one of ``kinds``; anything else is a WireError."""
-        frame = await self.recv()
-        kind = frame.WhichOneof("body")
-        if kind not in kinds:
-            raise WireError(f"expected {' or '.join(kinds)}, got {kind}")
-        return frame
+        return expect_kind(await self.recv(), kinds)
 
     async def linger(self, timeout_s: float) -> None:
         """After our last frame: wait (bounded) until the peer closes. Closing first would let p2pd
