@@ -29,7 +29,8 @@ from swarm.checkpoint.pointer import Pointer
 from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
-from swarm.p2p import SwarmHost, peer_name
+from swarm.p2p import SwarmHost
+from swarm.peer_names import peer_name
 
 logger = logging.getLogger("swarm.node")
 

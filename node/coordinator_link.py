@@ -25,7 +25,8 @@ from swarm.checkpoint.manifest import Manifest
 from swarm.checkpoint.pointer import PointerError
 from swarm.checkpoint.wire import pointer_from_pb
 from swarm.dht.records import CoordinatorRecord, checkpoints_key, coordinator_key
-from swarm.p2p import SwarmHost, peer_name
+from swarm.p2p import SwarmHost
+from swarm.peer_names import peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as ckpt_pb
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as coord_pb
 

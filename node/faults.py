@@ -15,7 +15,7 @@ from node.sections import FaultConfig
 from node.trainer import LocalTrainer
 from swarm.averaging.round import Averager, Contribution, Misbehaviour, RoundOutcome
 from swarm.averaging.state import GlobalCopy
-from swarm.p2p import peer_name
+from swarm.peer_names import peer_name
 
 logger = logging.getLogger("swarm.node")
 

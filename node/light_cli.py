@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from swarm.peer_names import peer_from_name, peer_name
+
 COMMANDS = ("pull", "status", "pause", "resume", "owner-key", "credential")
 ANSWER_TIMEOUT_S = 30.0
 """Default --timeout of pull and status: the light client's bound on each answer (the value of
@@ -137,12 +139,12 @@ def _status(args: argparse.Namespace) -> int:
     print(f"run {answer.run_id}: model {answer.model}, codec {answer.codec}")
     print(f"round {answer.round}, global step {answer.global_step}, {len(answer.members)} live member(s)")
     for m in answer.members:
-        print(f"  {_name(m.peer_id)}  round {m.round}{'  (leaving)' if m.leaving else ''}")
+        print(f"  {peer_name(m.peer_id)}  round {m.round}{'  (leaving)' if m.leaving else ''}")
     pointers = verified(list(answer.checkpoints))
     print(f"{len(pointers)} checkpoint pointer(s):")
     for p in pointers:
         print(f"  round {p.round}  step {p.global_step}  {p.total_bytes / 1e6:.1f} MB  manifest {p.manifest_hash[:16]}"
-              f"  from {_name(p.provider)}")  # fmt: skip
+              f"  from {peer_name(p.provider)}")  # fmt: skip
     return 0
 
 
@@ -198,8 +200,6 @@ def _owner_key(args: argparse.Namespace) -> int:
 
 
 def _credential(args: argparse.Namespace) -> int:
-    import base58
-
     from swarm.auth import CredentialError, Revocations, issue, owner_public_key, revoke
     from swarm.checkpoint.pointer import load_identity
 
@@ -216,7 +216,7 @@ def _credential(args: argparse.Namespace) -> int:
         return 2
     if args.action == "issue":
         try:
-            peer = base58.b58decode(args.peer_id)
+            peer = peer_from_name(args.peer_id)
             credential = issue(key, run_id=args.run_id, peer_id=peer, valid_s=args.days * 86400)
         except ValueError as e:
             print(f"swarm-node credential issue: {e}", file=sys.stderr)
@@ -241,12 +241,6 @@ def _credential(args: argparse.Namespace) -> int:
     path.write_bytes(revoke(key, run_id=args.run_id, serials=serials).to_bytes())
     print(f"{len(serials)} serial(s) revoked in {path}")
     return 0
-
-
-def _name(peer: bytes) -> str:
-    import base58
-
-    return base58.b58encode(peer).decode()
 
 
 def main(argv: Sequence[str]) -> int:

@@ -22,7 +22,8 @@ from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.dht.records import MAX_MEMBER_ADDRS, MemberRecord, members_key
 from swarm.metrics import NodeMetrics
-from swarm.p2p import BootstrapError, HostOptions, SwarmHost, peer_from_name
+from swarm.p2p import BootstrapError, HostOptions, SwarmHost
+from swarm.peer_names import peer_from_name
 
 logger = logging.getLogger("swarm.node")
 

@@ -25,6 +25,7 @@ from hivemind.utils import get_dht_time
 
 from swarm.dht.records import RecordError
 from swarm.parent_watchdog import abandon, forks_watch_parent
+from swarm.peer_names import peer_name, short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 from swarm.relay import RelaySlots, daemon_multiaddr
 from swarm.wire.asyncio_streams import FramedStream, UploadLimit
@@ -221,11 +222,14 @@ class SwarmHost:
                 await stream.linger(LINGER_S)
             except WireError as e:
                 logger.warning(
-                    "rejected a stream %s from %s: %s", protocol, _short(stream_info.peer_id.to_bytes()), e
+                    "rejected a stream %s from %s: %s",
+                    protocol,
+                    short_name(stream_info.peer_id.to_bytes()),
+                    e,
                 )
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
                 logger.info(
-                    "stream %s from %s ended: %s", protocol, _short(stream_info.peer_id.to_bytes()), e
+                    "stream %s from %s ended: %s", protocol, short_name(stream_info.peer_id.to_bytes()), e
                 )
             except asyncio.CancelledError:  # the node is shutting down
                 pass
@@ -360,15 +364,3 @@ async def _start_dht(p2p: P2P, options: HostOptions) -> DHT:
         await p2p.shutdown()
         raise
     return dht
-
-
-def peer_name(peer: bytes) -> str:
-    return PeerID(peer).to_base58()
-
-
-def peer_from_name(name: str) -> bytes:
-    return PeerID.from_base58(name).to_bytes()
-
-
-def _short(peer: bytes) -> str:
-    return peer_name(peer)[-8:]

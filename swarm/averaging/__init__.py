@@ -3,8 +3,9 @@
 Layers, from the pure centre out:
 - ``shards``: shard layout and rendezvous-hash ownership (pure).
 - ``reduce``, ``defence``: the owner's weighted mean, error feedback and outlier defence (tensor math).
+- ``schedule``: the round-period policy (pure): the grid of periods, what a round asks for, the swarm's.
 - ``state``, ``journal``, ``timing``, ``outcome``: x', committed rounds, deadlines, a round's result.
-- ``wire``: length-prefixed protobuf frames on libp2p streams, with size bounds.
+- Frames on streams come from ``swarm.wire`` (outside this package: the light client uses them too).
 - ``host``, ``context``: what the roles need from the node (streams, DHT, clock) and share per round.
 - The roles of the protocol, one object each: ``membership`` (the member list), ``conductor`` with
   ``gathering`` (rosters and the commit), ``rendezvous`` (a member's way into a roster),

@@ -42,7 +42,8 @@ from swarm.checkpoint.wire import (
     pointer_from_pb,
 )
 from swarm.dht.records import RecordError, checkpoints_key
-from swarm.p2p import STREAM_ERRORS, SwarmHost, peer_name
+from swarm.p2p import STREAM_ERRORS, SwarmHost
+from swarm.peer_names import peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.asyncio_streams import FramedStream
 

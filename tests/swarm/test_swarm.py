@@ -134,7 +134,7 @@ def test_aggregate_is_the_mean_of_member_deltas(swarm: Swarm, tmp_path: Path) ->
 def _owned_shards(run_id: str, num_shards: int, ids: dict[str, str], name: str) -> int:
     """How many shards ``name`` owns in a round of all ``ids`` (the nodes' own rendezvous hashing)."""
     from swarm.averaging.shards import assign_owners
-    from swarm.p2p import peer_from_name
+    from swarm.peer_names import peer_from_name
 
     roster = {n: peer_from_name(peer) for n, peer in ids.items()}
     return sum(owner == roster[name] for owner in assign_owners(run_id, num_shards, list(roster.values())))
