@@ -260,11 +260,10 @@ def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
         )
         try:
             start = torch.randn(N)
-            averagers = []
-            for host in hosts:
-                averagers.append(
-                    await start_member(host, start, run_id="busy", timing=timing, heartbeat_ttl_s=120)
-                )
+            averagers = [
+                await start_member(host, start, run_id="busy", timing=timing, heartbeat_ttl_s=120)
+                for host in hosts
+            ]
 
             def contribution() -> Contribution:
                 return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
@@ -287,14 +286,13 @@ def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
 async def _members(
     copies: list[GlobalCopy], fresh: list[bool], timing: RoundTiming
 ) -> tuple[list[SwarmHost], list[Averager]]:
-    """Averagers in peer-id order, the i-th on ``copies[i]``, its heartbeat (and join requests)
-    saying it is fresh when ``fresh[i]``."""
+    """Averagers in peer-id order, the i-th on ``copies[i]``'s x' and round, its heartbeat (and join
+    requests) saying it is fresh when ``fresh[i]``."""
     hosts = sorted(await start_hosts(len(copies)), key=lambda h: h.peer_id)
-    averagers = []
-    for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True):
-        averagers.append(
-            await start_member(host, copy.values, round=copy.round, fresh=is_fresh, timing=timing)
-        )
+    averagers = [
+        await start_member(host, copy.values, round=copy.round, fresh=is_fresh, timing=timing)
+        for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True)
+    ]
     return hosts, averagers
 
 
