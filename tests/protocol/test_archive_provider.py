@@ -20,8 +20,7 @@ from coordinator.rows import CheckpointInfo, Provider
 from coordinator.store import Store
 from swarm.checkpoint.manifest import build_manifest
 from swarm.checkpoint.service import fetch_checkpoint
-from tests.protocol.test_checkpoint_transfer import _nodes, _read
-from tests.protocol.test_round_in_process import _run
+from tests.protocol.support import checkpoint_nodes, read_files, run
 
 DEAD = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
 
@@ -64,18 +63,18 @@ def test_a_node_downloads_a_checkpoint_from_the_archive(tmp_path: Path) -> None:
         async def go() -> None:
             from hivemind.p2p import PeerID
 
-            hosts, _ = await _nodes(tmp_path, 1)
+            hosts, _ = await checkpoint_nodes(tmp_path, 1)
             try:
                 peer = PeerID.from_base58(name).to_bytes()
                 await hosts[0].connect(peer, [address])
                 out = tmp_path / "downloaded"
                 got = await asyncio.wait_for(fetch_checkpoint(hosts[0], [peer], manifest.hash, out), 120)
                 assert got.hash == manifest.hash
-                assert _read(out, files) == files
+                assert read_files(out, files) == files
             finally:
                 await hosts[0].shutdown()
 
-        _run(go())
+        run(go())
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)

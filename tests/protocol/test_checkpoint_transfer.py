@@ -9,59 +9,24 @@ interrupted download that resumes without fetching again what it already has.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 
 from swarm.checkpoint.download import DownloadError
 from swarm.checkpoint.manifest import build_manifest
-from swarm.checkpoint.pointer import generate_identity, load_identity
-from swarm.checkpoint.service import CheckpointService, ask_latest, fetch_checkpoint
-from swarm.checkpoint.store import CheckpointStore
-from swarm.p2p import HostOptions, SwarmHost
-from tests.protocol.test_round_in_process import _run
-
-CHUNK = 64 * 1024
+from swarm.checkpoint.service import ask_latest, fetch_checkpoint
+from tests.protocol.support import CHUNK, checkpoint_nodes, random_checkpoint_files, read_files, run
 
 
 def _checkpoint(size: int = 40 * CHUNK + 123):
-    files = {
-        "model.safetensors": os.urandom(size),
-        "config.json": b'{"model_type":"llama"}',
-        "swarm.json": b"{}",
-    }
+    files = random_checkpoint_files(size)
     return files, build_manifest(files, run_id="ckpt", round=5, global_step=50, chunk_size=CHUNK)
-
-
-async def _nodes(tmp_path: Path, count: int) -> tuple[list[SwarmHost], list[CheckpointService]]:
-    hosts: list[SwarmHost] = []
-    services: list[CheckpointService] = []
-    for i in range(count):
-        identity = tmp_path / f"id{i}.key"
-        generate_identity(identity)
-        peers = tuple(await hosts[0].visible_maddrs()) if hosts else ()
-        host = await SwarmHost.start(
-            HostOptions(
-                host_maddrs=("/ip4/127.0.0.1/tcp/0",), initial_peers=peers, identity_path=str(identity)
-            )
-        )
-        hosts.append(host)
-        service = CheckpointService(
-            host, CheckpointStore(tmp_path / f"store{i}"), run_id="ckpt", key=load_identity(identity)
-        )
-        await service.start()
-        services.append(service)
-    return hosts, services
-
-
-def _read(folder: Path, files: dict[str, bytes]) -> dict[str, bytes]:
-    return {name: (folder / name).read_bytes() for name in files}
 
 
 def test_members_share_one_manifest_and_a_peer_pulls_from_both(tmp_path: Path) -> None:
     async def go() -> None:
-        hosts, services = await _nodes(tmp_path, 3)
+        hosts, services = await checkpoint_nodes(tmp_path, 3)
         try:
             files, manifest = _checkpoint()
             again = build_manifest(dict(files), run_id="ckpt", round=5, global_step=50, chunk_size=CHUNK)
@@ -74,18 +39,18 @@ def test_members_share_one_manifest_and_a_peer_pulls_from_both(tmp_path: Path) -
             assert {p.manifest_hash for p in pointers} == {manifest.hash}
             out = tmp_path / "pulled"
             got = await fetch_checkpoint(hosts[2], [p.provider for p in pointers], manifest.hash, out)
-            assert got == manifest and _read(out, files) == files
+            assert got == manifest and read_files(out, files) == files
             assert services[0].served_bytes > 0 and services[1].served_bytes > 0, "both providers served"
         finally:
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_corrupt_provider_is_dropped_and_its_chunks_come_from_another(tmp_path: Path) -> None:
     async def go() -> None:
-        hosts, services = await _nodes(tmp_path, 3)
+        hosts, services = await checkpoint_nodes(tmp_path, 3)
         try:
             files, manifest = _checkpoint()
             for service in services[:2]:
@@ -95,19 +60,19 @@ def test_a_corrupt_provider_is_dropped_and_its_chunks_come_from_another(tmp_path
             path.write_bytes(bytes(b ^ 0x5A for b in path.read_bytes()))
             out = tmp_path / "pulled"
             await fetch_checkpoint(hosts[2], [hosts[1].peer_id, hosts[0].peer_id], manifest.hash, out)
-            assert _read(out, files) == files
+            assert read_files(out, files) == files
             with pytest.raises(DownloadError, match="corrupt"):
                 await fetch_checkpoint(hosts[2], [hosts[1].peer_id], manifest.hash, tmp_path / "only-bad")
         finally:
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_provider_leaving_mid_download_and_an_interrupted_download_resuming(tmp_path: Path) -> None:
     async def go() -> None:
-        hosts, services = await _nodes(tmp_path, 3)
+        hosts, services = await checkpoint_nodes(tmp_path, 3)
         try:
             files, manifest = _checkpoint(size=120 * CHUNK)
             for service in services[:2]:
@@ -130,7 +95,7 @@ def test_a_provider_leaving_mid_download_and_an_interrupted_download_resuming(tm
                 timeout_s=10,
             )  # fmt: skip
             await asyncio.gather(download, leave())
-            assert _read(out, files) == files
+            assert read_files(out, files) == files
 
             # Interrupt a second download after some chunks, then resume it from the partial folder.
             out2 = tmp_path / "pulled2"
@@ -152,10 +117,10 @@ def test_a_provider_leaving_mid_download_and_an_interrupted_download_resuming(tm
             before = services[0].served_bytes
             await fetch_checkpoint(hosts[2], [hosts[0].peer_id], manifest.hash, out2)
             refetched = services[0].served_bytes - before
-            assert _read(out2, files) == files
+            assert read_files(out2, files) == files
             assert refetched < 0.6 * manifest.total_bytes, f"resume re-fetched {refetched} bytes"
         finally:
             for host in (hosts[0], hosts[2]):
                 await host.shutdown()
 
-    _run(go())
+    run(go())

@@ -1,6 +1,7 @@
 """Compressed rounds between real libp2p hosts in one process: error feedback and byte accounting.
 
-The conservation law of two-level error feedback (swarm/averaging/round.py, ``_fold_moved_errors``):
+The conservation law of two-level error feedback (swarm/averaging/exchange.py,
+``MemberExchange._fold_moved_errors``):
 for a round of N members with equal weights and no training in between,
 
     x' + (1/N) sum_i (x_i - x') + sum_s E_s
@@ -17,41 +18,15 @@ import asyncio
 import pytest
 import torch
 
-from swarm.averaging.round import Averager, Contribution, RoundOutcome, Status
+from swarm.averaging.round import Averager, Contribution, Status
 from swarm.averaging.shards import assign_owners, gather
 from swarm.averaging.state import GlobalCopy
 from swarm.compression.cocktail import CocktailCodec
-from swarm.compression.codecs import Codec, Fp32Codec
-from swarm.dht.records import MemberRecord, members_key
-from swarm.p2p import SwarmHost
-from tests.protocol.test_round_in_process import TIMING, _hosts, _run
+from swarm.compression.codecs import Fp32Codec
+from tests.protocol.support import apply_outcome, run, start_hosts, start_member
 
 N = 20_000
 SHARDS = 32
-
-
-async def _member(
-    host: SwarmHost,
-    start: torch.Tensor,
-    codec: Codec,
-    *,
-    shards: int = SHARDS,
-    run_id: str = "proto",
-    exact_every: int = 0,
-) -> Averager:
-    averager = Averager(
-        host,
-        run_id=run_id,
-        codec=codec,
-        global_copy=GlobalCopy(start.clone()),
-        num_shards=shards,
-        timing=TIMING,
-        exact_every=exact_every,
-    )
-    await averager.start()
-    record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-    await host.dht_store(members_key(run_id), record.to_wire(), ttl_s=60, subkey=host.peer_name)
-    return averager
 
 
 def _owner_error_total(averagers: list[Averager]) -> torch.Tensor:
@@ -63,20 +38,6 @@ def _owner_error_total(averagers: list[Averager]) -> torch.Tensor:
     return total
 
 
-def _apply(outcome: RoundOutcome, x: torch.Tensor, copy: GlobalCopy) -> torch.Tensor:
-    """What node.trainer does with an outcome, on a bare vector x_i; returns the new x_i."""
-    x = x.clone()
-    for start, moved in outcome.folds:
-        x[start : start + moved.numel()] += moved
-    if outcome.status is Status.COMMITTED:
-        for update in outcome.updates:  # values on the shard's support: every stride-th entry
-            copy.apply_shard(update.first, update.aggregate, update.stride)
-            change = update.aggregate if update.own is None else update.aggregate - update.own
-            x[update.first :: update.stride][: change.numel()] += change
-        copy.round = outcome.round
-    return x
-
-
 def _conserved(copy: GlobalCopy, residuals: list[torch.Tensor], averagers: list[Averager]) -> torch.Tensor:
     mean_residual = torch.stack([r.double() for r in residuals]).mean(0)
     return copy.values.double() + mean_residual + _owner_error_total(averagers)
@@ -84,11 +45,13 @@ def _conserved(copy: GlobalCopy, residuals: list[torch.Tensor], averagers: list[
 
 def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
     async def go() -> None:
-        a_host, b_host, c_host, d_host = await _hosts(4)
+        a_host, b_host, c_host, d_host = await start_hosts(4)
         try:
             start = torch.randn(N)
             codec = CocktailCodec()
-            a, b, c = [await _member(h, start, codec) for h in (a_host, b_host, c_host)]
+            a, b, c = [
+                await start_member(h, start, codec=codec, num_shards=SHARDS) for h in (a_host, b_host, c_host)
+            ]
             x = {name: start + torch.randn(N) * 0.01 for name in "abc"}
 
             # Round 1: a, b, c. Nothing is lost: the sum is conserved exactly (up to fp32 rounding).
@@ -104,7 +67,7 @@ def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
             assert all(o.status is Status.COMMITTED and not o.aborted_shards for o in outcomes)
             assert not any(o.folds for o in outcomes)
             for n, m, o in zip("abc", (a, b, c), outcomes, strict=True):
-                x[n] = _apply(o, x[n], m.copy)
+                x[n] = apply_outcome(o, x[n], m.copy)
             assert a.copy.digest == b.copy.digest == c.copy.digest
             after = _conserved(a.copy, [x[n] - a.copy.values for n in "abc"], [a, b, c])
             torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
@@ -113,7 +76,7 @@ def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
             # Round 2: c leaves, d joins with x_d = x'. Shards move (c's to the others, some of a's and
             # b's to d): a and b fold their moved error into their residuals; c's error is the loss.
             await c.announce_leaving()
-            d = await _member(d_host, a.copy.values, codec)
+            d = await start_member(d_host, a.copy.values, codec=codec, num_shards=SHARDS)
             d.copy.round = a.copy.round
             x["d"] = a.copy.values.clone()
             members = sorted(h.peer_id for h in (a_host, b_host, d_host))
@@ -136,7 +99,7 @@ def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
             folded = {a.layout.bounds(s)[0] for s in moved_from_ab}
             assert {start for o in outcomes for start, _ in o.folds} == folded
             for n, m, o in zip("abd", (a, b, d), outcomes, strict=True):
-                x[n] = _apply(o, x[n], m.copy)
+                x[n] = apply_outcome(o, x[n], m.copy)
             assert a.copy.digest == b.copy.digest == d.copy.digest
             after = _conserved(a.copy, [x[n] - a.copy.values for n in "abd"], [a, b, d])
             torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
@@ -147,15 +110,20 @@ def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
             for host in (a_host, b_host, c_host, d_host):
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_an_exact_round_flushes_every_residual_and_owner_error_into_x_prime() -> None:
     async def go() -> None:
-        hosts = await _hosts(3)
+        hosts = await start_hosts(3)
         try:
             start = torch.randn(N)
-            members = [await _member(h, start, CocktailCodec(), exact_every=2, run_id="flush") for h in hosts]
+            members = [
+                await start_member(
+                    h, start, codec=CocktailCodec(), num_shards=SHARDS, exact_every=2, run_id="flush"
+                )
+                for h in hosts
+            ]
             x = [start + torch.randn(N) * 0.01 for _ in members]
             for round_id in (1, 2):
                 before = _conserved(members[0].copy, [xi - members[0].copy.values for xi in x], members)
@@ -169,7 +137,7 @@ def test_an_exact_round_flushes_every_residual_and_owner_error_into_x_prime() ->
                 )
                 assert all(o.status is Status.COMMITTED and not o.aborted_shards for o in outcomes)
                 assert {o.codec for o in outcomes} == {"cocktail" if round_id == 1 else "fp32"}
-                x = [_apply(o, xi, m.copy) for o, xi, m in zip(outcomes, x, members, strict=True)]
+                x = [apply_outcome(o, xi, m.copy) for o, xi, m in zip(outcomes, x, members, strict=True)]
                 after = _conserved(members[0].copy, [xi - members[0].copy.values for xi in x], members)
                 torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
                 if round_id == 1:
@@ -185,20 +153,20 @@ def test_an_exact_round_flushes_every_residual_and_owner_error_into_x_prime() ->
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_round_bytes_are_counted_and_cocktail_moves_two_orders_less_than_fp32() -> None:
     async def go() -> None:
         n = 400_000
-        a_host, b_host = await _hosts(2)
+        a_host, b_host = await start_hosts(2)
         try:
             sent = {}
             for codec in (Fp32Codec(), CocktailCodec()):
                 start = torch.randn(n)
                 run_id = f"bytes-{codec.name}"
-                a = await _member(a_host, start, codec, shards=4, run_id=run_id)
-                b = await _member(b_host, start, codec, shards=4, run_id=run_id)
+                a = await start_member(a_host, start, codec=codec, num_shards=4, run_id=run_id)
+                b = await start_member(b_host, start, codec=codec, num_shards=4, run_id=run_id)
                 outcomes = await asyncio.gather(
                     *(
                         m.run_round(
@@ -227,7 +195,7 @@ def test_round_bytes_are_counted_and_cocktail_moves_two_orders_less_than_fp32() 
             await a_host.shutdown()
             await b_host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_packed_contribution_makes_the_same_rounds_as_the_dense_delta() -> None:
@@ -236,14 +204,21 @@ def test_a_packed_contribution_makes_the_same_rounds_as_the_dense_delta() -> Non
     through compressed rounds and an exact one (whose support is every entry)."""
 
     async def go() -> None:
-        hosts = await _hosts(3)
+        hosts = await start_hosts(3)
         try:
             start = torch.randn(N)
             steps = [[torch.randn(N) * 0.01 for _ in hosts] for _ in range(3)]
             digests = {}
             for mode in ("dense", "packed"):
                 members = [
-                    await _member(h, start, CocktailCodec(), exact_every=3, run_id=f"pack-{mode}")
+                    await start_member(
+                        h,
+                        start,
+                        codec=CocktailCodec(),
+                        num_shards=SHARDS,
+                        exact_every=3,
+                        run_id=f"pack-{mode}",
+                    )
                     for h in hosts
                 ]
                 x = [start.clone() for _ in members]
@@ -269,7 +244,7 @@ def test_a_packed_contribution_makes_the_same_rounds_as_the_dense_delta() -> Non
                         *(m.run_round(c) for m, c in zip(members, contributions, strict=True))
                     )
                     assert all(o.status is Status.COMMITTED and not o.aborted_shards for o in outcomes)
-                    x = [_apply(o, xi, m.copy) for o, xi, m in zip(outcomes, x, members, strict=True)]
+                    x = [apply_outcome(o, xi, m.copy) for o, xi, m in zip(outcomes, x, members, strict=True)]
                     assert len({m.copy.digest for m in members}) == 1
                     seen.append((outcomes[0].codec, members[0].copy.digest))
                 assert [codec for codec, _ in seen] == ["cocktail", "cocktail", "fp32"]
@@ -295,4 +270,4 @@ def test_a_packed_contribution_makes_the_same_rounds_as_the_dense_delta() -> Non
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())

@@ -16,12 +16,9 @@ import torch
 
 from swarm.averaging.defence import Defence
 from swarm.averaging.round import Averager, Contribution, Misbehaviour, Status
-from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.compression.codecs import Fp32Codec
-from swarm.dht.records import MemberRecord, members_key
 from swarm.p2p import SwarmHost
-from tests.protocol.test_round_in_process import _hosts, _run
+from tests.protocol.support import announce, run, start_hosts, start_member
 
 N = 4000
 SHARDS = 16
@@ -31,17 +28,12 @@ TIMING = RoundTiming(gather_s=0.2, join_grace_s=3.0, join_timeout_s=20.0, min_gr
 async def _swarm(
     hosts: list[SwarmHost], start: torch.Tensor, defence: Defence, run_id: str = "defence"
 ) -> list[Averager]:
-    averagers = []
-    for host in hosts:
-        averager = Averager(
-            host, run_id=run_id, codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=SHARDS,
-            timing=TIMING, defence=defence,
-        )  # fmt: skip
-        await averager.start()
-        record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-        await host.dht_store(members_key(run_id), record.to_wire(), ttl_s=120, subkey=host.peer_name)
-        averagers.append(averager)
-    return averagers
+    return [
+        await start_member(
+            host, start, run_id=run_id, num_shards=SHARDS, timing=TIMING, defence=defence, heartbeat_ttl_s=120
+        )
+        for host in hosts
+    ]
 
 
 async def _round(averagers: list[Averager], deltas: list[torch.Tensor]):
@@ -62,7 +54,7 @@ def _apply(averager: Averager, outcome) -> None:
 @pytest.mark.parametrize("mode", ["nan", "oversized", "scale"])
 def test_a_hostile_member_is_excluded_banned_and_not_waited_for(mode: str) -> None:
     async def go() -> None:
-        hosts = await _hosts(4)
+        hosts = await start_hosts(4)
         try:
             start = torch.randn(N)
             averagers = await _swarm(hosts, start, Defence(ban_s=600.0))
@@ -111,12 +103,12 @@ def test_a_hostile_member_is_excluded_banned_and_not_waited_for(mode: str) -> No
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_centered_clip_limits_a_member_sending_large_random_parts() -> None:
     async def go() -> None:
-        hosts = await _hosts(4)
+        hosts = await start_hosts(4)
         try:
             start = torch.randn(N)
             # Outlier exclusion off: only the aggregation rule stands between the noise and x'.
@@ -147,7 +139,7 @@ def test_centered_clip_limits_a_member_sending_large_random_parts() -> None:
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_closed_run_refuses_joins_without_a_valid_credential_for_the_peer() -> None:
@@ -157,18 +149,16 @@ def test_a_closed_run_refuses_joins_without_a_valid_credential_for_the_peer() ->
     from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 
     async def go() -> None:
-        a_host, b_host = await _hosts(2)
+        a_host, b_host = await start_hosts(2)
         try:
             owner = Ed25519PrivateKey.generate()
             gate = Gate(run_id="closed", owner_key=owner_public_key(owner))
-            averager = Averager(
-                a_host, run_id="closed", codec=Fp32Codec(), global_copy=GlobalCopy(torch.zeros(N)),
-                num_shards=SHARDS, timing=TIMING, gate=gate,
+            averager = await start_member(
+                a_host, torch.zeros(N), run_id="closed", num_shards=SHARDS, timing=TIMING, gate=gate,
+                heartbeat_ttl_s=None,
             )  # fmt: skip
-            await averager.start()
             # B's heartbeat without a credential is not a live member for A.
-            record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-            await b_host.dht_store(members_key("closed"), record.to_wire(), ttl_s=60, subkey=b_host.peer_name)
+            await announce(b_host, "closed")
             assert b_host.peer_id not in await averager.live_members()
             stolen = issue(owner, run_id="closed", peer_id=a_host.peer_id, valid_s=600).to_bytes()
             for credential, reason in ((b"", "no credential"), (stolen, "another peer"), (b"{", "not JSON")):
@@ -183,11 +173,10 @@ def test_a_closed_run_refuses_joins_without_a_valid_credential_for_the_peer() ->
             assert averager.rejections == 3
             # With its own credential, B's heartbeat counts.
             own = issue(owner, run_id="closed", peer_id=b_host.peer_id, valid_s=600).to_bytes()
-            record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0, credential=own)
-            await b_host.dht_store(members_key("closed"), record.to_wire(), ttl_s=60, subkey=b_host.peer_name)
+            await announce(b_host, "closed", credential=own)
             assert b_host.peer_id in await averager.live_members()
         finally:
             for host in (a_host, b_host):
                 await host.shutdown()
 
-    _run(go())
+    run(go())

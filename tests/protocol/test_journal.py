@@ -14,12 +14,14 @@ from swarm.averaging.round import Averager, Contribution, ReplayError, Status, f
 from swarm.averaging.state import GlobalCopy
 from swarm.compression.cocktail import CocktailCodec
 from swarm.wire.frames import WireError
-from tests.protocol.test_cocktail_rounds import SHARDS, N, _apply, _member
-from tests.protocol.test_round_in_process import _hosts, _run
+from tests.protocol.support import commit_to_copy, run, start_hosts, start_member
+
+N = 20_000
+SHARDS = 32
 
 
 async def _train(members: list[Averager], rounds: int) -> None:
-    """``rounds`` committed rounds with fresh random deltas; x' applied as node.runner does."""
+    """``rounds`` committed rounds with fresh random deltas; x' applied as node/loop.py does."""
     for _ in range(rounds):
         outcomes = await asyncio.gather(
             *(m.run_round(Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=8, local_steps=2))
@@ -27,9 +29,7 @@ async def _train(members: list[Averager], rounds: int) -> None:
         )  # fmt: skip
         for member, outcome in zip(members, outcomes, strict=True):
             assert outcome.status is Status.COMMITTED
-            _apply(outcome, torch.zeros(N), member.copy)
-            member.copy.global_step += outcome.global_step_increment
-            member.copy.swarm_samples += outcome.samples
+            commit_to_copy(outcome, member.copy)
             member.record_committed(outcome)
 
 
@@ -43,10 +43,10 @@ def _fetch(host, provider: Averager, after_round: int, **kw):
 
 def test_a_joiner_replays_the_missed_rounds_to_a_bit_identical_x_prime() -> None:
     async def go() -> None:
-        hosts = await _hosts(3)
+        hosts = await start_hosts(3)
         try:
             start = torch.randn(N)
-            a, b = [await _member(h, start, CocktailCodec()) for h in hosts[:2]]
+            a, b = [await start_member(h, start, codec=CocktailCodec(), num_shards=SHARDS) for h in hosts[:2]]
             joiner = Averager(hosts[2], run_id="proto", codec=CocktailCodec(), global_copy=GlobalCopy(start.clone()),
                               num_shards=SHARDS, timing=a.timing)  # fmt: skip
             await _train([a, b], 2)
@@ -106,4 +106,4 @@ def test_a_joiner_replays_the_missed_rounds_to_a_bit_identical_x_prime() -> None
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())

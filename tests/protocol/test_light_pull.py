@@ -7,24 +7,14 @@ leaving mid-download, and a pull killed halfway that resumes without fetching ag
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
 
 from swarm.checkpoint.manifest import build_manifest
-from tests.protocol.test_checkpoint_transfer import CHUNK, _nodes, _read
-from tests.protocol.test_round_in_process import _run
+from tests.protocol.support import CHUNK, checkpoint_nodes, random_checkpoint_files, read_files, run
 
 SIZE = 48 * 1024 * 1024  # large enough that a pull takes a while on loopback
-
-
-def _files(size: int) -> dict[str, bytes]:
-    return {
-        "model.safetensors": os.urandom(size),
-        "config.json": b'{"model_type":"llama"}',
-        "swarm.json": b"{}",
-    }
 
 
 async def _pull(peer: str, out: Path) -> asyncio.subprocess.Process:
@@ -41,9 +31,9 @@ async def _finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
 
 def test_light_pull_survives_a_corrupt_provider_and_one_that_leaves(tmp_path: Path) -> None:
     async def go() -> None:
-        hosts, services = await _nodes(tmp_path, 3)
+        hosts, services = await checkpoint_nodes(tmp_path, 3)
         try:
-            files = _files(SIZE)
+            files = random_checkpoint_files(SIZE)
             manifest = build_manifest(files, run_id="ckpt", round=9, global_step=90, chunk_size=CHUNK * 16)
             for service in services:
                 service.store.add(manifest, files)
@@ -59,20 +49,20 @@ def test_light_pull_survives_a_corrupt_provider_and_one_that_leaves(tmp_path: Pa
             await hosts[2].shutdown()  # provider 2 leaves mid-download
             code, output = await _finish(process)
             assert code == 0, output
-            assert _read(tmp_path / "out", files) == files
+            assert read_files(tmp_path / "out", files) == files
             assert "3 provider(s)" in output and "1 provider(s) dropped for corrupt data" in output, output
         finally:
             for host in hosts[:2]:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_an_interrupted_light_pull_resumes(tmp_path: Path) -> None:
     async def go() -> None:
-        hosts, services = await _nodes(tmp_path, 1)
+        hosts, services = await checkpoint_nodes(tmp_path, 1)
         try:
-            files = _files(SIZE)
+            files = random_checkpoint_files(SIZE)
             manifest = build_manifest(files, run_id="ckpt", round=9, global_step=90, chunk_size=CHUNK * 16)
             services[0].store.add(manifest, files)
             await services[0].publish(manifest)
@@ -87,10 +77,10 @@ def test_an_interrupted_light_pull_resumes(tmp_path: Path) -> None:
             before = services[0].served_bytes
             code, output = await _finish(await _pull(peer, out))
             assert code == 0, output
-            assert _read(out, files) == files
+            assert read_files(out, files) == files
             refetched = services[0].served_bytes - before
             assert refetched < 0.7 * SIZE, f"the resumed pull fetched {refetched} of {SIZE} bytes again"
         finally:
             await hosts[0].shutdown()
 
-    _run(go())
+    run(go())

@@ -22,14 +22,12 @@ from pathlib import Path
 
 import torch
 
-from swarm.averaging.round import Averager, Contribution, RoundOutcome, Status
-from swarm.averaging.state import GlobalCopy
+from swarm.averaging.round import Averager, Contribution, Status
 from swarm.averaging.timing import RoundTiming
 from swarm.checkpoint.pointer import generate_identity
 from swarm.compression.registry import make_codec
-from swarm.dht.records import MemberRecord, members_key
-from swarm.p2p import HostOptions, SwarmHost
-from tests.protocol.test_round_in_process import _run
+from swarm.p2p import SwarmHost
+from tests.protocol.support import commit_to_copy, run, start_hosts, start_member
 
 FIXTURE = Path(__file__).with_name("golden_round_trace.json")
 RECORD = os.environ.get("SWARM_RECORD_GOLDEN") == "1"
@@ -47,44 +45,16 @@ TIMING = RoundTiming(
 
 async def _fixed_hosts(folder: Path) -> list[SwarmHost]:
     """Hosts whose identities come from fixed seeds: the same peer ids in every run."""
-    local = ("/ip4/127.0.0.1/tcp/0",)
-    paths = []
-    for i in range(MEMBERS):
-        path = folder / f"identity-{i}.key"
+    paths = [folder / f"identity-{i}.key" for i in range(MEMBERS)]
+    for i, path in enumerate(paths):
         generate_identity(path, seed=bytes([i + 1]) * 32)
-        paths.append(str(path))
-    hosts = [
-        await SwarmHost.start(HostOptions(host_maddrs=local, identity_path=paths[0], startup_timeout_s=60))
-    ]
-    try:
-        for path in paths[1:]:
-            peers = tuple(await hosts[0].visible_maddrs())
-            options = HostOptions(
-                host_maddrs=local, initial_peers=peers, identity_path=path, startup_timeout_s=60
-            )
-            hosts.append(await SwarmHost.start(options))
-    except BaseException:
-        for host in hosts:
-            await host.shutdown()
-        raise
-    return sorted(hosts, key=lambda h: h.peer_id)
+    return sorted(await start_hosts(MEMBERS, identities=paths), key=lambda h: h.peer_id)
 
 
 def _contribution(round_id: int, member: int) -> Contribution:
     generator = torch.Generator().manual_seed(1000 * round_id + member)
     delta = torch.randn(N, generator=generator) * 0.01
     return Contribution(delta=delta, weight=1.0, samples=4 + member, local_steps=1 + member)
-
-
-def _apply(outcome: RoundOutcome, copy: GlobalCopy) -> None:
-    """What the node does to x' with an outcome (node/runner.py, node/trainer.py ``apply_round``)."""
-    if outcome.status is not Status.COMMITTED:
-        return
-    for update in outcome.updates:
-        copy.apply_shard(update.first, update.aggregate, update.stride)
-    copy.round = outcome.round
-    copy.global_step += outcome.global_step_increment
-    copy.swarm_samples += outcome.samples
 
 
 def _owner_error_digest(averager: Averager) -> str:
@@ -99,21 +69,19 @@ async def _trace(folder: Path) -> list[list[dict]]:
     hosts = await _fixed_hosts(folder)
     try:
         start = torch.randn(N, generator=torch.Generator().manual_seed(7))
-        averagers = []
-        for host in hosts:
-            averager = Averager(
+        averagers = [
+            await start_member(
                 host,
-                run_id=RUN_ID,
+                start,
                 codec=make_codec("cocktail"),
-                global_copy=GlobalCopy(start.clone()),
+                run_id=RUN_ID,
                 num_shards=SHARDS,
                 timing=TIMING,
                 warmup_rounds=1,
+                heartbeat_ttl_s=300,
             )
-            await averager.start()
-            record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-            await host.dht_store(members_key(RUN_ID), record.to_wire(), ttl_s=300, subkey=host.peer_name)
-            averagers.append(averager)
+            for host in hosts
+        ]
         trace = []
         for round_id in range(1, ROUNDS + 1):
             outcomes = await asyncio.gather(
@@ -121,7 +89,7 @@ async def _trace(folder: Path) -> list[list[dict]]:
             )
             rows = []
             for averager, outcome in zip(averagers, outcomes, strict=True):
-                _apply(outcome, averager.copy)
+                commit_to_copy(outcome, averager.copy)
                 await averager.applied(outcome if outcome.status is Status.COMMITTED else None)
                 rows.append(
                     {
@@ -154,7 +122,7 @@ def test_three_members_commit_the_recorded_bytes(tmp_path: Path) -> None:
     async def go() -> None:
         result.extend(await _trace(tmp_path))
 
-    _run(go())
+    run(go())
     if RECORD:
         FIXTURE.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         return

@@ -21,59 +21,21 @@ from node.config import NetworkConfig
 from swarm.averaging.round import Averager, Contribution, Status, fetch_state
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.compression.codecs import Codec, CodecContext, Fp32Codec
-from swarm.dht.records import MemberRecord, members_key
+from swarm.compression.codecs import CodecContext, Fp32Codec
 from swarm.p2p import HostOptions, SwarmHost
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 from swarm.wire.frames import WireError
+from tests.protocol.support import HOST_STARTUP_TIMEOUT_S, LOOPBACK, announce, run, start_hosts, start_member
 
 N = 1000
-TIMING = RoundTiming(gather_s=0.2, join_grace_s=3.0, join_timeout_s=15.0, min_group=2, min_transfer_s=2.0)
-
-
-async def _averager(
-    host: SwarmHost, values: torch.Tensor, codec: Codec | None = None, num_shards: int = 4
-) -> Averager:
-    averager = Averager(
-        host,
-        run_id="proto",
-        codec=codec or Fp32Codec(),
-        global_copy=GlobalCopy(values.clone()),
-        num_shards=num_shards,
-        timing=TIMING,
-    )
-    await averager.start()
-    record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-    await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
-    return averager
-
-
-async def _hosts(count: int) -> list[SwarmHost]:
-    local = ("/ip4/127.0.0.1/tcp/0",)
-    # A bound, not a wait: on a loaded 2-core CI machine a DHT process took over the 20 s default.
-    hosts = [await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))]
-    try:
-        for _ in range(count - 1):
-            peers = tuple(await hosts[0].visible_maddrs())
-            options = HostOptions(host_maddrs=local, initial_peers=peers, startup_timeout_s=60)
-            hosts.append(await SwarmHost.start(options))
-    except BaseException:
-        for host in hosts:  # the test never gets them to shut down
-            await host.shutdown()
-        raise
-    return hosts
-
-
-def _run(coro) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout=120))
 
 
 def test_two_averagers_complete_a_round_and_agree() -> None:
     async def go() -> None:
-        a_host, b_host = await _hosts(2)
+        a_host, b_host = await start_hosts(2)
         try:
             start = torch.randn(N)
-            a, b = await _averager(a_host, start), await _averager(b_host, start)
+            a, b = await start_member(a_host, start), await start_member(b_host, start)
             da, db = torch.randn(N) * 0.01, torch.randn(N) * 0.01
             out_a, out_b = await asyncio.gather(
                 a.run_round(Contribution(delta=da, weight=1.0, samples=4, local_steps=1)),
@@ -93,7 +55,7 @@ def test_two_averagers_complete_a_round_and_agree() -> None:
             await a_host.shutdown()
             await b_host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 class _HostileFp32(Fp32Codec):
@@ -110,26 +72,26 @@ class _HostileFp32(Fp32Codec):
 
 def test_a_member_refuses_to_contribute_nan() -> None:
     async def go() -> None:
-        (a_host,) = await _hosts(1)
+        (a_host,) = await start_hosts(1)
         try:
-            a = await _averager(a_host, torch.randn(N))
+            a = await start_member(a_host, torch.randn(N))
             poisoned = torch.full((N,), float("nan"))
             with pytest.raises(ValueError, match="NaN"):
                 await a.run_round(Contribution(delta=poisoned, weight=1.0, samples=1, local_steps=1))
         finally:
             await a_host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_nan_from_a_hostile_member_is_excluded_and_the_round_completes() -> None:
     async def go() -> None:
-        a_host, b_host = await _hosts(2)
+        a_host, b_host = await start_hosts(2)
         try:
             start = torch.randn(N)
             # 16 shards: the honest member owns some of them (with 4, all went to the hostile one 1 time in 16).
-            a = await _averager(a_host, start, num_shards=16)
-            b = await _averager(b_host, start, codec=_HostileFp32(), num_shards=16)
+            a = await start_member(a_host, start, num_shards=16)
+            b = await start_member(b_host, start, codec=_HostileFp32(), num_shards=16)
             clean, other = torch.randn(N) * 0.01, torch.randn(N) * 0.01
             out_a, _ = await asyncio.gather(
                 a.run_round(Contribution(delta=clean, weight=1.0, samples=4, local_steps=1)),
@@ -148,15 +110,15 @@ def test_nan_from_a_hostile_member_is_excluded_and_the_round_completes() -> None
             await a_host.shutdown()
             await b_host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
     async def go() -> None:
-        a_host, b_host = await _hosts(2)
+        a_host, b_host = await start_hosts(2)
         try:
             values = torch.randn(N)
-            a = await _averager(a_host, values)
+            a = await start_member(a_host, values)
             # An oversized frame on the rendezvous protocol: refused before it is read.
             stream = await b_host.open_stream(
                 a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
@@ -191,7 +153,7 @@ def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
             await a_host.shutdown()
             await b_host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_default_listen_addresses_serve_tcp_and_quic() -> None:
@@ -207,7 +169,7 @@ def test_default_listen_addresses_serve_tcp_and_quic() -> None:
         finally:
             await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_peer_p2pd_cannot_route_to_is_dialled_at_the_addresses_it_announced() -> None:
@@ -216,9 +178,9 @@ def test_a_peer_p2pd_cannot_route_to_is_dialled_at_the_addresses_it_announced() 
     the same call dials them and the stream carries a frame."""
 
     async def go() -> None:
-        local = ("/ip4/127.0.0.1/tcp/0",)
-        a_host = await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))
-        b_host = await SwarmHost.start(HostOptions(host_maddrs=local, startup_timeout_s=60))
+        options = HostOptions(host_maddrs=LOOPBACK, startup_timeout_s=HOST_STARTUP_TIMEOUT_S)
+        a_host = await SwarmHost.start(options)
+        b_host = await SwarmHost.start(options)
         try:
             received: asyncio.Queue = asyncio.Queue()
 
@@ -240,7 +202,7 @@ def test_a_peer_p2pd_cannot_route_to_is_dialled_at_the_addresses_it_announced() 
             await a_host.shutdown()
             await b_host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> None:
@@ -248,7 +210,7 @@ def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> No
     not hold H until a gathering of its own that will never open."""
 
     async def go() -> None:
-        hosts = sorted(await _hosts(3), key=lambda h: h.peer_id)
+        hosts = sorted(await start_hosts(3), key=lambda h: h.peer_id)
         low, mid, high = hosts
         timing = RoundTiming(
             gather_s=0.2, join_grace_s=20.0, join_timeout_s=40.0, min_group=3, min_transfer_s=2.0
@@ -257,24 +219,18 @@ def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> No
             start = torch.randn(N)
             averagers = {}
             for host in hosts:
-                averagers[host.peer_id] = Averager(
-                    host, run_id="chain", codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=4,
-                    timing=timing,
-                )  # fmt: skip
-                await averagers[host.peer_id].start()
-
-            async def announce(host: SwarmHost) -> None:
-                record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-                await host.dht_store(members_key("chain"), record.to_wire(), ttl_s=120, subkey=host.peer_name)
+                averagers[host.peer_id] = await start_member(
+                    host, start, run_id="chain", timing=timing, heartbeat_ttl_s=None
+                )
 
             def contribution() -> Contribution:
                 return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
 
-            await announce(mid)
-            await announce(high)
+            await announce(mid, "chain", ttl_s=120)
+            await announce(high, "chain", ttl_s=120)
             high_round = asyncio.create_task(averagers[high.peer_id].run_round(contribution()))
             await asyncio.sleep(1.0)  # high is now waiting in mid's rendezvous handler
-            await announce(low)
+            await announce(low, "chain", ttl_s=120)
             mid_round = asyncio.create_task(averagers[mid.peer_id].run_round(contribution()))
             await asyncio.sleep(1.0)  # mid asks low, which is still training
             started = time.monotonic()
@@ -288,7 +244,7 @@ def test_a_member_that_joins_another_conductor_redirects_its_own_joiners() -> No
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
@@ -298,22 +254,16 @@ def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
     the join timeout (seen in a WAN run: 120 s without a round)."""
 
     async def go() -> None:
-        hosts = sorted(await _hosts(4), key=lambda h: h.peer_id)
+        hosts = sorted(await start_hosts(4), key=lambda h: h.peer_id)
         timing = RoundTiming(
             gather_s=0.2, join_grace_s=1.0, join_timeout_s=30.0, min_group=4, min_transfer_s=2.0
         )
         try:
             start = torch.randn(N)
-            averagers = []
-            for host in hosts:
-                averager = Averager(
-                    host, run_id="busy", codec=Fp32Codec(), global_copy=GlobalCopy(start.clone()), num_shards=4,
-                    timing=timing,
-                )  # fmt: skip
-                await averager.start()
-                record = MemberRecord(round=0, global_step=0, local_steps_per_round=1.0)
-                await host.dht_store(members_key("busy"), record.to_wire(), ttl_s=120, subkey=host.peer_name)
-                averagers.append(averager)
+            averagers = [
+                await start_member(host, start, run_id="busy", timing=timing, heartbeat_ttl_s=120)
+                for host in hosts
+            ]
 
             def contribution() -> Contribution:
                 return Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
@@ -330,25 +280,19 @@ def test_a_conductor_that_was_busy_is_tried_again_when_it_gathers() -> None:
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 async def _members(
     copies: list[GlobalCopy], fresh: list[bool], timing: RoundTiming
 ) -> tuple[list[SwarmHost], list[Averager]]:
-    """Averagers in peer-id order, the i-th on ``copies[i]``, its heartbeat (and join requests)
-    saying it is fresh when ``fresh[i]``."""
-    hosts = sorted(await _hosts(len(copies)), key=lambda h: h.peer_id)
-    averagers = []
-    for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True):
-        averager = Averager(
-            host, run_id="proto", codec=Fp32Codec(), global_copy=copy, num_shards=4, timing=timing
-        )
-        averager.fresh = is_fresh
-        await averager.start()
-        record = MemberRecord(round=copy.round, global_step=0, local_steps_per_round=1.0, fresh=is_fresh)
-        await host.dht_store(members_key("proto"), record.to_wire(), ttl_s=60, subkey=host.peer_name)
-        averagers.append(averager)
+    """Averagers in peer-id order, the i-th on ``copies[i]``'s x' and round, its heartbeat (and join
+    requests) saying it is fresh when ``fresh[i]``."""
+    hosts = sorted(await start_hosts(len(copies)), key=lambda h: h.peer_id)
+    averagers = [
+        await start_member(host, copy.values, round=copy.round, fresh=is_fresh, timing=timing)
+        for host, copy, is_fresh in zip(hosts, copies, fresh, strict=True)
+    ]
     return hosts, averagers
 
 
@@ -387,7 +331,7 @@ def test_a_stale_conductor_repairs_from_a_member_that_went_on() -> None:
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_a_diverged_joiner_repairs_while_the_conductor_keeps_gathering() -> None:
@@ -420,7 +364,7 @@ def test_a_diverged_joiner_repairs_while_the_conductor_keeps_gathering() -> None
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def _small_step() -> Contribution:
@@ -455,7 +399,7 @@ def test_joiners_behind_a_lone_member_repair_forward_instead_of_outvoting_it() -
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
 
 
 def test_newcomers_wait_past_the_grace_for_an_established_member_they_see() -> None:
@@ -486,4 +430,4 @@ def test_newcomers_wait_past_the_grace_for_an_established_member_they_see() -> N
             for host in hosts:
                 await host.shutdown()
 
-    _run(go())
+    run(go())
