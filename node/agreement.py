@@ -20,7 +20,7 @@ from node.errors import NodeError
 from node.resume import ResumeError
 from node.sections import NetworkConfig, NodeConfig, RunConfig
 from swarm.auth import CredentialError, Gate, Revocations
-from swarm.averaging.round import PROTOCOL_VERSION
+from swarm.averaging.context import PROTOCOL_VERSION
 from swarm.checkpoint.pointer import generate_identity, load_identity
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec

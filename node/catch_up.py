@@ -20,8 +20,10 @@ from node.sections import NodeConfig
 from node.trainer import LocalTrainer
 from swarm.auth import Gate
 from swarm.averaging.journal import JournalEntry
-from swarm.averaging.round import Averager, ReplayError, RoundOutcome, fetch_journal, fetch_state
+from swarm.averaging.outcome import ReplayError, RoundOutcome
+from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
+from swarm.averaging.transfer import fetch_journal, fetch_state
 from swarm.checkpoint.download import DownloadError
 from swarm.checkpoint.files import CheckpointFolderError, read_checkpoint_folder
 from swarm.checkpoint.manifest import Manifest

@@ -19,7 +19,7 @@ from node.progress import Progress
 from node.reporting import Reporter, local_address_towards
 from node.sections import NodeConfig
 from node.trainer import describe_device
-from swarm.averaging.round import Contribution, RoundOutcome, Status
+from swarm.averaging.outcome import Contribution, RoundOutcome, Status
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.manifest import Manifest
 from swarm.checkpoint.pointer import PointerError

@@ -13,7 +13,8 @@ import torch
 
 from node.sections import FaultConfig
 from node.trainer import LocalTrainer
-from swarm.averaging.round import Averager, Contribution, Misbehaviour, RoundOutcome
+from swarm.averaging.faults import Faults, Misbehaviour
+from swarm.averaging.outcome import Contribution, RoundOutcome
 from swarm.averaging.state import GlobalCopy
 from swarm.peer_names import peer_name
 
@@ -35,17 +36,19 @@ class FaultHooks:
         self._delta: torch.Tensor | None = None
         """x_i - x' (dense) of the round in progress, kept for the dump."""
 
-    def install(self, averager: Averager) -> None:
-        """The averager's own hooks: lose one owner's results, send hostile parts."""
-        fault = self.fault
+    def round_faults(self) -> Faults:
+        """The averager's own hooks, given to it when it is built: lose one owner's results, send
+        hostile parts."""
+        fault, faults = self.fault, Faults()
         if fault.lose_results_round is not None:
-            averager.lose_results_round = fault.lose_results_round
+            faults.lose_results_round = fault.lose_results_round
             logger.warning(
                 "test hook: this node drops one owner's results in round %d", fault.lose_results_round
             )
         if fault.misbehave is not None:
-            averager.misbehave = Misbehaviour(fault.misbehave, factor=fault.misbehave_factor)
+            faults.misbehave = Misbehaviour(fault.misbehave, factor=fault.misbehave_factor)
             logger.warning("test hook: this node sends hostile parts (%s)", fault.misbehave)
+        return faults
 
     @property
     def dumping(self) -> bool:

@@ -23,7 +23,8 @@ from node.progress import Progress, Recorder
 from node.schedule import RoundSchedule
 from node.sections import NodeConfig
 from node.trainer import LocalTrainer
-from swarm.averaging.round import Averager, Contribution, RoundOutcome, Status
+from swarm.averaging.outcome import Contribution, RoundOutcome, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.shards import gather
 from swarm.averaging.state import GlobalCopy
 from swarm.data.sampling import train_batch

@@ -21,7 +21,8 @@ import torch
 from node.schedule import RoundSchedule
 from node.sections import NodeConfig
 from swarm import __version__
-from swarm.averaging.round import Averager, Contribution, RoundOutcome, Status
+from swarm.averaging.outcome import Contribution, RoundOutcome, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.metrics import NodeMetrics
 from swarm.p2p import SwarmHost

@@ -191,11 +191,11 @@ class Node:
             defence=cfg.defence,
             gate=gate,
             on_send=faults.on_send,
+            faults=faults.round_faults(),
         )
         started.push_async_callback(averager.shutdown)
         # A round still forming when the node is told to stop gets the join grace, not the join timeout.
         self.controls.on_stop(lambda: averager.hurry(cfg.rounds.join_grace_s))
-        faults.install(averager)
         await averager.start()
         return averager
 

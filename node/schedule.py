@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from node.sections import TrainingConfig
-from swarm.averaging.round import RoundOutcome, Status
+from swarm.averaging.outcome import RoundOutcome, Status
 from swarm.averaging.schedule import round_time_to_hide, smoothed_round_time, swarm_period, wanted_period
 from swarm.metrics import NodeMetrics
 

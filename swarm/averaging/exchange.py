@@ -50,12 +50,10 @@ Results = dict[int, tuple[pb.ShardResult, torch.Tensor]]
 class MemberExchange:
     """This member's reduce and commit, one round at a time."""
 
-    def __init__(
-        self, services: RoundServices, owner: ShardOwner, errors: OwnerErrors, faults: Faults | None = None
-    ):
+    def __init__(self, services: RoundServices, owner: ShardOwner, errors: OwnerErrors, faults: Faults):
         self.services, self.owner, self.errors = services, owner, errors
         self.faults = faults
-        """Test fault injection (``faults``); None on every honest node."""
+        """Test fault injection (``faults``); empty on every honest node."""
 
     async def reduce_and_commit(
         self,
@@ -144,7 +142,7 @@ class MemberExchange:
         subtracts if its part is included. Decoded values live on each shard's support
         (codec.support): all that a round changes."""
         s, codec = self.services, ctx.codec
-        misbehave = self.faults.misbehave if self.faults is not None else None
+        misbehave = self.faults.misbehave
         parts: dict[int, pb.ShardPart] = {}
         own_decoded: dict[int, torch.Tensor] = {}
         for shard, values in enumerate(delta.split([span.count for span in spans])):
@@ -315,9 +313,7 @@ class MemberExchange:
                         )
                         return
                     expected.discard(result.shard)
-                    if self.faults is not None and self.faults.loses_results(
-                        ctx.round, owner, ctx.members, s.me
-                    ):
+                    if self.faults.loses_results(ctx.round, owner, ctx.members, s.me):
                         continue  # the test hook: as if this result never arrived
                     results[result.shard] = (result, decoded)
         except (TimeoutError, WireError, ConnectionError) as e:

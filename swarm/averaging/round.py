@@ -55,7 +55,6 @@ from swarm.auth import Gate
 from swarm.averaging.conductor import Conductor
 from swarm.averaging.context import (
     CONTROL_FRAME_BYTES,
-    PROTOCOL_VERSION,
     CodecSchedule,
     RoundServices,
     TransferDeadline,
@@ -63,12 +62,11 @@ from swarm.averaging.context import (
 )
 from swarm.averaging.defence import BanList, Defence
 from swarm.averaging.exchange import MemberExchange
-from swarm.averaging.faults import Faults, Misbehaviour
-from swarm.averaging.gathering import Gathering
+from swarm.averaging.faults import Faults
 from swarm.averaging.host import RoundHost
 from swarm.averaging.journal import JournalEntry, RoundJournal
 from swarm.averaging.membership import Membership
-from swarm.averaging.outcome import Contribution, ReplayError, RoundOutcome, Status
+from swarm.averaging.outcome import Contribution, RoundOutcome, Status
 from swarm.averaging.owner import ShardOwner
 from swarm.averaging.owner_errors import OwnerErrors
 from swarm.averaging.rendezvous import Rendezvous
@@ -76,26 +74,11 @@ from swarm.averaging.replay import replay
 from swarm.averaging.shards import ShardLayout, Span
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.transfer import STATE_TRANSFER_TIMEOUT_S, StateServer, fetch_journal, fetch_state
+from swarm.averaging.transfer import StateServer
 from swarm.clock import Clock, SystemClock
 from swarm.compression.codecs import Codec, all_finite
 from swarm.dht.records import MemberRecord
 from swarm.wire.asyncio_streams import ByteCounter
-
-__all__ = [
-    "MAX_JOURNAL_BYTES",
-    "PROTOCOL_VERSION",
-    "STATE_TRANSFER_TIMEOUT_S",
-    "Averager",
-    "Contribution",
-    "Faults",
-    "Misbehaviour",
-    "ReplayError",
-    "RoundOutcome",
-    "Status",
-    "fetch_journal",
-    "fetch_state",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +148,9 @@ class Averager:
         self.conductor = Conductor(self.services, self.membership)
         self.rendezvous = Rendezvous(self.services, self.membership, self.conductor)
         self.owner = ShardOwner(self.services, self._errors)
-        self.exchange = MemberExchange(self.services, self.owner, self._errors, faults)
+        self.faults = faults or Faults()
+        """Test fault injection (tests and the byzantine benchmark; empty on an honest node)."""
+        self.exchange = MemberExchange(self.services, self.owner, self._errors, self.faults)
         self.state_server = StateServer(self.services, self.journal, self.settled)
         self._settling: asyncio.Task[bytes] | None = None
         """Hashing x' after the node applied a round (``applied``); the next round waits for it."""
@@ -194,41 +179,6 @@ class Averager:
     def excluded_parts(self) -> int:
         """Parts this node excluded as an owner (malformed, NaN/Inf, outlier, banned sender)."""
         return self.services.counters.excluded_parts
-
-    @property
-    def faults(self) -> Faults:
-        """This node's test fault injection (created on first use; honest nodes never touch it)."""
-        if self.exchange.faults is None:
-            self.exchange.faults = Faults()
-        return self.exchange.faults
-
-    @property
-    def lose_results_round(self) -> int | None:
-        """Test hook (SWARM_FAULT=lose_results:R): drop the highest other owner's results in round R."""
-        return self.exchange.faults.lose_results_round if self.exchange.faults is not None else None
-
-    @lose_results_round.setter
-    def lose_results_round(self, round_id: int | None) -> None:
-        self.faults.lose_results_round = round_id
-
-    @property
-    def misbehave(self) -> Misbehaviour | None:
-        """Test hook (SWARM_FAULT=misbehave:...): send hostile parts to the other owners."""
-        return self.exchange.faults.misbehave if self.exchange.faults is not None else None
-
-    @misbehave.setter
-    def misbehave(self, misbehaviour: Misbehaviour | None) -> None:
-        self.faults.misbehave = misbehaviour
-
-    @property
-    def _owner_error(self) -> dict[int, torch.Tensor]:
-        """The owner error buffers themselves (the conservation tests sum them)."""
-        return self._errors.buffers
-
-    @property
-    def _gathering(self) -> Gathering | None:
-        """The gathering this node conducts now (the newcomer tests watch it fill)."""
-        return self.conductor.gathering
 
     def owner_errors(self) -> dict[int, torch.Tensor]:
         """Owner-side error buffers by shard (for the node's resume state)."""

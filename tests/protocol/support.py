@@ -17,7 +17,8 @@ import torch
 
 from swarm.auth import Gate
 from swarm.averaging.defence import Defence
-from swarm.averaging.round import Averager, RoundOutcome, Status
+from swarm.averaging.outcome import RoundOutcome, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
 from swarm.checkpoint.pointer import generate_identity, load_identity

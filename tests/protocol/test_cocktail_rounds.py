@@ -18,7 +18,8 @@ import asyncio
 import pytest
 import torch
 
-from swarm.averaging.round import Averager, Contribution, Status
+from swarm.averaging.outcome import Contribution, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.shards import assign_owners, gather
 from swarm.averaging.state import GlobalCopy
 from swarm.compression.cocktail import CocktailCodec
@@ -32,7 +33,7 @@ SHARDS = 32
 def _owner_error_total(averagers: list[Averager]) -> torch.Tensor:
     total = torch.zeros(N, dtype=torch.float64)
     for averager in averagers:
-        for shard, error in averager._owner_error.items():
+        for shard, error in averager.owner_errors().items():
             start, end = averager.layout.bounds(shard)
             total[start:end] += error.double()
     return total
@@ -105,7 +106,7 @@ def test_owner_error_follows_ownership_moves_and_nothing_else_is_lost() -> None:
             torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
             # No member keeps error for a shard it does not own.
             for m in (a, b, d):
-                assert all(new_owners[s] == m.me for s in m._owner_error)
+                assert all(new_owners[s] == m.me for s in m.owner_errors())
         finally:
             for host in (a_host, b_host, c_host, d_host):
                 await host.shutdown()
@@ -146,7 +147,7 @@ def test_an_exact_round_flushes_every_residual_and_owner_error_into_x_prime() ->
             # After the exact round nothing is held back anywhere: x_i == x' on every member, no owner
             # error, and x' is the plain mean of where the members' local models had got to.
             assert len({m.copy.digest for m in members}) == 1
-            assert not any(m._owner_error for m in members)
+            assert not any(m.owner_errors() for m in members)
             for xi in x:
                 torch.testing.assert_close(xi, members[0].copy.values, rtol=0, atol=1e-6)
         finally:

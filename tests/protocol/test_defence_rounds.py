@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from swarm.averaging.defence import Defence
-from swarm.averaging.round import Averager, Contribution, Misbehaviour, Status
+from swarm.averaging.faults import Misbehaviour
+from swarm.averaging.outcome import Contribution, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.timing import RoundTiming
 from swarm.p2p import SwarmHost
 from tests.protocol.support import announce, run, start_hosts, start_member
@@ -59,7 +61,7 @@ def test_a_hostile_member_is_excluded_banned_and_not_waited_for(mode: str) -> No
             start = torch.randn(N)
             averagers = await _swarm(hosts, start, Defence(ban_s=600.0))
             hostile = averagers[3]
-            hostile.misbehave = Misbehaviour(mode, factor=1e5)
+            hostile.faults.misbehave = Misbehaviour(mode, factor=1e5)
             honest = averagers[:3]
             deltas = [torch.randn(N) * 0.01 for _ in averagers]
             outcomes = await _round(averagers, deltas)
@@ -116,7 +118,7 @@ def test_centered_clip_limits_a_member_sending_large_random_parts() -> None:
             for aggregation in ("mean", "centered-clip"):
                 defence = Defence(outlier_factor=0, aggregation=aggregation)
                 averagers = await _swarm(hosts, start, defence, run_id=f"defence-{aggregation}")
-                averagers[3].misbehave = Misbehaviour("random", factor=10.0)
+                averagers[3].faults.misbehave = Misbehaviour("random", factor=10.0)
                 # Honest members agree on a direction (one gradient) up to their own noise.
                 common = torch.randn(N) * 0.01
                 deltas = [common + torch.randn(N) * 0.002 for _ in averagers]

@@ -10,8 +10,10 @@ import dataclasses
 import pytest
 import torch
 
-from swarm.averaging.round import Averager, Contribution, ReplayError, Status, fetch_journal
+from swarm.averaging.outcome import Contribution, ReplayError, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
+from swarm.averaging.transfer import fetch_journal
 from swarm.compression.cocktail import CocktailCodec
 from swarm.wire.frames import WireError
 from tests.protocol.support import commit_to_copy, run, start_hosts, start_member

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from swarm.averaging.round import Averager, Contribution, Status
+from swarm.averaging.outcome import Contribution, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.timing import RoundTiming
 from swarm.checkpoint.pointer import generate_identity
 from swarm.compression.registry import make_codec

@@ -18,9 +18,11 @@ import torch
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 
 from node.config import NetworkConfig
-from swarm.averaging.round import Averager, Contribution, Status, fetch_state
+from swarm.averaging.outcome import Contribution, Status
+from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
+from swarm.averaging.transfer import fetch_state
 from swarm.compression.codecs import CodecContext, Fp32Codec
 from swarm.p2p import HostOptions, SwarmHost
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
@@ -418,7 +420,7 @@ def test_newcomers_wait_past_the_grace_for_an_established_member_they_see() -> N
         try:
             joiners = [asyncio.create_task(a.run_round(_small_step())) for a in (first, second)]
             # The member turns up once the joiners' own gathering has waited out the grace.
-            while first._gathering is None or len(first._gathering.requests) < 2:
+            while first.conductor.gathering is None or len(first.conductor.gathering.requests) < 2:
                 await asyncio.wait(joiners, timeout=0.05)
                 assert not any(j.done() for j in joiners), [j.result() for j in joiners if j.done()]
             await asyncio.wait(joiners, timeout=2 * timing.join_grace_s)

@@ -219,7 +219,7 @@ def test_the_demo_gives_each_node_its_device_in_turn_and_refuses_unknown_ones(tm
 
 
 def test_a_round_is_sized_by_its_whole_duration_unless_its_group_changed() -> None:
-    from swarm.averaging.round import RoundOutcome, Status
+    from swarm.averaging.outcome import RoundOutcome, Status
     from swarm.averaging.schedule import round_time_to_hide
 
     def outcome(*members: bytes) -> RoundOutcome:
