@@ -16,10 +16,8 @@ stood still per round (``training_idle_s``: waiting for a round, applying it, pr
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.processes
+from report import machine, save, today
+
 from tests.processes import kill_groups, start_logged
 
 
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--codecs", nargs="+", default=["fp32", "fp16", "cocktail"])
     parser.add_argument("--nodes", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--name", default="round_loopback", help="result file name before the date")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     results = []
@@ -124,13 +125,10 @@ def main() -> None:
     from swarm.models import build_model, resolve_model
 
     parameters = sum(p.numel() for p in build_model(resolve_model(args.model), seed=0).parameters())
-    today = dt.date.today().isoformat()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": "round_loopback",
-        "date": today,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "date": today(),
+        "machine": machine(),
         "torch": torch.__version__,
         "model": args.model,
         "parameters": parameters,
@@ -140,8 +138,7 @@ def main() -> None:
         "nodes": args.nodes,
         "results": results,
     }
-    (out / f"round_loopback-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"round_loopback-{today}.md").write_text(render(record))
+    save(args.out, f"{args.name}-{record['date']}", record, render(record))
     print(render(record))
 
 
