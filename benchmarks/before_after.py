@@ -92,6 +92,7 @@ def render(record: dict) -> str:
             f" | {row['change_pct']:+.1f}% | {'yes' if row['within'] else 'no'} |"
         )
     agree = record["digests_agree"]
+    lines += ["", record["note"]] if record.get("note") else []
     lines += [
         "",
         f"x' digests agree between nodes in every run: demo before {agree['demo'][0]}, after {agree['demo'][1]};"
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--demo", nargs=2, type=Path, required=True, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--loopback", nargs=2, type=Path, required=True, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--tolerance", type=float, default=10.0, help="percent")
+    parser.add_argument("--note", default="", help="the conditions of the sittings, printed under the table")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     demo = tuple(json.loads(p.read_text()) for p in args.demo)
@@ -120,6 +122,7 @@ def main() -> None:
         "date": today(),
         "machine": machine(),
         "tolerance": args.tolerance,
+        "note": args.note,
         "before_files": [args.demo[0].name, args.loopback[0].name],
         "after_files": [args.demo[1].name, args.loopback[1].name],
         **compare((demo[0], demo[1]), (loopback[0], loopback[1]), args.tolerance),
