@@ -30,6 +30,10 @@ SCHEMA_VERSION = 2
 """2: peers.left_at (when a node said it left). A version-1 file gains the column when opened."""
 ONLINE_WINDOW_S = 60.0
 """A peer is online while it reported within this window and has not said it left."""
+_COMPARED_SENT = "sum(CASE WHEN compression_ratio > 0 THEN sent_bytes END)"
+"""Bytes sent in reports that carry a compression ratio: a member alone in its round moves nothing
+and reports 0 (no comparison, not "no compression"); its rounds have no ratio (None), and within
+a round only the members that exchanged count."""
 BUSY_TIMEOUT_MS = 5000
 """How long a statement waits for another connection's lock on the file (a backup, an inspecting
 sqlite3 shell) before it fails."""
@@ -380,7 +384,7 @@ class Store:
             folded = self._read("SELECT max(max_round) FROM minutes WHERE run_id = ?", (run_id,))
             rnd = folded[0][0] or 0
         loss_row = self._read(
-            "SELECT avg(loss), sum(sent_bytes * compression_ratio), sum(sent_bytes) FROM reports"
+            f"SELECT avg(loss), sum(sent_bytes * compression_ratio), {_COMPARED_SENT} FROM reports"
             " WHERE run_id = ? AND round = ? AND loss IS NOT NULL",
             (run_id, rnd),
         )
@@ -415,13 +419,14 @@ class Store:
                 samples_per_s=sps / max(1, reports) * peers,
                 members=peers,
                 sent_bytes=sent,
-                compression_ratio=(fp32 / sent) if sent else None,
+                # A minute keeps no bytes apart for its compared reports: ones alone dilute it.
+                compression_ratio=(fp32 / sent) if fp32 and sent else None,
             )
             for m, rnd, ls, lc, ev, sps, reports, peers, sent, fp32 in minutes
         ]
         rounds = self._read(
             "SELECT round, max(time), avg(loss), max(eval_loss), sum(samples_per_s), count(*), sum(sent_bytes),"
-            " sum(sent_bytes * compression_ratio) FROM reports WHERE run_id = ? AND time >= ?"
+            f" sum(sent_bytes * compression_ratio), {_COMPARED_SENT} FROM reports WHERE run_id = ? AND time >= ?"
             " GROUP BY round ORDER BY round DESC LIMIT ?",
             (run_id, since, max_points),
         )
@@ -434,9 +439,9 @@ class Store:
                 samples_per_s=sps,
                 members=n,
                 sent_bytes=sent,
-                compression_ratio=(fp32 / sent) if sent else None,
+                compression_ratio=(fp32 / compared) if compared else None,
             )
-            for rnd, t, loss, ev, sps, n, sent, fp32 in reversed(rounds)
+            for rnd, t, loss, ev, sps, n, sent, fp32, compared in reversed(rounds)
         ]
         return points[-max_points:]
 

@@ -312,3 +312,22 @@ def test_a_stopping_reporter_says_that_its_node_leaves(served: Served) -> None:
     assert (info.round, info.members_online, info.peers_seen) == (1, 0, 1)
     assert json.loads(served.get("/sd")) == []
 
+
+def test_rounds_without_a_compression_figure_serve_none(served: Served) -> None:
+    """A member alone in its round moves nothing and reports compression 0: such rounds have no
+    compression (null, which the chart skips), and do not pull a round's figure towards 0."""
+    c = served.client
+    alone = report("peerA", range(1, 3))
+    for r in alone.reports:
+        r.compression_ratio, r.group_size = 0.0, 1
+    c.report(alone)
+    series = json.loads(served.get(f"/api/series?run={RUN}"))
+    assert [p["compression_ratio"] for p in series] == [None, None]
+    assert json.loads(served.get(f"/api/run?run={RUN}"))["compression_ratio"] is None
+    c.report(report("peerA", range(3, 4)))
+    mixed = report("peerB", range(3, 4))
+    mixed.reports[0].compression_ratio = 0.0
+    c.report(mixed)
+    series = json.loads(served.get(f"/api/series?run={RUN}"))
+    assert series[-1]["compression_ratio"] == pytest.approx(150.0)
+    assert c.run_info(RUN).compression_ratio == pytest.approx(150.0)

@@ -149,6 +149,9 @@ def test_the_dashboard_shows_the_live_swarm_in_chromium(live: Live, tmp_path: Pa
         assert svg is not None, chart
         points = [int(n) for n in re.findall(r'class="series"[^>]*data-points="(\d+)"', svg.group(0))]
         assert points and max(points) >= 3, (chart, svg.group(0)[:300])
+        for anchor in ("end", "start"):  # left and right axes: no two ticks read the same
+            labels = re.findall(rf'<text[^>]*text-anchor="{anchor}"[^>]*>([^<]*)</text>', svg.group(0))
+            assert len(set(labels)) == len(labels), (chart, anchor, labels)
     # The checkpoint table lists the announced checkpoints with both members as providers.
     with CoordinatorClient(live.coordinator.address) as client:
         announced = client.checkpoints(RUN)
