@@ -124,6 +124,10 @@ def test_prometheus_discovers_the_nodes_through_the_coordinator(live: Live, tmp_
         assert len(loop_cpu) == 2 and all(float(r["value"][1]) > 0 for r in loop_cpu)
         idle = query("swarm_training_idle_seconds_total")  # training stood still between rounds
         assert len(idle) == 2 and all(float(r["value"][1]) > 0 for r in idle)
+        # --local-steps: rounds follow no period; the gauge is the measured time between rounds,
+        # not the unused base period (5 s)
+        periods = [float(r["value"][1]) for r in query("swarm_round_period_seconds")]
+        assert len(periods) == 2 and all(p > 0 and p != 5.0 for p in periods), periods
     finally:
         process.terminate()
         process.wait(timeout=30)
