@@ -54,6 +54,8 @@ class NodeReports:
     metrics_url: str
     addrs: tuple[str, ...]
     reports: tuple[Report, ...]
+    leaving: bool = False
+    """The node is leaving (its last call): it stops counting as online once its reports are in."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +155,7 @@ class Coordinator:
                 len(request.metrics_url) <= MAX_ADDR_CHARS and _HOST_PORT.match(request.metrics_url)
             ):
                 raise InvalidArgument(f"metrics_url {request.metrics_url[:40]!r} is not host:port")
-            if not 1 <= len(request.reports) <= MAX_REPORTS:
+            if not (0 if request.leaving else 1) <= len(request.reports) <= MAX_REPORTS:
                 raise InvalidArgument(
                     f"{len(request.reports)} reports in one call, 1 to {MAX_REPORTS} allowed"
                 )
@@ -166,7 +168,9 @@ class Coordinator:
         new = self.store.record_reports(
             run_id, peer_id, device=request.device, metrics_url=request.metrics_url, addrs=addrs,
             reports=reports, now=now,
-        )  # fmt: skip
+        ) if reports else 0  # fmt: skip
+        if request.leaving:
+            self.store.mark_left(run_id, peer_id, now=now)
         self.reports_recorded += new
         return new
 

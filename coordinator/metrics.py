@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from coordinator.store import Store
 
 RUN_GAUGES: dict[str, str] = {
-    "swarm_run_members_online": "Peers that reported in the last 60 s",
+    "swarm_run_members_online": "Peers that reported in the last 60 s and did not say they left",
     "swarm_run_peers_seen": "Peers that ever reported in the run",
     "swarm_run_samples_per_second": "Sum of the online peers' latest training throughput (sequences/s)",
     "swarm_run_round": "Newest round any peer reported",

@@ -117,6 +117,7 @@ class CoordinatorServicer:
                 metrics_url=request.metrics_url,
                 addrs=tuple(request.addrs),
                 reports=reports,
+                leaving=request.leaving,
             )
         )
         self.metrics.reports.inc(recorded)

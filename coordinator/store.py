@@ -26,8 +26,14 @@ from pathlib import Path
 
 from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: peers.left_at (when a node said it left). A version-1 file gains the column when opened."""
 ONLINE_WINDOW_S = 60.0
+"""A peer is online while it reported within this window and has not said it left."""
+_COMPARED_SENT = "sum(CASE WHEN compression_ratio > 0 THEN sent_bytes END)"
+"""Bytes sent in reports that carry a compression ratio: a member alone in its round moves nothing
+and reports 0 (no comparison, not "no compression"); its rounds have no ratio (None), and within
+a round only the members that exchanged count."""
 BUSY_TIMEOUT_MS = 5000
 """How long a statement waits for another connection's lock on the file (a backup, an inspecting
 sqlite3 shell) before it fails."""
@@ -42,7 +48,7 @@ CREATE TABLE IF NOT EXISTS peers (
     run_id TEXT NOT NULL, peer_id TEXT NOT NULL, device TEXT NOT NULL, metrics_url TEXT NOT NULL,
     addrs TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
     last_round INTEGER NOT NULL, samples_per_s REAL NOT NULL,
-    rounds INTEGER NOT NULL, samples INTEGER NOT NULL,
+    rounds INTEGER NOT NULL, samples INTEGER NOT NULL, left_at REAL,
     PRIMARY KEY (run_id, peer_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reports (
@@ -106,6 +112,10 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            with self._transaction() as db:
+                db.execute("ALTER TABLE peers ADD COLUMN left_at REAL")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path}: schema version {row[0]}, this coordinator reads {SCHEMA_VERSION}"
@@ -169,9 +179,9 @@ class Store:
                 if r.round > last_round:
                     last_round, rate = r.round, r.samples_per_s
             db.execute(
-                "INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, peer_id)"
+                "INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (run_id, peer_id)"
                 " DO UPDATE SET device = excluded.device, metrics_url = excluded.metrics_url,"
-                " addrs = excluded.addrs, last_seen = excluded.last_seen,"
+                " addrs = excluded.addrs, last_seen = excluded.last_seen, left_at = NULL,"
                 " last_round = max(last_round, excluded.last_round),"
                 " samples_per_s = CASE WHEN excluded.last_round >= last_round"
                 "   THEN excluded.samples_per_s ELSE samples_per_s END,"
@@ -185,6 +195,14 @@ class Store:
                     (samples, sent, run_id),
                 )
         return new
+
+    def mark_left(self, run_id: str, peer_id: str, *, now: float | None = None) -> None:
+        """The peer said it left: it is no longer online (until it reports again)."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE peers SET left_at = ? WHERE run_id = ? AND peer_id = ?", (now, run_id, peer_id)
+            )
 
     def record_checkpoint(
         self,
@@ -275,12 +293,19 @@ class Store:
     def runs(self) -> list[str]:
         return [r[0] for r in self._read("SELECT run_id FROM runs ORDER BY last_seen DESC")]
 
-    def peers(self, run_id: str, *, seen_within_s: float = 0.0, now: float | None = None) -> list[PeerInfo]:
+    def peers(
+        self, run_id: str, *, seen_within_s: float = 0.0, online: bool = False, now: float | None = None
+    ) -> list[PeerInfo]:
+        """Peers seen within ``seen_within_s`` (0: ever); ``online``: those of the online window
+        (``ONLINE_WINDOW_S``) that did not say they left since."""
         now = time.time() if now is None else now
+        if online:
+            seen_within_s = ONLINE_WINDOW_S
         since = now - seen_within_s if seen_within_s > 0 else float("-inf")
         rows = self._read(
             "SELECT peer_id, device, metrics_url, addrs, first_seen, last_seen, last_round, samples_per_s,"
-            " rounds, samples FROM peers WHERE run_id = ? AND last_seen >= ? ORDER BY last_seen DESC",
+            " rounds, samples FROM peers WHERE run_id = ? AND last_seen >= ?"
+            f"{' AND left_at IS NULL' if online else ''} ORDER BY last_seen DESC",
             (run_id, since),
         )
         return [
@@ -350,7 +375,7 @@ class Store:
         if not rows:
             return None
         first, last, samples, sent = rows[0]
-        online = self.peers(run_id, seen_within_s=ONLINE_WINDOW_S, now=now)
+        online = self.peers(run_id, online=True, now=now)
         newest = self._read(
             "SELECT round, global_step FROM reports WHERE run_id = ? ORDER BY round DESC LIMIT 1", (run_id,)
         )
@@ -359,7 +384,7 @@ class Store:
             folded = self._read("SELECT max(max_round) FROM minutes WHERE run_id = ?", (run_id,))
             rnd = folded[0][0] or 0
         loss_row = self._read(
-            "SELECT avg(loss), sum(sent_bytes * compression_ratio), sum(sent_bytes) FROM reports"
+            f"SELECT avg(loss), sum(sent_bytes * compression_ratio), {_COMPARED_SENT} FROM reports"
             " WHERE run_id = ? AND round = ? AND loss IS NOT NULL",
             (run_id, rnd),
         )
@@ -394,13 +419,14 @@ class Store:
                 samples_per_s=sps / max(1, reports) * peers,
                 members=peers,
                 sent_bytes=sent,
-                compression_ratio=(fp32 / sent) if sent else None,
+                # A minute keeps no bytes apart for its compared reports: ones alone dilute it.
+                compression_ratio=(fp32 / sent) if fp32 and sent else None,
             )
             for m, rnd, ls, lc, ev, sps, reports, peers, sent, fp32 in minutes
         ]
         rounds = self._read(
             "SELECT round, max(time), avg(loss), max(eval_loss), sum(samples_per_s), count(*), sum(sent_bytes),"
-            " sum(sent_bytes * compression_ratio) FROM reports WHERE run_id = ? AND time >= ?"
+            f" sum(sent_bytes * compression_ratio), {_COMPARED_SENT} FROM reports WHERE run_id = ? AND time >= ?"
             " GROUP BY round ORDER BY round DESC LIMIT ?",
             (run_id, since, max_points),
         )
@@ -413,9 +439,9 @@ class Store:
                 samples_per_s=sps,
                 members=n,
                 sent_bytes=sent,
-                compression_ratio=(fp32 / sent) if sent else None,
+                compression_ratio=(fp32 / compared) if compared else None,
             )
-            for rnd, t, loss, ev, sps, n, sent, fp32 in reversed(rounds)
+            for rnd, t, loss, ev, sps, n, sent, fp32, compared in reversed(rounds)
         ]
         return points[-max_points:]
 

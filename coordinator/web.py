@@ -2,7 +2,8 @@
 
 - ``/metrics``: the coordinator's registry (``coordinator.metrics``).
 - ``/sd``: Prometheus HTTP service discovery: one target group per run, listing the metrics
-  endpoints of the peers that reported in the last minute (``deploy/prometheus.yml`` uses it).
+  endpoints of the online peers: reported in the last minute and did not say they left
+  (``deploy/prometheus.yml`` uses it).
 - ``/``: the dashboard (one self-contained page, no CDN); ``/api/...``: the JSON it reads.
 - ``/healthz``: 200 while the store answers.
 """
@@ -24,7 +25,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator.core import Coordinator, CoordinatorError, NotFound
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store import ONLINE_WINDOW_S
 
 logger = logging.getLogger("swarm.coordinator")
 
@@ -109,7 +109,7 @@ class HttpServer:
         """Prometheus HTTP SD: the metrics endpoints of every run's online peers."""
         groups = []
         for run_id in self.core.store.runs():
-            peers = self.core.store.peers(run_id, seen_within_s=ONLINE_WINDOW_S)
+            peers = self.core.store.peers(run_id, online=True)
             targets = sorted({p.metrics_url for p in peers if p.metrics_url})
             if targets:
                 groups.append({"targets": targets, "labels": {"run": run_id}})

@@ -39,17 +39,28 @@ logger = logging.getLogger("swarm.node")
 async def status_response(
     run_id: str, *, host: SwarmHost, averager: Averager, copy: GlobalCopy, spec: RunSpec, gate: Gate
 ) -> ckpt_pb.StatusResponse:
-    """What this node tells a light client (``swarm-node status``, the coordinator) about the run."""
+    """What this node tells a light client (``swarm-node status``, the coordinator) about the run.
+
+    The members' rounds are those of their last heartbeat (they may lag by several short rounds);
+    this node's own entry says where its x' is now, as the answer's round does."""
     live = await averager.live_members()
     pointers = await read_pointers(host, run_id, gate)
+    members = []
+    for peer, r in sorted(live.items()):
+        mine = peer == host.peer_id
+        members.append(
+            ckpt_pb.MemberInfo(
+                peer_id=peer,
+                round=copy.round if mine else r.round,
+                global_step=copy.global_step if mine else r.global_step,
+                leaving=r.leaving,
+            )
+        )
     return ckpt_pb.StatusResponse(
         run_id=run_id,
         round=copy.round,
         global_step=copy.global_step,
-        members=[
-            ckpt_pb.MemberInfo(peer_id=peer, round=r.round, global_step=r.global_step, leaving=r.leaving)
-            for peer, r in sorted(live.items())
-        ],
+        members=members,
         checkpoints=[pointer_to_pb(p) for p in pointers],
         model=spec.model,
         codec=spec.codec,

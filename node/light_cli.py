@@ -12,8 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swarm.peer_names import peer_from_name, peer_name
+
+if TYPE_CHECKING:
+    from swarm.proto.swarm.checkpoint.v1.checkpoint_pb2 import StatusResponse
 
 COMMANDS = ("pull", "status", "pause", "resume", "owner-key", "credential")
 ANSWER_TIMEOUT_S = 30.0
@@ -131,15 +135,35 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_status(answer: StatusResponse, answering: str) -> list[str]:
+    """The lines ``status`` prints for a ``StatusResponse`` from the node named ``answering``
+    (base58). Its own round is the one its x' is at now; the other members' rounds are those of
+    their last heartbeat in the DHT, written every few seconds: several rounds behind where rounds
+    are short, so they are labelled as such, not shown next to the answering node's round as if
+    of one moment."""
+    lines = [
+        f"run {answer.run_id}: model {answer.model}, codec {answer.codec}",
+        f"the answering node {answering}: round {answer.round}, global step {answer.global_step}",
+        f"{len(answer.members)} live member(s), at the round of their last heartbeat (it may lag):",
+    ]
+    for m in answer.members:
+        name = peer_name(m.peer_id)
+        where = (
+            f"round {answer.round} (the answering node)"
+            if name == answering
+            else f"heartbeat at round {m.round}"
+        )
+        lines.append(f"  {name}  {where}{'  (leaving)' if m.leaving else ''}")
+    return lines
+
+
 def _status(args: argparse.Namespace) -> int:
     from swarm.checkpoint.wire import verified
     from swarm.light.client import status
 
     answer = status(args.peer, timeout_s=args.timeout)
-    print(f"run {answer.run_id}: model {answer.model}, codec {answer.codec}")
-    print(f"round {answer.round}, global step {answer.global_step}, {len(answer.members)} live member(s)")
-    for m in answer.members:
-        print(f"  {peer_name(m.peer_id)}  round {m.round}{'  (leaving)' if m.leaving else ''}")
+    for line in describe_status(answer, args.peer.rsplit("/p2p/", 1)[-1]):
+        print(line)
     pointers = verified(list(answer.checkpoints))
     print(f"{len(pointers)} checkpoint pointer(s):")
     for p in pointers:

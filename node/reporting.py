@@ -106,7 +106,8 @@ class Reporter:
             return len(self._reports) + len(self._announcements)
 
     def stop(self, flush_timeout: timedelta = FLUSH_TIMEOUT) -> None:
-        """Try to deliver what is queued for up to ``flush_timeout``, then stop."""
+        """Try to deliver what is queued, then say that this node leaves (it stops counting as online
+        at once, not a minute later), for up to ``flush_timeout`` in all; then stop."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -120,7 +121,7 @@ class Reporter:
                 while not (self._reports or self._announcements or self._stopping):
                     self._wake.wait()
                 if self._stopping and not (self._reports or self._announcements):
-                    return
+                    break
                 batch = [self._reports[i] for i in range(min(MAX_BATCH, len(self._reports)))]
                 announcement = self._announcements[0] if self._announcements else None
             try:
@@ -156,6 +157,16 @@ class Reporter:
             retry_s = RETRY_MIN_S
             self._forget(batch, announcement)
             self.sent_reports += len(batch)
+        self._say_leaving()
+
+    def _say_leaving(self) -> None:
+        request = pb.ReportMetricsRequest()
+        request.CopyFrom(self._base)
+        request.leaving = True
+        try:
+            self._client.report(request)
+        except grpc.RpcError as e:  # the coordinator then counts the node online for its window
+            logger.debug("coordinator not told that this node leaves: %s", e)
 
     def _forget(self, batch: list[pb.RoundReport], announcement: pb.AnnounceCheckpointRequest | None) -> None:
         delivered = {id(r) for r in batch}  # the queue's head may have moved if it overflowed meanwhile

@@ -1,9 +1,14 @@
 """The node's round schedule: the period its rounds start on, decided by the policy in
-``swarm.averaging.schedule`` from this node's committed rounds and its live peers' heartbeats."""
+``swarm.averaging.schedule`` from this node's committed rounds and its live peers' heartbeats.
+
+With ``--local-steps`` a round starts when its steps are done, on no period: the node then reports
+(``swarm_round_period_seconds``) the time it measured between its last two rounds instead."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from node.sections import TrainingConfig
 from swarm.averaging.outcome import RoundOutcome, Status
@@ -16,9 +21,15 @@ logger = logging.getLogger("swarm.node")
 class RoundSchedule:
     """Owns the round period. Rounds start at multiples of it, the same instants on every member."""
 
-    def __init__(self, training: TrainingConfig, metrics: NodeMetrics) -> None:
+    def __init__(
+        self, training: TrainingConfig, metrics: NodeMetrics, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.training = training
         self.metrics = metrics
+        self._clock = clock
+        self._last_round_end: float | None = None
+        self.between_rounds_s: float | None = None
+        """With ``local_steps``: the seconds between the ends of this node's last two rounds."""
         self.period_s = training.round_period_s
         """The period rounds start on now: the longest any live member wants."""
         self.wanted_s = 0.0
@@ -27,7 +38,12 @@ class RoundSchedule:
         """Moving average of the seconds of its committed rounds that a period must hide."""
         self.last_members: frozenset[bytes] = frozenset()
         """The group of the last committed round (whether the next one's matchmaking waited for joiners)."""
-        metrics.round_period.set(self.period_s)
+        metrics.round_period.set(0.0 if self.on_steps else self.period_s)
+
+    @property
+    def on_steps(self) -> bool:
+        """Whether rounds start after ``local_steps`` steps (deterministic mode), not on the period."""
+        return self.training.local_steps is not None
 
     @property
     def adaptive(self) -> bool:
@@ -40,6 +56,12 @@ class RoundSchedule:
 
     def after_round(self, outcome: RoundOutcome) -> None:
         """A round ended: a committed one measures how long this node's rounds take."""
+        if self.on_steps:
+            now = self._clock()
+            if self._last_round_end is not None:
+                self.between_rounds_s = now - self._last_round_end
+                self.metrics.round_period.set(self.between_rounds_s)
+            self._last_round_end = now
         if outcome.status is not Status.COMMITTED:
             return
         training = self.training
@@ -61,4 +83,5 @@ class RoundSchedule:
         if period != self.period_s:
             logger.info("round period %.1f s -> %.1f s (what the slowest link needs)", self.period_s, period)
             self.period_s = period
-            self.metrics.round_period.set(period)
+            if not self.on_steps:
+                self.metrics.round_period.set(period)

@@ -2,7 +2,8 @@
 # Creates .venv (Python 3.11 or 3.12) and installs Swarm with the pinned versions of constraints.txt.
 # torch==2.13.0 goes in first, so that no multi-GB CUDA build is pulled in by accident; on a GPU
 # machine, install the CUDA build of torch you want into .venv before running this.
-# `scripts/setup.sh --dev` adds the test and lint tools.
+# The parquet extra (pyarrow) comes with it: `--data` reads Parquet files. `scripts/setup.sh --dev`
+# adds the test and lint tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-}
@@ -22,14 +23,14 @@ if ! echo '#include <gmp.h>' | ${CC:-cc} -E - >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c 'import torch' 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-extras="" pins=()
+extras="parquet" pins=()
 if [ "${1:-}" = "--dev" ]; then
-  extras="[dev]"
+  extras="dev,parquet"
   # The tests run the fused codec's Triton kernels in its CPU interpreter. A CUDA build of torch
   # requires its own triton; with a CPU build, pin the version the kernels were written against.
   if .venv/bin/python -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
     pins=("triton==3.6.0; platform_system == 'Linux' and platform_machine == 'x86_64'")
   fi
 fi
-.venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" "${pins[@]}"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]" "${pins[@]}"
 echo "setup: .venv ready ($(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

@@ -19,7 +19,7 @@ per-peer or per-step labels.
 | swarm_round_sent_bytes | gauge | bytes the averager wrote during the last round |
 | swarm_round_received_bytes | gauge | bytes the averager read during the last round |
 | swarm_compression_ratio | gauge | fp32 payload bytes over bytes moved, last committed round |
-| swarm_round_period_seconds | gauge | wall-clock period between rounds the swarm uses now |
+| swarm_round_period_seconds | gauge | wall-clock seconds between rounds: the period the swarm uses now; with --local-steps (no period) the measured time between this node's last two rounds, 0 until it has two |
 | swarm_round_duration_seconds | histogram | from rendezvous to commit |
 | swarm_loop_cpu_seconds_total | counter | CPU time of the node's averaging: the event loop thread (encoding, decoding, reductions, applying rounds, the protocol) and the worker that hashes x' (training has its own thread) |
 | swarm_training_idle_seconds_total | counter | wall time the training thread stood still between rounds: waiting for the last round's exchange, applying it, preparing the next contribution |
@@ -70,7 +70,11 @@ class NodeMetrics:
             registry=r,
         )
         self.round_period = Gauge(
-            "swarm_round_period_seconds", "Wall-clock period between rounds the swarm uses now", registry=r
+            "swarm_round_period_seconds",
+            "Wall-clock seconds between rounds: the period the swarm uses now; with --local-steps, where"
+            " rounds start when their steps are done and follow no period, the measured time between this"
+            " node's last two rounds (0 until it has two)",
+            registry=r,
         )
         self.round_duration = Histogram(
             "swarm_round_duration_seconds",

@@ -24,7 +24,7 @@ from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
 from swarm.dht.records import RecordError
-from swarm.parent_watchdog import abandon, forks_watch_parent
+from swarm.parent_watchdog import abandon, forks_watch_parent, stop
 from swarm.peer_names import peer_name, short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 from swarm.relay import RelaySlots, daemon_multiaddr
@@ -325,7 +325,7 @@ class SwarmHost:
 
     async def shutdown(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.dht.shutdown)
+        await loop.run_in_executor(None, stop, self.dht)
         await self.p2p.shutdown()
 
 

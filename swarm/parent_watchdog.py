@@ -3,7 +3,15 @@ itself when the node's main process disappears.
 
 hivemind forks the DHT process from the node. While ``forks_watch_parent`` is active, a fork hook
 starts, in the child, a thread that polls its parent's pid; a node killed with SIGKILL then leaves
-no p2pd daemon and no DHT process behind. ``abandon`` stops a DHT process whose start failed.
+no p2pd daemon and no DHT process behind. ``abandon`` stops a DHT process whose start failed,
+``stop`` one that ran.
+
+The node decides when its DHT process ends. A terminal's Ctrl-C (SIGINT) and the systemd unit's
+SIGTERM reach the whole process group; the DHT process ignores both (hivemind itself ignores
+SIGINT there) and leaves when the node shuts it down, after the node has left in order. Before,
+it inherited the node's asyncio SIGTERM handler, which does nothing outside the node's loop: a
+DHT process whose daemon had died with the group's signal neither finished hivemind's shutdown nor
+died of its SIGTERM, and the node waited for it forever. ``stop`` therefore ends with SIGKILL.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ def _watch_parent(parent_pid: int, daemon_pid: int) -> None:
 
 def _arm_in_child() -> None:
     if _target.get("parent") == os.getppid():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         # A fatal signal (SIGABRT from abandon) writes every thread's stack to stderr first.
         faulthandler.enable(all_threads=True)
         threading.Thread(
@@ -67,6 +77,14 @@ def forks_watch_parent(daemon_pid: int) -> Iterator[None]:
         yield
     finally:
         _target.clear()
+
+
+def stop(dht: DHT) -> None:
+    """Shut a running DHT process down: in order when it answers (hivemind's own shutdown, bounded
+    by its ``shutdown_timeout``), killed when it does not (its daemon died with the group's signal:
+    hivemind's SIGTERM is ignored there, see above), so that the node never waits for it unbounded."""
+    dht.shutdown()
+    abandon(dht, dump_stack=False)
 
 
 def abandon(dht: DHT, *, dump_stack: bool) -> None:

@@ -25,6 +25,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.service import SERVICE_NAME, GrpcServer
 from coordinator.store import Store
 from coordinator.web import HttpServer
+from node.reporting import Reporter
 from swarm.checkpoint.manifest import build_manifest
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 
@@ -272,3 +273,61 @@ def test_metrics_and_service_discovery_over_http(served: Served) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         served.get("/api/run?run=nobody")
     assert info.value.code == 404
+
+
+def test_a_node_that_says_it_left_is_no_longer_online_nor_discovered(served: Served) -> None:
+    """Before, a node that left counted as online (the dashboard's "members online", /sd) for the
+    whole online window, a minute after it was gone."""
+    c = served.client
+    c.report(report("peerA", range(1, 4), metrics_url="10.1.2.3:9101"))
+    c.report(report("peerB", range(1, 4), metrics_url="10.1.2.4:9101"))
+    leaving = pb.ReportMetricsRequest(run_id=RUN, peer_id="peerA", device="cpu", leaving=True)
+    assert c.report(leaving).recorded == 0
+    assert c.run_info(RUN).members_online == 1
+    assert json.loads(served.get("/sd")) == [{"targets": ["10.1.2.4:9101"], "labels": {"run": RUN}}]
+    # Its credit stays; it is still a peer seen.
+    assert {p.peer_id for p in c.peers(RUN)} == {"peerA", "peerB"}
+    # Its last reports may come with the notice; a node that reports again is back online.
+    last = report("peerB", range(4, 5), metrics_url="10.1.2.4:9101")
+    last.leaving = True
+    assert c.report(last).recorded == 1
+    assert json.loads(served.get(f"/api/run?run={RUN}"))["members_online"] == 0
+    assert json.loads(served.get("/sd")) == []
+    c.report(report("peerA", range(5, 6), metrics_url="10.1.2.3:9101"))
+    assert c.run_info(RUN).members_online == 1
+    # A call with no reports that is not a leaving notice is still refused.
+    empty = pb.ReportMetricsRequest(run_id=RUN, peer_id="peerA", device="cpu")
+    assert code_of(lambda: c.report(empty)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_stopping_reporter_says_that_its_node_leaves(served: Served) -> None:
+    """The node's reporter, stopped as the node leaves, delivers its reports and then the notice."""
+    reporter = Reporter(
+        served.address, run_id=RUN, peer_id="peerA", device="cpu", metrics_url="10.1.2.3:9101"
+    )
+    reporter.start()
+    reporter.submit(round_report(1))
+    reporter.stop()
+    info = served.client.run_info(RUN)
+    assert (info.round, info.members_online, info.peers_seen) == (1, 0, 1)
+    assert json.loads(served.get("/sd")) == []
+
+
+def test_rounds_without_a_compression_figure_serve_none(served: Served) -> None:
+    """A member alone in its round moves nothing and reports compression 0: such rounds have no
+    compression (null, which the chart skips), and do not pull a round's figure towards 0."""
+    c = served.client
+    alone = report("peerA", range(1, 3))
+    for r in alone.reports:
+        r.compression_ratio, r.group_size = 0.0, 1
+    c.report(alone)
+    series = json.loads(served.get(f"/api/series?run={RUN}"))
+    assert [p["compression_ratio"] for p in series] == [None, None]
+    assert json.loads(served.get(f"/api/run?run={RUN}"))["compression_ratio"] is None
+    c.report(report("peerA", range(3, 4)))
+    mixed = report("peerB", range(3, 4))
+    mixed.reports[0].compression_ratio = 0.0
+    c.report(mixed)
+    series = json.loads(served.get(f"/api/series?run={RUN}"))
+    assert series[-1]["compression_ratio"] == pytest.approx(150.0)
+    assert c.run_info(RUN).compression_ratio == pytest.approx(150.0)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,7 +134,19 @@ def test_a_joiner_learns_the_coordinator_from_the_swarm(
                 return False
 
         poll("the joiner's reports", both, 240)
-    assert "the swarm names coordinator" in c.log.read_text()
+        assert "the swarm names coordinator" in c.log.read_text()
+        sd = f"http://127.0.0.1:{coordinator.http_port}/sd"
+        with urllib.request.urlopen(sd, timeout=10) as answer:
+            assert len(json.loads(answer.read())[0]["targets"]) == 2
+        # Both leave: at once, neither counts as online nor is a Prometheus target (before, both
+        # did for the coordinator's online window, a minute).
+        for node in (a, c):
+            node.process.send_signal(signal.SIGTERM)
+        for node in (a, c):
+            assert node.wait_exit(60) == 0, node.log_tail()
+        assert client.run_info(RUN).members_online == 0
+        with urllib.request.urlopen(sd, timeout=10) as answer:
+            assert json.loads(answer.read()) == []
 
 
 def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm, tmp_path: Path) -> None:

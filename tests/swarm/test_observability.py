@@ -124,6 +124,10 @@ def test_prometheus_discovers_the_nodes_through_the_coordinator(live: Live, tmp_
         assert len(loop_cpu) == 2 and all(float(r["value"][1]) > 0 for r in loop_cpu)
         idle = query("swarm_training_idle_seconds_total")  # training stood still between rounds
         assert len(idle) == 2 and all(float(r["value"][1]) > 0 for r in idle)
+        # --local-steps: rounds follow no period; the gauge is the measured time between rounds,
+        # not the unused base period (5 s)
+        periods = [float(r["value"][1]) for r in query("swarm_round_period_seconds")]
+        assert len(periods) == 2 and all(p > 0 and p != 5.0 for p in periods), periods
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -149,6 +153,9 @@ def test_the_dashboard_shows_the_live_swarm_in_chromium(live: Live, tmp_path: Pa
         assert svg is not None, chart
         points = [int(n) for n in re.findall(r'class="series"[^>]*data-points="(\d+)"', svg.group(0))]
         assert points and max(points) >= 3, (chart, svg.group(0)[:300])
+        for anchor in ("end", "start"):  # left and right axes: no two ticks read the same
+            labels = re.findall(rf'<text[^>]*text-anchor="{anchor}"[^>]*>([^<]*)</text>', svg.group(0))
+            assert len(set(labels)) == len(labels), (chart, anchor, labels)
     # The checkpoint table lists the announced checkpoints with both members as providers.
     with CoordinatorClient(live.coordinator.address) as client:
         announced = client.checkpoints(RUN)

@@ -96,3 +96,21 @@ def test_the_record_survives_reopening(tmp_path: Path) -> None:
         assert peer.rounds == 3 and again.runs() == ["run"]
     finally:
         again.close()
+
+
+def test_a_version_1_file_gains_the_left_column(tmp_path: Path) -> None:
+    """Files written before nodes said they left open as they are, and learn who leaves from then on."""
+    path = tmp_path / "v1.db"
+    first = Store(path)
+    record(first, "a", range(1, 3), T0, T0 + 20)
+    first._db.execute("ALTER TABLE peers DROP COLUMN left_at")  # the peers table of version 1
+    first._db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    first.close()
+    again = Store(path)
+    try:
+        assert [p.peer_id for p in again.peers("run", online=True, now=T0 + 30)] == ["a"]
+        again.mark_left("run", "a", now=T0 + 40)
+        assert again.peers("run", online=True, now=T0 + 50) == []
+        assert again.run_summary("run", now=T0 + 50).members_online == 0  # type: ignore[union-attr]
+    finally:
+        again.close()

@@ -35,20 +35,22 @@ class RoundReport(_message.Message):
     def __init__(self, round: _Optional[int] = ..., global_step: _Optional[int] = ..., loss: _Optional[float] = ..., samples: _Optional[int] = ..., samples_per_s: _Optional[float] = ..., sent_bytes: _Optional[int] = ..., received_bytes: _Optional[int] = ..., compression_ratio: _Optional[float] = ..., group_size: _Optional[int] = ..., time: _Optional[float] = ..., eval_loss: _Optional[float] = ..., status: _Optional[str] = ...) -> None: ...
 
 class ReportMetricsRequest(_message.Message):
-    __slots__ = ("run_id", "peer_id", "device", "metrics_url", "addrs", "reports")
+    __slots__ = ("run_id", "peer_id", "device", "metrics_url", "addrs", "reports", "leaving")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     METRICS_URL_FIELD_NUMBER: _ClassVar[int]
     ADDRS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     peer_id: str
     device: str
     metrics_url: str
     addrs: _containers.RepeatedScalarFieldContainer[str]
     reports: _containers.RepeatedCompositeFieldContainer[RoundReport]
-    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., device: _Optional[str] = ..., metrics_url: _Optional[str] = ..., addrs: _Optional[_Iterable[str]] = ..., reports: _Optional[_Iterable[_Union[RoundReport, _Mapping]]] = ...) -> None: ...
+    leaving: bool
+    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., device: _Optional[str] = ..., metrics_url: _Optional[str] = ..., addrs: _Optional[_Iterable[str]] = ..., reports: _Optional[_Iterable[_Union[RoundReport, _Mapping]]] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class ReportMetricsResponse(_message.Message):
     __slots__ = ("recorded", "archive_pointers")
