@@ -58,9 +58,11 @@ class Case:
 
 def _join(args: tuple[str, ...]) -> Outcome:
     """Run ``swarm-node join ARGS`` to its end (its whole process group is killed afterwards)."""
-    command = [sys.executable, "-m", "node", "join", "--host-maddr", "/ip4/127.0.0.1/tcp/0", "--threads", "1"]
+    command = [sys.executable, "-m", "node", "join", "--threads", "1", *args]
+    if "--host-maddr" not in args:  # p2pd starts when any one of its addresses works
+        command += ["--host-maddr", "/ip4/127.0.0.1/tcp/0"]
     process = subprocess.Popen(
-        [*command, *args],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -84,12 +86,11 @@ def _model_folder(path: Path, **overrides: int) -> str:
     return str(path)
 
 
-def _taken_port(kind: int) -> socket.socket:
-    """A socket holding a loopback port (TCP: listening), so that a node cannot bind it."""
-    sock = socket.socket(socket.AF_INET, kind)
-    sock.bind(("127.0.0.1", 0))
-    if kind == socket.SOCK_STREAM:
-        sock.listen()
+def _taken_port() -> socket.socket:
+    """A listening TCP socket holding a port on every interface, so that a node cannot bind it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("0.0.0.0", 0))
+    sock.listen()
     return sock
 
 
@@ -97,7 +98,7 @@ def _taken_port(kind: int) -> socket.socket:
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Case, Outcome]]]:
     work = tmp_path_factory.mktemp("usage")
     (work / "data.bin").write_bytes(b"\x00\x01")
-    metrics, listen = _taken_port(socket.SOCK_STREAM), _taken_port(socket.SOCK_STREAM)
+    metrics, listen = _taken_port(), _taken_port()
     metrics_port, listen_port = metrics.getsockname()[1], listen.getsockname()[1]
     cases = {
         "malformed peer": Case(("--peer", MALFORMED_PEER), ("malformed", MALFORMED_PEER)),
