@@ -127,9 +127,16 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="swarm-coordinator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="swarm-coordinator",
+        description="The run's record of metrics and checkpoints: a gRPC API, a dashboard, /metrics, SQLite.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    s = commands.add_parser("serve", help="run the coordinator")
+    s = commands.add_parser(
+        "serve",
+        help="run the coordinator",
+        description="Serve the gRPC API, the dashboard with /metrics and /sd over HTTP, and the SQLite record.",
+    )
     s.add_argument("--db", type=Path, required=True, help="SQLite file of the record (created if missing)")
     s.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     s.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0 picks one)")

@@ -4,6 +4,8 @@
 - ``config``: where its values come from (file < environment < command line).
 - ``cli``: argument parsing only; ``light_cli``: the commands that need no torch (pull, status).
 - ``runner``: one node's life: builds the roles below in order, runs the loop, leaves.
+  - ``preflight``: what is checked before anything starts (model, data, device); ``errors``: the
+    one-line errors and their exit statuses (2: a usage error; 75: may pass, try again).
   - ``process``: malloc arenas, the GPU memory cap, logging, signals (stop, pause).
   - ``agreement``: the run spec (published or adopted), credentials, the identity key.
   - ``network``, ``reachability``: the host, heartbeats, the watch over connections and relays.

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from pathlib import Path
 
-from node.errors import PEER_ERRORS, NodeError
+from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
+from hivemind.utils.multiaddr import Multiaddr
+
+from node.errors import PEER_ERRORS, NodeError, TryAgainError
 from node.progress import Progress
 from node.reachability import effective_reachability, reachability
 from node.schedule import RoundSchedule
@@ -31,10 +35,32 @@ HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_TTL_S = 3 * HEARTBEAT_INTERVAL_S
 """A member record outlives two missed heartbeats: a member is gone after the third."""
 NETWORK_CHECK_INTERVAL_S = 3.0
+_CANNOT_LISTEN = re.compile(r"listen (?:tcp|udp)[46]? (\S+?):(\d+): bind: (.+?)(?= listen |\]|$)")
+"""p2pd's reason for each address it could not listen on (the Go error, "address already in use")."""
+
+
+def check_addresses(config: NodeConfig) -> None:
+    """Every multiaddr of the [network] settings parses, its peer id included (a peer id is base58
+    without a checksum: a typo shows only as a malformed multihash, or as a peer that never answers)."""
+    net = config.network
+    named = [
+        ("--peer", net.peers),
+        ("--host-maddr", net.host_maddrs),
+        ("--announce-maddr", net.announce_maddrs),
+    ]
+    for flag, maddrs in [*named, ("--relay", net.relays)]:
+        for maddr in maddrs:
+            try:
+                Multiaddr(maddr)
+            except ValueError as e:
+                reason = str(e).removeprefix(f"Invalid MultiAddr {maddr!r} ")
+                raise NodeError(f"{flag} {maddr} is malformed: {reason}") from None
 
 
 async def start_host(config: NodeConfig, identity_path: Path, metrics: NodeMetrics) -> SwarmHost:
-    """Start p2pd and the DHT with this node's key; a swarm that does not answer stops the node."""
+    """Start p2pd and the DHT with this node's key. Addresses it cannot parse or listen on stop the
+    node with a usage error; a swarm that does not answer (yet) stops it with EXIT_TRY_AGAIN."""
+    check_addresses(config)
     net = config.network
     options = HostOptions(
         initial_peers=tuple(net.peers),
@@ -51,7 +77,20 @@ async def start_host(config: NodeConfig, identity_path: Path, metrics: NodeMetri
     try:
         host = await SwarmHost.start(options)
     except BootstrapError as e:
-        raise NodeError(f"{e}; run id {config.run.run_id!r}") from None
+        raise TryAgainError(
+            f"{e}; run id {config.run.run_id!r} (this may pass once a peer is up: exit status 75)"
+        ) from None
+    except P2PDaemonError as e:
+        refused = _CANNOT_LISTEN.findall(str(e))
+        if not refused:
+            raise
+        where = ", ".join(
+            f"port {port} is in use ({host}:{port})"
+            if "already in use" in reason
+            else f"{host}:{port}: {reason}"
+            for host, port, reason in refused
+        )
+        raise NodeError(f"cannot listen on --host-maddr {' '.join(net.host_maddrs)}: {where}") from None
     host.on_bytes = metrics.count_bytes
     return host
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import shutil
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,34 +41,36 @@ from node.agreement import (
 from node.catch_up import CatchUp
 from node.checkpointing import Checkpointing, status_response
 from node.coordinator_link import CoordinatorLink
-from node.errors import NodeError
+from node.errors import EXIT_USAGE, NodeError
 from node.faults import FaultHooks
 from node.loop import TrainingLoop, batch_for
 from node.network import Heartbeat, NetworkWatcher, start_host
+from node.preflight import check_before_start
 from node.process import Controls, cap_gpu_memory, handle_signals, limit_malloc_arenas, set_up_logging
 from node.progress import Progress, Recorder, StatusFiles
 from node.reachability import reachability
 from node.resume import ResumeError
 from node.schedule import RoundSchedule
-from node.sections import NodeConfig
-from node.trainer import LocalTrainer, pick_device
+from node.sections import ConfigError, NodeConfig
+from node.trainer import LocalTrainer
 from swarm.auth import Gate
 from swarm.averaging.round import Averager
 from swarm.averaging.shards import shards_for
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
-from swarm.data.corpus import Corpus, load_corpus
+from swarm.data.corpus import Corpus, DataError, load_corpus
 from swarm.data.sampling import eval_batches
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
-from swarm.models.build import build_model, resolve_model
-from swarm.p2p import BootstrapError, SwarmHost
+from swarm.models.build import ModelError, build_model, check_fits, resolve_model
+from swarm.p2p import SwarmHost
 
 logger = logging.getLogger("swarm.node")
 
-EXIT_ERROR = 2
-"""The exit status of a node stopped by a NodeError, BootstrapError or ResumeError (one clear line)."""
+USAGE_ERRORS = (NodeError, ConfigError, ResumeError, ModelError, DataError)
+"""What stops a node with one line on stderr and no traceback (``--log-level DEBUG`` shows it): its
+exit status is the NodeError's (``node.errors``), 2 for the others."""
 
 
 @dataclass
@@ -118,12 +123,14 @@ class Node:
 
     async def _run(self, scratch: Path, started: contextlib.AsyncExitStack) -> int:
         cfg, p = self.config, self.progress
+        device = check_before_start(cfg)
+        metrics_port = self._serve_metrics()
         identity = load_or_create_identity(cfg.network, scratch)
         host = await start_host(cfg, identity.path, self.metrics)
         started.push_async_callback(host.shutdown)
         p.maddrs = await host.visible_maddrs()
         agreement = RunAgreement(cfg, host)
-        local = await self._agree(agreement)
+        local = await self._agree(agreement, device)
         spec, trainer, copy = local.spec, local.trainer, local.copy
         gate = agreement.gate(spec)
         faults = FaultHooks(cfg.fault, peer=host.peer_name)
@@ -156,7 +163,7 @@ class Node:
         )
         if cfg.network.peers:
             await catch_up.catch_up(keep_local_work=resumed)
-        status_files = self._start_background(host, averager, local, checkpointing, coordinator)
+        status_files = self._start_background(host, averager, local, checkpointing, coordinator, metrics_port)
         self._say_started(host, local)
         evals = await self._prepare_training(host, local)
         loop = TrainingLoop(
@@ -199,6 +206,23 @@ class Node:
         await averager.start()
         return averager
 
+    def _serve_metrics(self) -> int | None:
+        """Serve /metrics before anything else starts, so that a port in use stops the node at once;
+        the port bound (``--metrics-port 0`` picks one), or None without ``--metrics-port``."""
+        out = self.config.output
+        if out.metrics_port is None:
+            return None
+        try:
+            port = self.metrics.serve(out.metrics_port, out.metrics_host)
+        except OSError as e:
+            reason = f"port {out.metrics_port} is in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise NodeError(
+                f"--metrics-port {out.metrics_port}: cannot serve metrics on {out.metrics_host}:{out.metrics_port}"
+                f" ({reason})"
+            ) from None
+        logger.info("metrics at http://%s:%d/metrics", out.metrics_host, port)
+        return port
+
     def _start_background(
         self,
         host: SwarmHost,
@@ -206,14 +230,11 @@ class Node:
         local: LocalRun,
         checkpointing: Checkpointing,
         coordinator: CoordinatorLink,
+        metrics_port: int | None,
     ) -> StatusFiles:
-        """Serve metrics, start reporting, and start the tasks that run for the node's lifetime:
-        the coordinator's upkeep, pointer refresh, heartbeats, the network watch, the status file."""
+        """Start reporting, and start the tasks that run for the node's lifetime: the coordinator's
+        upkeep, pointer refresh, heartbeats, the network watch, the status file."""
         cfg, p = self.config, self.progress
-        metrics_port = None
-        if cfg.output.metrics_port is not None:
-            metrics_port = self.metrics.serve(cfg.output.metrics_port, cfg.output.metrics_host)
-            logger.info("metrics at http://%s:%d/metrics", cfg.output.metrics_host, metrics_port)
         coordinator.start(metrics_port)
         self._spawn(coordinator.keep_up())
         self._spawn(checkpointing.refresh_pointers())
@@ -251,8 +272,8 @@ class Node:
             "left after %d steps and %d rounds; eval loss of x' %.3f", p.steps, p.committed, p.eval_loss
         )
 
-    async def _agree(self, agreement: RunAgreement) -> LocalRun:
-        """Agree with the swarm on the run, and load what it trains: data, model, x_i and x'."""
+    async def _agree(self, agreement: RunAgreement, device: torch.device) -> LocalRun:
+        """Agree with the swarm on the run, and load what it trains on ``device``: data, model, x_i and x'."""
         cfg = self.config
         run_values = cfg.run.resolved()
         # The run's model and data come from the DHT for joiners; read it before loading anything.
@@ -268,8 +289,8 @@ class Node:
             cfg.run, model_hash=source.config_hash, data_hash=corpus.content_hash, initial_digest=""
         )
         check_local_sources(cfg.run.run_id, spec, corpus, source)
+        check_fits(source, seq_len=spec.seq_len)  # a joiner's adopted model and sequence length
         model = await asyncio.to_thread(build_model, source, seed=spec.seed)
-        device = pick_device(cfg.training.device)
         cap_gpu_memory(device, cfg.training.gpu_memory_gb)
         trainer = LocalTrainer(
             model,
@@ -335,6 +356,8 @@ def run(config: NodeConfig) -> int:
     set_up_logging(config)
     try:
         return asyncio.run(_run_async(config))
-    except (NodeError, BootstrapError, ResumeError) as e:
-        print(f"swarm-node: error: {e}", flush=True)
-        return EXIT_ERROR
+    except USAGE_ERRORS as e:
+        if logger.isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        print(f"swarm-node: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_status if isinstance(e, NodeError) else EXIT_USAGE

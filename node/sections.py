@@ -4,6 +4,8 @@ Run-level fields (``[run]``) describe what the whole swarm trains. They default 
 that starts a run fills them with the defaults below; a node that joins adopts the run's published
 values, and any value it set explicitly that differs from the run's is a clear error.
 Where the values come from (file, environment, command line) is ``node.config``'s business.
+Importing this module loads no torch (``swarm-node --help`` reads the fields' docstrings): the
+codecs, which need it, are imported where a run's settings are validated.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from typing import Any
 
 from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
-from swarm.compression.cocktail import CocktailParams
-from swarm.compression.registry import CODEC_NAMES
 from swarm.dht.records import validate_run_id
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$")
@@ -142,6 +142,9 @@ class RunConfig:
     credential it signed take part. Default: an open run."""
 
     def __post_init__(self) -> None:
+        from swarm.compression.cocktail import CocktailParams
+        from swarm.compression.registry import CODEC_NAMES
+
         try:
             validate_run_id(self.run_id)
         except ValueError as e:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from node.errors import NodeError
 from swarm.averaging.shards import Span
 from swarm.averaging.state import GlobalCopy, ShardUpdate
 
@@ -34,9 +35,10 @@ def lr_at(
 
 
 def pick_device(choice: str) -> torch.device:
+    """The device of ``--device`` (auto: CUDA when torch sees one); NodeError for cuda without CUDA."""
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+            raise NodeError("--device cuda: torch sees no CUDA device here (use --device cpu or auto)")
         return torch.device("cuda")
     return torch.device("cpu")
 

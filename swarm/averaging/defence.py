@@ -22,6 +22,8 @@ however large they are (Karimireddy et al., "Learning from History for Byzantine
 Optimization", 2021, centered clipping).
 
 Every sum runs in peer-id order, so the owner's result is a function of its inputs alone.
+torch is imported by the functions that use it: the node's config holds a ``Defence``, and
+``swarm-node --help`` reads it without loading torch.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import median
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 AGGREGATIONS = ("mean", "centered-clip")
 MIN_PARTS_FOR_OUTLIERS = 3
@@ -71,13 +75,15 @@ class Defence:
             raise ValueError(f"clip_iterations must be in [1, 100], got {self.clip_iterations}")
 
 
-Parts = Mapping[bytes, tuple[float, torch.Tensor]]
+Parts = Mapping[bytes, "tuple[float, torch.Tensor]"]
 
 
 def find_outliers(parts: Parts, factor: float) -> dict[bytes, str]:
     """Peers whose part's norm is more than ``factor`` times the median norm, with the reason."""
     if factor == 0 or len(parts) < MIN_PARTS_FOR_OUTLIERS:
         return {}
+    import torch
+
     norms = {
         peer: float(torch.linalg.vector_norm(values.to(torch.float32))) for peer, (_, values) in parts.items()
     }
@@ -96,6 +102,8 @@ def centered_clip(parts: Parts, clip_factor: float, iterations: int) -> torch.Te
     """The weighted centered-clipping centre of ``parts`` (see the module docstring)."""
     if not parts:
         raise ValueError("centered_clip needs at least one part")
+    import torch
+
     peers = sorted(parts)
     weights = torch.tensor([parts[p][0] for p in peers], dtype=torch.float64)
     weights = weights / weights.sum()

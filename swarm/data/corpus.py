@@ -25,6 +25,7 @@ VOCAB_SIZE = 256
 EVAL_EVERY_NTH = 40
 """About one document in this many goes to the held-out eval split."""
 _TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ".csv", ".html", ".json", ".toml", ".yaml", ".yml"}
+_RECORD_SUFFIXES = {".jsonl", ".parquet"}
 _SEPARATOR = b"\n\x00\n"
 
 
@@ -87,23 +88,46 @@ def _file_documents(path: Path) -> Iterator[tuple[str, bytes]]:
         raise DataError(f"{path}: unsupported data file type {suffix!r} (text, .jsonl or .parquet)")
 
 
+def _data_files(source: str) -> list[Path]:
+    """The files a source names (itself, or a folder's data files in sorted order); DataError when
+    there are none."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES | _RECORD_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"{path}: folder holds no text, .jsonl or .parquet files")
+        return files
+    if path.is_file():
+        if path.suffix.lower() not in _TEXT_SUFFIXES | _RECORD_SUFFIXES:
+            raise DataError(f"{path}: unsupported data file type {path.suffix!r} (text, .jsonl or .parquet)")
+        return [path]
+    raise DataError(f"{path}: no such file or folder")
+
+
+def check_sources(sources: Sequence[str]) -> None:
+    """Every local source exists and each of its files can be opened, without reading them: what a
+    node checks before it starts anything. DataError names the first that cannot."""
+    if list(sources) == [DEFAULT_DATA]:
+        return
+    for source in sources:
+        for file in _data_files(source):
+            try:
+                file.open("rb").close()
+            except OSError as e:
+                raise DataError(f"{file}: cannot be read ({e.strerror})") from None
+
+
 def _local_documents(sources: Sequence[str]) -> Iterator[tuple[str, bytes]]:
     for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES | {".jsonl", ".parquet"}
-            )
-            if not files:
-                raise DataError(f"{path}: folder holds no text, .jsonl or .parquet files")
-            for file in files:
+        for file in _data_files(source):
+            try:
                 yield from _file_documents(file)
-        elif path.is_file():
-            yield from _file_documents(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
+            except OSError as e:
+                raise DataError(f"{file}: cannot be read ({e.strerror})") from None
 
 
 def _is_eval(name: str) -> bool:

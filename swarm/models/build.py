@@ -75,6 +75,23 @@ def resolve_model(name: str) -> ModelSource:
     return ModelSource(str(path), config, path if has_weights else None)
 
 
+def check_fits(source: ModelSource, *, seq_len: int) -> None:
+    """The model must embed every byte token of the data and a whole sequence of ``seq_len`` tokens
+    (checked on its configuration, before anything is built: a model too small fails deep inside
+    its forward pass otherwise)."""
+    vocab = source.config.get("vocab_size")
+    if isinstance(vocab, int) and vocab < VOCAB_SIZE:
+        raise ModelError(
+            f"model {source.name!r} has a vocabulary of {vocab} tokens; the data's byte tokens need {VOCAB_SIZE}"
+        )
+    positions = source.config.get("max_position_embeddings", source.config.get("n_positions"))
+    if isinstance(positions, int) and positions < seq_len:
+        raise ModelError(
+            f"model {source.name!r} has {positions} positions, fewer than the run's sequence length"
+            f" {seq_len} (--seq-len)"
+        )
+
+
 def build_model(source: ModelSource, *, seed: int) -> torch.nn.Module:
     """Instantiate the model: pretrained weights when the source has them, else seeded random ones."""
     from transformers import AutoConfig, AutoModelForCausalLM
