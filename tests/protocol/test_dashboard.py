@@ -8,12 +8,11 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.protocol.test_coordinator_api import Served, report
+from tests.protocol.coordinator_support import Served, report
 
 CHARTS = ("loss-chart", "throughput-chart", "members-chart", "bytes-chart")
 BROWSER_TIMEOUT_S = 120
@@ -24,15 +23,6 @@ def chromium() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt install chromium)")
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    s = Served(tmp_path / "coordinator.db")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def render(served: Served, run: str, profile: Path) -> str:
