@@ -13,7 +13,7 @@ import logging
 import torch
 
 from node.agreement import check_saved_spec
-from node.errors import PEER_ERRORS, NodeError
+from node.errors import NodeError
 from node.progress import Progress
 from node.resume import ResumeError
 from node.sections import NodeConfig
@@ -31,7 +31,7 @@ from swarm.checkpoint.pointer import Pointer
 from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
-from swarm.p2p import SwarmHost
+from swarm.p2p import PEER_ERRORS, SwarmHost
 from swarm.peer_names import peer_name
 
 logger = logging.getLogger("swarm.node")

@@ -17,7 +17,7 @@ from pathlib import Path
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils.multiaddr import Multiaddr
 
-from node.errors import PEER_ERRORS, NodeError, TryAgainError
+from node.errors import NodeError, TryAgainError
 from node.progress import Progress
 from node.reachability import effective_reachability, reachability
 from node.schedule import RoundSchedule
@@ -26,7 +26,7 @@ from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.dht.records import MAX_MEMBER_ADDRS, MemberRecord, members_key
 from swarm.metrics import NodeMetrics
-from swarm.p2p import BootstrapError, HostOptions, SwarmHost
+from swarm.p2p import PEER_ERRORS, BootstrapError, HostOptions, SwarmHost
 from swarm.peer_names import peer_from_name
 
 logger = logging.getLogger("swarm.node")

@@ -83,6 +83,13 @@ STREAM_ERRORS = (P2PDaemonError, OSError, EOFError)
 """How opening or using a stream to a peer fails when the peer cannot be reached, leaves or
 misbehaves: the daemon's refusal (P2PDaemonError), a broken or timed-out connection or a bad frame
 (OSError: ConnectionError, TimeoutError, WireError), or a stream that ended early (EOFError)."""
+PEER_ERRORS: tuple[type[Exception], ...] = (*STREAM_ERRORS, TimeoutError, ValueError)
+"""What asking one peer for something raises when that peer fails or misbehaves, through
+this host and the transfer protocols: p2pd refusing a dial or a stream (P2PDaemonError), a
+broken, reset or malformed stream (OSError: WireError is a ConnectionError; EOFError: a stream cut
+mid-frame), a timeout, and content that does not verify (ValueError: the codecs', the replay's,
+the records' and the checkpoint files' errors, and unparseable multiaddrs or peer ids). A caller
+that catches these moves on to the next peer; anything else is a bug of ours and propagates."""
 DHT_WORKERS = 4
 """hivemind's DHT worker threads: its default, pinned so that HIVEMIND_DHT_NUM_WORKERS does not change it."""
 
