@@ -97,17 +97,18 @@ def initial_eval_loss(model: str, seed: int, batch_size: int) -> float:
     ``seed``, on the windows every node evaluates (``eval_batches`` with the run's batch size)."""
     import torch
 
-    from node.config import RUN_DEFAULTS, TrainingConfig
+    from node.config import TrainingConfig
     from node.trainer import causal_lm_loss
     from swarm.data.corpus import load_corpus
     from swarm.data.sampling import eval_batches
     from swarm.models.build import build_model, resolve_model
+    from swarm.run_settings import RunSettings
 
     corpus = load_corpus()
     network = build_model(resolve_model(model), seed=seed).eval()
     batches = eval_batches(
         corpus.eval,
-        seq_len=RUN_DEFAULTS["seq_len"],
+        seq_len=RunSettings().seq_len,
         batch_size=batch_size,
         num_batches=TrainingConfig.eval_batches,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.errors import NodeError
 from node.resume import ResumeError
-from node.sections import NetworkConfig, NodeConfig, RunConfig
+from node.sections import RUN_SETTINGS, NetworkConfig, NodeConfig, RunConfig
 from swarm.auth import CredentialError, Gate, Revocations
 from swarm.averaging.context import PROTOCOL_VERSION
 from swarm.checkpoint.pointer import generate_identity, load_identity
@@ -26,7 +26,7 @@ from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import Corpus
-from swarm.dht.records import RunSpec, config_key
+from swarm.dht.records import RECORD_VERSION, RecordError, RunSpec, config_key
 from swarm.models.build import ModelSource
 from swarm.p2p import SwarmHost
 
@@ -68,40 +68,22 @@ def load_or_create_identity(net: NetworkConfig, scratch: Path) -> Identity:
 
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:
     """The spec a node starting run ``run.run_id`` publishes: its settings, defaults filled in."""
-    values = run.resolved()
     return RunSpec(
-        model=values["model"],
+        **asdict(run.resolved()),
         model_hash=model_hash,
         initial_digest=initial_digest,
-        data=",".join(values["data"]),
         data_hash=data_hash,
-        codec=values["codec"],
-        sparsity=float(values["sparsity"]),
-        topk=float(values["topk"]),
-        bits=values["bits"],
-        warmup_rounds=values["warmup_rounds"],
-        exact_every=values["exact_every"],
-        seq_len=values["seq_len"],
-        batch_size=values["batch_size"],
-        lr=float(values["lr"]),
-        warmup_steps=values["warmup_steps"],
-        total_steps=values["total_steps"],
-        weight_decay=float(values["weight_decay"]),
-        seed=values["seed"],
-        num_shards=values["num_shards"],
         software=SOFTWARE,
-        owner_key=values["owner_key"],
     )
 
 
 def check_adoption(run: RunConfig, spec: RunSpec) -> None:
     """A joiner's explicit run-level settings must match the run's."""
-    mismatches = []
-    for name, value in run.explicit().items():
-        theirs: Any = getattr(spec, name)
-        ours: Any = ",".join(value) if name == "data" else value
-        if ours != theirs:
-            mismatches.append(f"{name}: this node has {ours!r}, the run has {theirs!r}")
+    mismatches = [
+        f"{RUN_SETTINGS[name].label}: this node has {_shown(value)}, the run has {_shown(getattr(spec, name))}"
+        for name, value in run.explicit().items()
+        if value != getattr(spec, name)
+    ]
     if spec.software != SOFTWARE:
         mismatches.append(f"software: this node speaks {SOFTWARE}, the run {spec.software}")
     if mismatches:
@@ -112,10 +94,18 @@ def check_adoption(run: RunConfig, spec: RunSpec) -> None:
         )
 
 
+def _shown(value: Any) -> str:
+    return ",".join(value) if isinstance(value, tuple) else repr(value)
+
+
 def check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None:
     """A resume state or checkpoint must come from a run with this run's settings (its initial x'
     digest aside: a checkpoint started elsewhere may have begun from other weights)."""
-    differences = [d for d in RunSpec(**saved).differences(spec) if not d.startswith("initial_digest")]
+    try:
+        theirs = RunSpec.from_wire({**saved, "v": RECORD_VERSION})
+    except RecordError as e:
+        raise ResumeError(f"{folder} holds run settings this version cannot read: {e}") from None
+    differences = [d for d in theirs.differences(spec) if not d.startswith("initial_digest")]
     if differences:
         raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
 

@@ -17,7 +17,10 @@ def _parser() -> argparse.ArgumentParser:
     join = commands.add_parser(
         "join",
         help="start a new swarm, or join one with --peer",
-        description="Without --peer, start a new swarm and print the addresses others pass to --peer.",
+        usage="%(prog)s [--peer MULTIADDR] [--config FILE] [options]",
+        description="Without --peer, start a new swarm and print the addresses others pass to --peer."
+        " Every option can also be set in the --config file or as SWARM_<OPTION> in the environment"
+        " (docs/configuration.md lists them all).",
     )
     add_flags(join)
     demo = commands.add_parser("demo", help="train with a local swarm of N node processes on this machine")

@@ -8,16 +8,13 @@ values, ...), and the test hooks' ``SWARM_FAULT`` and ``SWARM_DUMP_DIR``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from node.sections import (
-    RUN_DEFAULTS,
     CheckpointConfig,
     ConfigError,
     FaultConfig,
@@ -29,11 +26,13 @@ from node.sections import (
 )
 from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
+from swarm.run_settings import RunSettings
+from swarm.settings import GROUPS, Declared, SettingError, coerce, declared
 
 __all__ = [
     "FLAGS",
-    "RUN_DEFAULTS",
     "SECTIONS",
+    "SETTINGS",
     "CheckpointConfig",
     "ConfigError",
     "FaultConfig",
@@ -55,110 +54,32 @@ SECTIONS: dict[str, type] = {
     "checkpoints": CheckpointConfig,
     "defence": Defence,
 }
-
-# Command-line flag -> (section, field). The environment variable is SWARM_ + the flag in capitals.
-FLAGS: dict[str, tuple[str, str]] = {
-    "peer": ("network", "peers"),
-    "host-maddr": ("network", "host_maddrs"),
-    "announce-maddr": ("network", "announce_maddrs"),
-    "identity": ("network", "identity"),
-    "nat-port-map": ("network", "nat_port_map"),
-    "reachability": ("network", "reachability"),
-    "auto-relay": ("network", "auto_relay"),
-    "relay": ("network", "relays"),
-    "max-upload-mbit": ("network", "max_upload_mbit"),
-    "credential": ("network", "credential"),
-    "revocations": ("network", "revocations"),
-    "run-id": ("run", "run_id"),
-    "model": ("run", "model"),
-    "data": ("run", "data"),
-    "codec": ("run", "codec"),
-    "sparsity": ("run", "sparsity"),
-    "topk": ("run", "topk"),
-    "bits": ("run", "bits"),
-    "warmup-rounds": ("run", "warmup_rounds"),
-    "exact-every": ("run", "exact_every"),
-    "seq-len": ("run", "seq_len"),
-    "batch-size": ("run", "batch_size"),
-    "lr": ("run", "lr"),
-    "warmup-steps": ("run", "warmup_steps"),
-    "total-steps": ("run", "total_steps"),
-    "seed": ("run", "seed"),
-    "num-shards": ("run", "num_shards"),
-    "run-owner": ("run", "owner_key"),
-    "device": ("training", "device"),
-    "local-steps": ("training", "local_steps"),
-    "round-period": ("training", "round_period_s"),
-    "adaptive-rounds": ("training", "adaptive_rounds"),
-    "overlap": ("training", "overlap"),
-    "max-rounds": ("training", "max_rounds"),
-    "until-round": ("training", "until_round"),
-    "max-steps": ("training", "max_steps"),
-    "micro-batch": ("training", "micro_batch"),
-    "threads": ("training", "threads"),
-    "gpu-memory-gb": ("training", "gpu_memory_gb"),
-    "eval-every": ("training", "eval_every_rounds"),
-    "eval-every-s": ("training", "eval_every_s"),
-    "eval-local": ("training", "eval_local"),
-    "min-group": ("rounds", "min_group"),
-    "join-grace": ("rounds", "join_grace_s"),
-    "join-timeout": ("rounds", "join_timeout_s"),
-    "metrics-port": ("output", "metrics_port"),
-    "summary-json": ("output", "summary_json"),
-    "status-file": ("output", "status_file"),
-    "save-model": ("output", "save_model"),
-    "checkpoint-every": ("checkpoints", "every_rounds"),
-    "keep-checkpoints": ("checkpoints", "keep"),
-    "checkpoint-dir": ("checkpoints", "dir"),
-    "resume": ("checkpoints", "resume"),
-    "log-level": ("output", "log_level"),
-    "coordinator": ("output", "coordinator"),
-    "metrics-advertise": ("output", "metrics_advertise"),
-    "aggregation": ("defence", "aggregation"),
-    "outlier-factor": ("defence", "outlier_factor"),
-    "ban-seconds": ("defence", "ban_s"),
-    "clip-factor": ("defence", "clip_factor"),
-}
+"""The config file's sections, each a dataclass of settings (``[run]`` adds ``swarm.run_settings``)."""
 
 
-def _field_type(section: str, name: str) -> str:
-    for f in fields(SECTIONS[section]):
-        if f.name == name:
-            return str(f.type)
-    raise ConfigError(f"[{section}] has no field {name!r}")
+def settings() -> list[Declared]:
+    """Every setting of the node, in its sections' order."""
+    items: list[Declared] = []
+    for section, cls in SECTIONS.items():
+        items += declared(cls, section)
+        if cls is RunConfig:
+            items += declared(RunSettings, section)
+    return items
+
+
+SETTINGS = {(item.section, item.name): item for item in settings()}
+FLAGS = {item.flag: item for item in SETTINGS.values() if item.flag is not None}
+"""Command-line flag (without ``--``) -> setting; its environment variable is ``item.env``."""
 
 
 def _coerce(section: str, name: str, raw: Any) -> Any:
-    """Turn a string (environment) or TOML value into the field's type, with a clear error."""
-    kind = _field_type(section, name)
+    item = SETTINGS.get((section, name))
+    if item is None:
+        raise ConfigError(f"[{section}] has no setting {name!r} (see docs/configuration.md)")
     try:
-        if kind.startswith("list"):
-            if isinstance(raw, str):
-                return [item.strip() for item in raw.split(",") if item.strip()]
-            if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-                return raw
-            raise TypeError("expected a list of strings")
-        if not isinstance(raw, str):
-            if kind.startswith("bool") and not isinstance(raw, bool):
-                raise TypeError("expected true or false")
-            if (kind.startswith("int") and (isinstance(raw, bool) or not isinstance(raw, int))) or (
-                kind.startswith("float") and (isinstance(raw, bool) or not isinstance(raw, int | float))
-            ):
-                raise TypeError(f"expected {kind.split(' ')[0]}")
-            return float(raw) if kind.startswith("float") else raw
-        if kind.startswith("bool"):
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise TypeError("expected true or false")
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        return raw
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"[{section}] {name} = {raw!r}: {e}") from None
+        return coerce(item, raw)
+    except SettingError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _parse_fault(spec: str) -> dict[str, Any]:
@@ -207,15 +128,15 @@ def load_config(
                 )
             for name, raw in values.items():
                 merged[section][name] = _coerce(section, name, raw)
-    for flag, (section, name) in FLAGS.items():
-        env_name = "SWARM_" + flag.upper().replace("-", "_")
-        if env_name in environ:
-            merged[section][name] = _coerce(section, name, environ[env_name])
+    for item in FLAGS.values():
+        if item.env is not None and item.env in environ:
+            merged[item.section][item.name] = _coerce(item.section, item.name, environ[item.env])
     for flag, raw in cli.items():
         if flag not in FLAGS:
             raise ConfigError(f"unknown option --{flag}")
-        section, name = FLAGS[flag]
-        merged[section][name] = raw
+        merged[FLAGS[flag].section][FLAGS[flag].name] = raw
+    run_id = merged["run"].pop("run_id", None)
+    merged["run"] = {"given": merged["run"], **({} if run_id is None else {"run_id": run_id})}
     fault = _parse_fault(environ.get("SWARM_FAULT", ""))
     if environ.get("SWARM_DUMP_DIR"):
         fault["dump_dir"] = environ["SWARM_DUMP_DIR"]
@@ -229,36 +150,40 @@ def load_config(
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of `swarm-node join`, generated from FLAGS so that the CLI and the config agree."""
-    parser.add_argument("--config", default=None, help="TOML config file (see deploy/node.example.toml)")
-    for flag, (section, name) in FLAGS.items():
-        kind = _field_type(section, name)
-        help_text = _docstrings(SECTIONS[section]).get(name, "")
-        if kind.startswith("list"):
-            parser.add_argument(f"--{flag}", action="append", default=argparse.SUPPRESS, help=help_text)
-        elif kind.startswith("bool"):
-            parser.add_argument(
-                f"--{flag}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
+    """The flags of ``swarm-node join``, grouped as GROUPS, each with its choices and default."""
+    parser.add_argument(
+        "--config", default=None, metavar="FILE", help="TOML config file (see docs/configuration.md)"
+    )
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for flag, item in FLAGS.items():
+        help_text = (item.meta.help + describe_default(item)).replace("%", "%%")
+        group = groups[item.meta.group]
+        common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_text)
+        if item.kind == "list":
+            group.add_argument(f"--{flag}", action="append", metavar=item.meta.metavar, **common)
+        elif item.kind == "bool":
+            group.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, **common)
         else:
-            caster = int if kind.startswith("int") else float if kind.startswith("float") else str
-            parser.add_argument(f"--{flag}", type=caster, default=argparse.SUPPRESS, help=help_text)
+            caster = {"int": int, "float": float, "str": str}[item.kind]
+            group.add_argument(
+                f"--{flag}",
+                type=caster,
+                choices=item.meta.choices or None,
+                metavar=item.meta.metavar or (None if item.meta.choices else item.kind.upper()),
+                **common,
+            )
 
 
-def _docstrings(cls: type) -> dict[str, str]:
-    """Field docstrings (the string literal after each field), for --help."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(cls))
-    docs: dict[str, str] = {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-        ):
-            docs[node.target.id] = str(following.value.value).replace("%", "%%")
-    return docs
+def describe_default(item: Declared) -> str:
+    """`` (default: X)`` for --help and the docs, with the accepted range; empty where unhelpful."""
+    default = item.default
+    if item.kind == "list":
+        default = ", ".join(default)
+    elif item.kind == "bool":
+        default = "on" if default else "off"
+    parts = []
+    if default not in (None, ""):
+        parts.append(f"default: {default}")
+    if item.bounds():
+        parts.append(item.bounds())
+    return f" ({'; '.join(parts)})" if parts else ""

@@ -9,6 +9,8 @@ metrics port where ``node.runner`` binds it first thing, the run's settings agai
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
 from node.errors import NodeError
@@ -25,7 +27,7 @@ def check_before_start(config: NodeConfig) -> torch.device:
     checked here (it must match the run's anyway); the node starting the run checks its defaults too.
     """
     run = config.run
-    values = run.explicit() if config.network.peers else run.resolved()
+    values = run.explicit() if config.network.peers else asdict(run.resolved())
     try:
         if "data" in values:
             check_sources(values["data"])

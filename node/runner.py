@@ -275,14 +275,12 @@ class Node:
     async def _agree(self, agreement: RunAgreement, device: torch.device) -> LocalRun:
         """Agree with the swarm on the run, and load what it trains on ``device``: data, model, x_i and x'."""
         cfg = self.config
-        run_values = cfg.run.resolved()
         # The run's model and data come from the DHT for joiners; read it before loading anything.
         adopted = await agreement.find()
-        if adopted is not None:
-            run_values.update(model=adopted.model, data=adopted.data.split(","), seed=adopted.seed)
-        source = resolve_model(run_values["model"])
+        run_values = adopted or cfg.run.resolved()
+        source = resolve_model(run_values.model)
         corpus = await asyncio.to_thread(
-            load_corpus, run_values["data"], max_bytes=cfg.training.max_data_bytes
+            load_corpus, list(run_values.data), max_bytes=cfg.training.max_data_bytes
         )
         # The starting node publishes its spec once x' exists (the spec names x's digest).
         spec = adopted or spec_for(

@@ -28,12 +28,13 @@ torch is imported by the functions that use it: the node's config holds a ``Defe
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import median
 from typing import TYPE_CHECKING
+
+from swarm.settings import check, setting
 
 if TYPE_CHECKING:
     import torch
@@ -48,31 +49,41 @@ MAX_BANNED = 4096
 class Defence:
     """The owner's rules for one run (the same on every member, like the codec)."""
 
-    outlier_factor: float = 1000.0
-    """Exclude a part whose norm exceeds this many times the shard's median part norm; 0: never."""
-    ban_s: float = 600.0
-    """How long a peer whose part was excluded (malformed, NaN/Inf, outlier) stays refused."""
-    aggregation: str = "mean"
-    """``mean`` (weighted mean) or ``centered-clip``."""
-    clip_factor: float = 2.0
-    """centered-clip: the radius is this many times the median distance of the parts to the centre."""
-    clip_iterations: int = 3
+    outlier_factor: float = setting(
+        1000.0,
+        group="security",
+        above=1,
+        also=(0,),
+        metavar="FACTOR",
+        help="Exclude a part whose norm exceeds this many times the shard's median part norm (0: never).",
+    )
+    ban_s: float = setting(
+        600.0,
+        group="security",
+        flag="ban-seconds",
+        at_least=0,
+        metavar="SECONDS",
+        help="How long a peer whose part was excluded (malformed, NaN/Inf, outlier) stays refused.",
+    )
+    aggregation: str = setting(
+        "mean",
+        group="security",
+        choices=AGGREGATIONS,
+        help="How an owner combines its shard's parts: the weighted mean, or centered-clip (robust).",
+    )
+    clip_factor: float = setting(
+        2.0,
+        group="security",
+        above=0,
+        metavar="FACTOR",
+        help="centered-clip: the radius is this many times the median distance of the parts to the centre.",
+    )
+    clip_iterations: int = setting(
+        3, group="security", flag=None, at_least=1, at_most=100, help="centered-clip: iterations."
+    )
 
     def __post_init__(self) -> None:
-        if not (self.outlier_factor == 0 or (self.outlier_factor > 1 and math.isfinite(self.outlier_factor))):
-            raise ValueError(
-                f"outlier_factor must be 0 (off) or a finite number above 1, got {self.outlier_factor}"
-            )
-        if not (self.ban_s >= 0 and math.isfinite(self.ban_s)):
-            raise ValueError(f"ban_s must be a finite number of seconds >= 0, got {self.ban_s}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}"
-            )
-        if not (self.clip_factor > 0 and math.isfinite(self.clip_factor)):
-            raise ValueError(f"clip_factor must be a positive number, got {self.clip_factor}")
-        if not 1 <= self.clip_iterations <= 100:
-            raise ValueError(f"clip_iterations must be in [1, 100], got {self.clip_iterations}")
+        check(self, "defence")
 
 
 Parts = Mapping[bytes, "tuple[float, torch.Tensor]"]

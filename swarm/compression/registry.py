@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import Codec, Fp16Codec, Fp32Codec
+from swarm.run_settings import CODECS
 
-CODEC_NAMES = ("cocktail", "fp16", "fp32")
+CODEC_NAMES = CODECS
+"""Declared with the run's settings (``swarm.run_settings``), where ``--help`` reads them without torch."""
 
 
 def make_codec(name: str, params: CocktailParams | None = None) -> Codec:

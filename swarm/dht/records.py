@@ -11,6 +11,9 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from swarm.run_settings import MAX_TEXT, RunSettings
+from swarm.settings import SettingError, coerce, declared, validate
+
 MAX_CREDENTIAL_BYTES = 2048
 """The same bound as swarm.auth's (this module stays free of cryptography)."""
 MAX_MEMBER_ADDRS = 16
@@ -19,6 +22,7 @@ MAX_MADDR_CHARS = 400
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
 MAX_ROUND_PERIOD_S = 3600.0
+_RUN_ITEMS = declared(RunSettings, "run")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -69,81 +73,51 @@ def _check_version(raw: Any) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunSpec:
-    """What every member of a run must agree on. The first node publishes it; joiners adopt it."""
+class RunSpec(RunSettings):
+    """What every member of a run must agree on: the run-level settings (``swarm.run_settings``,
+    validated by their declarations), and what pins the model, data and software. The first node
+    publishes it; joiners adopt it."""
 
-    model: str
-    """Model preset name or the name of a local model directory."""
     model_hash: str
     """sha256 of the model's configuration (so two different directories with one name differ)."""
     initial_digest: str
     """sha256 (hex) of the run's initial x': a joiner whose own initial x' has this digest, joining
     before any round committed, starts without downloading x'."""
-    data: str
-    """Data source: ``stdlib`` for the embedded corpus, else the names of the local files."""
     data_hash: str
     """sha256 of the tokenised training and eval bytes."""
-    codec: str
-    """Codec of the averaging rounds."""
-    sparsity: float
-    """Cocktail codec: fraction of entries the shared random mask keeps."""
-    topk: float
-    """Cocktail codec: fraction of the kept entries that top-k selects."""
-    bits: int
-    """Cocktail codec: bits per selected value."""
-    warmup_rounds: int
-    """Rounds (by round id) averaged with the exact fp32 codec before the run's codec takes over."""
-    exact_every: int
-    """Every ``exact_every``-th round (by round id) is also exact: it flushes every member's residual
-    and every owner's error into x', so all included members end it with x_i == x'. 0: never."""
-    seq_len: int
-    """Tokens per training sequence."""
-    batch_size: int
-    """Sequences per local optimizer step."""
-    lr: float
-    """Peak learning rate of the global schedule."""
-    warmup_steps: int
-    """Global steps of linear learning-rate warm-up."""
-    total_steps: int
-    """Global steps of the cosine schedule; the rate stays at its floor afterwards."""
-    weight_decay: float
-    """AdamW weight decay."""
-    seed: int
-    """Seed of the initial weights and of data sampling."""
-    num_shards: int
-    """Shards the flattened vector is cut into for the sharded reduce."""
     software: str
     """Version of Swarm's averaging protocol that the run speaks."""
-    owner_key: str = ""
-    """A closed run's owner public key (64 hex): only peers with a credential it signed take part.
-    Empty: an open run."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"v": RECORD_VERSION, **asdict(self)}
+        # Lists travel comma-joined, as nodes of earlier versions published them.
+        lists = {item.name: ",".join(getattr(self, item.name)) for item in _RUN_ITEMS if item.kind == "list"}
+        return {"v": RECORD_VERSION, **asdict(self), **lists}
 
     @classmethod
     def from_wire(cls, raw: Any) -> RunSpec:
+        """A spec from the DHT (or a saved state): every setting checked by its declaration."""
         _check_version(raw)
+        settings = {item.name: item for item in _RUN_ITEMS}
         values: dict[str, Any] = {}
         for field in fields(cls):
-            kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
-            kind = kinds[str(field.type)]
-            if field.name == "owner_key" and isinstance(raw, dict) and "owner_key" not in raw:
+            if field.name == "owner_key" and "owner_key" not in raw:
                 values[field.name] = ""  # published by a version without closed runs: open
                 continue
-            values[field.name] = _typed(raw, field.name, kind)
-            if kind is str and len(values[field.name]) > 512:
-                raise RecordError(f"field {field.name!r} is longer than 512 characters")
-        spec = cls(**values)
-        if spec.seq_len < 1 or spec.batch_size < 1 or spec.num_shards < 1 or spec.total_steps < 1:
-            raise RecordError("run spec has non-positive sizes")
-        if not (0 < spec.sparsity <= 1 and 0 < spec.topk <= 1) or spec.bits not in (2, 4, 8):
-            raise RecordError("run spec has cocktail settings out of range")
-        if spec.warmup_rounds < 0 or spec.exact_every < 0:
-            raise RecordError("run spec has negative warm-up rounds or exact-round interval")
-        if spec.owner_key and not re.fullmatch(r"[0-9a-f]{64}", spec.owner_key):
-            raise RecordError("run spec's owner key is not 64 hex characters")
-        return spec
+            item = settings.get(field.name)
+            if item is None:
+                values[field.name] = _typed(raw, field.name, str)
+                if len(values[field.name]) > MAX_TEXT:
+                    raise RecordError(f"field {field.name!r} is longer than {MAX_TEXT} characters")
+                continue
+            if field.name not in raw:
+                raise RecordError(f"record lacks field {field.name!r}")
+            try:
+                values[field.name] = (
+                    coerce(item, raw[field.name]) if item.kind == "list" else validate(item, raw[field.name])
+                )
+            except SettingError as e:
+                raise RecordError(f"run spec: {e}") from None
+        return cls(**values)
 
     def differences(self, other: RunSpec) -> list[str]:
         """Human-readable ``field: ours != theirs`` lines, empty when the specs agree."""

@@ -23,7 +23,7 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[run]\nrun_id = "from-file"\nlr = 0.01\n[training]\nmax_rounds = 3\n')
     config = load_config(file=str(path), cli={}, environ={"SWARM_RUN_ID": "from-env"})
-    assert (config.run.run_id, config.run.lr, config.training.max_rounds) == ("from-env", 0.01, 3)
+    assert (config.run.run_id, config.run.given["lr"], config.training.max_rounds) == ("from-env", 0.01, 3)
     config = load_config(file=str(path), cli={"run-id": "from-flag"}, environ={"SWARM_RUN_ID": "from-env"})
     assert config.run.run_id == "from-flag"
     config = load_config(
@@ -40,20 +40,20 @@ def test_precedence_is_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"device": "tpu"}, {}, "device"),
         ({"peer": ["/ip4/1.2.3.4/tcp/1"]}, {}, "/p2p/"),
         ({"peer": ["1.2.3.4:31337"]}, {}, "multiaddr"),
-        ({}, {"SWARM_MAX_ROUNDS": "many"}, "max_rounds"),
+        ({}, {"SWARM_MAX_ROUNDS": "many"}, "--max-rounds"),
         ({"run-id": "bad id"}, {}, "run id"),
-        ({"round-period": 0.0}, {}, "round_period_s"),
-        ({"join-grace": 0.0}, {}, "join_grace_s"),
-        ({"min-group": 0}, {}, "min_group"),
+        ({"round-period": 0.0}, {}, "--round-period must be above 0"),
+        ({"join-grace": 0.0}, {}, "--join-grace"),
+        ({"min-group": 0}, {}, "--min-group must be at least 1"),
         ({"codec": "cocktail", "sparsity": 0.0}, {}, "sparsity"),
         ({"codec": "cocktail", "sparsity": 1.5}, {}, "sparsity"),
         ({"codec": "cocktail", "topk": -0.2}, {}, "topk"),
         ({"codec": "cocktail", "bits": 3}, {}, "bits"),
-        ({"codec": "fp32", "bits": 8}, {}, "cocktail codec only"),
-        ({"warmup-rounds": -1}, {}, "warmup_rounds"),
-        ({"exact-every": -5}, {}, "exact_every"),
-        ({"warmup-steps": -1}, {}, "warmup_steps"),
-        ({}, {"SWARM_OVERLAP": "maybe"}, "overlap"),
+        ({"codec": "fp32", "bits": 8}, {}, "--bits applies with --codec cocktail only"),
+        ({"warmup-rounds": -1}, {}, "--warmup-rounds"),
+        ({"exact-every": -5}, {}, "--exact-every"),
+        ({"warmup-steps": -1}, {}, "--warmup-steps"),
+        ({}, {"SWARM_OVERLAP": "maybe"}, "--overlap"),
     ],
 )
 def test_bad_values_are_clear_errors(cli, environ, message: str) -> None:
@@ -69,7 +69,7 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown section"):
         load_config(file=str(bad), cli={}, environ={})
     bad.write_text("[training]\nmax_rounds = 'three'\n")
-    with pytest.raises(ConfigError, match="max_rounds"):
+    with pytest.raises(ConfigError, match="--max-rounds"):
         load_config(file=str(bad), cli={}, environ={})
 
 
@@ -95,8 +95,8 @@ def test_cocktail_settings_and_switches() -> None:
         environ={"SWARM_WARMUP_ROUNDS": "10"},
     )
     values = config.run.resolved()
-    assert (values["codec"], values["sparsity"], values["topk"], values["bits"]) == ("cocktail", 0.4, 0.5, 8)
-    assert values["warmup_rounds"] == 10 and config.training.overlap is False
+    assert (values.codec, values.sparsity, values.topk, values.bits) == ("cocktail", 0.4, 0.5, 8)
+    assert values.warmup_rounds == 10 and config.training.overlap is False
     assert load_config(file=None, cli={}, environ={}).training.overlap is True
     # Cocktail settings without a codec: fine for a joiner (it adopts the run's codec), an error
     # for the node that starts a run with the default fp32 codec.

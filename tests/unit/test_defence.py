@@ -87,11 +87,11 @@ def test_bans_expire_and_stay_bounded() -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"outlier_factor": 0.5}, "outlier_factor"),
-        ({"outlier_factor": float("inf")}, "outlier_factor"),
-        ({"ban_s": -1.0}, "ban_s"),
-        ({"aggregation": "median"}, "aggregation"),
-        ({"clip_factor": 0.0}, "clip_factor"),
+        ({"outlier_factor": 0.5}, "--outlier-factor must be above 1, or 0"),
+        ({"outlier_factor": float("inf")}, "--outlier-factor must be a finite number"),
+        ({"ban_s": -1.0}, "--ban-seconds"),
+        ({"aggregation": "median"}, "--aggregation"),
+        ({"clip_factor": 0.0}, "--clip-factor"),
         ({"clip_iterations": 0}, "clip_iterations"),
     ],
 )
