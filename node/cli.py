@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from node import light_cli
@@ -92,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(file=args.config, cli=cli)
     except ConfigError as e:
+        if cli.get("verbose"):
+            traceback.print_exc()
         print(f"swarm-node: error: {e}", file=sys.stderr)
         return 2
     from node.runner import run

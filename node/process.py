@@ -61,7 +61,7 @@ def cap_gpu_memory(device: torch.device, gigabytes: float | None) -> None:
 
 def set_up_logging(config: NodeConfig) -> None:
     logging.basicConfig(
-        level=config.output.log_level.upper(),
+        level="DEBUG" if config.output.verbose else config.output.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in NOISY_LOGGERS:

@@ -69,7 +69,7 @@ from swarm.p2p import SwarmHost
 logger = logging.getLogger("swarm.node")
 
 USAGE_ERRORS = (NodeError, ConfigError, ResumeError, ModelError, DataError)
-"""What stops a node with one line on stderr and no traceback (``--log-level DEBUG`` shows it): its
+"""What stops a node with one line on stderr and no traceback (``--verbose`` shows it): its
 exit status is the NodeError's (``node.errors``), 2 for the others."""
 
 
@@ -355,7 +355,7 @@ def run(config: NodeConfig) -> int:
     try:
         return asyncio.run(_run_async(config))
     except USAGE_ERRORS as e:
-        if logger.isEnabledFor(logging.DEBUG):
+        if config.output.verbose:
             traceback.print_exc()
         print(f"swarm-node: error: {e}", file=sys.stderr, flush=True)
         return e.exit_status if isinstance(e, NodeError) else EXIT_USAGE

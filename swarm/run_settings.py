@@ -8,6 +8,8 @@ checks for a node's own config and for a spec read from the DHT, and its line in
 docs/configuration.md.
 
 To add a run setting, add a field here, then use it where it matters (``spec.<name>``): nothing else.
+Its default must be the behaviour from before it existed: a spec written by an earlier version
+lacks it and reads as the default.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class RunSettings:
     )
     weight_decay: float = setting(0.01, group="training", at_least=0, below=1, help="AdamW weight decay.")
     seed: int = setting(
-        0, group="run", at_least=0, below=1 << 63, help="Seed of the initial weights and of data sampling."
+        0, group="run", at_least=0, at_most=(1 << 32) - 1, help="Seed of the initial weights and of data sampling."
     )
     num_shards: int = setting(
         16,

@@ -100,9 +100,6 @@ class RunSpec(RunSettings):
         settings = {item.name: item for item in _RUN_ITEMS}
         values: dict[str, Any] = {}
         for field in fields(cls):
-            if field.name == "owner_key" and "owner_key" not in raw:
-                values[field.name] = ""  # published by a version without closed runs: open
-                continue
             item = settings.get(field.name)
             if item is None:
                 values[field.name] = _typed(raw, field.name, str)
@@ -110,7 +107,10 @@ class RunSpec(RunSettings):
                     raise RecordError(f"field {field.name!r} is longer than {MAX_TEXT} characters")
                 continue
             if field.name not in raw:
-                raise RecordError(f"record lacks field {field.name!r}")
+                # Written by a version that did not have this setting, so it ran with the setting's
+                # default (a new setting's default is the behaviour from before it existed).
+                values[field.name] = item.default
+                continue
             try:
                 values[field.name] = (
                     coerce(item, raw[field.name]) if item.kind == "list" else validate(item, raw[field.name])
