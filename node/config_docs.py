@@ -1,7 +1,7 @@
 """docs/configuration.md, generated from the settings' declarations (``node.config.SETTINGS``).
 
-    python -m node.config_docs            rewrite docs/configuration.md
-    python -m node.config_docs --check    exit 1 when it is stale (CI runs this)
+python -m node.config_docs            rewrite docs/configuration.md
+python -m node.config_docs --check    exit 1 when it is stale (CI runs this)
 """
 
 from __future__ import annotations
@@ -40,7 +40,12 @@ def render() -> str:
         items = [item for item in SETTINGS.values() if item.meta.group == group]
         if not items:
             continue
-        lines += [f"## {title}", "", "| flag | TOML | environment | default, range | what it does |", "|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            "| flag | TOML | environment | default, range | what it does |",
+            "|---|---|---|---|---|",
+        ]
         lines += [_row(item) for item in items]
         lines.append("")
     return "\n".join(lines)

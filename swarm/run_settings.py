@@ -103,7 +103,11 @@ class RunSettings:
     )
     weight_decay: float = setting(0.01, group="training", at_least=0, below=1, help="AdamW weight decay.")
     seed: int = setting(
-        0, group="run", at_least=0, at_most=(1 << 32) - 1, help="Seed of the initial weights and of data sampling."
+        0,
+        group="run",
+        at_least=0,
+        at_most=(1 << 32) - 1,
+        help="Seed of the initial weights and of data sampling.",
     )
     num_shards: int = setting(
         16,

@@ -131,7 +131,7 @@ def test_run_specs_and_heartbeats_without_the_new_fields_still_parse() -> None:
     wire = SPEC.to_wire()
     del wire["owner_key"]
     assert RunSpec.from_wire(wire).owner_key == ""
-    with pytest.raises(RecordError, match="owner key"):
+    with pytest.raises(RecordError, match="--run-owner has a malformed value"):
         RunSpec.from_wire({**SPEC.to_wire(), "owner_key": "nothex"})
     heartbeat = MemberRecord(round=1, global_step=1, local_steps_per_round=1.0).to_wire()
     del heartbeat["credential"]

@@ -49,7 +49,8 @@ def test_run_spec_round_trips_and_reports_differences() -> None:
         {**SPEC.to_wire(), "topk": 1.5},
         {**SPEC.to_wire(), "bits": 3},
         {**SPEC.to_wire(), "warmup_rounds": -1},
-        {k: v for k, v in SPEC.to_wire().items() if k != "codec"},
+        {**SPEC.to_wire(), "codec": "zip"},
+        {k: v for k, v in SPEC.to_wire().items() if k != "data_hash"},
     ],
 )
 def test_malformed_run_specs_are_rejected(raw) -> None:
