@@ -297,6 +297,7 @@ class Node:
             warmup_steps=spec.warmup_steps,
             total_steps=spec.total_steps,
             weight_decay=spec.weight_decay,
+            max_grad_norm=spec.max_grad_norm,
             batch_size=spec.batch_size,
             micro_batch=cfg.training.micro_batch,
             joiner_warmup_steps=cfg.training.joiner_warmup_steps if cfg.network.peers else 0,

@@ -72,6 +72,7 @@ class LocalTrainer:
         batch_size: int,
         micro_batch: int | None,
         joiner_warmup_steps: int,
+        max_grad_norm: float = 0.0,
     ):
         self.device = device
         self.model = model.to(device)
@@ -84,6 +85,7 @@ class LocalTrainer:
         self.peak_lr, self.warmup_steps, self.total_steps = peak_lr, warmup_steps, total_steps
         self.batch_size = batch_size
         self.joiner_warmup_steps = joiner_warmup_steps
+        self.max_grad_norm = max_grad_norm
         self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.micro_batch = micro_batch or batch_size
         self.steps = 0
@@ -195,6 +197,8 @@ class LocalTrainer:
             loss = self._forward(chunk.to(self.device, non_blocking=True))
             (loss * (chunk.shape[0] / batch.shape[0])).backward()
             total += loss.item() * chunk.shape[0]
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1

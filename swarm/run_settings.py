@@ -102,6 +102,13 @@ class RunSettings:
         help="Global steps of the cosine learning-rate schedule (the rate stays at its floor after).",
     )
     weight_decay: float = setting(0.01, group="training", at_least=0, below=1, help="AdamW weight decay.")
+    max_grad_norm: float = setting(
+        0.0,
+        group="training",
+        at_least=0,
+        metavar="NORM",
+        help="Clip each local step's gradient to this L2 norm over all parameters (0: no clipping).",
+    )
     seed: int = setting(
         0,
         group="run",

@@ -140,3 +140,31 @@ def test_all_finite_finds_a_nan_or_inf_in_any_parameter() -> None:
     with torch.no_grad():  # finite, but their sum overflows fp32: still finite entry by entry
         trainer.params[0].view(-1)[:2] = 3e38
     assert trainer.all_finite()
+
+
+def test_max_grad_norm_clips_every_local_step() -> None:
+    """--max-grad-norm (a run setting) bounds the gradient AdamW sees: clipped to almost nothing,
+    Adam's epsilon dominates and the step barely moves x_i; unclipped, the same step moves it."""
+    from swarm.models.build import build_model, resolve_model
+
+    source = resolve_model("tiny")
+    batch = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(1))
+    moved = {}
+    for norm in (0.0, 1e-12):
+        trainer = LocalTrainer(
+            build_model(source, seed=0),
+            device=torch.device("cpu"),
+            peak_lr=1e-2,
+            warmup_steps=0,
+            total_steps=10,
+            weight_decay=0.0,
+            batch_size=2,
+            micro_batch=None,
+            joiner_warmup_steps=0,
+            max_grad_norm=norm,
+        )
+        before = trainer.flat()
+        trainer.step(batch, global_step=1)
+        moved[norm] = float((trainer.flat() - before).abs().max())
+    assert moved[0.0] > 1e-3
+    assert moved[1e-12] < moved[0.0] / 100
