@@ -101,6 +101,8 @@ def _shown(value: Any) -> str:
 def check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None:
     """A resume state or checkpoint must come from a run with this run's settings (its initial x'
     digest aside: a checkpoint started elsewhere may have begun from other weights)."""
+    if not isinstance(saved, dict):
+        raise ResumeError(f"{folder} holds no run settings this version can read")
     try:
         theirs = RunSpec.from_wire({**saved, "v": RECORD_VERSION})
     except RecordError as e:
