@@ -128,7 +128,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
             running = {name: pool.submit(_join, case.args) for name, case in cases.items()}
             contradicting = Case(
                 ("--run-id", "usage", "--peer", swarm.first_maddr(first), "--seq-len", "64"),
-                ("contradict", "seq_len"),
+                ("contradict", "--seq-len: this node has 64, the run has 128"),
             )
             cases["contradicting the run"] = contradicting
             running["contradicting the run"] = pool.submit(_join, contradicting.args)
