@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from node import light_cli
+from swarm.run_settings import CODECS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3, help="node processes to start (default 3)")
     demo.add_argument("--steps", type=int, default=150, help="local steps per node (default 150)")
     demo.add_argument("--model", default="tiny", help="model preset or local model folder (default tiny)")
-    demo.add_argument("--codec", default="fp32", help="averaging codec (default fp32)")
+    demo.add_argument("--codec", default="fp32", choices=CODECS, help="averaging codec (default fp32)")
     demo.add_argument("--round-period", type=float, default=4.0, help="seconds between rounds (default 4)")
     demo.add_argument(
         "--until-round",
