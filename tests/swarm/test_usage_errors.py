@@ -166,3 +166,13 @@ def test_a_usage_error_is_one_line_on_stderr_and_exit_2(outcomes, name: str) -> 
     for part in case.named:
         assert part in lines[0], shown
     assert "Traceback" not in outcome.stdout + outcome.stderr, shown
+
+
+@pytest.mark.parametrize(
+    "args", [("--model", "no-such-model"), ("--lr", "5")], ids=["at start", "in the config"]
+)
+def test_verbose_shows_the_traceback_of_a_usage_error(args: tuple[str, ...]) -> None:
+    outcome = _join((*args, "--verbose"))
+    assert outcome.returncode == 2, outcome
+    assert "Traceback (most recent call last)" in outcome.stderr, outcome
+    assert outcome.stderr.splitlines()[-1].startswith("swarm-node: error: "), outcome
