@@ -19,11 +19,10 @@ from typing import Any
 from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
 from swarm.dht.records import validate_run_id
-from swarm.run_settings import RunSettings
-from swarm.settings import Declared, SettingError, check, declared, setting, validate
+from swarm.run_settings import RUN_SETTINGS, RunSettings
+from swarm.settings import Declared, SettingError, check, setting, validate
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$")
-RUN_SETTINGS = {item.name: item for item in declared(RunSettings, "run")}
 
 
 ConfigError = SettingError

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarm.settings import check, setting
+from swarm.settings import Declared, check, declared, setting
 
 CODECS = ("fp32", "fp16", "cocktail")
 """The averaging codecs (``swarm.compression.registry`` builds them)."""
@@ -135,3 +135,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         check(self, "run")
+
+
+RUN_SETTINGS: dict[str, Declared] = {item.name: item for item in declared(RunSettings, "run")}
+"""The run-level settings by name, as the sources and checks see them."""

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from swarm.compression.codecs import CodecContext, CodecError
+from swarm.run_settings import RUN_SETTINGS
+from swarm.settings import validate
 
 _HEADER = struct.Struct("<2sBBII")
 _MAGIC = b"CK"
@@ -42,12 +44,8 @@ class CocktailParams:
     """Stochastic rounding (unbiased) instead of round-to-nearest."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.sparsity <= 1:
-            raise ValueError(f"sparsity must be in (0, 1], got {self.sparsity}")
-        if not 0 < self.topk <= 1:
-            raise ValueError(f"topk must be in (0, 1], got {self.topk}")
-        if self.bits not in (2, 4, 8):
-            raise ValueError(f"bits must be 2, 4 or 8, got {self.bits}")
+        for name in ("sparsity", "topk", "bits"):  # bounds declared with the run's settings
+            validate(RUN_SETTINGS[name], getattr(self, name))
         if self.bucket < 1:
             raise ValueError(f"bucket must be positive, got {self.bucket}")
 

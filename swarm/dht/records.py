@@ -11,8 +11,8 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from swarm.run_settings import MAX_TEXT, RunSettings
-from swarm.settings import SettingError, coerce, declared, validate
+from swarm.run_settings import MAX_TEXT, RUN_SETTINGS, RunSettings
+from swarm.settings import SettingError, coerce, validate
 
 MAX_CREDENTIAL_BYTES = 2048
 """The same bound as swarm.auth's (this module stays free of cryptography)."""
@@ -22,7 +22,6 @@ MAX_MADDR_CHARS = 400
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
 MAX_ROUND_PERIOD_S = 3600.0
-_RUN_ITEMS = declared(RunSettings, "run")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -90,17 +89,20 @@ class RunSpec(RunSettings):
 
     def to_wire(self) -> dict[str, Any]:
         # Lists travel comma-joined, as nodes of earlier versions published them.
-        lists = {item.name: ",".join(getattr(self, item.name)) for item in _RUN_ITEMS if item.kind == "list"}
+        lists = {
+            item.name: ",".join(getattr(self, item.name))
+            for item in RUN_SETTINGS.values()
+            if item.kind == "list"
+        }
         return {"v": RECORD_VERSION, **asdict(self), **lists}
 
     @classmethod
     def from_wire(cls, raw: Any) -> RunSpec:
         """A spec from the DHT (or a saved state): every setting checked by its declaration."""
         _check_version(raw)
-        settings = {item.name: item for item in _RUN_ITEMS}
         values: dict[str, Any] = {}
         for field in fields(cls):
-            item = settings.get(field.name)
+            item = RUN_SETTINGS.get(field.name)
             if item is None:
                 values[field.name] = _typed(raw, field.name, str)
                 if len(values[field.name]) > MAX_TEXT:
