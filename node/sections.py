@@ -13,6 +13,7 @@ error. Importing this module loads no torch (``swarm-node --help`` reads the dec
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
 from swarm.dht.records import validate_run_id
 from swarm.run_settings import RUN_SETTINGS, RunSettings
-from swarm.settings import Declared, SettingError, check, setting, validate
+from swarm.settings import SettingError, check, setting, validate
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$")
 
@@ -157,8 +158,7 @@ class RunConfig:
             if name not in RUN_SETTINGS:
                 raise ConfigError(f"[run] has no setting {name!r}")
             self.given[name] = validate(RUN_SETTINGS[name], value)
-        for name in self.given:
-            other, wanted = RUN_SETTINGS[name].meta.only_with or (None, None)
+        for name, other, wanted in _conditions(self.given):
             if other in self.given and self.given[other] != wanted:
                 raise ConfigError(
                     f"{_label(name)} applies with {_label(other)} {wanted} only, and it is {self.given[other]!r}"
@@ -171,16 +171,24 @@ class RunConfig:
     def resolved(self) -> RunSettings:
         """Every run-level value, defaults filled in: what a node starting the run publishes."""
         settings = RunSettings(**self.given)
-        for name in self.given:
-            other, wanted = RUN_SETTINGS[name].meta.only_with or (None, None)
-            if other is not None and getattr(settings, other) != wanted:
-                raise ConfigError(f"{_label(name)} applies with {_label(other)} {wanted} only: add it")
+        for name, other, wanted in _conditions(self.given):
+            if getattr(settings, other) != wanted:
+                raise ConfigError(
+                    f"{_label(name)} applies with {_label(other)} {wanted} only: add {_label(other)} {wanted}"
+                )
         return settings
 
 
-def _label(name: str | None) -> str:
-    item: Declared = RUN_SETTINGS[str(name)]
-    return item.label
+def _conditions(names: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
+    """(setting, other setting, value) for each of ``names`` that applies only where the other has that value."""
+    for name in names:
+        condition = RUN_SETTINGS[name].meta.only_with
+        if condition is not None:
+            yield name, condition[0], condition[1]
+
+
+def _label(name: str) -> str:
+    return RUN_SETTINGS[name].label
 
 
 @dataclass(kw_only=True)
