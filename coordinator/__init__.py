@@ -6,6 +6,7 @@ No torch and no hivemind: it runs on a small VM. Layers, from the centre out:
 - ``coordinator.core``: validation of everything that arrives, domain errors; no transport.
 - ``coordinator.metrics``: every Prometheus metric it exports (per-run aggregates read at scrape time).
 - ``coordinator.service``: the gRPC servicer (thin), status-code mapping, health and reflection.
+- ``coordinator.ports``: a port in use, told apart before gRPC logs it.
 - ``coordinator.web``: /metrics, Prometheus service discovery (/sd), the dashboard and its JSON.
 - ``coordinator.archive``: copies announced checkpoints (the light client's pull).
 - ``coordinator.archive_host``: serves the archive on /swarm/checkpoint/1 (py-libp2p, trio).

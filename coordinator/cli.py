@@ -15,7 +15,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.ports import PortInUseError
+
 logger = logging.getLogger("swarm.coordinator")
+
+EXIT_USAGE = 2
+"""A mistake in how the coordinator was started (a setting out of range, a port in use): starting it
+again the same way fails the same way. argparse's own status; the systemd unit does not restart on
+it (``RestartPreventExitStatus=2``)."""
+PORT_FLAGS = {"gRPC": "--grpc-port", "HTTP": "--http-port"}
+"""The flag that set each server's port (``PortInUseError.server``)."""
 
 RETENTION_EVERY_S = 60.0
 """How often raw reports past the retention window are folded: the window is at least a minute."""
@@ -75,6 +84,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         Retention(raw_window_s=config.raw_window_s, downsampled_window_s=config.downsampled_window_s),
     )
     grpc_server = http_server = archiver = archive_host = None
+    serving = False
     try:
         metrics = CoordinatorMetrics(store)
         if config.archive is not None:
@@ -96,6 +106,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         http_server = HttpServer(core, metrics, host=config.host, port=config.http_port)
         grpc_server.start()
         http_server.start()
+        serving = True
         shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
         logger.info(
             "coordinator serving: gRPC %s:%d, dashboard http://%s:%d/, metrics /metrics, service discovery /sd;"
@@ -114,7 +125,8 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
             if folded:
                 logger.info("retention: folded %d raw reports into per-minute rows", folded)
     finally:
-        logger.info("coordinator stopping")
+        if serving:  # a coordinator that never served stops with its one line of error alone
+            logger.info("coordinator stopping")
         if grpc_server is not None:
             grpc_server.stop()
         if http_server is not None:
@@ -174,15 +186,18 @@ def main(argv: list[str] | None = None) -> int:
             downsampled_window_s=args.downsampled_window_s, status_file=args.status_file,
         )  # fmt: skip
     except ValueError as e:
-        print(f"swarm-coordinator: {e}", file=sys.stderr)
-        return 2
+        print(f"swarm-coordinator: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         serve(config, stop)
+    except PortInUseError as e:
+        print(f"swarm-coordinator: error: port {e.port} is in use ({PORT_FLAGS[e.server]})", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as e:
-        print(f"swarm-coordinator: {e}", file=sys.stderr)
+        print(f"swarm-coordinator: error: {e}", file=sys.stderr)
         return 1
     return 0
 

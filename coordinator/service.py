@@ -32,6 +32,7 @@ from coordinator.core import (
     NotFound,
 )
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.ports import check_free
 from coordinator.rows import CheckpointInfo, PeerInfo, Report
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 
@@ -225,7 +226,9 @@ def service_handler(servicer: CoordinatorServicer) -> grpc.GenericRpcHandler:
 class GrpcServer:
     """The Coordinator service plus grpc.health.v1 and reflection, on one port (grpc.aio, own thread).
 
-    ``start()`` returns once the port is bound and serving; ``port`` is the real one.
+    ``start()`` returns once the port is bound and serving; ``port`` is the real one. A port another
+    process holds raises ``PortInUseError``: the server does not share it (no SO_REUSEPORT), so a
+    second coordinator on the same port fails instead of taking half of the calls.
     """
 
     def __init__(
@@ -238,6 +241,7 @@ class GrpcServer:
         archive_pointers: Callable[[str], list[bytes]] | None = None,
     ):
         self._handler = service_handler(CoordinatorServicer(core, metrics, archive_pointers))
+        self._host, self._asked_port = host, port
         self._address = f"{host}:{port}"
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -248,6 +252,7 @@ class GrpcServer:
         self._thread = threading.Thread(target=self._run, name="grpc", daemon=True)
 
     def start(self) -> None:
+        check_free(self._host, self._asked_port, "gRPC")
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -274,6 +279,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
             ],
         )
         server.add_generic_rpc_handlers((self._handler,))

@@ -5,7 +5,8 @@ an announcement the coordinator answered survives SIGKILL (WAL with ``synchronou
 nothing on a process crash; only a power cut can drop the newest transactions).
 
 Retention (``Retention``): raw round reports are kept for ``raw_window_s`` (default one hour), then
-folded into one row per run and minute (reports, loss, samples, throughput, bytes), kept for
+folded into one row per run and minute (reports, loss, samples, throughput, bytes, and apart the
+bytes of the reports that carry a compression ratio: ``_COMPARED_SENT``), kept for
 ``downsampled_window_s`` (default 30 days). Per-peer credit (rounds, samples) lives in the peers
 table and is never dropped. Checkpoints keep their newest ``checkpoints_per_run`` (default 100).
 
@@ -26,14 +27,18 @@ from pathlib import Path
 
 from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint
 
-SCHEMA_VERSION = 2
-"""2: peers.left_at (when a node said it left). A version-1 file gains the column when opened."""
+SCHEMA_VERSION = 3
+"""2: peers.left_at (when a node said it left). 3: minutes.compared_sent_bytes (the compared
+reports' bytes, apart; NULL in rows folded before). An older file gains the columns when opened."""
 ONLINE_WINDOW_S = 60.0
 """A peer is online while it reported within this window and has not said it left."""
 _COMPARED_SENT = "sum(CASE WHEN compression_ratio > 0 THEN sent_bytes END)"
 """Bytes sent in reports that carry a compression ratio: a member alone in its round moves nothing
 and reports 0 (no comparison, not "no compression"); its rounds have no ratio (None), and within
-a round only the members that exchanged count."""
+a round only the members that exchanged count. A folded minute keeps them apart
+(``minutes.compared_sent_bytes``): its ratio is the same one over its compared reports."""
+_ADDED_COLUMNS = (("peers", "left_at", "REAL"), ("minutes", "compared_sent_bytes", "INTEGER"))
+"""Columns that later schema versions added: (table, column, type)."""
 BUSY_TIMEOUT_MS = 5000
 """How long a statement waits for another connection's lock on the file (a backup, an inspecting
 sqlite3 shell) before it fails."""
@@ -64,6 +69,7 @@ CREATE TABLE IF NOT EXISTS minutes (
     max_round INTEGER NOT NULL, loss_sum REAL NOT NULL, loss_count INTEGER NOT NULL,
     eval_loss REAL, samples INTEGER NOT NULL, samples_per_s_sum REAL NOT NULL,
     sent_bytes INTEGER NOT NULL, received_bytes INTEGER NOT NULL, fp32_bytes REAL NOT NULL,
+    compared_sent_bytes INTEGER,
     PRIMARY KEY (run_id, minute)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -112,14 +118,16 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) == 1:
-            with self._transaction() as db:
-                db.execute("ALTER TABLE peers ADD COLUMN left_at REAL")
-                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
+        elif int(row[0]) > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path}: schema version {row[0]}, this coordinator reads {SCHEMA_VERSION}"
             )
+        elif int(row[0]) < SCHEMA_VERSION:
+            with self._transaction() as db:
+                for table, column, kind in _ADDED_COLUMNS:
+                    if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._lock:
@@ -259,15 +267,17 @@ class Store:
         with self._transaction() as db:
             # Reports of one minute can arrive in two folds (a straggler's resend): merge into the row.
             db.execute(
-                """
-                INSERT INTO minutes
+                f"""
+                INSERT INTO minutes (run_id, minute, reports, peers, max_round, loss_sum, loss_count,
+                    eval_loss, samples, samples_per_s_sum, sent_bytes, received_bytes, fp32_bytes,
+                    compared_sent_bytes)
                 SELECT run_id, CAST(time / 60 AS INTEGER) AS minute, count(*), count(DISTINCT peer_id),
                        max(round), coalesce(sum(loss), 0), count(loss),
                        (SELECT eval_loss FROM reports r2 WHERE r2.run_id = r.run_id
                           AND CAST(r2.time / 60 AS INTEGER) = CAST(r.time / 60 AS INTEGER)
                           AND r2.eval_loss IS NOT NULL AND r2.time < ? ORDER BY r2.time DESC LIMIT 1),
                        sum(samples), sum(samples_per_s), sum(sent_bytes), sum(received_bytes),
-                       sum(sent_bytes * compression_ratio)
+                       sum(sent_bytes * compression_ratio), coalesce({_COMPARED_SENT}, 0)
                 FROM reports r WHERE time < ? GROUP BY run_id, minute
                 ON CONFLICT (run_id, minute) DO UPDATE SET
                     reports = reports + excluded.reports, peers = max(peers, excluded.peers),
@@ -278,7 +288,8 @@ class Store:
                     samples_per_s_sum = samples_per_s_sum + excluded.samples_per_s_sum,
                     sent_bytes = sent_bytes + excluded.sent_bytes,
                     received_bytes = received_bytes + excluded.received_bytes,
-                    fp32_bytes = fp32_bytes + excluded.fp32_bytes
+                    fp32_bytes = fp32_bytes + excluded.fp32_bytes,
+                    compared_sent_bytes = compared_sent_bytes + excluded.compared_sent_bytes
                 """,
                 (cutoff, cutoff),
             )
@@ -406,7 +417,8 @@ class Store:
         """The run over time: per minute where only folded rows remain, per round in the raw window."""
         minutes = self._read(
             "SELECT minute, max_round, loss_sum, loss_count, eval_loss, samples_per_s_sum, reports, peers,"
-            " sent_bytes, fp32_bytes FROM minutes WHERE run_id = ? AND minute >= ? ORDER BY minute",
+            " sent_bytes, fp32_bytes, coalesce(compared_sent_bytes, sent_bytes) FROM minutes"
+            " WHERE run_id = ? AND minute >= ? ORDER BY minute",
             (run_id, since / 60),
         )
         points = [
@@ -419,10 +431,11 @@ class Store:
                 samples_per_s=sps / max(1, reports) * peers,
                 members=peers,
                 sent_bytes=sent,
-                # A minute keeps no bytes apart for its compared reports: ones alone dilute it.
-                compression_ratio=(fp32 / sent) if fp32 and sent else None,
+                # Over the compared reports, as per round (rows folded before schema 3 kept no
+                # compared bytes apart: theirs is over all their bytes, None where none compared).
+                compression_ratio=(fp32 / compared) if fp32 and compared else None,
             )
-            for m, rnd, ls, lc, ev, sps, reports, peers, sent, fp32 in minutes
+            for m, rnd, ls, lc, ev, sps, reports, peers, sent, fp32, compared in minutes
         ]
         rounds = self._read(
             "SELECT round, max(time), avg(loss), max(eval_loss), sum(samples_per_s), count(*), sum(sent_bytes),"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator.core import Coordinator, CoordinatorError, NotFound
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.ports import PortInUseError
 
 logger = logging.getLogger("swarm.coordinator")
 
@@ -41,7 +43,8 @@ def _clean(value: Any) -> Any:
 
 
 class HttpServer:
-    """A threaded HTTP server on its own thread; ``port`` is the real one (pass 0 to pick)."""
+    """A threaded HTTP server on its own thread; ``port`` is the real one (pass 0 to pick). Binds
+    when built: a port another process holds raises ``PortInUseError``."""
 
     def __init__(
         self, core: Coordinator, metrics: CoordinatorMetrics, *, host: str = "0.0.0.0", port: int = 0
@@ -58,7 +61,12 @@ class HttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 logger.debug("http %s", format % args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUseError(port, "HTTP") from None
+            raise
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
@@ -67,7 +75,8 @@ class HttpServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, forever if it never ran
+            self._server.shutdown()
         self._server.server_close()
 
     # --- routes ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.dht.records import MAX_MEMBER_ADDRS, MemberRecord, members_key
 from swarm.metrics import NodeMetrics
-from swarm.p2p import PEER_ERRORS, BootstrapError, HostOptions, SwarmHost
+from swarm.p2p import PEER_ERRORS, BootstrapError, HostOptions, ListenError, SwarmHost
 from swarm.peer_names import peer_from_name
 
 logger = logging.getLogger("swarm.node")
@@ -80,7 +80,10 @@ async def start_host(config: NodeConfig, identity_path: Path, metrics: NodeMetri
         raise TryAgainError(
             f"{e}; run id {config.run.run_id!r} (this may pass once a peer is up: exit status 75)"
         ) from None
-    except P2PDaemonError as e:
+    except ListenError as e:  # p2pd listens, but not on every address asked
+        where = "; ".join(f"--host-maddr {maddr}: {why}" for maddr, why in e.unheard)
+        raise NodeError(f"cannot listen on {where}") from None
+    except P2PDaemonError as e:  # p2pd listens on none of them
         refused = _CANNOT_LISTEN.findall(str(e))
         if not refused:
             raise

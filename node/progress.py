@@ -157,7 +157,7 @@ class Recorder:
                 "bytes_received": outcome.bytes_received,
                 "fp32_bytes": outcome.fp32_bytes,
                 "compression_ratio": round(outcome.compression_ratio, 2),
-                "round_period_s": self.schedule.period_s,
+                "round_period_s": self.schedule.reported_period_s,
                 "swarm_samples": copy.swarm_samples,
                 "time": round(time.time(), 3),
             }
@@ -274,7 +274,7 @@ class StatusFiles:
             "round_bytes_received": p.bytes_received,
             "compression_ratio": p.fp32_bytes / moved if moved else None,
             "overlap": self.config.training.overlap,
-            "round_period_s": self.schedule.period_s,
+            "round_period_s": self.schedule.reported_period_s,
             "loop_cpu_s": round(p.loop_cpu_s, 3),
             "training_idle_s": round(p.training_idle_s, 3),
             "duration_s": time.time() - self.started,

@@ -2,7 +2,8 @@
 ``swarm.averaging.schedule`` from this node's committed rounds and its live peers' heartbeats.
 
 With ``--local-steps`` a round starts when its steps are done, on no period: the node then reports
-(``swarm_round_period_seconds``) the time it measured between its last two rounds instead."""
+(``swarm_round_period_seconds``, the summary JSON) the time it measured between its last two rounds
+instead (``RoundSchedule.reported_period_s``)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,16 @@ class RoundSchedule:
         """Moving average of the seconds of its committed rounds that a period must hide."""
         self.last_members: frozenset[bytes] = frozenset()
         """The group of the last committed round (whether the next one's matchmaking waited for joiners)."""
-        metrics.round_period.set(0.0 if self.on_steps else self.period_s)
+        metrics.round_period.set(self.reported_period_s)
+
+    @property
+    def reported_period_s(self) -> float:
+        """The round period as the node reports it (``swarm_round_period_seconds``, the summary and
+        its history): the period rounds start on, or with ``local_steps`` (no period) the measured
+        seconds between this node's last two rounds, 0 until it has two."""
+        if self.on_steps:
+            return self.between_rounds_s or 0.0
+        return self.period_s
 
     @property
     def on_steps(self) -> bool:
@@ -60,7 +70,7 @@ class RoundSchedule:
             now = self._clock()
             if self._last_round_end is not None:
                 self.between_rounds_s = now - self._last_round_end
-                self.metrics.round_period.set(self.between_rounds_s)
+                self.metrics.round_period.set(self.reported_period_s)
             self._last_round_end = now
         if outcome.status is not Status.COMMITTED:
             return
@@ -83,5 +93,4 @@ class RoundSchedule:
         if period != self.period_s:
             logger.info("round period %.1f s -> %.1f s (what the slowest link needs)", self.period_s, period)
             self.period_s = period
-            if not self.on_steps:
-                self.metrics.round_period.set(period)
+            self.metrics.round_period.set(self.reported_period_s)

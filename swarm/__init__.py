@@ -7,8 +7,8 @@ prometheus_client):
 - ``swarm.data``, ``swarm.models``: corpus, batches, model construction.
 - ``swarm.wire``: length-prefixed protobuf frames; a pure core and an adapter per I/O library.
 - ``swarm.averaging.round``: the round protocol on libp2p streams.
-- ``swarm.dht``: typed DHT records; ``swarm.p2p``: the node's hivemind host (with ``swarm.relay``
-  and ``swarm.parent_watchdog``).
+- ``swarm.dht``: typed DHT records; ``swarm.p2p``: the node's hivemind host (with ``swarm.relay``,
+  ``swarm.listening`` and ``swarm.parent_watchdog``).
 - ``swarm.checkpoint``: checkpoints and their transfer; ``swarm.light``: the py-libp2p light client.
 - ``swarm.metrics``: every Prometheus metric of a node.
 

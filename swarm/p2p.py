@@ -24,6 +24,7 @@ from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
 from swarm.dht.records import RecordError
+from swarm.listening import unheard
 from swarm.parent_watchdog import abandon, forks_watch_parent, stop
 from swarm.peer_names import peer_name, short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
@@ -38,6 +39,15 @@ StreamHandler = Callable[[bytes, FramedStream], Awaitable[None]]
 
 class BootstrapError(RuntimeError):
     """No bootstrap peer answered."""
+
+
+class ListenError(RuntimeError):
+    """p2pd started, but does not listen on some of the addresses it was asked to."""
+
+    def __init__(self, unheard: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"p2pd does not listen on {maddr}: {why}" for maddr, why in unheard))
+        self.unheard = unheard
+        """(address, why) for each address p2pd left out."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +155,11 @@ class SwarmHost:
                 ) from None
             raise
         daemon = p2p._child  # hivemind keeps the daemon process here; we need its pid for the watchdog
+        # p2pd starts when one of its addresses works: the others it drops with a line in its log.
+        missing = unheard(options.host_maddrs, daemon.pid) if daemon is not None else []
+        if missing:
+            await p2p.shutdown()
+            raise ListenError(missing)
         with forks_watch_parent(daemon.pid if daemon is not None else 0):
             dht = await _start_dht(p2p, options)
         limit = options.max_upload_bytes_per_s

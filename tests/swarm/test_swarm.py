@@ -7,6 +7,7 @@ files, summary JSON and, where the algebra is checked, per-round dumps (SWARM_DU
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import subprocess
@@ -24,6 +25,10 @@ pytestmark = pytest.mark.swarm
 
 DEAD_PEER = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
 COMMON = ["--join-grace", "20", "--eval-every", "1000", "--num-shards", "16"]
+BASE_PERIOD_S = 5.0
+"""The default --round-period, which rounds on --local-steps do not follow."""
+CLOCKS_APART_S = 0.1
+"""A round's end is timed (monotonic) a moment before its history entry (wall clock)."""
 
 
 def _digests(summary: dict) -> dict[int, str]:
@@ -70,6 +75,12 @@ def test_two_nodes_train_together_and_agree_on_every_round(swarm: Swarm) -> None
         assert s["bytes_sent"] > 0 and s["bytes_received"] > 0
         assert s["last_loss"] < 5.5
         assert {"run_id", "peer_id", "final_step", "rounds_completed", "digest", "eval_loss"} <= set(s)
+        # On steps no period applies: the summary reports the time measured between the node's
+        # last two rounds (attempts that failed in between only shorten it), not the base 5 s.
+        assert 0 < s["round_period_s"] != BASE_PERIOD_S, s["round_period_s"]
+        for before, entry in itertools.pairwise(s["history"]):
+            gap_s = entry["time"] - before["time"]
+            assert 0 < entry["round_period_s"] <= gap_s + CLOCKS_APART_S, s["history"]
 
 
 def test_aggregate_is_the_mean_of_member_deltas(swarm: Swarm, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """A mistake in how a node is started is one line on stderr and exit status 2, before any training.
 
 Each case is a real ``python -m node join`` process with one thing wrong: a malformed peer address,
-an unknown model, missing or unreadable data, a port in use, CUDA asked for where there is none, a
-model too small for the data, settings that contradict the running swarm's. The processes run a few
+an unknown model, missing or unreadable data, a port in use (also one listen address of several),
+CUDA asked for where there is none, a model too small for the data, settings that contradict the
+running swarm's. The processes run a few
 at a time from one module-wide set-up (they spend their seconds importing torch and hivemind); each
 test then reads one outcome: the exit status, stderr, and no traceback anywhere.
 """
@@ -111,6 +112,11 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
         "listen port in use": Case(
             ("--host-maddr", f"/ip4/127.0.0.1/tcp/{listen_port}"), (f"port {listen_port} is in use",)
         ),
+        # p2pd itself starts when any one of its addresses works: the node checks the others.
+        "one listen port of two in use": Case(
+            ("--host-maddr", f"/ip4/127.0.0.1/tcp/{listen_port}", "--host-maddr", "/ip4/127.0.0.1/tcp/0"),
+            (f"--host-maddr /ip4/127.0.0.1/tcp/{listen_port}", f"port {listen_port} is in use"),
+        ),
         "vocabulary too small": Case(
             ("--model", _model_folder(work / "small-vocab", vocab_size=100)), ("vocabulary of 100", "256")
         ),
@@ -147,6 +153,7 @@ CASES = [
     "unreadable data",
     "metrics port in use",
     "listen port in use",
+    "one listen port of two in use",
     "vocabulary too small",
     "positions too few",
     "cuda without CUDA",

@@ -12,10 +12,13 @@ from coordinator.store import Retention, Store
 T0 = 1_800_000_000.0  # a fixed clock: retention is tested by moving "now", never by sleeping
 
 
-def report(round: int, t: float, *, loss: float = 2.0, eval_loss: float | None = None) -> Report:
+def report(
+    round: int, t: float, *, loss: float = 2.0, eval_loss: float | None = None, alone: bool = False
+) -> Report:
+    """``alone``: the member was alone in its round; it reports compression 0 (no comparison)."""
     return Report(round=round, global_step=2 * round, loss=loss, samples=16, samples_per_s=8.0, sent_bytes=1000,
-                  received_bytes=1000, compression_ratio=160.0, group_size=2, time=t, eval_loss=eval_loss,
-                  status="committed")  # fmt: skip
+                  received_bytes=1000, compression_ratio=0.0 if alone else 160.0, group_size=1 if alone else 2,
+                  time=t, eval_loss=eval_loss, status="committed")  # fmt: skip
 
 
 def record(store: Store, peer: str, rounds: range, start: float, now: float, **kw) -> int:
@@ -62,6 +65,22 @@ def test_raw_reports_fold_into_minutes_and_credit_stays(store: Store) -> None:
     assert store.counts()["minutes"] == 0
 
 
+def test_rounds_alone_keep_out_of_a_folded_minutes_compression(store: Store) -> None:
+    """The first minute, "a" exchanges while "b" is alone; the second, only "b" reports, alone. Per
+    round and per folded minute alike, the ratio is over the compared bytes only: 160 where "a"
+    compared, None where nobody did (not 80, not 0). The first minute folds in two parts, as when
+    a straggler's reports arrive after a fold."""
+    record(store, "a", range(1, 7), T0, T0 + 60)
+    record(store, "b", range(1, 7), T0, T0 + 60, alone=True)
+    record(store, "b", range(7, 13), T0 + 60, T0 + 120, alone=True)
+    per_round = [p.compression_ratio for p in store.series("run")]
+    assert per_round == [pytest.approx(160.0)] * 6 + [None] * 6
+    assert store.apply_retention(now=T0 + 600 + 30) == 6  # rounds 1-3 of both peers
+    assert store.apply_retention(now=T0 + 600 + 200) == 12
+    assert store.counts() == {**store.counts(), "reports": 0, "minutes": 2}
+    assert [p.compression_ratio for p in store.series("run")] == [pytest.approx(160.0), None]
+
+
 def test_a_resent_report_counts_once_and_a_too_old_one_not_at_all(store: Store) -> None:
     assert record(store, "a", range(1, 6), T0, T0 + 60) == 5
     assert record(store, "a", range(3, 9), T0 + 20, T0 + 90) == 3
@@ -103,7 +122,8 @@ def test_a_version_1_file_gains_the_left_column(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     first = Store(path)
     record(first, "a", range(1, 3), T0, T0 + 20)
-    first._db.execute("ALTER TABLE peers DROP COLUMN left_at")  # the peers table of version 1
+    first._db.execute("ALTER TABLE peers DROP COLUMN left_at")  # the tables of version 1
+    first._db.execute("ALTER TABLE minutes DROP COLUMN compared_sent_bytes")
     first._db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     first.close()
     again = Store(path)
@@ -112,5 +132,30 @@ def test_a_version_1_file_gains_the_left_column(tmp_path: Path) -> None:
         again.mark_left("run", "a", now=T0 + 40)
         assert again.peers("run", online=True, now=T0 + 50) == []
         assert again.run_summary("run", now=T0 + 50).members_online == 0  # type: ignore[union-attr]
+    finally:
+        again.close()
+
+
+def test_a_version_2_file_gains_the_compared_bytes_of_minutes(tmp_path: Path) -> None:
+    """Minutes folded before version 3 kept no compared bytes apart: their ratio stays over all their
+    bytes, as it was (None where nobody compared); minutes folded from then on have it over their
+    compared reports."""
+    path = tmp_path / "v2.db"
+    retention = Retention(raw_window_s=600, downsampled_window_s=3600)
+    first = Store(path, retention)
+    record(first, "a", range(1, 7), T0, T0 + 60)
+    record(first, "b", range(1, 7), T0, T0 + 60, alone=True)
+    record(first, "b", range(7, 13), T0 + 60, T0 + 120, alone=True)
+    assert first.apply_retention(now=T0 + 600 + 120) == 18
+    first._db.execute("ALTER TABLE minutes DROP COLUMN compared_sent_bytes")  # the minutes of version 2
+    first._db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    first.close()
+    again = Store(path, retention)
+    try:
+        record(again, "a", range(13, 19), T0 + 120, T0 + 600 + 120)
+        record(again, "b", range(13, 19), T0 + 120, T0 + 600 + 120, alone=True)
+        assert again.apply_retention(now=T0 + 600 + 180) == 12
+        ratios = [p.compression_ratio for p in again.series("run")]
+        assert ratios == [pytest.approx(80.0), None, pytest.approx(160.0)]
     finally:
         again.close()
