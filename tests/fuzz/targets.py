@@ -19,10 +19,10 @@ import torch
 
 from swarm.auth import Credential, CredentialError, Revocations
 from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest
-from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.wire import pointer_from_pb
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec
+from swarm.dht.pointer import Pointer, PointerError
 from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
 from swarm.proto.swarm.averaging.v1 import averaging_pb2
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2
