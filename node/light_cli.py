@@ -224,9 +224,8 @@ def _owner_key(args: argparse.Namespace) -> int:
 
 
 def _credential(args: argparse.Namespace) -> int:
-    from swarm.identity import load_identity
-
     from swarm.auth import CredentialError, Revocations, issue, owner_public_key, revoke
+    from swarm.identity import load_identity
 
     try:
         key = load_identity(Path(args.owner_key))
