@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from swarm.checkpoint.manifest import build_manifest
-from swarm.checkpoint.pointer import generate_identity, load_identity
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
+from swarm.identity import generate_identity, load_identity
 from swarm.p2p import HostOptions, SwarmHost
 
 

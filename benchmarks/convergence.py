@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.processes
 from report import first_maddr, machine, require_plotting, save, today
 
-from swarm.checkpoint.pointer import generate_identity
+from swarm.identity import generate_identity
 from tests.processes import kill_groups, start_logged
 
 NODES = 4

@@ -42,7 +42,7 @@ def credentials(workdir: Path, name: str, members: int) -> tuple[str, list[list[
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from swarm.auth import issue, owner_public_key
-    from swarm.checkpoint.pointer import generate_identity, load_identity, peer_id_of, public_key_protobuf
+    from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 
     owner = Ed25519PrivateKey.generate()
     flags, ids = [], []

@@ -21,15 +21,10 @@ from typing import Any
 
 from coordinator.store import Store
 from swarm.checkpoint.manifest import Manifest, read_chunk
-from swarm.checkpoint.pointer import (
-    Pointer,
-    generate_identity,
-    load_identity,
-    peer_id_of,
-    public_key_protobuf,
-)
 from swarm.checkpoint.serve import answer
 from swarm.checkpoint.wire import MAX_FRAME_BYTES, PROTOCOL, pointer_to_pb
+from swarm.dht.pointer import Pointer
+from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.frames import WireError
 from swarm.wire.trio_streams import TrioFramedStream

@@ -21,12 +21,12 @@ from node.resume import ResumeError
 from node.sections import RUN_SETTINGS, NetworkConfig, NodeConfig, RunConfig
 from swarm.auth import CredentialError, Gate, Revocations
 from swarm.averaging.context import PROTOCOL_VERSION
-from swarm.checkpoint.pointer import generate_identity, load_identity
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import Corpus
 from swarm.dht.records import RECORD_VERSION, RecordError, RunSpec, config_key
+from swarm.identity import generate_identity, load_identity
 from swarm.models.build import ModelSource
 from swarm.p2p import SwarmHost
 
@@ -47,8 +47,7 @@ class Identity:
     """This node's peer key file, and the key itself when it can sign checkpoint pointers."""
 
     path: Path
-    key: Ed25519PrivateKey | None
-    """None for a key that is not Ed25519: the node serves checkpoints but cannot announce them."""
+    key: Ed25519PrivateKey
 
 
 def load_or_create_identity(net: NetworkConfig, scratch: Path) -> Identity:
@@ -59,9 +58,9 @@ def load_or_create_identity(net: NetworkConfig, scratch: Path) -> Identity:
         generate_identity(path)
     key = load_identity(path)
     if key is None:
-        logger.warning(
-            "identity %s is not an Ed25519 key: this node serves checkpoints but cannot announce them",
-            path,
+        raise NodeError(
+            f"--identity {path} is not an Ed25519 key: this node could sign none of its DHT records"
+            " (move the file away to have a new key made)"
         )
     return Identity(path=path, key=key)
 

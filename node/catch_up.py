@@ -27,8 +27,8 @@ from swarm.averaging.transfer import fetch_journal, fetch_state
 from swarm.checkpoint.download import DownloadError
 from swarm.checkpoint.files import CheckpointFolderError, read_checkpoint_folder
 from swarm.checkpoint.manifest import Manifest
-from swarm.checkpoint.pointer import Pointer
 from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
+from swarm.dht.pointer import Pointer
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
 from swarm.p2p import PEER_ERRORS, SwarmHost

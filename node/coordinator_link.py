@@ -22,8 +22,8 @@ from node.trainer import describe_device
 from swarm.averaging.outcome import Contribution, RoundOutcome, Status
 from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.manifest import Manifest
-from swarm.checkpoint.pointer import PointerError
 from swarm.checkpoint.wire import pointer_from_pb
+from swarm.dht.pointer import PointerError
 from swarm.dht.records import CoordinatorRecord, checkpoints_key, coordinator_key
 from swarm.p2p import SwarmHost
 from swarm.peer_names import peer_name

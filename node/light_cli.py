@@ -208,7 +208,7 @@ def _control(args: argparse.Namespace) -> int:
 
 def _owner_key(args: argparse.Namespace) -> int:
     from swarm.auth import owner_public_key
-    from swarm.checkpoint.pointer import generate_identity, load_identity
+    from swarm.identity import generate_identity, load_identity
 
     path = Path(args.out)
     try:
@@ -225,7 +225,7 @@ def _owner_key(args: argparse.Namespace) -> int:
 
 def _credential(args: argparse.Namespace) -> int:
     from swarm.auth import CredentialError, Revocations, issue, owner_public_key, revoke
-    from swarm.checkpoint.pointer import load_identity
+    from swarm.identity import load_identity
 
     try:
         key = load_identity(Path(args.owner_key))

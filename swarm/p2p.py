@@ -13,21 +13,27 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hivemind.dht import DHT
 from hivemind.p2p import P2P, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
+from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, parse_key, seal
 from swarm.dht.records import RecordError
+from swarm.identity import IdentityError, generate_identity, load_identity
 from swarm.listening import unheard
 from swarm.parent_watchdog import abandon, forks_watch_parent, stop
 from swarm.peer_names import peer_name, short_name
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
+from swarm.record_validator import EnvelopeValidator
 from swarm.relay import RelaySlots, daemon_multiaddr
 from swarm.wire.asyncio_streams import FramedStream, UploadLimit
 from swarm.wire.frames import NO_COUNTER, ByteCounter, WireError
@@ -100,6 +106,12 @@ broken, reset or malformed stream (OSError: WireError is a ConnectionError; EOFE
 mid-frame), a timeout, and content that does not verify (ValueError: the codecs', the replay's,
 the records' and the checkpoint files' errors, and unparseable multiaddrs or peer ids). A caller
 that catches these moves on to the next peer; anything else is a bug of ours and propagates."""
+
+
+class _Expired(Exception):
+    """A record read from the DHT whose envelope has expired by our clock: skipped without a word."""
+
+
 DHT_WORKERS = 4
 """hivemind's DHT worker threads: its default, pinned so that HIVEMIND_DHT_NUM_WORKERS does not change it."""
 
@@ -116,6 +128,8 @@ class SwarmHost:
     """Shared by every framed stream of this host (the volunteer's upload cap)."""
     address_hints: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
     """Addresses peers announce in their heartbeats (see ``remember_addresses``)."""
+    signing_key: Ed25519PrivateKey | None = None
+    """This host's identity key: it signs every record the host stores (None: it can store none)."""
     relay_slots: RelaySlots = field(init=False)
     """Relay slots this host reserved itself (``keep_relay_slots``)."""
 
@@ -127,33 +141,17 @@ class SwarmHost:
 
     @classmethod
     async def start(cls, options: HostOptions) -> SwarmHost:
-        try:
-            relays = list(options.relays) or list(options.initial_peers)
-            p2p = await _StaticRelayP2P.create(
-                initial_peers=list(options.initial_peers) or None,
-                host_maddrs=list(options.host_maddrs),
-                announce_maddrs=list(options.announce_maddrs) or None,
-                identity_path=options.identity_path,
-                # hivemind's "is this identity already online" probe parses RSA keys only; Swarm's
-                # identities are Ed25519 (swarm/checkpoint/pointer.py), so the probe cannot run.
-                check_if_identity_free=False,
-                nat_port_map=options.nat_port_map,
-                # Every node relays for others (p2pd's relay service, on with use_relay); a private
-                # one reserves a slot on a relay and is dialled through it (/p2p-circuit).
-                use_relay=True,
-                use_auto_relay=options.auto_relay,
-                trusted_relays=(relays or None) if options.auto_relay else None,
-                force_reachability=None if options.reachability == "auto" else options.reachability,
-                startup_timeout=options.startup_timeout_s,
-            )
-        except P2PDaemonError as e:
-            if options.initial_peers and "bootstrap" in str(e):
-                raise BootstrapError(
-                    f"no bootstrap peer answered (tried {', '.join(options.initial_peers)}): check that the"
-                    " address and its /p2p/ peer id are right, that the peer is running, and that no"
-                    " firewall blocks its port"
-                ) from None
-            raise
+        with tempfile.TemporaryDirectory(prefix="swarm-identity-") as scratch:
+            identity_path = options.identity_path or str(Path(scratch) / "identity.key")
+            if options.identity_path is None:  # a fresh key, known to us as well as to p2pd
+                generate_identity(Path(identity_path))
+            signing_key = load_identity(Path(identity_path))
+            if signing_key is None:
+                raise IdentityError(
+                    f"{identity_path} is not an Ed25519 key: this node could sign no DHT record"
+                    " (move it away to have a new one made)"
+                )
+            p2p = await _start_daemon(options, identity_path)
         daemon = p2p._child  # hivemind keeps the daemon process here; we need its pid for the watchdog
         # p2pd starts when one of its addresses works: the others it drops with a line in its log.
         missing = unheard(options.host_maddrs, daemon.pid) if daemon is not None else []
@@ -163,7 +161,12 @@ class SwarmHost:
         with forks_watch_parent(daemon.pid if daemon is not None else 0):
             dht = await _start_dht(p2p, options)
         limit = options.max_upload_bytes_per_s
-        return cls(p2p=p2p, dht=dht, upload_limit=UploadLimit(limit) if limit is not None else None)
+        return cls(
+            p2p=p2p,
+            dht=dht,
+            upload_limit=UploadLimit(limit) if limit is not None else None,
+            signing_key=signing_key,
+        )
 
     @property
     def peer_id(self) -> bytes:
@@ -315,8 +318,26 @@ class SwarmHost:
     # --- DHT ----------------------------------------------------------------------------------
 
     async def dht_store(self, key: str, value: Any, *, ttl_s: float, subkey: str | None = None) -> bool:
-        future = self.dht.store(key, value, get_dht_time() + ttl_s, subkey=subkey, return_future=True)
+        """Store ``value`` sealed in an envelope signed with this host's key (``swarm.dht.envelope``)."""
+        _, family = parse_key(key)
+        expires_at = get_dht_time() + min(ttl_s, family.max_lifetime_s)
+        if family.signer == "pointer":  # signed by its provider, expiry included
+            expires_at = float(value["expires_at"])
+        sealed = seal(self.signing_key, key=key, subkey=subkey, payload=value, expires_at=expires_at)
+        expiration = min(expires_at, get_dht_time() + ttl_s)
+        future = self.dht.store(key, sealed, expiration, subkey=subkey, return_future=True)
         return bool(await future)
+
+    def _opened(self, key: str, subkey: Any, found: Any, now: float) -> Any:
+        """The payload of one envelope read from the DHT, checked again here, where its age counts too."""
+        if subkey is not None and not (isinstance(subkey, str) and len(subkey) <= 128):
+            raise RecordError("subkey is not a short string")
+        envelope = open_envelope(
+            key=key_id(key), subkey=subkey, value=found.value, expiration_time=found.expiration_time, now=now
+        )
+        if not envelope.fresh(now):
+            raise _Expired
+        return envelope.payload
 
     async def dht_get_subkeys(
         self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
@@ -325,13 +346,13 @@ class SwarmHost:
         found = await self.dht.get(key, latest=latest, return_future=True)
         if found is None or not isinstance(found.value, dict):
             return {}
-        records = {}
+        records, now = {}, get_dht_time()
         for subkey, item in found.value.items():
             try:
-                if not isinstance(subkey, str) or len(subkey) > 128:
-                    raise RecordError("subkey is not a short string")
-                records[subkey] = parse(item.value)
-            except RecordError as e:
+                records[subkey] = parse(self._opened(key, subkey, item, now))
+            except _Expired:
+                continue
+            except (RecordError, EnvelopeError) as e:
                 logger.warning("ignoring a malformed DHT record under %s/%r: %s", key, subkey, e)
         return records
 
@@ -340,8 +361,10 @@ class SwarmHost:
         if found is None:
             return None
         try:
-            return parse(found.value)
-        except RecordError as e:
+            return parse(self._opened(key, None, found, get_dht_time()))
+        except _Expired:
+            return None
+        except (RecordError, EnvelopeError) as e:
             logger.warning("ignoring a malformed DHT record under %s: %s", key, e)
             return None
 
@@ -349,6 +372,37 @@ class SwarmHost:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, stop, self.dht)
         await self.p2p.shutdown()
+
+
+async def _start_daemon(options: HostOptions, identity_path: str) -> P2P:
+    """p2pd with this node's identity, listening and connected to the bootstrap peers."""
+    try:
+        relays = list(options.relays) or list(options.initial_peers)
+        return await _StaticRelayP2P.create(
+            initial_peers=list(options.initial_peers) or None,
+            host_maddrs=list(options.host_maddrs),
+            announce_maddrs=list(options.announce_maddrs) or None,
+            identity_path=identity_path,
+            # hivemind's "is this identity already online" probe parses RSA keys only; Swarm's
+            # identities are Ed25519 (swarm/identity.py), so the probe cannot run.
+            check_if_identity_free=False,
+            nat_port_map=options.nat_port_map,
+            # Every node relays for others (p2pd's relay service, on with use_relay); a private
+            # one reserves a slot on a relay and is dialled through it (/p2p-circuit).
+            use_relay=True,
+            use_auto_relay=options.auto_relay,
+            trusted_relays=(relays or None) if options.auto_relay else None,
+            force_reachability=None if options.reachability == "auto" else options.reachability,
+            startup_timeout=options.startup_timeout_s,
+        )
+    except P2PDaemonError as e:
+        if options.initial_peers and "bootstrap" in str(e):
+            raise BootstrapError(
+                f"no bootstrap peer answered (tried {', '.join(options.initial_peers)}): check that the"
+                " address and its /p2p/ peer id are right, that the peer is running, and that no"
+                " firewall blocks its port"
+            ) from None
+        raise
 
 
 async def _start_dht(p2p: P2P, options: HostOptions) -> DHT:
@@ -366,6 +420,7 @@ async def _start_dht(p2p: P2P, options: HostOptions) -> DHT:
                 start=True,
                 await_ready=False,
                 num_workers=DHT_WORKERS,
+                record_validators=[EnvelopeValidator()],
             )
         finally:
             gc.unfreeze()

@@ -27,7 +27,8 @@ from swarm.wire.asyncio_streams import ByteCounter
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"
+"""2: every DHT record is a signed envelope (swarm.dht.envelope); nodes of version 1 wrote unsigned ones."""
 CONTROL_FRAME_BYTES = 64 * 1024
 """Limit for rendezvous and state-request frames: they carry ids, digests and counters only."""
 MAX_JOIN_WEIGHT = 1000.0

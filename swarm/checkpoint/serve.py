@@ -15,8 +15,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from swarm.checkpoint.manifest import Manifest
-from swarm.checkpoint.pointer import Pointer
 from swarm.checkpoint.wire import MAX_CHUNKS_PER_REQUEST, pointer_to_pb
+from swarm.dht.pointer import Pointer
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 
 

@@ -29,7 +29,6 @@ from swarm.checkpoint.manifest import (
     prepare_partial,
     write_chunk,
 )
-from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.serve import answer
 from swarm.checkpoint.store import CheckpointStore
 from swarm.checkpoint.wire import (
@@ -41,6 +40,7 @@ from swarm.checkpoint.wire import (
     answer_of,
     pointer_from_pb,
 )
+from swarm.dht.pointer import Pointer, PointerError
 from swarm.dht.records import RecordError, checkpoints_key
 from swarm.p2p import STREAM_ERRORS, SwarmHost
 from swarm.peer_names import peer_name

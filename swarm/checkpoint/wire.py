@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from swarm.checkpoint.manifest import MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES
-from swarm.checkpoint.pointer import Pointer, PointerError
+from swarm.dht.pointer import Pointer, PointerError
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.frames import WireError, expect_kind
 

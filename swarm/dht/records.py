@@ -47,7 +47,7 @@ def members_key(run_id: str) -> str:
 
 
 def checkpoints_key(run_id: str) -> str:
-    """Signed checkpoint pointers (swarm/checkpoint/pointer.py), one subkey per provider and round."""
+    """Signed checkpoint pointers (swarm/dht/pointer.py), one subkey per provider and round."""
     return f"swarm/{run_id}/checkpoints"
 
 

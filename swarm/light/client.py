@@ -30,7 +30,6 @@ from swarm.checkpoint.manifest import (
     prepare_partial,
     write_chunk,
 )
-from swarm.checkpoint.pointer import Pointer
 from swarm.checkpoint.wire import (
     ANSWER_TIMEOUT_S,
     CHUNKS_TIMEOUT_S,
@@ -41,6 +40,7 @@ from swarm.checkpoint.wire import (
     answer_of,
     verified,
 )
+from swarm.dht.pointer import Pointer
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.frames import WireError
 from swarm.wire.trio_streams import TrioFramedStream

@@ -19,10 +19,11 @@ import torch
 
 from swarm.auth import Credential, CredentialError, Revocations
 from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest
-from swarm.checkpoint.pointer import Pointer, PointerError
 from swarm.checkpoint.wire import pointer_from_pb
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec
+from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, record_key, seal
+from swarm.dht.pointer import Pointer, PointerError
 from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
 from swarm.proto.swarm.averaging.v1 import averaging_pb2
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2
@@ -131,6 +132,16 @@ def dht_record(data: bytes) -> None:
         Pointer.from_wire(raw).verify()
     except PointerError:
         pass
+    for family, subkey in (
+        ("members", "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"),
+        ("config", None),
+    ):
+        try:  # what every node's DHT validator runs on it
+            open_envelope(
+                key=key_id(record_key("fuzz", family)), subkey=subkey, value=raw, expiration_time=0.0, now=0.0
+            )
+        except EnvelopeError:
+            pass
 
 
 _VALID_MANIFEST = build_manifest(
@@ -203,7 +214,13 @@ def seeds() -> dict[str, list[bytes]]:
         "dense_payload": [bytes([3]) + bytes(16), bytes([1]) + bytes(4)],
         "averaging_frames": [length_prefixed(join.SerializeToString(), part.SerializeToString())],
         "checkpoint_frames": [length_prefixed(latest.SerializeToString())],
-        "dht_record": [msgpack.packb(member.to_wire()), msgpack.packb({"v": 1, "address": "h:1"})],
+        "dht_record": [
+            msgpack.packb(member.to_wire()),
+            msgpack.packb({"v": 1, "address": "h:1"}),
+            msgpack.packb(
+                seal(owner, key=record_key("fuzz", "config"), subkey=None, payload={"a": 1}, expires_at=9.0)
+            ),
+        ],
         "manifest": [bytes([0]), bytes([1]) + _VALID_MANIFEST.to_bytes()],
         "credential": [
             issue(owner, run_id="fuzz", peer_id=b"p", valid_s=60).to_bytes(),

@@ -21,11 +21,11 @@ from swarm.averaging.outcome import RoundOutcome, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.checkpoint.pointer import generate_identity, load_identity
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
 from swarm.compression.codecs import Codec, Fp32Codec
 from swarm.dht.records import MemberRecord, members_key
+from swarm.identity import generate_identity, load_identity
 from swarm.p2p import HostOptions, SwarmHost
 
 RUN_ID = "proto"

@@ -25,8 +25,8 @@ import torch
 from swarm.averaging.outcome import Contribution, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.timing import RoundTiming
-from swarm.checkpoint.pointer import generate_identity
 from swarm.compression.registry import make_codec
+from swarm.identity import generate_identity
 from swarm.p2p import SwarmHost
 from tests.protocol.support import commit_to_copy, run, start_hosts, start_member
 

@@ -27,7 +27,7 @@ def make_identity(path: Path) -> str:
     """Write a fresh peer key (Ed25519, as nodes make them) to ``path`` and return its peer id (base58)."""
     from hivemind.p2p import PeerID
 
-    from swarm.checkpoint.pointer import generate_identity, load_identity, peer_id_of, public_key_protobuf
+    from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 
     generate_identity(path)
     key = load_identity(path)

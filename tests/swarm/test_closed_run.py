@@ -64,8 +64,9 @@ def test_forged_checkpoint_pointers_are_refused_in_a_closed_run(swarm: Swarm, tm
 
     import base58
 
-    from swarm.checkpoint.pointer import Pointer, load_identity
+    from swarm.dht.pointer import Pointer
     from swarm.dht.records import checkpoints_key
+    from swarm.identity import load_identity
     from swarm.p2p import HostOptions, SwarmHost
 
     owner = Ed25519PrivateKey.generate()

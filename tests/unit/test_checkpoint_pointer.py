@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.checkpoint.pointer import (
-    Pointer,
-    PointerError,
-    generate_identity,
-    load_identity,
-    peer_id_of,
-    public_key_protobuf,
-)
+from swarm.dht.pointer import Pointer, PointerError
+from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 
 
 def _key(tmp_path: Path, name: str = "id.key"):

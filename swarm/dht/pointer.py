@@ -11,23 +11,20 @@ Pure apart from ``cryptography``: the light client imports it; no torch, hivemin
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarm.identity import IdentityError, ed25519_public, peer_id_of, public_key_protobuf
 
 POINTER_VERSION = 1
 MAX_TTL_S = 7 * 24 * 3600.0
 MAX_ADDRS = 8
-# libp2p's crypto.proto: KeyType Ed25519 = 1; PublicKey/PrivateKey { Type = 1; Data = 2 }.
-_ED25519 = 1
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -37,65 +34,6 @@ MAX_CREDENTIAL_BYTES = 2048
 
 class PointerError(ValueError):
     """A pointer that is malformed, expired, or not signed by the peer it names."""
-
-
-def _key_protobuf(key_type: int, data: bytes) -> bytes:
-    # Two fields: varint Type (tag 0x08), bytes Data (tag 0x12); lengths here are < 128.
-    return bytes([0x08, key_type, 0x12, len(data)]) + data
-
-
-def public_key_protobuf(public: Ed25519PublicKey) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return _key_protobuf(_ED25519, public.public_bytes(Encoding.Raw, PublicFormat.Raw))
-
-
-def peer_id_of(public_key: bytes) -> bytes:
-    """The libp2p peer id of a protobuf-encoded public key (identity multihash up to 42 bytes)."""
-    if len(public_key) <= 42:
-        return bytes([0x00, len(public_key)]) + public_key
-    return bytes([0x12, 0x20]) + hashlib.sha256(public_key).digest()
-
-
-def _ed25519_public(public_key: bytes) -> Ed25519PublicKey:
-    if len(public_key) != 36 or public_key[:4] != bytes([0x08, _ED25519, 0x12, 32]):
-        raise PointerError("the pointer's public key is not an Ed25519 key in libp2p's encoding")
-    return Ed25519PublicKey.from_public_bytes(public_key[4:])
-
-
-# --- identity files ---------------------------------------------------------------------------
-
-
-def generate_identity(path: Path, seed: bytes | None = None) -> None:
-    """Write a new Ed25519 identity in libp2p's protobuf private-key format (readable by p2pd).
-
-    ``seed`` (32 bytes) makes the key reproducible: benchmarks pair runs by giving node i of seed s
-    the same peer id, hence the same data order, in every setting. Never for a real node."""
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        NoEncryption,
-        PrivateFormat,
-        PublicFormat,
-    )
-
-    key = Ed25519PrivateKey.from_private_bytes(seed) if seed is not None else Ed25519PrivateKey.generate()
-    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    data = _key_protobuf(_ED25519, private + public)  # go-libp2p: 64 bytes, private seed then public key
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def load_identity(path: Path) -> Ed25519PrivateKey | None:
-    """The Ed25519 key of an identity file; None for another key type (e.g. hivemind's RSA keys)."""
-    raw = path.read_bytes()
-    if len(raw) == 68 and raw[:4] == bytes([0x08, _ED25519, 0x12, 64]):
-        return Ed25519PrivateKey.from_private_bytes(raw[4:36])
-    return None
-
-
-# --- pointers ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -186,19 +124,26 @@ class Pointer:
 
     def verify(self, *, now: float | None = None) -> Pointer:
         """Return self if well-formed, unexpired and signed by ``provider``; else raise PointerError."""
-        if not 1 <= len(self.run_id) <= 128:
-            raise PointerError("pointer run id must have 1 to 128 characters")
-        if not _HEX64.match(self.manifest_hash):
-            raise PointerError("pointer manifest hash is not sha256 hex")
         now = time.time() if now is None else now
         if self.expires_at < now:
             raise PointerError(f"pointer expired {now - self.expires_at:.0f} s ago")
         if self.expires_at > now + MAX_TTL_S:
             raise PointerError("pointer expires implausibly far in the future")
+        return self.check_signature()
+
+    def check_signature(self) -> Pointer:
+        """Return self if well-formed and signed by ``provider``, whatever the time (the DHT's record
+        validator: a record must not turn invalid as it ages); else raise PointerError."""
+        if not 1 <= len(self.run_id) <= 128:
+            raise PointerError("pointer run id must have 1 to 128 characters")
+        if not _HEX64.match(self.manifest_hash):
+            raise PointerError("pointer manifest hash is not sha256 hex")
         if peer_id_of(self.public_key) != self.provider:
             raise PointerError("pointer's public key does not belong to the provider it names")
         try:
-            _ed25519_public(self.public_key).verify(self.signature, self.signed_bytes())
+            ed25519_public(self.public_key).verify(self.signature, self.signed_bytes())
+        except IdentityError as e:
+            raise PointerError(f"pointer's {e}") from None
         except InvalidSignature:
             raise PointerError("pointer signature does not verify") from None
         return self
