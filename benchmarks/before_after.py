@@ -48,9 +48,10 @@ def loopback_rows(record: dict) -> dict[tuple[int, str], dict]:
     return {(r["nodes"], r["codec"]): r for r in record["results"]}
 
 
-def compare(demo: tuple[dict, dict], loopback: tuple[dict, dict], tolerance: float) -> dict:
+def compare(demo: tuple[dict, ...], loopback: tuple[dict, dict], tolerance: float) -> dict:
+    """``demo`` is empty where only the round benchmark was run (a change to the protocol's plumbing)."""
     rows = []
-    for figure, before in demo_figures(demo[0]).items():
+    for figure, before in (demo_figures(demo[0]) if demo else {}).items():
         after = demo_figures(demo[1])[figure]
         rows.append({"setting": "demo", "figure": figure, "before": before, "after": after})
     old, new = loopback_rows(loopback[0]), loopback_rows(loopback[1])
@@ -95,11 +96,13 @@ def render(record: dict) -> str:
     lines += ["", record["note"]] if record.get("note") else []
     lines += [
         "",
-        f"x' digests agree between nodes in every run: demo before {agree['demo'][0]}, after {agree['demo'][1]};"
-        f" loopback before {agree['loopback'][0]}, after {agree['loopback'][1]}.",
+        "x' digests agree between nodes in every run:"
+        + (f" demo before {agree['demo'][0]}, after {agree['demo'][1]};" if agree["demo"] else "")
+        + f" loopback before {agree['loopback'][0]}, after {agree['loopback'][1]}.",
         "",
-        f"Reproduce: `python benchmarks/before_after.py --name {record['name']} --demo BEFORE AFTER"
-        " --loopback BEFORE AFTER` over the result files named above.",
+        f"Reproduce: `python benchmarks/before_after.py --name {record['name']}"
+        + (" --demo BEFORE AFTER" if agree["demo"] else "")
+        + " --loopback BEFORE AFTER` over the result files named above.",
         "",
     ]
     return "\n".join(lines)
@@ -108,7 +111,7 @@ def render(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="what changed; the result file is <name>-<date>")
-    parser.add_argument("--demo", nargs=2, type=Path, required=True, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--demo", nargs=2, type=Path, default=[], metavar=("BEFORE", "AFTER"))
     parser.add_argument("--loopback", nargs=2, type=Path, required=True, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--tolerance", type=float, default=10.0, help="percent")
     parser.add_argument("--note", default="", help="the conditions of the sittings, printed under the table")
@@ -123,9 +126,9 @@ def main() -> None:
         "machine": machine(),
         "tolerance": args.tolerance,
         "note": args.note,
-        "before_files": [args.demo[0].name, args.loopback[0].name],
-        "after_files": [args.demo[1].name, args.loopback[1].name],
-        **compare((demo[0], demo[1]), (loopback[0], loopback[1]), args.tolerance),
+        "before_files": [p.name for p in (*args.demo[:1], args.loopback[0])],
+        "after_files": [p.name for p in (*args.demo[1:], args.loopback[1])],
+        **compare(demo, (loopback[0], loopback[1]), args.tolerance),
     }
     folder = save(args.out, f"{args.name}-{record['date']}", record, render(record))
     print(render(record))
