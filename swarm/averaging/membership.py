@@ -1,21 +1,33 @@
-"""Who is in the run right now: members' heartbeats in the DHT, read for rendezvous, written on leaving."""
+"""Who is in the run right now: members' heartbeats in the DHT, read for rendezvous, written on leaving.
+
+Records cannot be forged (``swarm.dht.envelope``), but they can be withheld: DHT ids are free to
+choose, so a peer can place itself nearest the members key and answer without some heartbeats (an
+eclipse). A member that then saw itself alone would conduct alone and fork x'. So the members of the
+last round this node committed are not dropped on the DHT's word alone: those missing from it are
+asked directly (a stream on the run's ``presence`` protocol opens only to a live member of the run),
+and those that answer stay live.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from swarm.averaging.context import RoundServices
+from swarm.averaging.context import CONTROL_FRAME_BYTES, RoundServices, protocol_name
 from swarm.dht.records import MemberRecord, members_key
-from swarm.peer_names import peer_from_name
+from swarm.peer_names import peer_from_name, short_name
+from swarm.wire.asyncio_streams import FramedStream
 
 logger = logging.getLogger(__name__)
 
 LEAVING_TTL_EXTRA_S = 1.0
 """A leaving record must outlive every heartbeat stored before it (a subkey keeps the value with
 the latest expiration)."""
+
+PRESENCE_CACHE_S = 5.0
+"""A partner that answered directly counts as live this long before it is asked again."""
 
 
 class Membership:
@@ -27,6 +39,43 @@ class Membership:
         """This node took x' from peers when it joined and has committed no round since (the node
         sets it before catching up; the first round it commits clears it). Its x' may be a round
         behind its source's already: it neither conducts nor outvotes an established member."""
+        self.partners: set[bytes] = set()
+        """The other members of the last round this node committed (see the module docstring)."""
+        self._answered: dict[bytes, float] = {}
+        """Partners that answered directly, and when."""
+
+    def committed_with(self, members: Iterable[bytes]) -> None:
+        """This node committed a round with ``members``: they are its partners until the next one."""
+        self.partners = set(members) - {self.services.me}
+        self._answered = {p: t for p, t in self._answered.items() if p in self.partners}
+
+    async def handle_presence(self, peer: bytes, stream: FramedStream) -> None:
+        """A peer checks that we are a live member of the run: that the stream opened says so."""
+        stream.close()
+
+    async def _answering(self, peers: list[bytes]) -> set[bytes]:
+        """Those of ``peers`` that are live members of the run, asked directly (at once, in parallel)."""
+        s = self.services
+
+        async def answers(peer: bytes) -> bool:
+            if s.clock.now() - self._answered.get(peer, -PRESENCE_CACHE_S) < PRESENCE_CACHE_S:
+                return True
+            try:
+                stream = await s.host.open_stream(
+                    peer,
+                    protocol_name(s.run_id, "presence"),
+                    timeout_s=s.timing.connect_timeout_s,
+                    max_frame_bytes=CONTROL_FRAME_BYTES,
+                )
+            # The boundary with the host's daemon (another process), whose refusals are untyped.
+            except Exception:
+                return False
+            stream.close()
+            self._answered[peer] = s.clock.now()
+            return True
+
+        found = await asyncio.gather(*(answers(peer) for peer in peers))
+        return {peer for peer, answered in zip(peers, found, strict=True) if answered}
 
     async def live_members(self) -> dict[bytes, MemberRecord]:
         s = self.services
@@ -61,6 +110,17 @@ class Membership:
             logger.warning("could not read the member list from the DHT: %s", e)
             return {me: self.fresh}
         live = {p: record.fresh for p, record in records.items() if not record.leaving}
+        missing = sorted(p for p in self.partners if p not in records)
+        if missing:
+            answering = await self._answering(missing)
+            if answering:
+                logger.warning(
+                    "the DHT holds no heartbeat of %s, members of our last round that answer directly:"
+                    " they stay live (is the members key withheld?)",
+                    ", ".join(short_name(p) for p in sorted(answering)),
+                )
+            live.update(dict.fromkeys(answering, False))
+            self.partners -= set(missing) - answering  # gone: not asked again
         live.setdefault(me, self.fresh)
         return live
 

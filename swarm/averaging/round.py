@@ -219,6 +219,11 @@ class Averager:
             self.state_server.handle_state,
             max_frame_bytes=CONTROL_FRAME_BYTES,
         )
+        await self.host.add_handler(
+            protocol_name(self.run_id, "presence"),
+            self.membership.handle_presence,
+            max_frame_bytes=CONTROL_FRAME_BYTES,
+        )
 
     def hurry(self, grace_s: float) -> None:
         """This node is stopping: a round still forming gets ``grace_s`` more, then gives up
@@ -312,6 +317,7 @@ class Averager:
         digest = await self.copy.digest_async()
         if outcome is not None:
             self.record_committed(outcome)
+            self.membership.committed_with(outcome.members)
         await self.state_server.advanced()
         return digest
 

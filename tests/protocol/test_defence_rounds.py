@@ -14,6 +14,7 @@ import asyncio
 import pytest
 import torch
 
+from swarm.averaging.context import protocol_name
 from swarm.averaging.defence import Defence
 from swarm.averaging.faults import Misbehaviour
 from swarm.averaging.outcome import Contribution, Status
@@ -165,7 +166,10 @@ def test_a_closed_run_refuses_joins_without_a_valid_credential_for_the_peer() ->
             stolen = issue(owner, run_id="closed", peer_id=a_host.peer_id, valid_s=600).to_bytes()
             for credential, reason in ((b"", "no credential"), (stolen, "another peer"), (b"{", "not JSON")):
                 stream = await b_host.open_stream(
-                    a_host.peer_id, "/swarm/closed/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+                    a_host.peer_id,
+                    protocol_name("closed", "rendezvous"),
+                    timeout_s=5,
+                    max_frame_bytes=1 << 16,
                 )
                 join = pb.JoinRequest(run_id="closed", digest=b"d" * 32, weight=1.0, credential=credential)
                 await stream.send(pb.Frame(join=join))

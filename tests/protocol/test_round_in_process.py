@@ -18,6 +18,7 @@ import torch
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 
 from node.config import NetworkConfig
+from swarm.averaging.context import protocol_name
 from swarm.averaging.outcome import Contribution, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
@@ -27,7 +28,15 @@ from swarm.compression.codecs import CodecContext, Fp32Codec
 from swarm.p2p import HostOptions, SwarmHost
 from swarm.proto.swarm.averaging.v1 import averaging_pb2 as pb
 from swarm.wire.frames import WireError
-from tests.protocol.support import HOST_STARTUP_TIMEOUT_S, LOOPBACK, announce, run, start_hosts, start_member
+from tests.protocol.support import (
+    HOST_STARTUP_TIMEOUT_S,
+    LOOPBACK,
+    RUN_ID,
+    announce,
+    run,
+    start_hosts,
+    start_member,
+)
 
 N = 1000
 
@@ -123,7 +132,7 @@ def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
             a = await start_member(a_host, values)
             # An oversized frame on the rendezvous protocol: refused before it is read.
             stream = await b_host.open_stream(
-                a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+                a_host.peer_id, protocol_name(RUN_ID, "rendezvous"), timeout_s=5, max_frame_bytes=1 << 16
             )
             stream._writer.write(struct.pack(">I", 1 << 28))
             await stream._writer.drain()
@@ -132,7 +141,7 @@ def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
             stream.close()
             # A join for another run: told so, not admitted.
             stream = await b_host.open_stream(
-                a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+                a_host.peer_id, protocol_name(RUN_ID, "rendezvous"), timeout_s=5, max_frame_bytes=1 << 16
             )
             await stream.send(pb.Frame(join=pb.JoinRequest(run_id="other", digest=b"x" * 32, weight=1.0)))
             reply = await asyncio.wait_for(stream.expect("busy"), timeout=10)
@@ -140,7 +149,7 @@ def test_hostile_streams_are_rejected_and_the_node_keeps_serving() -> None:
             stream.close()
             # A join with an absurd weight: a logged rejection.
             stream = await b_host.open_stream(
-                a_host.peer_id, "/swarm/proto/rendezvous/1", timeout_s=5, max_frame_bytes=1 << 16
+                a_host.peer_id, protocol_name(RUN_ID, "rendezvous"), timeout_s=5, max_frame_bytes=1 << 16
             )
             await stream.send(pb.Frame(join=pb.JoinRequest(run_id="proto", digest=b"x" * 32, weight=1e30)))
             reply = await asyncio.wait_for(stream.expect("busy"), timeout=10)

@@ -1,0 +1,85 @@
+"""Signatures stop forged heartbeats, not withheld ones: a peer nearest the members key can answer
+without them (an eclipse). A member that then saw itself alone would conduct alone (``--min-group
+1``) and commit alone, forking x'. It asks the members of its last round directly instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from swarm.averaging.outcome import Contribution, Status
+from swarm.averaging.timing import RoundTiming
+from swarm.dht.records import members_key
+from swarm.p2p import SwarmHost
+from tests.protocol.support import RUN_ID, commit_to_copy, run, start_hosts, start_member
+
+N = 2_000
+ROUNDS = 4
+
+
+class _Eclipsed:
+    """A host whose DHT answers for the members key, while ``on``, hold no heartbeat but its own."""
+
+    def __init__(self, host: SwarmHost):
+        self._host = host
+        self.on = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    @property
+    def peer_id(self) -> bytes:
+        return self._host.peer_id
+
+    @property
+    def peer_name(self) -> str:
+        return self._host.peer_name
+
+    async def dht_get_subkeys(
+        self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
+    ) -> dict[str, Any]:
+        records = await self._host.dht_get_subkeys(key, parse, latest=latest)
+        if self.on and key == members_key(RUN_ID):
+            return {name: record for name, record in records.items() if name == self._host.peer_name}
+        return records
+
+
+def test_a_member_whose_members_key_is_eclipsed_still_rounds_with_its_partners() -> None:
+    async def go() -> None:
+        timing = RoundTiming(
+            gather_s=0.2, join_grace_s=2.0, join_timeout_s=15.0, min_group=1, min_transfer_s=2.0
+        )
+        # The higher peer id is eclipsed: it is the one that must find the other (the conductor).
+        hosts = sorted(await start_hosts(2), key=lambda host: host.peer_id)
+        eclipsed = _Eclipsed(hosts[1])
+        try:
+            start = torch.randn(N)
+            averagers = [
+                await start_member(hosts[0], start, timing=timing),
+                await start_member(eclipsed, start, timing=timing),  # type: ignore[arg-type]
+            ]
+            for round_id in range(1, ROUNDS + 1):
+                eclipsed.on = round_id > 1  # after a round together: they are partners
+                outcomes = await asyncio.gather(
+                    *(
+                        a.run_round(
+                            Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
+                        )
+                        for a in averagers
+                    )
+                )
+                for averager, outcome in zip(averagers, outcomes, strict=True):
+                    assert outcome.status is Status.COMMITTED, f"round {round_id}: {outcome.status}"
+                    assert len(outcome.members) == 2, f"round {round_id} was committed alone"
+                    commit_to_copy(outcome, averager.copy)
+                    await averager.applied(outcome)
+                assert averagers[0].copy.digest == averagers[1].copy.digest, f"x' forked in round {round_id}"
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    run(go())
