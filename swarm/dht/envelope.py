@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.dht.pointer import Pointer, PointerError
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
 from swarm.identity import IdentityError, ed25519_public, peer_id_of, public_key_of_peer, public_key_protobuf
 from swarm.peer_names import peer_from_name, peer_name
 
@@ -79,6 +81,14 @@ FAMILIES = {
         Family("coordinator", shape="regular", signer="writer", max_bytes=1024, max_lifetime_s=3600.0),
     )
 }
+
+SCHEMAS: dict[str, Callable[[Any], object]] = {
+    "members": MemberRecord.from_wire,
+    "checkpoints": Pointer.from_wire,
+    "config": RunSpec.from_wire,
+    "coordinator": CoordinatorRecord.from_wire,
+}
+"""Each family's payload parser: the validator refuses a signed record whose payload is malformed."""
 
 
 def record_key(run_id: str, family: str) -> str:
@@ -173,6 +183,10 @@ def open_envelope(
     if expires_at > now + family.max_lifetime_s + CLOCK_SKEW_S:
         raise EnvelopeError(f"a {family.name} record may live at most {family.max_lifetime_s:.0f} s")
     signer = _check_signer(family, full_key, subkey, header, signature, public, payload, run_id, expires_at)
+    try:
+        SCHEMAS[family.name](payload)
+    except (RecordError, PointerError) as e:
+        raise EnvelopeError(f"a {family.name} record's payload: {e}") from None
     return Envelope(family=family, run_id=run_id, expires_at=expires_at, payload=payload, signer=signer)
 
 

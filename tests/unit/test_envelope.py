@@ -17,7 +17,7 @@ from hivemind.dht.routing import DHTID
 
 from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, record_key, seal
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import MemberRecord
+from swarm.dht.records import CoordinatorRecord, MemberRecord
 from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name
 
@@ -25,6 +25,7 @@ NOW = time.time()
 MEMBERS = record_key("run", "members")
 CONFIG = record_key("run", "config")
 CHECKPOINTS = record_key("run", "checkpoints")
+COORDINATOR = record_key("run", "coordinator")
 
 
 def _key(tmp_path: Path, name: str) -> tuple[Ed25519PrivateKey, str]:
@@ -94,10 +95,22 @@ def test_a_record_opens_only_under_its_own_key_subkey_shape_and_expiry(tmp_path:
         _open(MEMBERS, None, sealed)
     with pytest.raises(EnvelopeError, match="longer than its envelope"):
         _open(MEMBERS, me, sealed, expiration=NOW + 16)
-    config = seal(key, key=CONFIG, subkey=None, payload={"any": 1}, expires_at=NOW + 60)
-    assert peer_name(_open(CONFIG, None, config).signer) == me
+    address = CoordinatorRecord(address="coord.example.org:50051").to_wire()
+    coordinator = seal(key, key=COORDINATOR, subkey=None, payload=address, expires_at=NOW + 60)
+    assert peer_name(_open(COORDINATOR, None, coordinator).signer) == me
     with pytest.raises(EnvelopeError, match="wrong shape"):  # a subkey under a regular key
-        _open(CONFIG, me, seal(key, key=CONFIG, subkey=me, payload={"any": 1}, expires_at=NOW + 60))
+        _open(COORDINATOR, me, seal(key, key=COORDINATOR, subkey=me, payload=address, expires_at=NOW + 60))
+
+
+def test_a_signed_record_with_a_malformed_payload_is_refused(tmp_path: Path) -> None:
+    key, me = _key(tmp_path, "me.key")
+    for family, subkey, payload in (
+        (MEMBERS, me, {**_heartbeat(), "round": -1}),
+        (CONFIG, None, {"v": 1, "model": "tiny"}),
+        (COORDINATOR, None, {"v": 1, "address": "169.254.169.254"}),
+    ):
+        with pytest.raises(EnvelopeError, match="payload"):
+            _open(family, subkey, seal(key, key=family, subkey=subkey, payload=payload, expires_at=NOW + 60))
 
 
 def test_malformed_old_and_oversized_records_are_refused(tmp_path: Path) -> None:
