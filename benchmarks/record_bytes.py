@@ -26,9 +26,9 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import machine, save, today
 
-from swarm.dht.envelope import key_id, open_envelope, record_key, seal
+from swarm.dht.envelope import key_id, open_envelope, seal
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RunSpec
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RunSpec, record_key
 from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name
 from swarm.run_settings import RunSettings

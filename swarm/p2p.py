@@ -320,18 +320,17 @@ class SwarmHost:
     async def dht_store(self, key: str, value: Any, *, ttl_s: float, subkey: str | None = None) -> bool:
         """Store ``value`` sealed in an envelope signed with this host's key (``swarm.dht.envelope``)."""
         _, family = parse_key(key)
-        expires_at = get_dht_time() + min(ttl_s, family.max_lifetime_s)
+        now = get_dht_time()
+        expires_at = now + min(ttl_s, family.max_lifetime_s)
         if family.signer == "pointer":  # signed by its provider, expiry included
             expires_at = float(value["expires_at"])
         sealed = seal(self.signing_key, key=key, subkey=subkey, payload=value, expires_at=expires_at)
-        expiration = min(expires_at, get_dht_time() + ttl_s)
+        expiration = min(expires_at, now + ttl_s)
         future = self.dht.store(key, sealed, expiration, subkey=subkey, return_future=True)
         return bool(await future)
 
     def _opened(self, key: str, subkey: Any, found: Any, now: float) -> Any:
         """The payload of one envelope read from the DHT, checked again here, where its age counts too."""
-        if subkey is not None and not (isinstance(subkey, str) and len(subkey) <= 128):
-            raise RecordError("subkey is not a short string")
         envelope = open_envelope(
             key=key_id(key), subkey=subkey, value=found.value, expiration_time=found.expiration_time, now=now
         )

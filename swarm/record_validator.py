@@ -17,7 +17,7 @@ from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils.serializer import MSGPackSerializer
 from hivemind.utils.timed_storage import get_dht_time
 
-from swarm.dht.envelope import EnvelopeError, open_envelope
+from swarm.dht.envelope import open_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,9 @@ class EnvelopeValidator(RecordValidatorBase):
 
     def validate(self, record: DHTRecord) -> bool:
         try:
-            subkey = MSGPackSerializer.loads(record.subkey)
-            if subkey is not None and not isinstance(subkey, str):
-                raise EnvelopeError("a subkey is a string")
             open_envelope(
                 key=record.key,
-                subkey=subkey,
+                subkey=MSGPackSerializer.loads(record.subkey),
                 value=MSGPackSerializer.loads(record.value),
                 expiration_time=record.expiration_time,
                 now=get_dht_time(),

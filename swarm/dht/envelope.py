@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.dht.pointer import Pointer, PointerError
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec, record_key
 from swarm.identity import IdentityError, ed25519_public, peer_id_of, public_key_of_peer, public_key_protobuf
 from swarm.peer_names import peer_from_name, peer_name
 
@@ -91,10 +91,6 @@ SCHEMAS: dict[str, Callable[[Any], object]] = {
 """Each family's payload parser: the validator refuses a signed record whose payload is malformed."""
 
 
-def record_key(run_id: str, family: str) -> str:
-    return f"swarm/{run_id}/{family}"
-
-
 def parse_key(key: str) -> tuple[str, Family]:
     """The run id and family of a record key; EnvelopeError for a key of no family."""
     prefix, _, rest = key.partition("/")
@@ -146,9 +142,7 @@ def seal(
     return {"v": ENVELOPE_VERSION, "h": header, "s": signature}
 
 
-def open_envelope(
-    *, key: bytes, subkey: str | None, value: Any, expiration_time: float, now: float
-) -> Envelope:
+def open_envelope(*, key: bytes, subkey: Any, value: Any, expiration_time: float, now: float) -> Envelope:
     """The envelope ``value`` stored under the key with DHT id ``key``, checked; else EnvelopeError.
 
     ``expiration_time`` is the one the DHT holds the record to: at most the envelope's own."""
@@ -174,8 +168,8 @@ def open_envelope(
         raise EnvelopeError(f"a {family.name} record is over {family.max_bytes} bytes")
     if (subkey is None) != (family.shape == "regular"):
         raise EnvelopeError(f"a {family.name} record is stored with the wrong shape")
-    if subkey is not None and not 0 < len(subkey) <= MAX_SUBKEY_CHARS:
-        raise EnvelopeError("a subkey has 1 to 128 characters")
+    if subkey is not None and not (isinstance(subkey, str) and 0 < len(subkey) <= MAX_SUBKEY_CHARS):
+        raise EnvelopeError("a subkey is a string of 1 to 128 characters")
     if not isinstance(expires_at, float) or not math.isfinite(expires_at):
         raise EnvelopeError("an envelope's expiry is not a time")
     if expiration_time > expires_at + 1e-3:

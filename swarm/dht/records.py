@@ -38,17 +38,22 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def record_key(run_id: str, family: str) -> str:
+    """The DHT key of a record family of a run (``swarm.dht.envelope`` reads the family back from it)."""
+    return f"swarm/{run_id}/{family}"
+
+
 def config_key(run_id: str) -> str:
-    return f"swarm/{run_id}/config"
+    return record_key(run_id, "config")
 
 
 def members_key(run_id: str) -> str:
-    return f"swarm/{run_id}/members"
+    return record_key(run_id, "members")
 
 
 def checkpoints_key(run_id: str) -> str:
     """Signed checkpoint pointers (swarm/dht/pointer.py), one subkey per provider and round."""
-    return f"swarm/{run_id}/checkpoints"
+    return record_key(run_id, "checkpoints")
 
 
 def _typed(raw: Any, name: str, kind: type | tuple[type, ...]) -> Any:
@@ -195,7 +200,7 @@ def _member_addrs(raw: dict) -> tuple[str, ...]:
 
 def coordinator_key(run_id: str) -> str:
     """The run's coordinator address, stored by members that know it (a joiner learns it there)."""
-    return f"swarm/{run_id}/coordinator"
+    return record_key(run_id, "coordinator")
 
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$|^\[[0-9a-fA-F:.]{2,45}\]:[0-9]{1,5}$")

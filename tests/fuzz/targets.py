@@ -22,9 +22,9 @@ from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest
 from swarm.checkpoint.wire import pointer_from_pb
 from swarm.compression.cocktail import CocktailCodec, CocktailParams
 from swarm.compression.codecs import CodecContext, CodecError, Fp16Codec, Fp32Codec
-from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, record_key, seal
+from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, seal
 from swarm.dht.pointer import Pointer, PointerError
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec, record_key
 from swarm.proto.swarm.averaging.v1 import averaging_pb2
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2
 from swarm.wire.asyncio_streams import FramedStream

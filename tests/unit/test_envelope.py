@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hivemind.dht.routing import DHTID
 
-from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, record_key, seal
+from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, seal
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import CoordinatorRecord, MemberRecord
+from swarm.dht.records import CoordinatorRecord, MemberRecord, record_key
 from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name
 
