@@ -23,6 +23,7 @@ from typing import Any
 
 METADATA_KEY = "swarm.setting"
 KINDS = ("bool", "int", "float", "str", "list")
+_KIND_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string"}
 GROUPS = {
     "network": "Network: how this node reaches the swarm and is reached",
     "run": "Run: what the swarm trains (set by the node that starts the run; joiners adopt it)",
@@ -200,8 +201,7 @@ def _typed(item: Declared, value: Any) -> Any:
         raise SettingError(f"{item.label} must be a finite number, got {value!r}")
     elif kind == "str" and isinstance(value, str):
         return value
-    words = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string"}
-    raise SettingError(f"{item.label} must be {words[kind]}, got {value!r}")
+    raise SettingError(f"{item.label} must be {_KIND_WORDS[kind]}, got {value!r}")
 
 
 def check(obj: Any, section: str) -> None:
@@ -230,13 +230,5 @@ def coerce(item: Declared, raw: Any) -> Any:
             elif item.kind == "float":
                 raw = float(text)
         except (KeyError, ValueError):
-            raise SettingError(f"{item.label} = {raw!r}: {_expected(item)}") from None
+            raise SettingError(f"{item.label} = {raw!r}: expected {_KIND_WORDS[item.kind]}") from None
     return validate(item, raw)
-
-
-def _expected(item: Declared) -> str:
-    return {
-        "bool": "expected true or false",
-        "int": "expected a whole number",
-        "float": "expected a number",
-    }.get(item.kind, "expected a string")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -13,11 +14,12 @@ from swarm.averaging.shards import Span, gather
 from swarm.averaging.state import GlobalCopy, ShardUpdate
 
 
-def _trainer() -> LocalTrainer:
+def _trainer(model: torch.nn.Module | None = None, **settings: Any) -> LocalTrainer:
+    """A trainer of a small linear model (or ``model``), on the CPU; ``settings`` override the rest."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Linear(3, 2))
-    return LocalTrainer(
-        model,
+    if model is None:
+        model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Linear(3, 2))
+    defaults: dict[str, Any] = dict(
         device=torch.device("cpu"),
         peak_lr=1e-3,
         warmup_steps=2,
@@ -27,6 +29,7 @@ def _trainer() -> LocalTrainer:
         micro_batch=None,
         joiner_warmup_steps=0,
     )
+    return LocalTrainer(model, **{**defaults, **settings})
 
 
 def test_round_keeps_the_unsent_residual_and_moves_both_copies() -> None:
@@ -151,18 +154,7 @@ def test_max_grad_norm_clips_every_local_step() -> None:
     batch = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(1))
     moved = {}
     for norm in (0.0, 1e-12):
-        trainer = LocalTrainer(
-            build_model(source, seed=0),
-            device=torch.device("cpu"),
-            peak_lr=1e-2,
-            warmup_steps=0,
-            total_steps=10,
-            weight_decay=0.0,
-            batch_size=2,
-            micro_batch=None,
-            joiner_warmup_steps=0,
-            max_grad_norm=norm,
-        )
+        trainer = _trainer(build_model(source, seed=0), peak_lr=1e-2, warmup_steps=0, max_grad_norm=norm)
         before = trainer.flat()
         trainer.step(batch, global_step=1)
         moved[norm] = float((trainer.flat() - before).abs().max())
