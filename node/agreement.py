@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node.errors import NodeError
 from node.resume import ResumeError
@@ -42,27 +40,19 @@ SOFTWARE = f"swarm-averaging/{PROTOCOL_VERSION}"
 """What a run's spec says its members speak; a joiner speaking anything else is refused."""
 
 
-@dataclass(frozen=True)
-class Identity:
-    """This node's peer key file, and the key itself when it can sign checkpoint pointers."""
-
-    path: Path
-    key: Ed25519PrivateKey
-
-
-def load_or_create_identity(net: NetworkConfig, scratch: Path) -> Identity:
-    """The peer key file (created as Ed25519 if missing; a scratch one without --identity)."""
+def identity_file(net: NetworkConfig, scratch: Path) -> Path:
+    """The peer key file (created as Ed25519 if missing; a scratch one without --identity), checked
+    to hold an Ed25519 key, which the host signs its DHT records with."""
     path = Path(net.identity) if net.identity is not None else scratch / "identity.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generate_identity(path)
-    key = load_identity(path)
-    if key is None:
+    if load_identity(path) is None:
         raise NodeError(
             f"--identity {path} is not an Ed25519 key: this node could sign none of its DHT records"
             " (move the file away to have a new key made)"
         )
-    return Identity(path=path, key=key)
+    return path
 
 
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:

@@ -35,7 +35,7 @@ from node.agreement import (
     RunAgreement,
     check_local_sources,
     codec_for_spec,
-    load_or_create_identity,
+    identity_file,
     spec_for,
 )
 from node.catch_up import CatchUp
@@ -125,8 +125,7 @@ class Node:
         cfg, p = self.config, self.progress
         device = check_before_start(cfg)
         metrics_port = self._serve_metrics()
-        identity = load_or_create_identity(cfg.network, scratch)
-        host = await start_host(cfg, identity.path, self.metrics)
+        host = await start_host(cfg, identity_file(cfg.network, scratch), self.metrics)
         started.push_async_callback(host.shutdown)
         p.maddrs = await host.visible_maddrs()
         agreement = RunAgreement(cfg, host)
@@ -140,7 +139,7 @@ class Node:
             host,
             CheckpointStore(store_dir, keep=cfg.checkpoints.keep),
             run_id=cfg.run.run_id,
-            key=identity.key,
+            key=host.signing_key,
             status=lambda: status_response(
                 cfg.run.run_id, host=host, averager=averager, copy=copy, spec=spec, gate=gate
             ),
