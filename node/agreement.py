@@ -19,23 +19,41 @@ from node.resume import ResumeError
 from node.sections import RUN_SETTINGS, NetworkConfig, NodeConfig, RunConfig
 from swarm.auth import CredentialError, Gate, Revocations
 from swarm.averaging.context import PROTOCOL_VERSION
+from swarm.checkpoint.service import ask_status
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import Corpus
-from swarm.dht.records import RECORD_VERSION, RecordError, RunSpec, config_key
+from swarm.dht.records import (
+    RECORD_VERSION,
+    RecordError,
+    RunSpec,
+    config_key,
+    pinned_run_id,
+    run_name,
+    run_pin,
+    split_run_id,
+)
 from swarm.identity import generate_identity, load_identity
 from swarm.models.build import ModelSource
-from swarm.p2p import SwarmHost
+from swarm.p2p import PEER_ERRORS, Sealed, SwarmHost
+from swarm.peer_names import peer_from_name, short_name
 
 logger = logging.getLogger("swarm.node")
 
-SPEC_TTL_S = 24 * 3600.0
-"""Lifetime of the run spec in the DHT, where the node that starts the run publishes it once."""
+SPEC_TTL_S = 7 * 24 * 3600.0
+"""Lifetime of the run spec in the DHT: its creator signs it anew every hour while it runs, and
+members store it again (``RunAgreement.keep_up``), so new nodes can join for a week after the
+creator's node is gone."""
 SPEC_LOOKUPS = 11
 """How often a joiner looks for the run spec before it concludes that no such run exists."""
 SPEC_LOOKUP_INTERVAL_S = 0.5
 """Pause between look-ups: the swarm may answer while our routing table is still filling."""
+RESOLVE_TIMEOUT_S = 10.0
+"""How long a joiner waits for its --peer to say which run it trains."""
+SPEC_RESTORE_INTERVAL_S = 3600.0
+"""How often a member stores the run spec again (as its creator signed it), so that it outlives the
+creator's node and the DHT nodes that held it."""
 SOFTWARE = f"swarm-averaging/{PROTOCOL_VERSION}"
 """What a run's spec says its members speak; a joiner speaking anything else is refused."""
 
@@ -53,6 +71,49 @@ def identity_file(net: NetworkConfig, scratch: Path) -> Path:
             " (move the file away to have a new key made)"
         )
     return path
+
+
+async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
+    """The pinned id of the run this node takes part in (``name.pin``, ``swarm.dht.records``).
+
+    A node starting a run pins its name to its own peer id: only it may sign the run's spec and
+    coordinator address. A joiner takes a pinned --run-id as given (no one but its creator can have
+    published that run's spec), and a bare name as the run its --peer trains under that name:
+    the peer's id is in the address the joiner was given, so the answer comes from whom the user
+    chose to trust."""
+    run_id, peers = config.run.run_id, config.network.peers
+    name, pin = split_run_id(run_id)
+    if not peers:
+        if pin is None:
+            return pinned_run_id(name, host.peer_id)
+        if pin != run_pin(host.peer_id):
+            raise NodeError(
+                f"run {run_id!r} was started by another peer, and only its peer key may restart it"
+                f" (pass its --identity); to join it, pass --peer with a member's address; to start"
+                f" a new run, pass the bare name {name!r}"
+            )
+        return run_id
+    if pin is not None:
+        return run_id
+    answers: list[str] = []
+    for attempt in range(SPEC_LOOKUPS):
+        for maddr in peers:
+            peer = peer_from_name(maddr.rsplit("/p2p/", 1)[1])
+            try:
+                theirs = (await ask_status(host, peer, timeout_s=RESOLVE_TIMEOUT_S)).run_id
+            except PEER_ERRORS as e:
+                answers.append(f"{maddr}: {e}")
+                continue
+            if run_name(theirs) == name and split_run_id(theirs)[1] is not None:
+                logger.info("run %r is %r (as its member %s says)", name, theirs, short_name(peer))
+                return theirs
+            answers.append(f"{maddr} trains {theirs!r}")
+        if attempt < SPEC_LOOKUPS - 1:
+            await asyncio.sleep(SPEC_LOOKUP_INTERVAL_S)
+    raise NodeError(
+        f"none of the peers trains a run named {name!r} ({'; '.join(dict.fromkeys(answers))}): check"
+        " --run-id, or pass the full id (name.pin) that the run's first node printed"
+    )
 
 
 def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:
@@ -111,11 +172,15 @@ def codec_for_spec(spec: RunSpec) -> Codec:
 
 
 class RunAgreement:
-    """Finds or publishes the run's spec in the DHT, and decides who may take part in the run."""
+    """Finds or publishes the run's spec in the DHT, keeps it there, and decides who may take part."""
 
     def __init__(self, config: NodeConfig, host: SwarmHost) -> None:
         self.config = config
         self.host = host
+        self._sealed: Sealed | None = None
+        """The spec as its creator sealed it (a joiner's), stored again by ``keep_up``."""
+        self._published: RunSpec | None = None
+        """The spec this node published as the run's creator."""
 
     async def find(self) -> RunSpec | None:
         """A joiner's run spec, read once before anything is loaded; None for a node starting the run."""
@@ -124,19 +189,48 @@ class RunAgreement:
             return None
         key = config_key(run.run_id)
         for attempt in range(SPEC_LOOKUPS):
-            existing = await self.host.dht_get(key, RunSpec.from_wire)
-            if existing is not None:
-                check_adoption(run, existing)
-                return existing
+            sealed = await self.host.dht_get_sealed(key, RunSpec.from_wire)
+            if sealed is not None:
+                check_adoption(run, sealed.record)
+                self._sealed = sealed
+                return sealed.record
             if attempt < SPEC_LOOKUPS - 1:
                 await asyncio.sleep(SPEC_LOOKUP_INTERVAL_S)
         raise NodeError(
-            f"the peers at {', '.join(peers)} answered, but no run {run.run_id!r} is"
-            " published in their swarm: check --run-id"
+            f"the peers at {', '.join(peers)} answered, but no spec of run {run.run_id!r} signed by its"
+            " creator is published in their swarm: check --run-id"
         )
 
     async def publish(self, spec: RunSpec) -> None:
+        """Publish the spec of the run this node starts, signed with its key (the run's pin)."""
+        self._published = spec
         await self.host.dht_store(config_key(self.config.run.run_id), spec.to_wire(), ttl_s=SPEC_TTL_S)
+
+    async def keep_up(self) -> None:
+        """Store the run's spec again every hour: the creator signs it anew, a member stores the
+        creator's envelope as it is, so the spec outlives both the creator's node and the DHT nodes
+        that first held it."""
+        key = config_key(self.config.run.run_id)
+        while True:
+            await asyncio.sleep(SPEC_RESTORE_INTERVAL_S)
+            try:
+                if self._published is not None:
+                    await self.host.dht_store(key, self._published.to_wire(), ttl_s=SPEC_TTL_S)
+                    continue
+                sealed = self._sealed
+                newer = await self.host.dht_get_sealed(key, RunSpec.from_wire)
+                if (
+                    sealed
+                    and newer
+                    and newer.record == sealed.record
+                    and newer.expires_at > sealed.expires_at
+                ):
+                    sealed = self._sealed = newer  # the creator signed it anew
+                if sealed is not None:
+                    await self.host.dht_store_sealed(key, sealed)
+            # The boundary of a background task: whatever the DHT's process raised, store again later.
+            except Exception as e:
+                logger.debug("could not store the run spec again: %s", e)
 
     def gate(self, spec: RunSpec) -> Gate:
         """Who may take part in this run, and this node's own credential (checked now, clearly)."""

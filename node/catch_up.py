@@ -27,9 +27,10 @@ from swarm.averaging.transfer import fetch_journal, fetch_state
 from swarm.checkpoint.download import DownloadError
 from swarm.checkpoint.files import CheckpointFolderError, read_checkpoint_folder
 from swarm.checkpoint.manifest import Manifest
-from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, read_pointers
+from swarm.checkpoint.service import CheckpointService, fetch_checkpoint, held_rounds, read_pointers
+from swarm.dht.attestation import attested_round
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import RunSpec
+from swarm.dht.records import MemberRecord, RunSpec
 from swarm.metrics import NodeMetrics
 from swarm.p2p import PEER_ERRORS, SwarmHost
 from swarm.peer_names import peer_name
@@ -53,6 +54,16 @@ CHECKPOINT_ERRORS: tuple[type[Exception], ...] = (
 """What starting from a swarm checkpoint raises when no provider delivers it or what they delivered is
 not this run's: a failed download, a spec of other settings, a swarm.json missing keys (KeyError)
 or naming fields a RunSpec does not have (TypeError)."""
+
+
+def attested_sources(members: dict[bytes, MemberRecord]) -> list[bytes]:
+    """Whom to take x' or a journal from, most advanced first: members whose heartbeat claims at
+    most the round a majority of members reached (``swarm.dht.attestation``). A stranger claiming
+    round 10^9 would otherwise be asked first; an honest member a round ahead of the majority is
+    left out, and the rounds it is ahead come at our first rendezvous."""
+    bound = attested_round(members)
+    sources = [peer for peer, record in members.items() if bound is None or record.round <= bound]
+    return sorted(sources, key=lambda peer: -members[peer].round)
 
 
 class CatchUp:
@@ -98,17 +109,15 @@ class CatchUp:
         # until our first committed round we are a newcomer (we gather at an established member,
         # and if we are behind it, we repair rather than outvote it).
         averager.fresh = bool(members)
+        ranked = attested_sources(members)
         if keep_local_work:
-            ahead = sorted(
-                (p for p in members if members[p].round > copy.round), key=lambda p: -members[p].round
-            )
+            ahead = [p for p in ranked if members[p].round > copy.round]
             old = copy.values.clone()
             if ahead and (
                 await self.replay_from_any(ahead) is not None or await self.fetch_from_any(ahead) is not None
             ):
                 trainer.adopt_global_change(old, copy.values)
             return
-        ranked = sorted(members, key=lambda peer: -members[peer].round)
         catch_up = self.progress.catch_up
         if (
             members
@@ -270,7 +279,10 @@ class CatchUp:
         """Download the run's newest checkpoint from every provider that announced it (verified
         chunk by chunk, resumable) into this node's store, and take x' from it. None if none."""
         copy = self.copy
-        pointers = [p for p in await read_pointers(self.host, self.run_id, self.gate) if p.round > copy.round]
+        found = await read_pointers(
+            self.host, self.run_id, self.gate, own=held_rounds(self.checkpoints.store)
+        )
+        pointers = [p for p in found if p.round > copy.round]
         if not pointers:
             return None
         newest = pointers[0]

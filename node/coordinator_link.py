@@ -24,7 +24,7 @@ from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.manifest import Manifest
 from swarm.checkpoint.wire import pointer_from_pb
 from swarm.dht.pointer import PointerError
-from swarm.dht.records import CoordinatorRecord, checkpoints_key, coordinator_key
+from swarm.dht.records import CoordinatorRecord, checkpoints_key, coordinator_key, run_pin, split_run_id
 from swarm.p2p import SwarmHost
 from swarm.peer_names import peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as ckpt_pb
@@ -34,8 +34,9 @@ logger = logging.getLogger("swarm.node")
 
 DISCOVERY_INTERVAL_S = 30.0
 """How often a node without a coordinator looks for one a member published in the DHT."""
-COORDINATOR_RECORD_TTL_S = 600.0
-"""Lifetime of the coordinator's address in the DHT."""
+COORDINATOR_RECORD_TTL_S = 24 * 3600.0
+"""Lifetime of the coordinator's address in the DHT: members store the creator's record again, so it
+outlives the creator's node by this much."""
 COORDINATOR_ANNOUNCE_INTERVAL_S = 150.0
 """How often the address is stored again: four times per lifetime, so one lost store does not let it lapse."""
 ARCHIVE_POINTERS_PER_BATCH = 100
@@ -71,11 +72,15 @@ class CoordinatorLink:
             self._make_reporter(self.config.output.coordinator)
 
     async def keep_up(self) -> None:
-        """Keep the configured coordinator's address in the DHT, or look for one there."""
-        if self.config.output.coordinator is not None:
-            await self._announce_coordinator(self.config.output.coordinator)
-        else:
-            await self._discover_coordinator()
+        """Keep the coordinator's address in the DHT: the run's creator signs the one it was given,
+        every member stores the creator's record again; a node without --coordinator reports to it."""
+        own = self.config.output.coordinator
+        if own is not None and split_run_id(self.config.run.run_id)[1] == run_pin(self.host.peer_id):
+            await asyncio.gather(self._announce_coordinator(own), self._keep_creators_record())
+            return
+        if own is not None:
+            logger.info("reporting to coordinator %s (only the run's creator names one in the DHT)", own)
+        await self._keep_creators_record()
 
     def stop(self) -> None:
         """Flush what is queued (briefly) and stop the reporter's thread; blocks."""
@@ -99,31 +104,35 @@ class CoordinatorLink:
         )  # fmt: skip
         self.reporter.start()
 
-    async def _discover_coordinator(self) -> None:
-        """Look for a coordinator address in the DHT now and every 30 s until one appears."""
+    async def _keep_creators_record(self) -> None:
+        """Read the coordinator's address the run's creator signed, report there (without a
+        --coordinator of our own), and store the record again, as it is, every 150 s."""
+        key, sealed = coordinator_key(self.config.run.run_id), None
         while True:
             try:
-                record = await self.host.dht_get(
-                    coordinator_key(self.config.run.run_id), CoordinatorRecord.from_wire
-                )
+                found = await self.host.dht_get_sealed(key, CoordinatorRecord.from_wire)
+                if found is not None and (sealed is None or found.expires_at > sealed.expires_at):
+                    sealed = found
+                if sealed is not None:
+                    if self.reporter is None:
+                        logger.info(
+                            "the run's creator names coordinator %s: reporting there", sealed.record.address
+                        )
+                        self._make_reporter(sealed.record.address)
+                    await self.host.dht_store_sealed(key, sealed)
             # The boundary of a background task: whatever the DHT's process raised, look again later.
             except Exception as e:
-                logger.debug("could not read the coordinator's address from the DHT: %s", e)
-                record = None
-            if record is not None:
-                logger.info("the swarm names coordinator %s: reporting there", record.address)
-                self._make_reporter(record.address)
-                return
-            await asyncio.sleep(DISCOVERY_INTERVAL_S)
+                logger.debug("could not read or store the coordinator's address: %s", e)
+            await asyncio.sleep(DISCOVERY_INTERVAL_S if sealed is None else COORDINATOR_ANNOUNCE_INTERVAL_S)
 
     async def _announce_coordinator(self, address: str) -> None:
-        """Keep the coordinator's address in the DHT, so joiners without --coordinator report too."""
+        """As the run's creator, sign the coordinator's address into the DHT every 150 s, so that
+        joiners without --coordinator report too."""
         record = CoordinatorRecord(address=address).to_wire()
+        key = coordinator_key(self.config.run.run_id)
         while True:
             try:
-                await self.host.dht_store(
-                    coordinator_key(self.config.run.run_id), record, ttl_s=COORDINATOR_RECORD_TTL_S
-                )
+                await self.host.dht_store(key, record, ttl_s=COORDINATOR_RECORD_TTL_S)
             # The boundary of a background task: whatever the DHT's process raised, store again later.
             except Exception as e:
                 logger.warning("could not store the coordinator's address in the DHT: %s", e)

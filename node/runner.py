@@ -35,6 +35,7 @@ from node.agreement import (
     RunAgreement,
     check_local_sources,
     codec_for_spec,
+    full_run_id,
     identity_file,
     spec_for,
 )
@@ -128,6 +129,9 @@ class Node:
         host = await start_host(cfg, identity_file(cfg.network, scratch), self.metrics)
         started.push_async_callback(host.shutdown)
         p.maddrs = await host.visible_maddrs()
+        # From here on the run id is the pinned one: every DHT key, report and status file names it.
+        run = replace(cfg.run, run_id=await full_run_id(cfg, host))
+        cfg = self.config = replace(cfg, run=run)
         agreement = RunAgreement(cfg, host)
         local = await self._agree(agreement, device)
         spec, trainer, copy = local.spec, local.trainer, local.copy
@@ -162,6 +166,7 @@ class Node:
         )
         if cfg.network.peers:
             await catch_up.catch_up(keep_local_work=resumed)
+        self._spawn(agreement.keep_up())
         status_files = self._start_background(host, averager, local, checkpointing, coordinator, metrics_port)
         self._say_started(host, local)
         evals = await self._prepare_training(host, local)

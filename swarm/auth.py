@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from swarm.dht.records import run_name
+
 CREDENTIAL_VERSION = 1
 MAX_CREDENTIAL_BYTES = 2048
 MAX_VALIDITY_S = 366 * 24 * 3600.0
@@ -116,11 +118,14 @@ class Credential:
         revoked: frozenset[int] = frozenset(),
         now: float | None = None,
     ) -> Credential:
-        """Return self if it lets ``peer_id`` take part in ``run_id`` now; else raise CredentialError."""
+        """Return self if it lets ``peer_id`` take part in ``run_id`` now; else raise CredentialError.
+
+        A credential names the run by its name: the owner issues it before the run's first node
+        exists, and so before the run id is pinned to that node (``swarm.dht.records``)."""
         now = time.time() if now is None else now
         if self.owner_key != owner_key:
             raise CredentialError("credential was issued by another owner than the run's")
-        if self.run_id != run_id:
+        if run_name(self.run_id) != run_name(run_id):
             raise CredentialError(f"credential is for run {self.run_id[:64]!r}, not {run_id!r}")
         if self.peer_id != peer_id:
             raise CredentialError("credential belongs to another peer")
@@ -194,10 +199,15 @@ class Revocations:
         issued = doc.get("issued_at")
         if isinstance(issued, bool) or not isinstance(issued, (int, float)):
             raise CredentialError("revocation issued_at must be a number")
-        if doc.get("run_id") != run_id or doc.get("owner_key") != owner_key:
+        listed = doc.get("run_id")
+        if (
+            not isinstance(listed, str)
+            or run_name(listed) != run_name(run_id)
+            or doc.get("owner_key") != owner_key
+        ):
             raise CredentialError("revocation list is for another run or owner")
         revocations = cls(
-            run_id=run_id, serials=frozenset(serials), issued_at=float(issued), owner_key=owner_key,
+            run_id=listed, serials=frozenset(serials), issued_at=float(issued), owner_key=owner_key,
             signature=bytes.fromhex(signature),
         )  # fmt: skip
         try:

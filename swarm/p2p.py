@@ -116,6 +116,15 @@ DHT_WORKERS = 4
 """hivemind's DHT worker threads: its default, pinned so that HIVEMIND_DHT_NUM_WORKERS does not change it."""
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A regular DHT record as its writer sealed it: the parsed payload, and the envelope to store again."""
+
+    record: Any
+    value: dict[str, Any]
+    expires_at: float
+
+
 @dataclass
 class SwarmHost:
     """A started node host. Use ``await SwarmHost.start(options)``; always ``await host.shutdown()``."""
@@ -366,6 +375,34 @@ class SwarmHost:
         except (RecordError, EnvelopeError) as e:
             logger.warning("ignoring a malformed DHT record under %s: %s", key, e)
             return None
+
+    async def dht_get_sealed(self, key: str, parse: Callable[[Any], Any]) -> Sealed | None:
+        """The regular record under ``key`` with its envelope as stored (for ``dht_store_sealed``)."""
+        found = await self.dht.get(key, latest=True, return_future=True)
+        if found is None:
+            return None
+        now = get_dht_time()
+        try:
+            envelope = open_envelope(
+                key=key_id(key),
+                subkey=None,
+                value=found.value,
+                expiration_time=found.expiration_time,
+                now=now,
+            )
+            if not envelope.fresh(now):
+                return None
+            return Sealed(record=parse(envelope.payload), value=found.value, expires_at=envelope.expires_at)
+        except (RecordError, EnvelopeError) as e:
+            logger.warning("ignoring a malformed DHT record under %s: %s", key, e)
+            return None
+
+    async def dht_store_sealed(self, key: str, sealed: Sealed) -> bool:
+        """Store again, as it is, an envelope someone else signed (a run's spec: it outlives its creator)."""
+        if sealed.expires_at <= get_dht_time():
+            return False
+        future = self.dht.store(key, sealed.value, sealed.expires_at, return_future=True)
+        return bool(await future)
 
     async def shutdown(self) -> None:
         loop = asyncio.get_running_loop()

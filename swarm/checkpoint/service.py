@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,10 +40,11 @@ from swarm.checkpoint.wire import (
     answer_of,
     pointer_from_pb,
 )
+from swarm.dht.attestation import attested
 from swarm.dht.pointer import Pointer, PointerError
-from swarm.dht.records import RecordError, checkpoints_key
+from swarm.dht.records import MemberRecord, RecordError, checkpoints_key, members_key, run_name
 from swarm.p2p import STREAM_ERRORS, SwarmHost
-from swarm.peer_names import peer_name
+from swarm.peer_names import peer_from_name, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.asyncio_streams import FramedStream
 
@@ -58,11 +59,14 @@ POINTER_TTL_S = 3600.0
 within it, so a node that leaves stops being named within the hour."""
 
 
-async def read_pointers(host: SwarmHost, run_id: str, gate: Gate | None = None) -> list[Pointer]:
-    """The run's valid, unexpired pointers from the DHT, newest round first; bad ones are logged.
+async def read_pointers(
+    host: SwarmHost, run_id: str, gate: Gate | None = None, *, own: Mapping[int, str] | None = None
+) -> list[Pointer]:
+    """The run's pointers that its members attest (``swarm.dht.attestation``), newest round first;
+    bad ones are logged. ``own``: the manifest of each round whose checkpoint the reader made.
 
-    With a closed run's ``gate``, a pointer counts only if its provider holds a valid credential
-    (signed into the pointer): an outsider can publish pointers, but no member follows them."""
+    With a closed run's ``gate``, a pointer or a heartbeat counts only if its writer holds a valid
+    credential (signed into it): an outsider can publish pointers, but no member follows them."""
 
     def parse(raw: object) -> Pointer:
         try:
@@ -73,9 +77,29 @@ async def read_pointers(host: SwarmHost, run_id: str, gate: Gate | None = None) 
             raise RecordError(f"checkpoint pointer refused in closed run: {problem}")
         return pointer
 
-    found = await host.dht_get_subkeys(checkpoints_key(run_id), parse)
-    pointers = [p for p in found.values() if p.run_id == run_id]
-    return sorted(pointers, key=lambda p: (p.round, p.provider), reverse=True)
+    found, heartbeats = await asyncio.gather(
+        host.dht_get_subkeys(checkpoints_key(run_id), parse),
+        host.dht_get_subkeys(members_key(run_id), MemberRecord.from_wire),
+    )
+    members = {}
+    for name, record in heartbeats.items():
+        peer = peer_from_name(name)  # the envelope checked that the subkey names its signer
+        if gate is None or gate.problem(peer, record.credential) is None:
+            members[peer] = record
+    claimed = [p for p in found.values() if p.run_id == run_id]
+    kept = attested(claimed, members, own=own)
+    if len(kept) < len(claimed):
+        logger.debug(
+            "%d of %d checkpoint pointers are not attested by the run's members",
+            len(claimed) - len(kept),
+            len(claimed),
+        )
+    return kept
+
+
+def held_rounds(store: CheckpointStore) -> dict[int, str]:
+    """The manifest of each round ``store`` holds a checkpoint of: this node's word for those rounds."""
+    return {manifest.round: manifest.hash for manifest in store.manifests()}
 
 
 class CheckpointService:
@@ -166,7 +190,10 @@ class NodeHoldings:
         self.host, self.store, self.run_id, self.gate = host, store, run_id, gate
 
     async def pointers(self, run_id: str) -> list[Pointer]:
-        return await read_pointers(self.host, run_id or self.run_id, self.gate)
+        """Of ``run_id`` (ours when empty, or when it is our run's bare name)."""
+        if not run_id or run_id == run_name(self.run_id):
+            run_id = self.run_id
+        return await read_pointers(self.host, run_id, self.gate, own=held_rounds(self.store))
 
     def manifest(self, digest: str) -> Manifest | None:
         return self.store.manifest(digest)
@@ -208,6 +235,16 @@ async def ask_latest(
         except PointerError as e:
             logger.warning("peer %s passed on a bad pointer: %s", peer_name(peer)[-8:], e)
     return valid
+
+
+async def ask_status(
+    host: SwarmHost, peer: bytes, *, timeout_s: float = ANSWER_TIMEOUT_S
+) -> pb.StatusResponse:
+    """What ``peer`` says of the run it trains (its full run id among it)."""
+    answer = await _ask(
+        host, peer, pb.Frame(status_request=pb.StatusRequest()), "status_response", timeout_s=timeout_s
+    )
+    return answer.status_response
 
 
 async def fetch_manifest(

@@ -13,7 +13,10 @@ value), a bound on its bytes and on its lifetime, and a rule for who may sign it
 - ``pointer``: the payload is a checkpoint pointer, signed by its provider (``swarm.dht.pointer``),
   whose peer id begins the subkey; the envelope adds no signature of its own, so that members can
   store the coordinator archive's pointers as the archive signed them.
-- ``writer``: a regular value carries its writer's public key; readers decide whom to believe.
+- ``creator``: a regular value of the run itself (its spec, its coordinator's address) carries its
+  writer's public key, and that key's peer id must be the run's creator: the one whose fingerprint
+  pins the run id (``name.pin``, ``swarm.dht.records.run_pin``). Members store the creator's
+  envelope again as it is, so the record outlives the creator's node; no one else can replace it.
 
 ``open_envelope`` checks everything that stays true as a record ages (never its expiry against the
 clock, nor a credential: an honest replica's record must not turn invalid, or hivemind would drop
@@ -37,7 +40,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.dht.pointer import Pointer, PointerError
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec, record_key
+from swarm.dht.records import (
+    CoordinatorRecord,
+    MemberRecord,
+    RecordError,
+    RunSpec,
+    record_key,
+    run_pin,
+    split_run_id,
+)
 from swarm.identity import IdentityError, ed25519_public, peer_id_of, public_key_of_peer, public_key_protobuf
 from swarm.peer_names import peer_from_name, peer_name
 
@@ -61,7 +72,7 @@ class Family:
     shape: str
     """``dict`` (one subkey per writer) or ``regular`` (one value)."""
     signer: str
-    """``subkey``, ``pointer`` or ``writer`` (see the module docstring)."""
+    """``subkey``, ``pointer`` or ``creator`` (see the module docstring)."""
     max_bytes: int
     """Bound on the whole envelope's bytes."""
     max_lifetime_s: float
@@ -76,9 +87,11 @@ FAMILIES = {
             "checkpoints", shape="dict", signer="pointer", max_bytes=4 * 1024, max_lifetime_s=7 * 24 * 3600.0
         ),
         Family(
-            "config", shape="regular", signer="writer", max_bytes=4 * 1024, max_lifetime_s=7 * 24 * 3600.0
+            "config", shape="regular", signer="creator", max_bytes=4 * 1024, max_lifetime_s=7 * 24 * 3600.0
         ),
-        Family("coordinator", shape="regular", signer="writer", max_bytes=1024, max_lifetime_s=3600.0),
+        Family(
+            "coordinator", shape="regular", signer="creator", max_bytes=1024, max_lifetime_s=7 * 24 * 3600.0
+        ),
     )
 }
 
@@ -129,7 +142,7 @@ def seal(
     the ``pointer`` family, whose payload is signed already)."""
     run_id, family = parse_key(key)
     public = b""
-    if family.signer == "writer":
+    if family.signer == "creator":
         if private is None:
             raise EnvelopeError(f"a {family.name} record needs its writer's key")
         public = public_key_protobuf(private.public_key())
@@ -209,8 +222,17 @@ def _check_signer(
             verifier = public_key_of_peer(signer)
         else:
             if not isinstance(public, bytes):
-                raise EnvelopeError("a writer's record names no public key")
+                raise EnvelopeError(f"a {family.name} record names no public key")
             verifier, signer = ed25519_public(public), peer_id_of(public)
+            pin = split_run_id(run_id)[1]
+            if pin is None:
+                raise EnvelopeError(
+                    f"run {run_id!r} is not pinned to a creator: no one may sign its {family.name}"
+                )
+            if run_pin(signer) != pin:
+                raise EnvelopeError(
+                    f"a {family.name} record of run {run_id!r} is signed by another than its creator"
+                )
         verifier.verify(signature, _signed(key, subkey, header))
         return signer
     except (PointerError, IdentityError, ValueError) as e:

@@ -7,6 +7,8 @@ stay far below hivemind's ~16 KB safe value size (see DESIGN.md): bulk data move
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -36,6 +38,40 @@ def validate_run_id(run_id: str) -> str:
             " starting with a letter or digit"
         )
     return run_id
+
+
+PIN_CHARS = 16
+"""A run id's pin: 16 base32 characters (80 bits) of the SHA-256 of its creator's peer id."""
+_PIN = re.compile(r"^[a-z2-7]{16}$")
+MAX_NAME_CHARS = 64 - 1 - PIN_CHARS
+"""A run's name leaves room for ``.`` and the pin within the 64 characters of a run id."""
+
+
+def run_pin(creator: bytes) -> str:
+    """The pin of runs created by peer ``creator``: who alone may sign their spec and coordinator
+    address (``swarm.dht.envelope``)."""
+    digest = hashlib.sha256(creator).digest()
+    return base64.b32encode(digest).decode()[:PIN_CHARS].lower()
+
+
+def split_run_id(run_id: str) -> tuple[str, str | None]:
+    """``(name, pin)`` of a pinned run id ``name.pin``; ``(run_id, None)`` for a bare name."""
+    name, dot, pin = run_id.rpartition(".")
+    if dot and name and _PIN.match(pin):
+        return name, pin
+    return run_id, None
+
+
+def pinned_run_id(name: str, creator: bytes) -> str:
+    """The full id of run ``name`` created by peer ``creator``."""
+    if split_run_id(name)[1] is not None or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"run name {name!r} is already pinned or longer than {MAX_NAME_CHARS} characters")
+    return f"{name}.{run_pin(creator)}"
+
+
+def run_name(run_id: str) -> str:
+    """The name of a run, without its pin (what credentials are issued for)."""
+    return split_run_id(run_id)[0]
 
 
 def record_key(run_id: str, family: str) -> str:
@@ -199,7 +235,8 @@ def _member_addrs(raw: dict) -> tuple[str, ...]:
 
 
 def coordinator_key(run_id: str) -> str:
-    """The run's coordinator address, stored by members that know it (a joiner learns it there)."""
+    """The run's coordinator address, signed by the run's creator and stored again by members (a
+    joiner learns it there)."""
     return record_key(run_id, "coordinator")
 
 

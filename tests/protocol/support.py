@@ -170,9 +170,14 @@ def commit_to_copy(outcome: RoundOutcome, copy: GlobalCopy) -> None:
     copy.swarm_samples += outcome.samples
 
 
+MEMBERS_ROUND = 100
+MEMBERS_TTL_S = 600.0
+
+
 async def checkpoint_nodes(folder: Path, count: int) -> tuple[list[SwarmHost], list[CheckpointService]]:
     """``count`` hosts with identities kept in ``folder``, each serving its own checkpoint store there
-    (``store<i>``) for the run ``CHECKPOINT_RUN_ID``."""
+    (``store<i>``) for the run ``CHECKPOINT_RUN_ID``, each a member whose heartbeat says its x' is at
+    round ``MEMBERS_ROUND`` (the members attest the pointers readers follow: swarm.dht.attestation)."""
     identities = [folder / f"id{i}.key" for i in range(count)]
     for identity in identities:
         generate_identity(identity)
@@ -183,6 +188,7 @@ async def checkpoint_nodes(folder: Path, count: int) -> tuple[list[SwarmHost], l
         service = CheckpointService(host, store, run_id=CHECKPOINT_RUN_ID, key=load_identity(identity))
         await service.start()
         services.append(service)
+        await announce(host, CHECKPOINT_RUN_ID, round=MEMBERS_ROUND, ttl_s=MEMBERS_TTL_S)
     return hosts, services
 
 

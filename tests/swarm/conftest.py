@@ -115,6 +115,10 @@ class Swarm:
         self.nodes.append(node)
         return node
 
+    def run_id(self, node: NodeProcess) -> str:
+        """The full id of the run ``node`` trains (a run's first node pins the name it was given)."""
+        return node.wait_for(lambda s: bool(s.get("run_id")), timeout_s=120, what="its run id")["run_id"]
+
     def first_maddr(self, node: NodeProcess) -> str:
         return node.wait_for(lambda s: bool(s.get("maddrs")), timeout_s=120, what="its addresses")["maddrs"][
             0

@@ -86,6 +86,8 @@ def test_forged_checkpoint_pointers_are_refused_in_a_closed_run(swarm: Swarm, tm
     b = swarm.start("b", *COMMON, "--peer", entry, *members, "--max-rounds", "100000", *files["b"])
     b.wait_for(lambda s: s.get("rounds_completed", 0) >= 1, timeout_s=180, what="a first round")
 
+    run_id = (a.status() or {})["run_id"]  # "closed", pinned to a's key
+
     async def forge_then_watch_a_joiner() -> None:
         forger_key = tmp_path / "forger.key"
         make_identity(forger_key)
@@ -99,7 +101,7 @@ def test_forged_checkpoint_pointers_are_refused_in_a_closed_run(swarm: Swarm, tm
         try:
             for n, credential in enumerate((b"", credentials["a"])):
                 pointer = Pointer(
-                    run_id="closed",
+                    run_id=run_id,
                     round=1_000_000 + n,
                     global_step=10**9,
                     manifest_hash=f"{n:064x}",
@@ -110,7 +112,7 @@ def test_forged_checkpoint_pointers_are_refused_in_a_closed_run(swarm: Swarm, tm
                     credential=credential,
                 ).signed_by(key)
                 stored = await host.dht_store(
-                    checkpoints_key("closed"),
+                    checkpoints_key(run_id),
                     pointer.to_wire(),
                     ttl_s=600,
                     subkey=f"{host.peer_name}/{pointer.round}",

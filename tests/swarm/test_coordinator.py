@@ -21,8 +21,8 @@ from tests.swarm.conftest import Swarm
 
 pytestmark = pytest.mark.swarm
 
-RUN = "coordinated"
-COMMON = ["--run-id", RUN, "--join-grace", "20", "--eval-every", "3", "--num-shards", "8", "--local-steps", "2",
+NAME = "coordinated"
+COMMON = ["--run-id", NAME, "--join-grace", "20", "--eval-every", "3", "--num-shards", "8", "--local-steps", "2",
           "--min-group", "2", "--checkpoint-every", "3", "--metrics-port", "0"]  # fmt: skip
 
 
@@ -76,24 +76,25 @@ def test_nodes_report_and_a_killed_coordinator_loses_nothing_acknowledged(
 ) -> None:
     a = swarm.start("a", *COMMON, "--coordinator", coordinator.address)
     swarm.start("b", "--peer", swarm.first_maddr(a), *COMMON, "--coordinator", coordinator.address)
+    run = swarm.run_id(a)
     client = CoordinatorClient(coordinator.address)
     try:
         # Both nodes report rounds and announce the checkpoint of round 3 (the same manifest).
         def two_providers():
             try:
-                listed = client.checkpoints(RUN)
-                reported = client.run_info(RUN).round
+                listed = client.checkpoints(run)
+                reported = client.run_info(run).round
             except Exception:
                 return None
             return listed if listed and len(listed[-1].providers) == 2 and reported >= 3 else None
 
         checkpoints = poll("a checkpoint announced by both members, and round 3 reported", two_providers, 240)
-        peers = {p.peer_id: p for p in client.peers(RUN)}
+        peers = {p.peer_id: p for p in client.peers(run)}
         assert len(peers) == 2 and all(p.rounds >= 1 and p.samples > 0 for p in peers.values())
         assert all(p.metrics_url.startswith("127.0.0.1:") for p in peers.values())
-        info = client.run_info(RUN)
+        info = client.run_info(run)
         assert info.members_online == 2 and info.round >= 3 and info.compression_ratio >= 0.99
-        acknowledged = {p.peer_id: p.rounds for p in client.peers(RUN)}
+        acknowledged = {p.peer_id: p.rounds for p in client.peers(run)}
         known = {c.manifest_hash for c in checkpoints}
 
         coordinator.kill()
@@ -104,15 +105,15 @@ def test_nodes_report_and_a_killed_coordinator_loses_nothing_acknowledged(
 
         restarted = CoordinatorProcess(tmp_path, grpc_port=coordinator.grpc_port)
         try:
-            after = {p.peer_id: p.rounds for p in client.peers(RUN)}
+            after = {p.peer_id: p.rounds for p in client.peers(run)}
             assert all(after[peer] >= rounds for peer, rounds in acknowledged.items()), (acknowledged, after)
-            assert known <= {c.manifest_hash for c in client.checkpoints(RUN, limit=100)}
+            assert known <= {c.manifest_hash for c in client.checkpoints(run, limit=100)}
             # The nodes deliver what they kept while it was down, and go on reporting.
             # (each node retries with a growing delay, at most 30 s apart)
             newest = a.status()["round"]
             poll(
                 "both nodes' reports of the rounds trained while the coordinator was down",
-                lambda: all(p.rounds >= newest - 1 for p in client.peers(RUN)),
+                lambda: all(p.rounds >= newest - 1 for p in client.peers(run)),
             )
         finally:
             restarted.kill()
@@ -125,16 +126,17 @@ def test_a_joiner_learns_the_coordinator_from_the_swarm(
 ) -> None:
     a = swarm.start("a", *COMMON, "--coordinator", coordinator.address)
     c = swarm.start("c", "--peer", swarm.first_maddr(a), *COMMON)  # no --coordinator
+    run = swarm.run_id(a)
     with CoordinatorClient(coordinator.address) as client:
 
         def both():
             try:
-                return len(client.peers(RUN)) == 2
+                return len(client.peers(run)) == 2
             except Exception:
                 return False
 
         poll("the joiner's reports", both, 240)
-        assert "the swarm names coordinator" in c.log.read_text()
+        assert "the run's creator names coordinator" in c.log.read_text()
         sd = f"http://127.0.0.1:{coordinator.http_port}/sd"
         with urllib.request.urlopen(sd, timeout=10) as answer:
             assert len(json.loads(answer.read())[0]["targets"]) == 2
@@ -144,7 +146,7 @@ def test_a_joiner_learns_the_coordinator_from_the_swarm(
             node.process.send_signal(signal.SIGTERM)
         for node in (a, c):
             assert node.wait_exit(60) == 0, node.log_tail()
-        assert client.run_info(RUN).members_online == 0
+        assert client.run_info(run).members_online == 0
         with urllib.request.urlopen(sd, timeout=10) as answer:
             assert json.loads(answer.read()) == []
 
@@ -155,6 +157,7 @@ def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     a = swarm.start("a", *COMMON, "--coordinator", f"127.0.0.1:{port}")
+    run = swarm.run_id(a)
     maddr = swarm.first_maddr(a)
     archive = tmp_path / "archive"
     coordinator = CoordinatorProcess(
@@ -177,16 +180,16 @@ def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm
 
             def archived():
                 try:
-                    return [c for c in client.checkpoints(RUN, limit=100) if c.archived]
+                    return [c for c in client.checkpoints(run, limit=100) if c.archived]
                 except Exception:
                     return None
 
             done = poll("an archived checkpoint", archived, 300)
-            latest = client.checkpoint(RUN, manifest_hash=done[0].manifest_hash)
+            latest = client.checkpoint(run, manifest_hash=done[0].manifest_hash)
         manifest = Manifest.from_bytes(latest.manifest, expected_hash=done[0].manifest_hash)
-        folder = archive / RUN / manifest.hash
+        folder = archive / run / manifest.hash
         assert len(read_folder(folder, manifest)) == len(manifest.chunks()), "the archived copy is incomplete"
-        assert len(done) <= 2 and len([d for d in (archive / RUN).iterdir() if d.is_dir()]) <= 2
+        assert len(done) <= 2 and len([d for d in (archive / run).iterdir() if d.is_dir()]) <= 2
 
         # The archive is a provider: a pull from its address alone gets an archived checkpoint...
         archive_maddr = json.loads(coordinator.status_file.read_text())["archive_maddrs"][0]
@@ -199,7 +202,7 @@ def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm
         assert out.returncode == 0, out.stdout + out.stderr
         pulled_manifest = {c.manifest_hash for c in done}
         assert any(read_folder(pulled, Manifest.from_bytes(
-            client_manifest(coordinator.address, h), expected_hash=h)) for h in pulled_manifest)  # fmt: skip
+            client_manifest(coordinator.address, run, h), expected_hash=h)) for h in pulled_manifest)  # fmt: skip
 
         # ... and the nodes put its pointers into the DHT, where any member's status shows them.
         def listed() -> bool:
@@ -214,6 +217,6 @@ def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm
         coordinator.kill()
 
 
-def client_manifest(address: str, manifest_hash: str) -> bytes:
+def client_manifest(address: str, run: str, manifest_hash: str) -> bytes:
     with CoordinatorClient(address) as client:
-        return client.checkpoint(RUN, manifest_hash=manifest_hash).manifest
+        return client.checkpoint(run, manifest_hash=manifest_hash).manifest

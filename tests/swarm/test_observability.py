@@ -23,7 +23,7 @@ import pytest
 
 from coordinator.client import CoordinatorClient
 from tests.swarm.conftest import Swarm
-from tests.swarm.test_coordinator import COMMON, RUN, CoordinatorProcess, poll
+from tests.swarm.test_coordinator import COMMON, CoordinatorProcess, poll
 
 pytestmark = pytest.mark.swarm
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +31,11 @@ DOCS = ROOT / "docs"
 
 
 class Live:
-    def __init__(self, swarm: Swarm, coordinator: CoordinatorProcess):
+    def __init__(self, swarm: Swarm, coordinator: CoordinatorProcess, run: str):
         self.swarm = swarm
         self.coordinator = coordinator
+        self.run = run
+        """The run's full id (its name pinned to node a's key)."""
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +47,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         args = [*COMMON, "--codec", "cocktail", "--coordinator", coordinator.address]
         a = swarm.start("a", *args)
         swarm.start("b", "--peer", swarm.first_maddr(a), *args)
+        run = swarm.run_id(a)
         with CoordinatorClient(coordinator.address) as client:
 
             def ready():
                 try:
-                    return client.run_info(RUN).round >= 4 and len(client.checkpoints(RUN)) >= 1
+                    return client.run_info(run).round >= 4 and len(client.checkpoints(run)) >= 1
                 except Exception:
                     return False
 
             poll("4 reported rounds and a checkpoint", ready, 300)
-        yield Live(swarm, coordinator)
+        yield Live(swarm, coordinator, run)
     finally:
         swarm.reap()
         coordinator.kill()
@@ -103,8 +106,8 @@ def test_prometheus_discovers_the_nodes_through_the_coordinator(live: Live, tmp_
         active = poll("Prometheus scraping both nodes and the coordinator", targets_up, 120)
         node_targets = sorted(t["labels"]["instance"] for t in active if t["labels"]["job"] == "swarm-nodes")
         with CoordinatorClient(live.coordinator.address) as client:
-            assert node_targets == sorted(p.metrics_url for p in client.peers(RUN))
-        assert all(t["labels"].get("run") == RUN for t in active if t["labels"]["job"] == "swarm-nodes")
+            assert node_targets == sorted(p.metrics_url for p in client.peers(live.run))
+        assert all(t["labels"].get("run") == live.run for t in active if t["labels"]["job"] == "swarm-nodes")
 
         def query(expr: str) -> list[dict]:
             answer = get_json(f"{api}/query?query={urllib.parse.quote(expr)}")
@@ -115,10 +118,12 @@ def test_prometheus_discovers_the_nodes_through_the_coordinator(live: Live, tmp_
             "the nodes' swarm_round in Prometheus", lambda: (r := query("swarm_round")) and len(r) == 2 and r
         )
         assert all(float(r["value"][1]) >= 4 for r in rounds)
-        online = poll("swarm_run_members_online", lambda: query(f'swarm_run_members_online{{run="{RUN}"}}'))
+        online = poll(
+            "swarm_run_members_online", lambda: query(f'swarm_run_members_online{{run="{live.run}"}}')
+        )
         assert float(online[0]["value"][1]) == 2
-        assert float(query(f'swarm_run_latest_checkpoint_round{{run="{RUN}"}}')[0]["value"][1]) >= 3
-        assert float(query(f'swarm_run_samples_total{{run="{RUN}"}}')[0]["value"][1]) > 0
+        assert float(query(f'swarm_run_latest_checkpoint_round{{run="{live.run}"}}')[0]["value"][1]) >= 3
+        assert float(query(f'swarm_run_samples_total{{run="{live.run}"}}')[0]["value"][1]) > 0
         assert float(query("sum(swarm_samples_total)")[0]["value"][1]) > 0
         loop_cpu = query("swarm_loop_cpu_seconds_total")  # the averaging's CPU, per node
         assert len(loop_cpu) == 2 and all(float(r["value"][1]) > 0 for r in loop_cpu)
@@ -141,7 +146,7 @@ def chromium() -> str | None:
 def test_the_dashboard_shows_the_live_swarm_in_chromium(live: Live, tmp_path: Path) -> None:
     browser = chromium()
     assert browser is not None
-    url = f"http://127.0.0.1:{live.coordinator.http_port}/?run={RUN}"
+    url = f"http://127.0.0.1:{live.coordinator.http_port}/?run={live.run}"
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1500", "--virtual-time-budget=15000"]  # fmt: skip
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
@@ -158,8 +163,8 @@ def test_the_dashboard_shows_the_live_swarm_in_chromium(live: Live, tmp_path: Pa
             assert len(set(labels)) == len(labels), (chart, anchor, labels)
     # The checkpoint table lists the announced checkpoints with both members as providers.
     with CoordinatorClient(live.coordinator.address) as client:
-        announced = client.checkpoints(RUN)
-        peers = client.peers(RUN)
+        announced = client.checkpoints(live.run)
+        peers = client.peers(live.run)
     table = re.search(r'<table id="checkpoints">.*?</table>', dom, re.S)
     assert table is not None
     rows = re.findall(r"<tr><td>(\d+)</td><td>\d+</td>.*?</tr>", table.group(0), re.S)

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Credential, CredentialError, Revocations, issue, owner_public_key, revoke
+from swarm.dht.records import pinned_run_id
 
 PEER = b"\x00\x24\x08\x01\x12\x20" + bytes(range(32))
 OTHER = b"\x00\x24\x08\x01\x12\x20" + bytes(range(1, 33))
@@ -24,9 +25,12 @@ def test_a_credential_lets_exactly_its_peer_into_its_run_until_it_expires() -> N
         issue(owner, run_id="r", peer_id=PEER, valid_s=3600, serial=7).to_bytes()
     )
     assert credential.verify(owner_key=key, run_id="r", peer_id=PEER).serial == 7
+    # The owner names the run before its first node pins the id to its key (name.pin).
+    assert credential.verify(owner_key=key, run_id=pinned_run_id("r", OTHER), peer_id=PEER).serial == 7
     cases = [
         ({"owner_key": owner_public_key(Ed25519PrivateKey.generate())}, "another owner"),
         ({"run_id": "other"}, "run"),
+        ({"run_id": pinned_run_id("other", OTHER)}, "run"),
         ({"peer_id": OTHER}, "another peer"),
         ({"now": time.time() + 7200}, "expired"),
         ({"revoked": frozenset({7})}, "revoked"),
@@ -70,6 +74,7 @@ def test_revocation_lists_are_the_owners_and_round_trip() -> None:
     key = owner_public_key(owner)
     raw = revoke(owner, run_id="r", serials={3, 5}).to_bytes()
     assert Revocations.from_bytes(raw, owner_key=key, run_id="r").serials == {3, 5}
+    assert Revocations.from_bytes(raw, owner_key=key, run_id=pinned_run_id("r", PEER)).serials == {3, 5}
     with pytest.raises(CredentialError, match="another run"):
         Revocations.from_bytes(raw, owner_key=key, run_id="s")
     doc = json.loads(raw)

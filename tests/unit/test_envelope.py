@@ -7,6 +7,7 @@ These are the checks every node's DHT runs on every record it stores, serves or 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,19 @@ from hivemind.dht.routing import DHTID
 
 from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, seal
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import CoordinatorRecord, MemberRecord, record_key
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RunSpec, pinned_run_id, record_key
 from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name
+from swarm.run_settings import RunSettings
 
 NOW = time.time()
 MEMBERS = record_key("run", "members")
-CONFIG = record_key("run", "config")
 CHECKPOINTS = record_key("run", "checkpoints")
-COORDINATOR = record_key("run", "coordinator")
+
+
+def _run_of(key: Ed25519PrivateKey) -> str:
+    """The pinned id of run "run" created by ``key``'s peer."""
+    return pinned_run_id("run", peer_id_of(public_key_protobuf(key.public_key())))
 
 
 def _key(tmp_path: Path, name: str) -> tuple[Ed25519PrivateKey, str]:
@@ -96,18 +101,50 @@ def test_a_record_opens_only_under_its_own_key_subkey_shape_and_expiry(tmp_path:
     with pytest.raises(EnvelopeError, match="longer than its envelope"):
         _open(MEMBERS, me, sealed, expiration=NOW + 16)
     address = CoordinatorRecord(address="coord.example.org:50051").to_wire()
-    coordinator = seal(key, key=COORDINATOR, subkey=None, payload=address, expires_at=NOW + 60)
-    assert peer_name(_open(COORDINATOR, None, coordinator).signer) == me
+    ours = record_key(_run_of(key), "coordinator")
+    coordinator = seal(key, key=ours, subkey=None, payload=address, expires_at=NOW + 60)
+    assert peer_name(_open(ours, None, coordinator).signer) == me
     with pytest.raises(EnvelopeError, match="wrong shape"):  # a subkey under a regular key
-        _open(COORDINATOR, me, seal(key, key=COORDINATOR, subkey=me, payload=address, expires_at=NOW + 60))
+        _open(ours, me, seal(key, key=ours, subkey=me, payload=address, expires_at=NOW + 60))
+
+
+def test_only_a_run_s_creator_signs_its_spec_and_coordinator_address(tmp_path: Path) -> None:
+    """The run id pins its creator (``name.pin``): a stranger's longer-lived spec or coordinator
+    address under that run's keys is refused, and so is any under a run id that pins nobody."""
+    creator, _ = _key(tmp_path, "creator.key")
+    mallory, _ = _key(tmp_path, "mallory.key")
+    run_id = _run_of(creator)
+    spec = _spec()
+    address = CoordinatorRecord(address="coord.example.org:50051").to_wire()
+    for family, payload in (("config", spec), ("coordinator", address)):
+        key = record_key(run_id, family)
+        genuine = seal(creator, key=key, subkey=None, payload=payload, expires_at=NOW + 3600)
+        assert _open(key, None, genuine).payload == payload  # and as stored again by a member: same bytes
+        with pytest.raises(EnvelopeError, match="another than its creator"):
+            _open(key, None, seal(mallory, key=key, subkey=None, payload=payload, expires_at=NOW + 6 * 86400))
+        with pytest.raises(EnvelopeError, match="not pinned"):
+            _open(record_key("run", family), None, seal(creator, key=record_key("run", family), subkey=None,
+                                                        payload=payload, expires_at=NOW + 60))  # fmt: skip
+        # The run of the same name that mallory creates is another run, with other keys.
+        theirs = record_key(_run_of(mallory), family)
+        assert theirs != key
+        assert _open(
+            theirs, None, seal(mallory, key=theirs, subkey=None, payload=payload, expires_at=NOW + 60)
+        )
+
+
+def _spec() -> dict[str, Any]:
+    return RunSpec(
+        **asdict(RunSettings()), model_hash="m" * 64, initial_digest="", data_hash="d" * 64, software="s/2"
+    ).to_wire()
 
 
 def test_a_signed_record_with_a_malformed_payload_is_refused(tmp_path: Path) -> None:
     key, me = _key(tmp_path, "me.key")
     for family, subkey, payload in (
         (MEMBERS, me, {**_heartbeat(), "round": -1}),
-        (CONFIG, None, {"v": 1, "model": "tiny"}),
-        (COORDINATOR, None, {"v": 1, "address": "169.254.169.254"}),
+        (record_key(_run_of(key), "config"), None, {"v": 1, "model": "tiny"}),
+        (record_key(_run_of(key), "coordinator"), None, {"v": 1, "address": "169.254.169.254"}),
     ):
         with pytest.raises(EnvelopeError, match="payload"):
             _open(family, subkey, seal(key, key=family, subkey=subkey, payload=payload, expires_at=NOW + 60))

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RecordError, RunSpec, validate_run_id
+from swarm.dht.records import (
+    CoordinatorRecord,
+    MemberRecord,
+    RecordError,
+    RunSpec,
+    pinned_run_id,
+    run_name,
+    run_pin,
+    split_run_id,
+    validate_run_id,
+)
 
 SPEC = RunSpec(
     model="tiny",
@@ -114,3 +124,18 @@ def test_coordinator_records() -> None:
     ):
         with pytest.raises(RecordError):
             CoordinatorRecord.from_wire(raw)
+
+
+def test_a_run_id_pins_its_creator() -> None:
+    creator, other = b"\x00\x24" + b"\x01" * 36, b"\x00\x24" + b"\x02" * 36
+    full = pinned_run_id("demo-1.2", creator)
+    name, pin = split_run_id(full)
+    assert (name, pin) == ("demo-1.2", run_pin(creator)) and len(pin or "") == 16
+    assert validate_run_id(full) == full and run_name(full) == "demo-1.2"
+    assert run_pin(other) != pin  # another creator, another run
+    assert split_run_id("demo-1.2") == ("demo-1.2", None)  # a dotted name is not a pin
+    assert split_run_id("x.ABCDEFGHIJKLMNOP") == ("x.ABCDEFGHIJKLMNOP", None)  # pins are lower case
+    with pytest.raises(ValueError, match="already pinned"):
+        pinned_run_id(full, creator)
+    with pytest.raises(ValueError, match="longer than"):
+        pinned_run_id("n" * 48, creator)
