@@ -111,7 +111,7 @@ async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
         if attempt < SPEC_LOOKUPS - 1:
             await asyncio.sleep(SPEC_LOOKUP_INTERVAL_S)
     raise NodeError(
-        f"none of the peers trains a run named {name!r} ({'; '.join(dict.fromkeys(answers))}): check"
+        f"no peer trains a run named {name!r} ({'; '.join(dict.fromkeys(answers))}): check"
         " --run-id, or pass the full id (name.pin) that the run's first node printed"
     )
 

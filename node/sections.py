@@ -143,7 +143,8 @@ class RunConfig:
         "swarm",
         group="run",
         metavar="NAME",
-        help="Name of the run. Nodes train together only with the same run id.",
+        help="The run: a name starts a run pinned to this node's key (its full id, name.pin, is "
+        "printed at start); a joiner passes that full id, or the name with --peer.",
     )
     given: dict[str, Any] = field(default_factory=dict)
     """Run-level settings set in this node's config, by name; the others come from the run."""

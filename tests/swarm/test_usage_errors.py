@@ -3,7 +3,8 @@
 Each case is a real ``python -m node join`` process with one thing wrong: a malformed peer address,
 an unknown model, missing or unreadable data, a port in use (also one listen address of several),
 CUDA asked for where there is none, a model too small for the data, settings that contradict the
-running swarm's. The processes run a few
+running swarm's, a run id pinned to another peer's key, a run name the --peer does not train. The
+processes run a few
 at a time from one module-wide set-up (they spend their seconds importing torch and hivemind); each
 test then reads one outcome: the exit status, stderr, and no traceback anywhere.
 """
@@ -120,6 +121,10 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
         "vocabulary too small": Case(
             ("--model", _model_folder(work / "small-vocab", vocab_size=100)), ("vocabulary of 100", "256")
         ),
+        # A full run id pins its creator's key: only that key may start (or restart) it alone.
+        "another peer's run": Case(
+            ("--run-id", "usage.aaaaaaaaaaaaaaaa"), ("'usage.aaaaaaaaaaaaaaaa'", "started by another peer")
+        ),
         "positions too few": Case(
             ("--model", _model_folder(work / "short", max_position_embeddings=64), "--seq-len", "128"),
             ("64 positions", "128"),
@@ -138,6 +143,12 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
             )
             cases["contradicting the run"] = contradicting
             running["contradicting the run"] = pool.submit(_join, contradicting.args)
+            elsewhere = Case(
+                ("--run-id", "other", "--peer", swarm.first_maddr(first)),
+                ("no peer trains a run named 'other'", "trains 'usage."),
+            )
+            cases["a run the peer does not train"] = elsewhere
+            running["a run the peer does not train"] = pool.submit(_join, elsewhere.args)
             results = {name: (cases[name], future.result()) for name, future in running.items()}
         yield results
     finally:
@@ -158,6 +169,8 @@ CASES = [
     "positions too few",
     "cuda without CUDA",
     "contradicting the run",
+    "another peer's run",
+    "a run the peer does not train",
 ]
 
 
