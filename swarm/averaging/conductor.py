@@ -84,7 +84,13 @@ class Conductor:
                 live = await self.membership.live_peers()
                 rank = conductor_rank(live)
                 now = s.clock.now()
-                before = [p for p in live if rank(p) < rank(s.me) and skip.get(p, 0.0) <= now]
+                # One that ranks before us but joined our gathering chose us: sending it back to
+                # itself would loop while our views of who is established differ.
+                before = [
+                    p
+                    for p in live
+                    if rank(p) < rank(s.me) and skip.get(p, 0.0) <= now and p not in gathering.requests
+                ]
                 if before:
                     target = min(before, key=rank)
                     self._close(gathering, pb.Frame(redirect=pb.Redirect(conductor=target)))
@@ -261,11 +267,14 @@ class Conductor:
         # Everyone picks the same conductor; one that is still training (or just closed a roster)
         # keeps the joiner waiting for its next gathering rather than splitting the group. A node
         # that is itself joining another conductor (one the joiner has not seen yet) redirects it.
-        clock = self.services.clock
+        # Two members can each be joining the other: their views of who is established differ
+        # for a moment (a stale replica of a heartbeat). The lower peer id conducts: the higher
+        # sends the lower back to itself, the lower waits for its own gathering to open.
+        clock, me = self.services.clock, self.services.me
         waited_until = clock.now() + self.skip_s()
         while (gathering := self.gathering) is None or gathering.closed:
             target = self._joining_target
-            if target is not None and target != peer:
+            if target is not None and (target != peer or peer < me):
                 logger.debug(
                     "redirecting %s to %s, the conductor we join", short_name(peer), short_name(target)
                 )
@@ -275,10 +284,11 @@ class Conductor:
             if remaining <= 0:
                 await stream.send(pb.Frame(busy=pb.Busy(reason="not gathering a round")))
                 return None
-            waiters = {
-                asyncio.ensure_future(self._gathering_open.wait()),
-                asyncio.ensure_future(self._joining.wait()),
-            }
+            waiters = {asyncio.ensure_future(self._gathering_open.wait())}
+            if target is None:
+                waiters.add(asyncio.ensure_future(self._joining.wait()))
+            else:  # the event is set while we join (it would wake us at once): look again soon
+                remaining = min(remaining, GATHER_POLL_S)
             try:
                 await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -1,0 +1,93 @@
+"""Two members whose views of who is established differ for a moment each join the other.
+
+Members rank conductors by their heartbeats (established members first, then the lowest peer id).
+A stale replica of a heartbeat, common while the DHT is busy, can show one member its own
+heartbeat from before its first round (``fresh``) while the other already reads the newer one:
+the lower peer then joins the higher, which joins the lower. Each used to wait for the other to
+open a gathering until the pass-over time ran out (twice the join grace: four minutes in the
+intruder benchmark, where it stalled a closed run). Now the lower peer id conducts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from swarm.averaging.outcome import Contribution, Status
+from swarm.averaging.timing import RoundTiming
+from swarm.dht.records import MemberRecord, members_key
+from swarm.p2p import SwarmHost
+from tests.protocol.support import RUN_ID, commit_to_copy, run, start_hosts, start_member
+
+N = 2_000
+JOIN_GRACE_S = 20.0
+"""Long, as in the intruder benchmark: a conductor the members wait on for nothing costs 40 s."""
+
+
+class _StaleOwnHeartbeat:
+    """A host whose DHT answers with its own heartbeat as it was before its first round (fresh)."""
+
+    def __init__(self, host: SwarmHost):
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    @property
+    def peer_id(self) -> bytes:
+        return self._host.peer_id
+
+    @property
+    def peer_name(self) -> str:
+        return self._host.peer_name
+
+    async def dht_get_subkeys(
+        self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
+    ) -> dict[str, Any]:
+        records = await self._host.dht_get_subkeys(key, parse, latest=latest)
+        own = records.get(self._host.peer_name)
+        if key == members_key(RUN_ID) and isinstance(own, MemberRecord):
+            records[self._host.peer_name] = dataclasses.replace(own, fresh=True)
+        return records
+
+
+def test_two_members_that_each_join_the_other_round_at_once() -> None:
+    async def go() -> None:
+        timing = RoundTiming(
+            gather_s=0.2, join_grace_s=JOIN_GRACE_S, join_timeout_s=60.0, min_group=2, min_transfer_s=2.0
+        )
+        # The lower peer id reads its own heartbeat stale: it joins the higher, which joins it.
+        hosts = sorted(await start_hosts(2), key=lambda host: host.peer_id)
+        stale = _StaleOwnHeartbeat(hosts[0])
+        try:
+            start = torch.randn(N)
+            averagers = [
+                await start_member(stale, start, timing=timing),  # type: ignore[arg-type]
+                await start_member(hosts[1], start, timing=timing),
+            ]
+            began = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(
+                    a.run_round(
+                        Contribution(delta=torch.randn(N) * 0.01, weight=1.0, samples=1, local_steps=1)
+                    )
+                    for a in averagers
+                )
+            )
+            took = time.monotonic() - began
+            for averager, outcome in zip(averagers, outcomes, strict=True):
+                assert outcome.status is Status.COMMITTED and len(outcome.members) == 2, outcome.status
+                commit_to_copy(outcome, averager.copy)
+            assert averagers[0].copy.digest == averagers[1].copy.digest
+            # Well inside the 40 s pass-over time the members used to wait for each other.
+            assert took < JOIN_GRACE_S / 2, f"the round took {took:.1f} s"
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    run(go())
