@@ -236,19 +236,27 @@ class Soak:
                 process.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 self.kill(process)
+        # Each node's final x' against every digest any node had at that round: a node may leave
+        # a round behind the others, and a late joiner may hold x' without a committed round.
         histories: dict[int, dict[int, str]] = {}
+        finals: dict[int, tuple[int, str]] = {}
         for slot in self.nodes:
             try:
                 summary = json.loads((self.workdir / f"node{slot}.summary.json").read_text())
                 histories[slot] = {h["round"]: h["digest"] for h in summary["history"]}
-                histories[slot][summary["round"]] = summary["digest"]  # a late joiner may commit none
+                finals[slot] = (summary["round"], summary["digest"])
+                histories[slot][summary["round"]] = summary["digest"]
             except (OSError, json.JSONDecodeError, KeyError):
                 histories[slot] = {}
-        common = set.intersection(*(set(h) for h in histories.values())) if histories else set()
-        if not common:
-            return {"common_round": None, "final_digests": {}}
-        last = max(common)
-        return {"common_round": last, "final_digests": {slot: h[last] for slot, h in histories.items()}}
+        seen: dict[int, set[str]] = {}
+        for history in histories.values():
+            for round_id, digest in history.items():
+                seen.setdefault(round_id, set()).add(digest)
+        return {
+            "final_rounds": sorted({r for r, _ in finals.values()}),
+            "final_digests": {slot: digest for slot, (_, digest) in finals.items()},
+            "unrepaired": any(len(seen[r]) > 1 for r, _ in finals.values()),
+        }
 
     def latest_rounds(self) -> dict[int, int]:
         latest: dict[int, int] = {}
@@ -281,7 +289,7 @@ def analyse(soak: Soak, final: dict, args: argparse.Namespace) -> dict:
             by_round.setdefault(s["round"], set()).add(s["digest"])
     disagreed = sorted(r for r, d in by_round.items() if len(d) > 1)
     final_digests = final.get("final_digests", {})
-    unrepaired = len(set(final_digests.values())) > 1
+    unrepaired = bool(final.get("unrepaired"))
     # Eval loss (node 0, long-lived): first and last quarter.
     evals = [(s["t"], s["eval_loss"]) for s in in_run if s["slot"] == 0 and s["eval_loss"] is not None]
     dedup = [e for i, e in enumerate(evals) if i == 0 or e[1] != evals[i - 1][1]]
@@ -307,7 +315,7 @@ def analyse(soak: Soak, final: dict, args: argparse.Namespace) -> dict:
         "longest_stall_s": round(stall, 1),
         "rounds_with_disagreeing_digests": len(disagreed),
         "disagreeing_rounds": disagreed[:50],
-        "common_round": final.get("common_round"),
+        "final_rounds": final.get("final_rounds", []),
         "final_digests": final_digests,
         "unrepaired_divergence": unrepaired,
         "eval_first_quarter": statistics.mean(q1) if q1 else None,
@@ -393,8 +401,9 @@ def render(r: dict) -> str:
         f"| kills | {r['kills']} (+1 coordinator) | |",
         f"| longest stall s | {r['longest_stall_s']} | |",
         f"| rounds where live nodes reported different x' | {r['rounds_with_disagreeing_digests']} | repaired |",
-        f"| divergence left at the end (every node at round {r['common_round']}) | {'yes' if r['unrepaired_divergence'] else 'none'}"
-        f" ({len(set(r['final_digests'].values()))} digest(s) over {len(r['final_digests'])} nodes) | none |",
+        f"| divergence left at the end (each node's final x' against every digest of its round) |"
+        f" {'yes' if r['unrepaired_divergence'] else 'none'} ({len(r['final_digests'])} nodes ending at rounds"
+        f" {', '.join(map(str, r['final_rounds']))}) | none |",
         f"| eval loss, first quarter -> last quarter | {q1 if q1 is None else f'{q1:.3f}'} -> {q4 if q4 is None else f'{q4:.3f}'} | falls |",
         f"| survivor crashes | {len(r['survivor_crashes'])} | 0 |",
         f"| memory of the long-lived nodes, second half | {mem} | < +10% |",
