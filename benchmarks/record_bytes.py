@@ -28,7 +28,7 @@ from report import machine, save, today
 
 from swarm.dht.envelope import key_id, open_envelope, seal
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RunSpec, record_key
+from swarm.dht.records import CoordinatorRecord, MemberRecord, RunSpec, pinned_run_id, record_key
 from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name
 from swarm.run_settings import RunSettings
@@ -89,11 +89,13 @@ def _median_us(action: Any) -> float:
     return statistics.median(times) * 1e6
 
 
-def measure(run_id: str) -> list[dict[str, Any]]:
+def measure(name: str) -> tuple[str, list[dict[str, Any]]]:
+    """The run id (``name`` pinned to a new key, which signs everything) and a row per record."""
     with tempfile.TemporaryDirectory() as folder:
         generate_identity(Path(folder) / "id.key")
         key = load_identity(Path(folder) / "id.key")
     assert key is not None
+    run_id = pinned_run_id(name, peer_id_of(public_key_protobuf(key.public_key())))
     rows = []
     for name, (family, subkey, payload) in _records(key, run_id).items():
         full_key = record_key(run_id, family)
@@ -125,19 +127,19 @@ def measure(run_id: str) -> list[dict[str, Any]]:
                 ),
             }
         )
-    return rows
+    return run_id, rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-id", default="swarm")
+    parser.add_argument("--run-id", default="swarm", help="the run's name (pinned to the signing key)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    rows = measure(args.run_id)
+    run_id, rows = measure(args.run_id)
     lines = [
         f"# DHT record bytes and signing time ({today()})",
         "",
-        f"Machine: {machine()}. Run id {args.run_id!r}; msgpack bytes as hivemind stores the value.",
+        f"Machine: {machine()}. Run id {run_id!r}; msgpack bytes as hivemind stores the value.",
         "`python benchmarks/record_bytes.py`.",
         "",
         "| record | unsigned (v1) | envelope (v2) | added | seal µs | open µs |",
@@ -151,7 +153,7 @@ def main() -> None:
     save(
         args.out,
         f"record_bytes-{today()}",
-        {"date": today(), "machine": machine(), "run_id": args.run_id, "rows": rows},
+        {"date": today(), "machine": machine(), "run_id": run_id, "rows": rows},
         "\n".join(lines) + "\n",
     )
 
