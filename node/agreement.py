@@ -105,7 +105,7 @@ async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
                 answers.append(f"{maddr}: {e}")
                 continue
             if run_name(theirs) == name and split_run_id(theirs)[1] is not None:
-                logger.info("run %r is %r (as its member %s says)", name, theirs, short_name(peer))
+                logger.debug("run %r is %r (as its member %s says)", name, theirs, short_name(peer))
                 return theirs
             answers.append(f"{maddr} trains {theirs!r}")
         if attempt < SPEC_LOOKUPS - 1:

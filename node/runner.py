@@ -325,8 +325,9 @@ class Node:
                 print(f"  swarm-node join --run-id {cfg.run.run_id} --peer {maddr}", flush=True)
         logger.info("reachability: %s", reachability(self.progress.maddrs, cfg.network.announce_maddrs))
         logger.info(
-            "peer %s training %s (%d parameters) on %s, data %s, codec %s",
+            "peer %s training run %s: %s (%d parameters) on %s, data %s, codec %s",
             host.peer_name,
+            cfg.run.run_id,
             local.spec.model,
             local.copy.values.numel(),
             local.device,

@@ -76,7 +76,12 @@ def test_nobody_writes_a_heartbeat_or_a_leaving_notice_in_another_member_s_name(
     with pytest.raises(EnvelopeError, match="signature does not verify"):
         _open(MEMBERS, victim, forged)
     genuine = seal(victim_key, key=MEMBERS, subkey=victim, payload=_heartbeat(), expires_at=NOW + 15)
-    tampered = {**genuine, "h": genuine["h"].replace(b"\xc2", b"\xc3")}  # leaving False -> True
+    family, run_id, expires_at, payload, public = msgpack.unpackb(genuine["h"])
+    payload["leaving"] = True  # the member's own signature over the header, with leaving set
+    tampered = {
+        **genuine,
+        "h": msgpack.packb([family, run_id, expires_at, payload, public], use_bin_type=True),
+    }
     assert tampered != genuine
     with pytest.raises(EnvelopeError, match="signature does not verify"):
         _open(MEMBERS, victim, tampered)
