@@ -69,6 +69,7 @@ class ServeConfig:
 
 def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
     import json
+    import sqlite3
 
     from coordinator.archive import Archiver
     from coordinator.archive_host import ArchiveHost
@@ -121,7 +122,13 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
             tmp.write_text(json.dumps(status))
             tmp.replace(config.status_file)
         while not stop.wait(RETENTION_EVERY_S):
-            folded = store.apply_retention()
+            try:
+                folded = store.apply_retention()
+            # A row the store cannot fold (one written before reports were bounded) must not stop
+            # the server, nor stop it again after every restart: the raw rows stay, and are served.
+            except sqlite3.Error as e:
+                logger.error("retention pass failed, trying again in %.0f s: %s", RETENTION_EVERY_S, e)
+                continue
             if folded:
                 logger.info("retention: folded %d raw reports into per-minute rows", folded)
     finally:

@@ -25,6 +25,16 @@ MAX_ADDRS = 8
 MAX_REPORTS = 256
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_LIST = 1000
+MAX_ROUND = 2**40
+"""Bound on a reported round or global step: 10^12, far beyond any run, so that sums of them stay
+inside SQLite's 64-bit integers (a report of 2^63 - 1 made the retention pass overflow)."""
+MAX_SAMPLES_PER_ROUND = 2**32
+MAX_BYTES_PER_ROUND = 2**40
+"""Bounds on what one round's report may claim: a terabyte of traffic, 4 billion sequences."""
+MAX_SAMPLES_PER_S = 1e9
+MAX_COMPRESSION_RATIO = 1e6
+MAX_CHECKPOINT_BYTES = 2**46
+"""64 TiB: a checkpoint claiming more is no model anyone trains here."""
 CLOCK_SKEW_S = 300.0
 STATUSES = frozenset({"committed", "aborted", "repair", "no_group"})
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -106,11 +116,24 @@ def _optional_loss(what: str, value: float) -> float | None:
     return value
 
 
+def _at_most(what: str, value: int | float, bound: int | float) -> None:
+    if value > bound:
+        raise InvalidArgument(f"{what} {value} is over {bound:g}")
+
+
 def check_report(r: Report, now: float) -> Report:
     if r.status not in STATUSES:
         raise InvalidArgument(f"report status {r.status[:20]!r} is not one of {sorted(STATUSES)}")
-    _finite("samples_per_s", r.samples_per_s)
-    _finite("compression_ratio", r.compression_ratio)
+    _at_most("samples_per_s", _finite("samples_per_s", r.samples_per_s), MAX_SAMPLES_PER_S)
+    _at_most("compression_ratio", _finite("compression_ratio", r.compression_ratio), MAX_COMPRESSION_RATIO)
+    for what, count, bound in (
+        ("round", r.round, MAX_ROUND),
+        ("global_step", r.global_step, MAX_ROUND),
+        ("samples", r.samples, MAX_SAMPLES_PER_ROUND),
+        ("sent_bytes", r.sent_bytes, MAX_BYTES_PER_ROUND),
+        ("received_bytes", r.received_bytes, MAX_BYTES_PER_ROUND),
+    ):
+        _at_most(what, count, bound)
     _finite("time", r.time)
     if r.time > now + CLOCK_SKEW_S:
         raise InvalidArgument(f"report time is {r.time - now:.0f} s in the future (check the node's clock)")
@@ -187,6 +210,9 @@ class Coordinator:
                 manifest = Manifest.from_bytes(a.manifest, expected_hash=a.manifest_hash)
             except ManifestError as e:
                 raise InvalidArgument(f"manifest rejected: {e}") from None
+            _at_most("round", a.round, MAX_ROUND)
+            _at_most("global_step", a.global_step, MAX_ROUND)
+            _at_most("total_bytes", a.total_bytes, MAX_CHECKPOINT_BYTES)
             claimed = (run_id, a.round, a.global_step, a.total_bytes)
             actual = (manifest.run_id, manifest.round, manifest.global_step, manifest.total_bytes)
             if claimed != actual:

@@ -123,6 +123,12 @@ BAD_REPORTS = {
     "unknown status": dict(reports=[pb.RoundReport(round=1, status="great", time=time.time())]),
     "time an hour ahead": dict(reports=[round_report(1, t=time.time() + 3600)]),
     "NaN throughput": dict(reports=[pb.RoundReport(round=1, samples_per_s=math.nan, status="committed")]),
+    # Two of these in one minute made the retention pass overflow SQLite's integers, every restart.
+    "samples of 2^63 - 1": dict(reports=[round_report(1, samples=2**63 - 1)]),
+    "round of 2^64 - 1": dict(
+        reports=[pb.RoundReport(round=2**64 - 1, status="committed", time=time.time())]
+    ),
+    "throughput of 1e300": dict(reports=[pb.RoundReport(round=1, samples_per_s=1e300, status="committed")]),
 }
 
 
