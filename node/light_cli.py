@@ -45,6 +45,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--step", type=int, default=None, help="the checkpoint of this round (default: the newest)"
     )
     pull.add_argument("--out", required=True, help="folder to write (an interrupted pull resumes from it)")
+    pull.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out even when it holds files that are not a checkpoint pulled before",
+    )
     status = commands.add_parser("status", help="show a running swarm: run, round, members, checkpoints")
     status.add_argument("--peer", required=True, help="multiaddr of any live node, with /p2p/<peer id>")
     for parser, what in ((pull, "each answer"), (status, "the answer")):
@@ -118,7 +123,7 @@ def _pull(args: argparse.Namespace) -> int:
     try:
         result = pull(
             args.peer, out, run_id=args.run_id, round=args.step, timeout_s=args.timeout,
-            on_manifest=on_manifest, on_progress=on_progress,
+            on_manifest=on_manifest, on_progress=on_progress, force=args.force,
         )  # fmt: skip
     finally:
         if bar:

@@ -237,6 +237,22 @@ def write_chunk(folder: Path, chunk: Chunk, data: bytes) -> None:
         f.write(data)
 
 
+def replaceable(out: Path) -> bool:
+    """Whether a download may replace the folder ``out``: absent, empty, or a checkpoint folder
+    pulled before (its ``swarm.json`` names a run and a round). Anything else holds a user's files."""
+    if not out.exists():
+        return True
+    if not out.is_dir():
+        return False
+    if not any(out.iterdir()):
+        return True
+    try:
+        info = json.loads((out / "swarm.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and isinstance(info.get("run_id"), str) and isinstance(info.get("round"), int)
+
+
 def finish_partial(partial: Path, out: Path) -> None:
     """A complete download's partial folder becomes ``out`` (replacing what was there)."""
     if out.exists():

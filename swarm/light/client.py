@@ -28,6 +28,7 @@ from swarm.checkpoint.manifest import (
     Manifest,
     finish_partial,
     prepare_partial,
+    replaceable,
     write_chunk,
 )
 from swarm.checkpoint.wire import (
@@ -253,7 +254,13 @@ async def _pull(
     timeout_s: float,
     on_manifest: Callable[[Manifest, list[Pointer]], None] | None,
     on_progress: Callable[[int, int], None] | None,
+    force: bool,
 ) -> PullResult:
+    if not force and not replaceable(out):
+        raise LightError(
+            f"{out} holds files that are not a checkpoint pulled before: pull into a new or empty folder,"
+            " or pass --force to replace what it holds"
+        )
     session = _Session(_new_host())
     async with session.host.run(listen_addrs=[]):
         entry = _peer_info(peer)
@@ -305,8 +312,10 @@ def pull(
     timeout_s: float = ANSWER_TIMEOUT_S,
     on_manifest: Callable[[Manifest, list[Pointer]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> PullResult:
-    """Download the newest checkpoint (or that of ``round``) of the run ``peer`` trains (or ``run_id``)."""
+    """Download the newest checkpoint (or that of ``round``) of the run ``peer`` trains (or ``run_id``)
+    into ``out``, which must be new, empty or a checkpoint pulled before (unless ``force``)."""
     return _trio_run(
         lambda: _pull(
             peer,
@@ -316,6 +325,7 @@ def pull(
             timeout_s=timeout_s,
             on_manifest=on_manifest,
             on_progress=on_progress,
+            force=force,
         )
     )
 

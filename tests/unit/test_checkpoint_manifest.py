@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from swarm.checkpoint.download import Downloader, DownloadError, Verdict
-from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest, read_folder
+from swarm.checkpoint.manifest import Manifest, ManifestError, build_manifest, read_folder, replaceable
 
 
 def _files() -> dict[str, bytes]:
@@ -148,3 +150,27 @@ def test_endgame_duplicates_and_resume_skips_what_is_on_disk(tmp_path: Path) -> 
     assert d.done
     assert d.deliver("slow", slow[0], truth[slow[0]]) is Verdict.DUPLICATE
     assert hashlib.sha256(truth[1]).hexdigest() == manifest.chunks()[1].sha256
+
+
+def test_a_pull_never_deletes_a_user_s_files(tmp_path: Path) -> None:
+    """``swarm-node pull --out DIR`` replaces DIR only when it is new, empty or a pulled checkpoint;
+    a folder of the user's files is refused before anything is fetched, and kept as it was."""
+    assert replaceable(tmp_path / "new") and replaceable(tmp_path)
+    pulled = tmp_path / "pulled"
+    pulled.mkdir()
+    (pulled / "swarm.json").write_text(json.dumps({"run_id": "r.aaaaaaaaaaaaaaaa", "round": 4}))
+    assert replaceable(pulled)
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("months of work")
+    (tmp_path / "a-file").write_text("x")
+    assert not replaceable(mine) and not replaceable(tmp_path / "a-file")
+    (mine / "swarm.json").write_text("{}")  # a file of that name does not make it a checkpoint
+    assert not replaceable(mine)
+    peer = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWJ9UG5RxcbCaBFampKeErBGW4PB3rfL8Dnrakw3ymggoA"
+    refused = subprocess.run(
+        [sys.executable, "-m", "node", "pull", "--peer", peer, "--out", str(mine), "--timeout", "5"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--force" in refused.stderr, refused.stderr
+    assert (mine / "chapter1.tex").read_text() == "months of work"
