@@ -20,8 +20,11 @@ from pathlib import Path
 from swarm.checkpoint.manifest import build_manifest
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
+from swarm.dht.records import MemberRecord, members_key
 from swarm.identity import generate_identity, load_identity
 from swarm.p2p import HostOptions, SwarmHost
+
+HEARTBEAT_TTL_S = 120.0
 
 
 def synthetic_files(size_mb: int) -> dict[str, bytes]:
@@ -63,7 +66,14 @@ async def main() -> None:
         await service.publish(manifest)
     maddrs = [f"{m}" for m in await host.visible_maddrs()]
     Path(args.status).write_text(json.dumps({"maddrs": maddrs, "manifest": manifest.hash}))
-    await asyncio.Event().wait()
+    # A member's heartbeat at the checkpoint's round: readers follow only checkpoints that live
+    # members attest (swarm.dht.attestation), and this provider stands in for one.
+    beat = MemberRecord(round=manifest.round, global_step=manifest.global_step, local_steps_per_round=1.0)
+    while True:
+        await host.dht_store(
+            members_key("pullbench"), beat.to_wire(), ttl_s=HEARTBEAT_TTL_S, subkey=host.peer_name
+        )
+        await asyncio.sleep(HEARTBEAT_TTL_S / 3)
 
 
 if __name__ == "__main__":

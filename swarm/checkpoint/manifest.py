@@ -189,9 +189,10 @@ def build_manifest(
     return Manifest.from_bytes(manifest.to_bytes())  # the same checks a downloader applies
 
 
-def read_folder(folder: Path, manifest: Manifest) -> dict[int, bytes]:
-    """The chunks of ``manifest`` found in ``folder`` with the right bytes, by chunk index."""
-    found: dict[int, bytes] = {}
+def read_folder(folder: Path, manifest: Manifest) -> set[int]:
+    """The indices of the chunks of ``manifest`` found in ``folder`` with the right bytes. Each chunk
+    is read, hashed and dropped: a resumed download never holds the checkpoint in memory."""
+    found: set[int] = set()
     for chunk in manifest.chunks():
         path = folder / chunk.file
         if not path.is_file():
@@ -200,11 +201,11 @@ def read_folder(folder: Path, manifest: Manifest) -> dict[int, bytes]:
             f.seek(chunk.offset)
             data = f.read(chunk.size)
         if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
-            found[chunk.index] = data
+            found.add(chunk.index)
     return found
 
 
-def prepare_partial(folder: Path, manifest: Manifest) -> dict[int, bytes]:
+def prepare_partial(folder: Path, manifest: Manifest) -> set[int]:
     """Create (or reuse) a download's partial folder with full-size files; the chunks already good."""
     folder.mkdir(parents=True, exist_ok=True)
     for entry in manifest.files:
