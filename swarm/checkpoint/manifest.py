@@ -251,7 +251,9 @@ def replaceable(out: Path) -> bool:
         info = json.loads((out / "swarm.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(info, dict) and isinstance(info.get("run_id"), str) and isinstance(info.get("round"), int)
+    return (
+        isinstance(info, dict) and isinstance(info.get("run_id"), str) and isinstance(info.get("round"), int)
+    )
 
 
 def finish_partial(partial: Path, out: Path) -> None:
