@@ -6,8 +6,9 @@ by the round they claim would follow one of round 10^9 to a download of garbage.
 follows a pointer only when the run's members attest it:
 
 - **its round**: at most ``attested_round``, the newest round that a strict majority of the live
-  members' signed heartbeats say their x' has reached. One stranger's heartbeat claiming round 10^9
-  moves it nowhere; the members' own progress does.
+  members say their x' has reached, in their signed heartbeats or by the checkpoints they provide
+  (heartbeats lag when rounds are short). One stranger's heartbeat and pointer claiming round 10^9
+  move it nowhere; the members' own progress does.
 - **its content**: of the manifests that pointers of that round name, the one the most live members
   provide (every member that checkpoints one round derives the same manifest from the same x', so
   honest providers agree; ``swarm.checkpoint.manifest``). A tie attests none: the reader falls back
@@ -35,10 +36,15 @@ from swarm.dht.pointer import Pointer
 from swarm.dht.records import MemberRecord
 
 
-def attested_round(members: Mapping[bytes, MemberRecord]) -> int | None:
+def attested_round(members: Mapping[bytes, MemberRecord], pointers: Iterable[Pointer] = ()) -> int | None:
     """The newest round a strict majority of ``members`` (live heartbeats) have reached; None with
-    no members."""
-    rounds = sorted((record.round for record in members.values()), reverse=True)
+    no members. A member has reached the round its heartbeat says, or that of the newest checkpoint
+    it provides (signed by it too, and newer when rounds are faster than heartbeats)."""
+    reached = {peer: record.round for peer, record in members.items()}
+    for pointer in pointers:
+        if pointer.provider in reached:
+            reached[pointer.provider] = max(reached[pointer.provider], pointer.round)
+    rounds = sorted(reached.values(), reverse=True)
     if not rounds:
         return None
     return rounds[len(rounds) // 2]
@@ -54,7 +60,8 @@ def attested(
 
     ``members``: the live members' heartbeats by peer id; ``own``: the manifest hash of each round
     whose checkpoint the reader made itself."""
-    bound = attested_round(members)
+    pointers = list(pointers)
+    bound = attested_round(members, pointers)
     own = own or {}
     by_round: dict[int, list[Pointer]] = defaultdict(list)
     for pointer in pointers:

@@ -70,3 +70,12 @@ def test_anyone_s_pointer_to_an_attested_checkpoint_counts_and_nothing_without_m
     pointers = [_pointer(50, 1), _pointer(50, archive), _pointer(30, archive)]
     assert _seen(attested(pointers, members)) == [(50, 7, "a"), (50, 1, "a")]  # round 30: no member's word
     assert attested(pointers, {}) == []
+
+
+def test_members_checkpoints_attest_rounds_their_heartbeats_have_not_caught_up_with() -> None:
+    """Rounds can be shorter than the heartbeat interval: a member's own signed pointer says it
+    reached that round too (the joiner then takes the newest checkpoint, not one already pruned)."""
+    members = {_peer(1): _member(3), _peer(2): _member(4), _peer(9): _member(3)}
+    pointers = [_pointer(6, 1), _pointer(6, 2), _pointer(10**9, 9, FORGED), _pointer(2, 1)]
+    assert attested_round(members, pointers) == 6  # 9's far pointer counts for one of three
+    assert [p.round for p in attested(pointers, members)] == [6, 6, 2]
