@@ -26,7 +26,7 @@ from hivemind.p2p import P2P, PeerID
 from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError
 from hivemind.utils import get_dht_time
 
-from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, parse_key, seal
+from swarm.dht.envelope import Envelope, EnvelopeError, key_id, open_envelope, parse_key, seal
 from swarm.dht.records import RecordError
 from swarm.identity import IdentityError, generate_identity, load_identity
 from swarm.listening import unheard
@@ -338,14 +338,14 @@ class SwarmHost:
         future = self.dht.store(key, sealed, expiration, subkey=subkey, return_future=True)
         return bool(await future)
 
-    def _opened(self, key: str, subkey: Any, found: Any, now: float) -> Any:
-        """The payload of one envelope read from the DHT, checked again here, where its age counts too."""
+    def _opened(self, key: str, subkey: Any, found: Any, now: float) -> Envelope:
+        """One envelope read from the DHT, checked again here, where its age counts too."""
         envelope = open_envelope(
             key=key_id(key), subkey=subkey, value=found.value, expiration_time=found.expiration_time, now=now
         )
         if not envelope.fresh(now):
             raise _Expired
-        return envelope.payload
+        return envelope
 
     async def dht_get_subkeys(
         self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
@@ -357,7 +357,7 @@ class SwarmHost:
         records, now = {}, get_dht_time()
         for subkey, item in found.value.items():
             try:
-                records[subkey] = parse(self._opened(key, subkey, item, now))
+                records[subkey] = parse(self._opened(key, subkey, item, now).payload)
             except _Expired:
                 continue
             except (RecordError, EnvelopeError) as e:
@@ -369,7 +369,7 @@ class SwarmHost:
         if found is None:
             return None
         try:
-            return parse(self._opened(key, None, found, get_dht_time()))
+            return parse(self._opened(key, None, found, get_dht_time()).payload)
         except _Expired:
             return None
         except (RecordError, EnvelopeError) as e:
@@ -381,18 +381,11 @@ class SwarmHost:
         found = await self.dht.get(key, latest=True, return_future=True)
         if found is None:
             return None
-        now = get_dht_time()
         try:
-            envelope = open_envelope(
-                key=key_id(key),
-                subkey=None,
-                value=found.value,
-                expiration_time=found.expiration_time,
-                now=now,
-            )
-            if not envelope.fresh(now):
-                return None
+            envelope = self._opened(key, None, found, get_dht_time())
             return Sealed(record=parse(envelope.payload), value=found.value, expires_at=envelope.expires_at)
+        except _Expired:
+            return None
         except (RecordError, EnvelopeError) as e:
             logger.warning("ignoring a malformed DHT record under %s: %s", key, e)
             return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +204,31 @@ def random_checkpoint_files(model_bytes: int) -> dict[str, bytes]:
         "config.json": b'{"model_type":"llama"}',
         "swarm.json": b"{}",
     }
+
+
+class HostView:
+    """A host whose DHT answers a member list as ``members`` rewrites it (a stale or withheld
+    replica: what one member reads while the others read the truth); everything else passes on."""
+
+    def __init__(self, host: SwarmHost):
+        self._host = host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    @property
+    def peer_id(self) -> bytes:
+        return self._host.peer_id
+
+    @property
+    def peer_name(self) -> str:
+        return self._host.peer_name
+
+    def members(self, records: dict[str, Any]) -> dict[str, Any]:
+        return records
+
+    async def dht_get_subkeys(
+        self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
+    ) -> dict[str, Any]:
+        records = await self._host.dht_get_subkeys(key, parse, latest=latest)
+        return self.members(records) if key == members_key(RUN_ID) else records

@@ -13,46 +13,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from swarm.averaging.outcome import Contribution, Status
 from swarm.averaging.timing import RoundTiming
-from swarm.dht.records import MemberRecord, members_key
-from swarm.p2p import SwarmHost
-from tests.protocol.support import RUN_ID, commit_to_copy, run, start_hosts, start_member
+from swarm.dht.records import MemberRecord
+from tests.protocol.support import HostView, commit_to_copy, run, start_hosts, start_member
 
 N = 2_000
 JOIN_GRACE_S = 20.0
 """Long, as in the intruder benchmark: a conductor the members wait on for nothing costs 40 s."""
 
 
-class _StaleOwnHeartbeat:
+class _StaleOwnHeartbeat(HostView):
     """A host whose DHT answers with its own heartbeat as it was before its first round (fresh)."""
 
-    def __init__(self, host: SwarmHost):
-        self._host = host
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._host, name)
-
-    @property
-    def peer_id(self) -> bytes:
-        return self._host.peer_id
-
-    @property
-    def peer_name(self) -> str:
-        return self._host.peer_name
-
-    async def dht_get_subkeys(
-        self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
-    ) -> dict[str, Any]:
-        records = await self._host.dht_get_subkeys(key, parse, latest=latest)
-        own = records.get(self._host.peer_name)
-        if key == members_key(RUN_ID) and isinstance(own, MemberRecord):
-            records[self._host.peer_name] = dataclasses.replace(own, fresh=True)
+    def members(self, records: dict[str, Any]) -> dict[str, Any]:
+        own = records.get(self.peer_name)
+        if isinstance(own, MemberRecord):
+            records[self.peer_name] = dataclasses.replace(own, fresh=True)
         return records
 
 

@@ -6,46 +6,30 @@ without them (an eclipse). A member that then saw itself alone would conduct alo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from swarm.averaging.outcome import Contribution, Status
 from swarm.averaging.timing import RoundTiming
-from swarm.dht.records import members_key
 from swarm.p2p import SwarmHost
-from tests.protocol.support import RUN_ID, commit_to_copy, run, start_hosts, start_member
+from tests.protocol.support import HostView, commit_to_copy, run, start_hosts, start_member
 
 N = 2_000
 ROUNDS = 4
 
 
-class _Eclipsed:
+class _Eclipsed(HostView):
     """A host whose DHT answers for the members key, while ``on``, hold no heartbeat but its own."""
 
     def __init__(self, host: SwarmHost):
-        self._host = host
+        super().__init__(host)
         self.on = False
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._host, name)
-
-    @property
-    def peer_id(self) -> bytes:
-        return self._host.peer_id
-
-    @property
-    def peer_name(self) -> str:
-        return self._host.peer_name
-
-    async def dht_get_subkeys(
-        self, key: str, parse: Callable[[Any], Any], *, latest: bool = True
-    ) -> dict[str, Any]:
-        records = await self._host.dht_get_subkeys(key, parse, latest=latest)
-        if self.on and key == members_key(RUN_ID):
-            return {name: record for name, record in records.items() if name == self._host.peer_name}
-        return records
+    def members(self, records: dict[str, Any]) -> dict[str, Any]:
+        if not self.on:
+            return records
+        return {name: record for name, record in records.items() if name == self.peer_name}
 
 
 def test_a_member_whose_members_key_is_eclipsed_still_rounds_with_its_partners() -> None:
