@@ -1,8 +1,11 @@
 """Benchmark: how many round reports the coordinator records per second, and its memory after an hour.
 
 A real ``swarm-coordinator serve`` process (SQLite file in a temporary folder) and 100 simulated
-nodes in client processes (grpc.aio, 50 nodes per process), each node sending one report per call
-with a fresh round id, the way nodes report every round:
+nodes in client processes (grpc.aio, 50 nodes per process), each node with its own Ed25519 key,
+signing every call as a node does (``coordinator.writes``: the coordinator verifies each signature)
+and sending one report per call with a fresh round id, the way nodes report every round. All 100
+come from 127.0.0.1, so the coordinator runs with its per-address and per-run rate limits raised
+(their default, 50 and 2,000 writes/s, would refuse this load from one address by design):
 
 1. paced: every node reports once per second for ``--paced-s`` seconds (the load of 100 real nodes
    with 1 s rounds): achieved rate and call latency;
@@ -36,6 +39,28 @@ NODES = 100
 PROCESSES = 2
 
 
+def node_key(index: int):
+    """Simulated node ``index``'s key (fixed, so that reruns pair)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(index.to_bytes(32, "big"))
+
+
+def name_of(key) -> str:
+    from swarm.identity import peer_id_of, public_key_protobuf
+    from swarm.peer_names import peer_name
+
+    return peer_name(peer_id_of(public_key_protobuf(key.public_key())))
+
+
+def bench_run() -> str:
+    """The run: "bench", created by node 0."""
+    from swarm.dht.records import pinned_run_id
+    from swarm.identity import peer_id_of, public_key_protobuf
+
+    return pinned_run_id("bench", peer_id_of(public_key_protobuf(node_key(0).public_key())))
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -55,14 +80,24 @@ def client(
 ) -> None:
     import grpc
 
+    from coordinator.writes import REPORTS, sign_write
     from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
     from swarm.proto.swarm.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 
+    run = bench_run()
+
+    def signed(key, request) -> pb.SignedWrite:
+        write = sign_write(key, run_id=run, family=REPORTS, body=request.SerializeToString())
+        return pb.SignedWrite(
+            run_id=write.run_id, peer_id=write.peer_id, header=write.header, signature=write.signature
+        )
+
     async def node(stub, index: int, stop_at: float, latencies: list[float]) -> int:
         sent, rnd = 0, 0
+        key = node_key(index)
         base = pb.ReportMetricsRequest(
-            run_id="bench",
-            peer_id=f"node-{index:04d}",
+            run_id=run,
+            peer_id=name_of(key),
             device="cuda:0 simulated",
             metrics_url=f"10.0.{index // 250}.{index % 250}:9100",
         )
@@ -90,7 +125,7 @@ def client(
                     )
                 )
             started = time.monotonic()
-            await stub.ReportMetrics(request, timeout=30)
+            await stub.ReportMetrics(signed(key, request), timeout=30)
             latencies.append(time.monotonic() - started)
             sent += batch
             if mode == "paced":
@@ -153,7 +188,8 @@ def main() -> None:
         status = Path(tmp) / "status.json"
         coordinator = subprocess.Popen(
             [sys.executable, "-m", "coordinator", "serve", "--db", f"{tmp}/coordinator.db", "--host", "127.0.0.1",
-             "--grpc-port", "0", "--http-port", "0", "--status-file", str(status), "--log-level", "WARNING"],
+             "--grpc-port", "0", "--http-port", "0", "--status-file", str(status), "--log-level", "WARNING",
+             "--run", bench_run(), "--rate-per-address", "1e6", "--rate-per-run", "1e6"],
         )  # fmt: skip
         try:
             while not status.exists():
@@ -196,7 +232,8 @@ def render(record: dict) -> str:
         f"# Coordinator ingestion ({record['date']})",
         "",
         f"Machine: {record['machine']} ({record['cores']} cores, shared by the coordinator and the"
-        f" {record['client_processes']} client processes simulating {record['nodes']} nodes).",
+        f" {record['client_processes']} client processes simulating {record['nodes']} nodes). Every call"
+        " is signed by its node's Ed25519 key and verified by the coordinator.",
         "",
         "| phase | reports | seconds | reports/s | calls | p50 ms | p99 ms | coordinator CPU s | coordinator RSS MB |",
         "|---|---|---|---|---|---|---|---|---|",

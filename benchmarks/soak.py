@@ -85,9 +85,15 @@ class Soak:
     # --- processes ------------------------------------------------------------------------------
 
     def start_coordinator(self) -> None:
+        # The run is node 0's: its key is made now (the node keeps it), so the coordinator knows it.
+        run = subprocess.run(
+            [sys.executable, "-m", "node", "run-id", "soak", "--identity", str(self.workdir / "node0.key")],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
         command = [
             sys.executable, "-m", "coordinator", "serve", "--db", str(self.workdir / "coordinator.db"),
-            "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
+            "--run", run, "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+            "--http-port", str(self.http_port),
         ]  # fmt: skip
         log = open(self.workdir / "coordinator.log", "a")  # noqa: SIM115 (kept open by the child)
         self.coordinator = subprocess.Popen(

@@ -1,26 +1,32 @@
-"""The coordinator's archive: a verified copy of every checkpoint announced to it.
+"""The coordinator's archive: a verified copy of the checkpoints the run's members attest.
 
-With ``swarm-coordinator serve --archive DIR --peer MADDR``, each checkpoint the coordinator hears of
-for the first time is downloaded by the light client (``swarm.light.client``: py-libp2p, every
-chunk's sha256 checked, several providers in parallel, resumed after an interruption) into
-``DIR/<run>/<manifest hash>``, and marked archived in the record. The download runs on a thread of
-its own, one checkpoint at a time, and never delays an RPC; a failed download is retried with a
-growing delay, from the ``--peer`` nodes in turn. The newest ``keep`` archived checkpoints of each
-run are kept on disk.
+With ``swarm-coordinator serve --archive DIR --peer MADDR``, every accepted announcement wakes the
+archive for its run (``submit``); it then archives the run's newest checkpoint that at least half of
+the online members provide (``Store.attested_checkpoint``), never one a lone announcer made up. The
+light client (``swarm.light.client``: py-libp2p, every chunk's sha256 checked, several providers in
+parallel, resumed after an interruption) downloads it into ``DIR/<run>/<manifest hash>``, and the
+record marks it archived. One thread, one download at a time, never delaying an RPC.
+
+The queue is bounded by construction: it holds runs, not checkpoints (at most one entry per served
+run, so a flood of announcements costs nothing), and each wake-up looks at what the run attests now.
+A failed download is retried with a growing delay, from the ``--peer`` nodes in turn, while the
+other runs go on; after ``RETRIES`` failures that checkpoint is given up until a newer one is attested.
+The newest ``keep`` archived checkpoints of each run are kept on disk.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.rows import CheckpointInfo
 from coordinator.store import Store
+from swarm.checkpoint.manifest import Manifest
 
 logger = logging.getLogger("swarm.coordinator")
 
@@ -45,6 +51,7 @@ class Archiver:
         metrics: CoordinatorMetrics,
         *,
         keep: int = 3,
+        check: Callable[[Manifest], None] | None = None,
     ):
         if not peers:
             raise ValueError("the archive needs at least one --peer to ask for checkpoints")
@@ -55,7 +62,14 @@ class Archiver:
         self.store = store
         self.metrics = metrics
         self.keep = keep
-        self._queue: queue.Queue[CheckpointInfo | None] = queue.Queue()
+        self.check = check
+        """Refuses a manifest (ManifestError) before anything of it is downloaded: the size caps."""
+        self._wake = threading.Condition()
+        self._due: dict[str, float] = {}
+        """run -> when to look at it next (monotonic): the queue, one entry per run."""
+        self._failures: dict[str, tuple[str, int]] = {}
+        """run -> (manifest hash, failed attempts) of the checkpoint being tried."""
+        self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="archive", daemon=True)
 
     def start(self) -> None:
@@ -63,33 +77,67 @@ class Archiver:
         self._thread.start()
 
     def stop(self) -> None:
-        self._queue.put(None)
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
         self._thread.join(timeout=STOP_JOIN_S)
 
-    def submit(self, checkpoint: CheckpointInfo) -> None:
-        """Archive ``checkpoint`` (called by the core for every new announcement; never blocks)."""
-        self._queue.put(checkpoint)
+    def submit(self, run_id: str) -> None:
+        """Look at ``run_id``'s attested checkpoint soon (called on every accepted announcement;
+        never blocks; a run already waiting keeps its turn)."""
+        with self._wake:
+            if run_id not in self._due:
+                self._due[run_id] = time.monotonic()
+                self._wake.notify()
+
+    @property
+    def queued(self) -> int:
+        with self._wake:
+            return len(self._due)
+
+    def _next(self) -> str | None:
+        """The run whose turn has come, waiting for it; None once stopping."""
+        with self._wake:
+            while not self._stopping:
+                now = time.monotonic()
+                due = [(t, run) for run, t in self._due.items() if t <= now]
+                if due:
+                    run = min(due)[1]
+                    del self._due[run]
+                    return run
+                wait = min(self._due.values()) - now if self._due else None
+                self._wake.wait(wait)
+            return None
+
+    def _loop(self) -> None:
+        while (run_id := self._next()) is not None:
+            checkpoint = self.store.attested_checkpoint(run_id)
+            if checkpoint is None or checkpoint.archived:
+                continue
+            digest, failed = self._failures.get(run_id, ("", 0))
+            if digest == checkpoint.manifest_hash and failed >= RETRIES:
+                continue  # given up: a newer attested checkpoint gets its own tries
+            if digest != checkpoint.manifest_hash:
+                failed = 0
+            peer = self.peers[failed % len(self.peers)]
+            try:
+                self._archive(checkpoint, peer)
+                self._failures.pop(run_id, None)
+            # The boundary of one attempt: whatever failed (unreachable, refused, corrupt, disk),
+            # a failed download must not end the archive's thread; it is retried, then given up.
+            except Exception as e:
+                failed += 1
+                self._failures[run_id] = (checkpoint.manifest_hash, failed)
+                logger.warning(
+                    "archive: checkpoint of round %d (%s) from %s failed (attempt %d of %d): %s",
+                    checkpoint.round, checkpoint.manifest_hash[:12], peer, failed, RETRIES, e,
+                )  # fmt: skip
+                if failed < RETRIES:
+                    with self._wake:
+                        self._due[run_id] = time.monotonic() + RETRY_FIRST_S * 2 ** (failed - 1)
 
     def path(self, checkpoint: CheckpointInfo) -> Path:
         return self.folder / checkpoint.run_id / checkpoint.manifest_hash
-
-    def _loop(self) -> None:
-        while (checkpoint := self._queue.get()) is not None:
-            delay = RETRY_FIRST_S
-            for attempt in range(RETRIES):
-                peer = self.peers[attempt % len(self.peers)]
-                try:
-                    self._archive(checkpoint, peer)
-                    break
-                # The boundary of one attempt: whatever failed (unreachable, refused, corrupt, disk),
-                # a failed download must not end the archive's thread; it is retried, then given up.
-                except Exception as e:
-                    logger.warning(
-                        "archive: checkpoint of round %d (%s) from %s failed (attempt %d of %d): %s",
-                        checkpoint.round, checkpoint.manifest_hash[:12], peer, attempt + 1, RETRIES, e,
-                    )  # fmt: skip
-                    time.sleep(delay)
-                    delay *= 2
 
     def _archive(self, checkpoint: CheckpointInfo, peer: str) -> None:
         from swarm.light.client import pull
@@ -97,15 +145,20 @@ class Archiver:
         out = self.path(checkpoint)
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            result = pull(
-                peer, out, run_id=checkpoint.run_id, round=checkpoint.round, timeout_s=PULL_ANSWER_TIMEOUT_S
-            )
-            if result.manifest.hash != checkpoint.manifest_hash:
-                shutil.rmtree(out, ignore_errors=True)
-                raise RuntimeError(
-                    f"the swarm serves manifest {result.manifest.hash[:12]} for round {checkpoint.round},"
-                    f" not the announced {checkpoint.manifest_hash[:12]}"
-                )
+
+            def before_download(manifest: Manifest, _: object) -> None:
+                if manifest.hash != checkpoint.manifest_hash:
+                    raise RuntimeError(
+                        f"the swarm serves manifest {manifest.hash[:12]} for round {checkpoint.round},"
+                        f" not the attested {checkpoint.manifest_hash[:12]}"
+                    )
+                if self.check is not None:
+                    self.check(manifest)
+
+            pull(
+                peer, out, run_id=checkpoint.run_id, round=checkpoint.round, timeout_s=PULL_ANSWER_TIMEOUT_S,
+                on_manifest=before_download,
+            )  # fmt: skip
             logger.info(
                 "archive: checkpoint of round %d (%.1f MB) verified and kept in %s",
                 checkpoint.round, checkpoint.total_bytes / 1e6, out,

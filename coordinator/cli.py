@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coordinator.ports import PortInUseError
+
+if TYPE_CHECKING:
+    from coordinator.core import ServedRun
 
 logger = logging.getLogger("swarm.coordinator")
 
@@ -26,6 +31,8 @@ it (``RestartPreventExitStatus=2``)."""
 PORT_FLAGS = {"gRPC": "--grpc-port", "HTTP": "--http-port"}
 """The flag that set each server's port (``PortInUseError.server``)."""
 
+RUNS_ENV = "SWARM_RUN"
+"""Where ``--run`` is read from when none is given (containers and units set it)."""
 RETENTION_EVERY_S = 60.0
 """How often raw reports past the retention window are folded: the window is at least a minute."""
 
@@ -34,6 +41,12 @@ RETENTION_EVERY_S = 60.0
 class ServeConfig:
     db: Path
     """SQLite file of the record (created if missing)."""
+    runs: tuple[str, ...] = ()
+    """The runs served: NAME.PIN (pinned to its creator), NAME.PIN=OWNER_KEY for a closed run."""
+    rate_per_address: float = 50.0
+    """Writes per second one source address may make (bursts of 10 s of it)."""
+    rate_per_run: float = 2000.0
+    """Writes per second into one run, all addresses together (bursts of 5 s of it)."""
     host: str = "0.0.0.0"
     """Address both servers listen on."""
     grpc_port: int = 50051
@@ -56,8 +69,24 @@ class ServeConfig:
     """Keep per-minute rows this long."""
     status_file: Path | None = None
     """Write the real ports here as JSON once serving (tests and scripts read it)."""
+    retention_every_s: float = RETENTION_EVERY_S
+    """How often the retention pass runs."""
+    served: tuple[ServedRun, ...] = field(init=False, default=())
+    """``runs``, parsed."""
 
     def __post_init__(self) -> None:
+        from coordinator.core import ServedRun
+
+        if not self.runs:
+            raise ValueError(
+                f"name the runs to serve: --run NAME.PIN (or ${RUNS_ENV}); `swarm-node run-id NAME --identity"
+                " KEY` prints the id of the run that the node with KEY starts"
+            )
+        self.served = tuple(ServedRun.parse(text) for text in self.runs)
+        if not (self.rate_per_address > 0 and self.rate_per_run > 0):
+            raise ValueError("--rate-per-address and --rate-per-run must be positive")
+        if self.retention_every_s <= 0:
+            raise ValueError("the retention interval must be positive")
         for name in ("grpc_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name} must be in [0, 65535]")
@@ -73,7 +102,8 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
 
     from coordinator.archive import Archiver
     from coordinator.archive_host import ArchiveHost
-    from coordinator.core import Coordinator
+    from coordinator.core import Coordinator, Limits
+    from coordinator.limits import Rate
     from coordinator.metrics import CoordinatorMetrics
     from coordinator.service import GrpcServer
     from coordinator.store import Retention, Store
@@ -95,11 +125,17 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
                 store, config.archive, listen=config.archive_listen, announce=config.archive_announce
             )
             archive_host.start()
-            for run_id in store.runs():  # what a previous life of the coordinator did not finish
-                for checkpoint in store.checkpoints(run_id, limit=config.archive_keep):
-                    if not checkpoint.archived:
-                        archiver.submit(checkpoint)
-        core = Coordinator(store, on_checkpoint=archiver.submit if archiver is not None else None)
+            for run in config.served:  # what a previous life of the coordinator did not finish
+                archiver.submit(run.run_id)
+        limits = Limits(
+            per_address=Rate(rate=config.rate_per_address, burst=10 * config.rate_per_address),
+            per_run=Rate(rate=config.rate_per_run, burst=5 * config.rate_per_run),
+        )
+        core = Coordinator(
+            store, runs=config.served, limits=limits,
+            on_checkpoint=archiver.submit if archiver is not None else None,
+            on_reject=lambda reason: metrics.rejected.labels(reason=reason).inc(),
+        )  # fmt: skip
         grpc_server = GrpcServer(
             core, metrics, host=config.host, port=config.grpc_port,
             archive_pointers=archive_host.wire_pointers if archive_host is not None else None,
@@ -121,13 +157,13 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
                 status["archive_maddrs"] = [f"{a}/p2p/{archive_host.peer_name}" for a in archive_host.addrs]
             tmp.write_text(json.dumps(status))
             tmp.replace(config.status_file)
-        while not stop.wait(RETENTION_EVERY_S):
+        while not stop.wait(config.retention_every_s):
             try:
                 folded = store.apply_retention()
             # A row the store cannot fold (one written before reports were bounded) must not stop
             # the server, nor stop it again after every restart: the raw rows stay, and are served.
             except sqlite3.Error as e:
-                logger.error("retention pass failed, trying again in %.0f s: %s", RETENTION_EVERY_S, e)
+                logger.error("retention pass failed, trying again in %.0f s: %s", config.retention_every_s, e)
                 continue
             if folded:
                 logger.info("retention: folded %d raw reports into per-minute rows", folded)
@@ -157,6 +193,24 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the gRPC API, the dashboard with /metrics and /sd over HTTP, and the SQLite record.",
     )
     s.add_argument("--db", type=Path, required=True, help="SQLite file of the record (created if missing)")
+    s.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="NAME.PIN[=OWNER_KEY]",
+        help="a run to serve (repeatable; writes in any other are refused): its id as `swarm-node run-id`"
+        " and `swarm-node join` print it (NAME.PIN, or NAME@PIN), pinned to its creator; =OWNER_KEY (hex)"
+        f" for a closed run. Default: the runs in ${RUNS_ENV} (separated by spaces or commas)",
+    )
+    s.add_argument(
+        "--rate-per-address",
+        type=float,
+        default=50.0,
+        help="writes per second one source address may make (default 50)",
+    )
+    s.add_argument(
+        "--rate-per-run", type=float, default=2000.0, help="writes per second into one run (default 2000)"
+    )
     s.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     s.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0 picks one)")
     s.add_argument("--http-port", type=int, default=9400, help="HTTP port (default 9400; 0 picks one)")
@@ -181,16 +235,25 @@ def main(argv: list[str] | None = None) -> int:
         help="keep per-minute rows (default 30 days)",
     )
     s.add_argument("--status-file", type=Path, help="write the real ports here as JSON once serving")
+    s.add_argument(
+        "--retention-every-s",
+        type=float,
+        default=RETENTION_EVERY_S,
+        help="how often raw reports past their window are folded (default 60)",
+    )
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        runs = args.run or os.environ.get(RUNS_ENV, "").replace(",", " ").split()
         config = ServeConfig(
-            db=args.db, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+            db=args.db, runs=tuple(runs), rate_per_address=args.rate_per_address,
+            rate_per_run=args.rate_per_run, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
             archive=args.archive, peers=tuple(args.peer), archive_keep=args.archive_keep,
             archive_listen=args.archive_listen, archive_announce=tuple(args.archive_announce),
             raw_window_s=args.raw_window_s,
             downsampled_window_s=args.downsampled_window_s, status_file=args.status_file,
+            retention_every_s=args.retention_every_s,
         )  # fmt: skip
     except ValueError as e:
         print(f"swarm-coordinator: error: {e}", file=sys.stderr)

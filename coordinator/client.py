@@ -1,6 +1,8 @@
 """A client of the coordinator's gRPC API, with a named timeout on every call.
 
-Used by nodes (``node.reporting``) and by tests; imports grpc and the generated stubs only.
+Writes (reports, announcements) are signed with the client's Ed25519 key (a node's libp2p identity),
+over the exact bytes sent (``coordinator.writes``). Used by nodes (``node.reporting``), tools and
+tests; imports grpc, the generated stubs and the pure signing module.
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from coordinator.writes import ANNOUNCEMENTS, REPORTS, sign_write
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -19,11 +23,22 @@ READY_TIMEOUT = timedelta(seconds=30)
 
 
 class CoordinatorClient:
-    """``address`` is host:port. Calls raise ``grpc.RpcError`` (its ``code()`` says why)."""
+    """``address`` is host:port. Calls raise ``grpc.RpcError`` (its ``code()`` says why). Writes need
+    ``key`` (the peer's identity; the request's peer id must be that key's) and, in a closed run, the
+    peer's ``credential``."""
 
-    def __init__(self, address: str, *, timeout: timedelta = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: timedelta = DEFAULT_TIMEOUT,
+        key: Ed25519PrivateKey | None = None,
+        credential: bytes = b"",
+    ):
         self.address = address
         self.timeout = timeout
+        self.key = key
+        self.credential = credential
         self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
 
@@ -43,11 +58,22 @@ class CoordinatorClient:
     def _timeout_s(self) -> float:
         return self.timeout.total_seconds()
 
+    def signed(self, run_id: str, family: str, body: bytes) -> pb.SignedWrite:
+        if self.key is None:
+            raise ValueError("writes to the coordinator are signed: give the client the peer's key")
+        write = sign_write(self.key, run_id=run_id, family=family, body=body, credential=self.credential)
+        return pb.SignedWrite(
+            run_id=write.run_id, peer_id=write.peer_id, header=write.header, signature=write.signature,
+            credential=write.credential,
+        )  # fmt: skip
+
     def report(self, request: pb.ReportMetricsRequest) -> pb.ReportMetricsResponse:
-        return self._stub.ReportMetrics(request, timeout=self._timeout_s)
+        signed = self.signed(request.run_id, REPORTS, request.SerializeToString())
+        return self._stub.ReportMetrics(signed, timeout=self._timeout_s)
 
     def announce(self, request: pb.AnnounceCheckpointRequest) -> pb.AnnounceCheckpointResponse:
-        return self._stub.AnnounceCheckpoint(request, timeout=self._timeout_s)
+        signed = self.signed(request.run_id, ANNOUNCEMENTS, request.SerializeToString())
+        return self._stub.AnnounceCheckpoint(signed, timeout=self._timeout_s)
 
     def checkpoints(self, run_id: str, limit: int = 0) -> list[pb.Checkpoint]:
         request = pb.ListCheckpointsRequest(run_id=run_id, limit=limit)

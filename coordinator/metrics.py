@@ -21,7 +21,7 @@ RUN_GAUGES: dict[str, str] = {
     "swarm_run_members_online": "Peers that reported in the last 60 s and did not say they left",
     "swarm_run_peers_seen": "Peers that ever reported in the run",
     "swarm_run_samples_per_second": "Sum of the online peers' latest training throughput (sequences/s)",
-    "swarm_run_round": "Newest round any peer reported",
+    "swarm_run_round": "Round the online peers reached (lower median of their newest reports)",
     "swarm_run_global_step": "Global optimizer step of the newest reported round",
     "swarm_run_loss": "Mean training loss the peers reported for the newest round",
     "swarm_run_eval_loss": "Newest held-out loss of x' a peer reported (nats per byte)",
@@ -90,6 +90,13 @@ class CoordinatorMetrics:
             "Time to answer a gRPC call, by method and status code",
             ["method", "code"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "swarm_coordinator_rejected",
+            "Requests refused, by reason (malformed, invalid, unserved_run, rate_address, rate_run,"
+            " signature, credential, peer_cap, not_member, ahead, conflicting, manifest_cap, manifest_bytes)",
+            ["reason"],
             registry=r,
         )
         self.archived = Counter(

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -27,13 +27,17 @@ from coordinator.core import (
     Announcement,
     Coordinator,
     CoordinatorError,
+    FailedPrecondition,
     InvalidArgument,
     NodeReports,
     NotFound,
+    PermissionDenied,
+    ResourceExhausted,
 )
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.ports import check_free
 from coordinator.rows import CheckpointInfo, PeerInfo, Report
+from coordinator.writes import ANNOUNCEMENTS, REPORTS, Write
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
 
 logger = logging.getLogger("swarm.coordinator")
@@ -41,6 +45,8 @@ logger = logging.getLogger("swarm.coordinator")
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"]
 SERVICE_NAME = SERVICE.full_name
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+M = TypeVar("M", bound=Message)
+REFUSAL_LOG_INTERVAL_S = 10.0
 STOP_GRACE_S = 5.0
 """On stop, calls in flight get this long to finish before they are cancelled."""
 THREAD_EXIT_S = 5.0
@@ -48,6 +54,9 @@ THREAD_EXIT_S = 5.0
 STATUS_OF: dict[type[CoordinatorError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -92,7 +101,23 @@ class CoordinatorServicer:
         self.metrics = metrics
         self.archive_pointers = archive_pointers
 
-    def ReportMetrics(self, request: pb.ReportMetricsRequest) -> pb.ReportMetricsResponse:
+    def _body(self, signed: pb.SignedWrite, family: str, message: type[M], source: str) -> tuple[M, str]:
+        """The signed write's body, parsed, and its writer; the core admits it first."""
+        write = Write(
+            run_id=signed.run_id, peer_id=signed.peer_id, header=signed.header,
+            signature=signed.signature, credential=signed.credential,
+        )  # fmt: skip
+        raw = self.core.admit(write, family=family, source=source)
+        try:
+            body = message.FromString(raw)
+        except (DecodeError, ValueError, RuntimeError) as e:
+            raise InvalidArgument(f"the signed body is not a {message.__name__}: {e}") from None
+        if getattr(body, "run_id", None) != signed.run_id:
+            raise InvalidArgument("the signed body names another run than the write")
+        return body, signed.peer_id
+
+    def ReportMetrics(self, signed: pb.SignedWrite, source: str) -> pb.ReportMetricsResponse:
+        request, writer = self._body(signed, REPORTS, pb.ReportMetricsRequest, source)
         reports = tuple(
             Report(
                 round=r.round,
@@ -116,16 +141,19 @@ class CoordinatorServicer:
                 peer_id=request.peer_id,
                 device=request.device,
                 metrics_url=request.metrics_url,
+                source=source,
                 addrs=tuple(request.addrs),
                 reports=reports,
                 leaving=request.leaving,
+                writer=writer,
             )
         )
         self.metrics.reports.inc(recorded)
         pointers = self.archive_pointers(request.run_id) if self.archive_pointers is not None else []
         return pb.ReportMetricsResponse(recorded=recorded, archive_pointers=pointers)
 
-    def AnnounceCheckpoint(self, request: pb.AnnounceCheckpointRequest) -> pb.AnnounceCheckpointResponse:
+    def AnnounceCheckpoint(self, signed: pb.SignedWrite, source: str) -> pb.AnnounceCheckpointResponse:
+        request, writer = self._body(signed, ANNOUNCEMENTS, pb.AnnounceCheckpointRequest, source)
         new = self.core.announce(
             Announcement(
                 run_id=request.run_id,
@@ -136,16 +164,17 @@ class CoordinatorServicer:
                 provider=request.provider,
                 addrs=tuple(request.addrs),
                 manifest=request.manifest,
+                writer=writer,
             )
         )
         self.metrics.checkpoints.inc()
         return pb.AnnounceCheckpointResponse(new_checkpoint=new)
 
-    def ListCheckpoints(self, request: pb.ListCheckpointsRequest) -> pb.ListCheckpointsResponse:
+    def ListCheckpoints(self, request: pb.ListCheckpointsRequest, source: str) -> pb.ListCheckpointsResponse:
         found = self.core.checkpoints(request.run_id, request.limit)
         return pb.ListCheckpointsResponse(checkpoints=[checkpoint_pb(c) for c in found])
 
-    def GetCheckpoint(self, request: pb.GetCheckpointRequest) -> pb.GetCheckpointResponse:
+    def GetCheckpoint(self, request: pb.GetCheckpointRequest, source: str) -> pb.GetCheckpointResponse:
         which = request.WhichOneof("which")
         found, manifest = self.core.checkpoint(
             request.run_id,
@@ -154,12 +183,12 @@ class CoordinatorServicer:
         )
         return pb.GetCheckpointResponse(checkpoint=checkpoint_pb(found), manifest=manifest)
 
-    def ListPeers(self, request: pb.ListPeersRequest) -> pb.ListPeersResponse:
+    def ListPeers(self, request: pb.ListPeersRequest, source: str) -> pb.ListPeersResponse:
         return pb.ListPeersResponse(
             peers=[peer_pb(p) for p in self.core.peers(request.run_id, request.seen_within_s)]
         )
 
-    def GetRunInfo(self, request: pb.GetRunInfoRequest) -> pb.GetRunInfoResponse:
+    def GetRunInfo(self, request: pb.GetRunInfoRequest, source: str) -> pb.GetRunInfoResponse:
         s = self.core.run(request.run_id)
         response = pb.GetRunInfoResponse(
             run_id=s.run_id, first_seen=s.first_seen, last_seen=s.last_seen, round=s.round,
@@ -183,8 +212,27 @@ def _deserializer(message: type[Message]) -> Callable[[bytes], Any]:
     return parse
 
 
+class _Refusals:
+    """Logs refusals at most once per ``REFUSAL_LOG_INTERVAL_S`` for each method and code, with how
+    many went unlogged: a flood of bad writes must not flood the log (the metric counts them all)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, grpc.StatusCode], float] = {}
+        self._quiet: dict[tuple[str, grpc.StatusCode], int] = {}
+
+    def log(self, name: str, code: grpc.StatusCode, error: Exception) -> None:
+        key, now = (name, code), time.monotonic()
+        if now - self._last.get(key, -math.inf) < REFUSAL_LOG_INTERVAL_S:
+            self._quiet[key] = self._quiet.get(key, 0) + 1
+            return
+        self._last[key] = now
+        quiet = self._quiet.pop(key, 0)
+        more = f" (and {quiet} more since the last line)" if quiet else ""
+        logger.info("%s refused (%s): %s%s", name, code.name, error, more)
+
+
 def _behaviour(
-    name: str, method: Callable[[Any], Message], metrics: CoordinatorMetrics
+    name: str, method: Callable[[Any, str], Message], metrics: CoordinatorMetrics, refusals: _Refusals
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]:
     # The core's calls are short SQLite transactions (~0.2 ms): they run on the event loop itself,
     # which costs less than handing each one to a thread.
@@ -194,14 +242,15 @@ def _behaviour(
         try:
             if isinstance(request, _Unparsable):
                 code = grpc.StatusCode.INVALID_ARGUMENT
+                metrics.rejected.labels(reason="malformed").inc()
                 await context.abort(
                     code, f"{name}: the request is not a valid {name}Request: {request.error}"
                 )
             try:
-                return method(request)
+                return method(request, context.peer())
             except CoordinatorError as e:
                 code = STATUS_OF[type(e)]
-                logger.info("%s refused (%s): %s", name, code.name, e)
+                refusals.log(name, code, e)
                 await context.abort(code, str(e))
         finally:
             metrics.rpc_seconds.labels(method=name, code=code.name).observe(time.perf_counter() - started)
@@ -211,12 +260,12 @@ def _behaviour(
 
 
 def service_handler(servicer: CoordinatorServicer) -> grpc.GenericRpcHandler:
-    handlers = {}
+    handlers, refusals = {}, _Refusals()
     for method in SERVICE.methods:
         request_class = pb.DESCRIPTOR.message_types_by_name[method.input_type.name]
         request_type = getattr(pb, request_class.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _behaviour(method.name, getattr(servicer, method.name), servicer.metrics),
+            _behaviour(method.name, getattr(servicer, method.name), servicer.metrics, refusals),
             request_deserializer=_deserializer(request_type),
             response_serializer=lambda m: m.SerializeToString(),
         )

@@ -31,12 +31,18 @@ SCHEMA_VERSION = 3
 """2: peers.left_at (when a node said it left). 3: minutes.compared_sent_bytes (the compared
 reports' bytes, apart; NULL in rows folded before). An older file gains the columns when opened."""
 ONLINE_WINDOW_S = 60.0
+MAX_INTEGER = 2**63 - 1
 """A peer is online while it reported within this window and has not said it left."""
 _COMPARED_SENT = "sum(CASE WHEN compression_ratio > 0 THEN sent_bytes END)"
 """Bytes sent in reports that carry a compression ratio: a member alone in its round moves nothing
 and reports 0 (no comparison, not "no compression"); its rounds have no ratio (None), and within
 a round only the members that exchanged count. A folded minute keeps them apart
 (``minutes.compared_sent_bytes``): its ratio is the same one over its compared reports."""
+_PROVIDED = (
+    "(SELECT count(*) FROM providers p WHERE p.run_id = c.run_id AND p.manifest_hash = c.manifest_hash)"
+)
+"""How many providers announced checkpoint ``c``: among manifests of one round, the most provided
+is the one the members attest."""
 _ADDED_COLUMNS = (("peers", "left_at", "REAL"), ("minutes", "compared_sent_bytes", "INTEGER"))
 """Columns that later schema versions added: (table, column, type)."""
 BUSY_TIMEOUT_MS = 5000
@@ -250,10 +256,11 @@ class Store:
             )
 
     def _trim_checkpoints(self, db: sqlite3.Connection, run_id: str) -> None:
+        """Keep the newest rounds' checkpoints, the most provided first within a round."""
         keep = self.retention.checkpoints_per_run
         stale = db.execute(
-            "SELECT manifest_hash FROM checkpoints WHERE run_id = ? ORDER BY round DESC, first_announced DESC"
-            " LIMIT -1 OFFSET ?",
+            f"SELECT manifest_hash FROM checkpoints c WHERE run_id = ? ORDER BY round DESC, {_PROVIDED} DESC,"
+            " first_announced DESC LIMIT -1 OFFSET ?",
             (run_id, keep),
         ).fetchall()
         for (digest,) in stale:
@@ -344,17 +351,25 @@ class Store:
         return [c for (digest,) in rows if (c := self.checkpoint(run_id, manifest_hash=digest)) is not None]
 
     def checkpoint(
-        self, run_id: str, *, manifest_hash: str | None = None, round: int | None = None
+        self,
+        run_id: str,
+        *,
+        manifest_hash: str | None = None,
+        round: int | None = None,
+        now: float | None = None,
     ) -> CheckpointInfo | None:
-        """By hash, by round, or (neither given) the newest round."""
+        """By hash, by round (the most provided of its manifests), or (neither given) the newest one
+        the members attest: of a round no later than ``attested_round``, the most provided."""
         where, params = "run_id = ?", list[object]([run_id])
         if manifest_hash is not None:
             where, params = where + " AND manifest_hash = ?", [*params, manifest_hash]
         elif round is not None:
             where, params = where + " AND round = ?", [*params, round]
+        elif (reached := self.attested_round(run_id, now=now)) is not None:
+            where, params = where + " AND round <= ?", [*params, reached]
         rows = self._read(
-            "SELECT manifest_hash, round, global_step, total_bytes, first_announced, archived FROM checkpoints"
-            f" WHERE {where} ORDER BY round DESC, first_announced DESC LIMIT 1",
+            "SELECT manifest_hash, round, global_step, total_bytes, first_announced, archived FROM checkpoints c"
+            f" WHERE {where} ORDER BY round DESC, {_PROVIDED} DESC, first_announced DESC LIMIT 1",
             params,
         )
         if not rows:
@@ -372,6 +387,76 @@ class Store:
                             for p, a, t in providers),
         )  # fmt: skip
 
+    def attested_round(self, run_id: str, *, now: float | None = None) -> int | None:
+        """The round the run's online members have reached: the lower median of their newest
+        reported rounds (``swarm.dht.attestation``'s rule), so that no minority of members can
+        move it; None with no member online."""
+        now = time.time() if now is None else now
+        rounds = sorted(
+            r[0]
+            for r in self._read(
+                "SELECT last_round FROM peers WHERE run_id = ? AND last_seen >= ? AND left_at IS NULL",
+                (run_id, now - ONLINE_WINDOW_S),
+            )
+        )
+        return rounds[(len(rounds) - 1) // 2] if rounds else None
+
+    def attested_checkpoint(self, run_id: str, *, now: float | None = None) -> CheckpointInfo | None:
+        """The newest checkpoint that at least half of the run's online members provide (every member
+        writes the same checkpoint of a round, so an honest one is provided by nearly all of them,
+        and no minority can make one up); None when none is."""
+        now = time.time() if now is None else now
+        members = {
+            r[0]
+            for r in self._read(
+                "SELECT peer_id FROM peers WHERE run_id = ? AND last_seen >= ? AND left_at IS NULL",
+                (run_id, now - ONLINE_WINDOW_S),
+            )
+        }
+        if not members:
+            return None
+        for checkpoint in self.checkpoints(run_id, limit=self.retention.checkpoints_per_run):
+            if 2 * len(members & {p.peer_id for p in checkpoint.providers}) >= len(members):
+                return checkpoint
+        return None
+
+    def online(self, run_id: str, peer_id: str, *, now: float | None = None) -> bool:
+        """Whether ``peer_id`` reported in the run within the online window and did not say it left."""
+        now = time.time() if now is None else now
+        return bool(
+            self._read(
+                "SELECT 1 FROM peers WHERE run_id = ? AND peer_id = ? AND last_seen >= ? AND left_at IS NULL",
+                (run_id, peer_id, now - ONLINE_WINDOW_S),
+            )
+        )
+
+    def known_peer(self, run_id: str, peer_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM peers WHERE run_id = ? AND peer_id = ?", (run_id, peer_id)))
+
+    def peer_count(self, run_id: str) -> int:
+        return int(self._read("SELECT count(*) FROM peers WHERE run_id = ?", (run_id,))[0][0])
+
+    def manifests_at(self, run_id: str, round: int) -> dict[str, set[str]]:
+        """The manifests announced for ``round``, each with the peers that provide it."""
+        found: dict[str, set[str]] = {}
+        for digest, peer in self._read(
+            "SELECT c.manifest_hash, p.peer_id FROM checkpoints c LEFT JOIN providers p"
+            " ON p.run_id = c.run_id AND p.manifest_hash = c.manifest_hash WHERE c.run_id = ? AND c.round = ?",
+            (run_id, round),
+        ):
+            found.setdefault(digest, set())
+            if peer is not None:
+                found[digest].add(peer)
+        return found
+
+    def manifest_bytes(self, run_id: str) -> int:
+        """Bytes of the manifests the run's checkpoints hold."""
+        return int(
+            self._read(
+                "SELECT coalesce(sum(length(manifest)), 0) FROM checkpoints WHERE run_id = ?", (run_id,)
+            )[0][0]
+        )
+
     def manifest(self, run_id: str, manifest_hash: str) -> bytes | None:
         rows = self._read(
             "SELECT manifest FROM checkpoints WHERE run_id = ? AND manifest_hash = ?", (run_id, manifest_hash)
@@ -387,8 +472,12 @@ class Store:
             return None
         first, last, samples, sent = rows[0]
         online = self.peers(run_id, online=True, now=now)
+        # The round the online members attest, not the newest any peer claims: one peer's report of
+        # a far-off round must not become the run's.
+        reached = self.attested_round(run_id, now=now)
         newest = self._read(
-            "SELECT round, global_step FROM reports WHERE run_id = ? ORDER BY round DESC LIMIT 1", (run_id,)
+            "SELECT round, global_step FROM reports WHERE run_id = ? AND round <= ? ORDER BY round DESC LIMIT 1",
+            (run_id, MAX_INTEGER if reached is None else reached),
         )
         rnd, step = newest[0] if newest else (0, 0)
         if not newest:  # every raw report was folded: the newest minute still knows the round
@@ -410,7 +499,7 @@ class Store:
             members_online=len(online), samples_per_s=sum(p.samples_per_s for p in online),
             loss=loss, eval_loss=evals[0][0] if evals else None, samples=samples, sent_bytes=sent,
             compression_ratio=(fp32 / sent_round) if sent_round else None, peers_seen=peers_seen,
-            latest_checkpoint=self.checkpoint(run_id),
+            latest_checkpoint=self.checkpoint(run_id, now=now),
         )  # fmt: skip
 
     def series(self, run_id: str, *, since: float = 0.0, max_points: int = 2000) -> list[SeriesPoint]:

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from coordinator.core import Coordinator, CoordinatorError, NotFound
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.ports import PortInUseError
+from coordinator.writes import served_target
 
 logger = logging.getLogger("swarm.coordinator")
 
@@ -115,11 +116,12 @@ class HttpServer:
             return _send(request, HTTPStatus.BAD_REQUEST, f"{e}\n".encode(), "text/plain")
 
     def service_discovery(self) -> list[dict]:
-        """Prometheus HTTP SD: the metrics endpoints of every run's online peers."""
+        """Prometheus HTTP SD: the metrics endpoints of every run's online peers (each the address its
+        reports came from, with the port the peer signed: ``coordinator.writes.scrape_target``)."""
         groups = []
         for run_id in self.core.store.runs():
             peers = self.core.store.peers(run_id, online=True)
-            targets = sorted({p.metrics_url for p in peers if p.metrics_url})
+            targets = sorted({p.metrics_url for p in peers if p.metrics_url and served_target(p.metrics_url)})
             if targets:
                 groups.append({"targets": targets, "labels": {"run": run_id}})
         return groups

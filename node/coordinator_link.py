@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import time
+from pathlib import Path
 
 import torch
 from google.protobuf.message import DecodeError
@@ -97,8 +98,18 @@ class CoordinatorLink:
         def arrived(raw: list[bytes]) -> None:  # on the reporter's thread
             asyncio.run_coroutine_threadsafe(self._store_archive_pointers(raw), loop)
 
+        if self.host.signing_key is None:
+            logger.warning("no Ed25519 identity: this node cannot sign reports, so it does not report")
+            return
+        credential = b""
+        if cfg.network.credential is not None:
+            try:
+                credential = Path(cfg.network.credential).read_bytes()
+            except OSError as e:  # read and checked when the node joined; report without it
+                logger.warning("--credential %s: %s; reports go without it", cfg.network.credential, e)
         self.reporter = Reporter(
-            address, run_id=cfg.run.run_id, peer_id=self.host.peer_name, device=describe_device(self.device),
+            address, key=self.host.signing_key, credential=credential,
+            run_id=cfg.run.run_id, peer_id=self.host.peer_name, device=describe_device(self.device),
             metrics_url=metrics_url, addrs=tuple(m.split("/p2p/")[0] for m in self.progress.maddrs),
             on_archive_pointers=arrived,
         )  # fmt: skip

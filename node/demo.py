@@ -180,7 +180,7 @@ def run_demo(options: DemoOptions) -> int:
     try:
         if options.coordinator:
             try:
-                service, coordinator = _start_coordinator(workdir, env)
+                service, coordinator = _start_coordinator(workdir, env, _served_run(workdir, run_id))
             except RuntimeError as e:
                 print(e, file=sys.stderr)
                 return 1
@@ -226,19 +226,36 @@ def run_demo(options: DemoOptions) -> int:
     if service is not None:
         print(
             f"the coordinator's record: {workdir / 'coordinator.db'} (browse it again with"
-            f" `swarm-coordinator serve --db {workdir / 'coordinator.db'}`)"
+            f" `swarm-coordinator serve --db {workdir / 'coordinator.db'} --run {_served_run(workdir, run_id)}`)"
         )
     return code
 
 
-def _start_coordinator(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """Start ``swarm-coordinator serve`` on free loopback ports; returns it and its gRPC address."""
+def _served_run(workdir: Path, name: str) -> str:
+    """The pinned id the first node will give run ``name``: its key is made here, before the
+    coordinator starts, so that the coordinator can be told which run it serves."""
+    from swarm.dht.records import pinned_run_id
+    from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
+
+    path = workdir / "node0.key"
+    if not path.exists():
+        generate_identity(path)
+    key = load_identity(path)
+    if key is None:
+        raise RuntimeError(f"{path} is not an Ed25519 key: remove it to have a new one made")
+    return pinned_run_id(name, peer_id_of(public_key_protobuf(key.public_key())))
+
+
+def _start_coordinator(workdir: Path, env: dict[str, str], run: str) -> tuple[subprocess.Popen, str]:
+    """Start ``swarm-coordinator serve`` for ``run`` on free loopback ports; returns it and its gRPC
+    address."""
     status = workdir / "coordinator.status.json"
     status.unlink(missing_ok=True)
     with open(workdir / "coordinator.log", "w") as log:
         service = subprocess.Popen(
             [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
-             "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--status-file", str(status)],
+             "--run", run, "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+             "--status-file", str(status)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )  # fmt: skip
     ports = _wait_for_status(status, service, time.monotonic() + START_TIMEOUT_S)

@@ -19,7 +19,7 @@ from swarm.peer_names import peer_from_name, peer_name
 if TYPE_CHECKING:
     from swarm.proto.swarm.checkpoint.v1.checkpoint_pb2 import StatusResponse
 
-COMMANDS = ("pull", "status", "pause", "resume", "owner-key", "credential")
+COMMANDS = ("pull", "status", "pause", "resume", "run-id", "owner-key", "credential")
 ANSWER_TIMEOUT_S = 30.0
 """Default --timeout of pull and status: the light client's bound on each answer (the value of
 ``swarm.checkpoint.wire.ANSWER_TIMEOUT_S``, not imported here: this module loads before anything)."""
@@ -68,6 +68,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         control.add_argument(
             "--timeout", type=float, default=CONFIRM_TIMEOUT_S, help="seconds to wait for the node to confirm"
         )
+    run_id = commands.add_parser(
+        "run-id",
+        help="print the id a run gets when this key starts it (for the coordinator's --run)",
+        description="Print NAME.PIN: the id of run NAME started by the node with this identity (made if"
+        " missing), so that the coordinator can be told which run it serves before the node starts.",
+    )
+    run_id.add_argument("name", help="the run's name (what the creator passes as --run-id)")
+    run_id.add_argument(
+        "--identity", required=True, help="the creator node's --identity key file (created if missing)"
+    )
     owner = commands.add_parser(
         "owner-key",
         help="create a run owner's key (for a closed run's credentials)",
@@ -211,6 +221,30 @@ def _control(args: argparse.Namespace) -> int:
     return 1
 
 
+def _run_id(args: argparse.Namespace) -> int:
+    from swarm.dht.records import pinned_run_id
+    from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
+
+    path = Path(args.identity)
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            generate_identity(path)
+        key = load_identity(path)
+    except OSError as e:
+        print(f"swarm-node run-id: {path}: {e}", file=sys.stderr)
+        return 2
+    if key is None:
+        print(f"swarm-node run-id: {path} is not an Ed25519 key", file=sys.stderr)
+        return 2
+    try:
+        print(pinned_run_id(args.name, peer_id_of(public_key_protobuf(key.public_key()))))
+    except ValueError as e:
+        print(f"swarm-node run-id: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _owner_key(args: argparse.Namespace) -> int:
     from swarm.auth import owner_public_key
     from swarm.identity import generate_identity, load_identity
@@ -280,6 +314,8 @@ def main(argv: Sequence[str]) -> int:
         return _control(args)
     if args.command == "owner-key":
         return _owner_key(args)
+    if args.command == "run-id":
+        return _run_id(args)
     if args.command == "credential":
         return _credential(args)
     from swarm.light.client import LightError

@@ -1,10 +1,13 @@
 """Reports to the coordinator, off the training path.
 
 The training loop hands each round's report (and each published checkpoint) to ``Reporter.submit``,
-which only appends to a queue. A thread of its own sends batches to the coordinator; when the
-coordinator is down, slow or restarting, reports wait in the queue (bounded: the oldest go first
-once ``max_pending`` is reached, with a warning) and are sent when it answers again. Resending a
-batch whose answer was lost is harmless: the coordinator counts a (run, peer, round) once.
+which only appends to a queue. A thread of its own signs (with the node's identity) and sends batches
+to the coordinator; when the coordinator is down, slow, restarting or asks to slow down, reports wait
+in the queue (bounded: the oldest go first once ``max_pending`` is reached, with a warning) and are
+sent when it answers again. Resending a batch whose answer was lost is harmless: the coordinator
+counts a (run, peer, round) once. What the coordinator will never take (malformed, not permitted, a
+run it does not serve) is dropped with a warning; an announcement ahead of what the other members
+have reported is tried again a few times.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.client import CoordinatorClient
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
@@ -32,6 +36,13 @@ RPC_TIMEOUT = timedelta(seconds=5)
 """Limit for one request to the coordinator: the reporter's own thread waits, never training."""
 FLUSH_TIMEOUT = timedelta(seconds=5)
 """How long a leaving node tries to deliver what is still queued."""
+ANNOUNCE_ATTEMPTS = 6
+"""Tries of an announcement the coordinator finds ahead of the members' reports (FAILED_PRECONDITION),
+backing off like any retry (about a minute in all), before it is dropped."""
+NEVER_TAKEN = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}
+)
+"""Answers that sending the same request again cannot change: it is dropped."""
 
 
 def local_address_towards(address: str) -> str:
@@ -53,6 +64,8 @@ class Reporter:
         self,
         address: str,
         *,
+        key: Ed25519PrivateKey,
+        credential: bytes = b"",
         run_id: str,
         peer_id: str,
         device: str,
@@ -63,7 +76,7 @@ class Reporter:
         on_archive_pointers: Callable[[list[bytes]], None] | None = None,
     ):
         self.address = address
-        self._client = CoordinatorClient(address, timeout=timeout)
+        self._client = CoordinatorClient(address, timeout=timeout, key=key, credential=credential)
         self._base = pb.ReportMetricsRequest(
             run_id=run_id, peer_id=peer_id, device=device[:64], metrics_url=metrics_url, addrs=list(addrs[:8])
         )
@@ -76,6 +89,8 @@ class Reporter:
         self._reachable: bool | None = None
         self.sent_reports = 0
         self.dropped_reports = 0
+        self.refused = 0
+        self._announce_attempts = 0
         self._thread = threading.Thread(target=self._loop, name="coordinator-reporter", daemon=True)
 
     def start(self) -> None:
@@ -124,29 +139,33 @@ class Reporter:
                     break
                 batch = [self._reports[i] for i in range(min(MAX_BATCH, len(self._reports)))]
                 announcement = self._announcements[0] if self._announcements else None
+            sending: list[pb.RoundReport] = batch
             try:
                 if batch:
-                    request = pb.ReportMetricsRequest()
-                    request.CopyFrom(self._base)
-                    request.reports.extend(batch)
-                    answer = self._client.report(request)
-                    if answer.archive_pointers and self._on_archive_pointers is not None:
-                        try:
-                            self._on_archive_pointers(list(answer.archive_pointers))
-                        # The boundary of this thread's work for the node: whatever the node's callback
-                        # raises (its event loop may be closing), reporting goes on.
-                        except Exception as e:
-                            logger.debug("archive pointers not handed over: %s", e)
+                    self._send(batch)
+                    self._forget(batch, None)
+                    self.sent_reports += len(batch)
+                sending = []
                 if announcement is not None:
+                    self._announce_attempts += 1
                     self._client.announce(announcement)
+                    self._forget([], announcement)
             except grpc.RpcError as e:
                 code = e.code() if isinstance(e, grpc.Call) else None
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                details = e.details() if isinstance(e, grpc.Call) else str(e)
+                given_up = (
+                    not sending
+                    and code == grpc.StatusCode.FAILED_PRECONDITION
+                    and self._announce_attempts >= ANNOUNCE_ATTEMPTS
+                )
+                if code in NEVER_TAKEN or given_up:
                     # The coordinator will never take these: drop them, loudly, and go on.
-                    logger.warning("coordinator refused a report or announcement: %s", e.details())
-                    self._forget(batch, announcement)
+                    self._refused_once(code, details)
+                    self._forget(sending, None if sending else announcement)
+                    self._set_reachable(True)
                     continue
-                self._set_reachable(False, f"{code.name if code else 'error'}")
+                if code not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    self._set_reachable(False, f"{code.name if code else 'error'}")
                 with self._wake:
                     if self._stopping:
                         return
@@ -155,9 +174,30 @@ class Reporter:
                 continue
             self._set_reachable(True)
             retry_s = RETRY_MIN_S
-            self._forget(batch, announcement)
-            self.sent_reports += len(batch)
         self._say_leaving()
+
+    def _send(self, batch: list[pb.RoundReport]) -> None:
+        request = pb.ReportMetricsRequest()
+        request.CopyFrom(self._base)
+        request.reports.extend(batch)
+        answer = self._client.report(request)
+        if answer.archive_pointers and self._on_archive_pointers is not None:
+            try:
+                self._on_archive_pointers(list(answer.archive_pointers))
+            # The boundary of this thread's work for the node: whatever the node's callback
+            # raises (its event loop may be closing), reporting goes on.
+            except Exception as e:
+                logger.debug("archive pointers not handed over: %s", e)
+
+    def _refused_once(self, code: grpc.StatusCode | None, details: str) -> None:
+        """Warn of a refusal the first time and every hundredth: a coordinator that refuses this node
+        (a run it does not serve) must not fill the node's log, one line per round."""
+        self.refused += 1
+        if self.refused == 1 or self.refused % 100 == 0:
+            logger.warning(
+                "coordinator %s refused a report or announcement (%s, %d so far): %s",
+                self.address, code.name if code else "error", self.refused, details,
+            )  # fmt: skip
 
     def _say_leaving(self) -> None:
         request = pb.ReportMetricsRequest()
@@ -175,6 +215,7 @@ class Reporter:
                 self._reports.popleft()
             if announcement is not None and self._announcements and self._announcements[0] is announcement:
                 self._announcements.popleft()
+                self._announce_attempts = 0
 
     def _set_reachable(self, reachable: bool, why: str = "") -> None:
         if reachable == self._reachable:

@@ -18,6 +18,12 @@ value), a bound on its bytes and on its lifetime, and a rule for who may sign it
   pins the run id (``name.pin``, ``swarm.dht.records.run_pin``). Members store the creator's
   envelope again as it is, so the record outlives the creator's node; no one else can replace it.
 
+The same envelope carries a node's writes to the coordinator (``WRITE_FAMILIES``: ``reports`` and
+``announcements``, signed by the writing peer under its own subkey, living at most ten minutes): the
+payload is the exact protobuf bytes of the request, so the signature covers the bytes that were
+sent, never a re-serialisation. Those families are refused in the DHT, and DHT families are refused
+by the coordinator: a value signed for one place is worth nothing in the other.
+
 ``open_envelope`` checks everything that stays true as a record ages (never its expiry against the
 clock, nor a credential: an honest replica's record must not turn invalid, or hivemind would drop
 the whole dictionary it belongs to). It is what the record validator of every node's DHT runs
@@ -60,6 +66,11 @@ CLOCK_SKEW_S = 60.0
 MAX_SUBKEY_CHARS = 128
 MAX_VALUE_BYTES = 16 * 1024
 """hivemind's safe value size; no family comes near it."""
+MAX_WRITE_BYTES = 4 * 1024 * 1024
+"""A write to the coordinator: its gRPC message bound."""
+WRITE_LIFETIME_S = 600.0
+"""How long a signed write to the coordinator may be replayed: writes are idempotent (a report of a
+round counts once, an announcement refreshes its provider), so a replay within it changes nothing."""
 
 
 class EnvelopeError(ValueError):
@@ -94,23 +105,55 @@ FAMILIES = {
         ),
     )
 }
+"""The record families of the DHT."""
+
+WRITE_FAMILIES = {
+    family.name: family
+    for family in (
+        Family(
+            "reports",
+            shape="dict",
+            signer="subkey",
+            max_bytes=MAX_WRITE_BYTES,
+            max_lifetime_s=WRITE_LIFETIME_S,
+        ),
+        Family(
+            "announcements",
+            shape="dict",
+            signer="subkey",
+            max_bytes=MAX_WRITE_BYTES,
+            max_lifetime_s=WRITE_LIFETIME_S,
+        ),
+    )
+}
+"""A node's signed writes to the coordinator; never stored in the DHT."""
+
+
+def _bytes_payload(payload: Any) -> bytes:
+    """A write's payload: the request's protobuf bytes, parsed by the coordinator once it verifies."""
+    if not isinstance(payload, bytes):
+        raise RecordError("a write's payload is the request's bytes")
+    return payload
+
 
 SCHEMAS: dict[str, Callable[[Any], object]] = {
     "members": MemberRecord.from_wire,
     "checkpoints": Pointer.from_wire,
     "config": RunSpec.from_wire,
     "coordinator": CoordinatorRecord.from_wire,
+    "reports": _bytes_payload,
+    "announcements": _bytes_payload,
 }
 """Each family's payload parser: the validator refuses a signed record whose payload is malformed."""
 
 
-def parse_key(key: str) -> tuple[str, Family]:
+def parse_key(key: str, families: dict[str, Family] = FAMILIES) -> tuple[str, Family]:
     """The run id and family of a record key; EnvelopeError for a key of no family."""
     prefix, _, rest = key.partition("/")
     run_id, _, name = rest.rpartition("/")
-    if prefix != "swarm" or not run_id or name not in FAMILIES:
+    if prefix != "swarm" or not run_id or name not in families:
         raise EnvelopeError(f"{key!r} is not a key of a record family")
-    return run_id, FAMILIES[name]
+    return run_id, families[name]
 
 
 def key_id(key: str) -> bytes:
@@ -140,7 +183,7 @@ def seal(
 ) -> dict[str, Any]:
     """The envelope of ``payload`` under ``key``/``subkey``, signed with ``private`` (None only for
     the ``pointer`` family, whose payload is signed already)."""
-    run_id, family = parse_key(key)
+    run_id, family = parse_key(key, FAMILIES | WRITE_FAMILIES)
     public = b""
     if family.signer == "creator":
         if private is None:
@@ -155,10 +198,19 @@ def seal(
     return {"v": ENVELOPE_VERSION, "h": header, "s": signature}
 
 
-def open_envelope(*, key: bytes, subkey: Any, value: Any, expiration_time: float, now: float) -> Envelope:
+def open_envelope(
+    *,
+    key: bytes,
+    subkey: Any,
+    value: Any,
+    expiration_time: float,
+    now: float,
+    families: dict[str, Family] = FAMILIES,
+) -> Envelope:
     """The envelope ``value`` stored under the key with DHT id ``key``, checked; else EnvelopeError.
 
-    ``expiration_time`` is the one the DHT holds the record to: at most the envelope's own."""
+    ``expiration_time`` is the one the DHT holds the record to: at most the envelope's own.
+    ``families``: those that may be stored where the value was found (the DHT's, by default)."""
     if not isinstance(value, dict) or value.get("v") != ENVELOPE_VERSION:
         version = value.get("v") if isinstance(value, dict) else None
         raise EnvelopeError(f"record version {version!r} is not {ENVELOPE_VERSION}")
@@ -171,9 +223,9 @@ def open_envelope(*, key: bytes, subkey: Any, value: Any, expiration_time: float
         )
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise EnvelopeError(f"an envelope's header does not decode: {e}") from None
-    if not isinstance(family_name, str) or family_name not in FAMILIES or not isinstance(run_id, str):
-        raise EnvelopeError("an envelope names no known family")
-    family = FAMILIES[family_name]
+    if not isinstance(family_name, str) or family_name not in families or not isinstance(run_id, str):
+        raise EnvelopeError("an envelope names no family that may be stored here")
+    family = families[family_name]
     full_key = record_key(run_id, family.name)
     if key_id(full_key) != key:
         raise EnvelopeError(f"an envelope for {full_key!r} is stored under another key")

@@ -22,24 +22,26 @@ from swarm.checkpoint.manifest import build_manifest
 from swarm.checkpoint.service import fetch_checkpoint
 from tests.protocol.support import checkpoint_nodes, read_files, run
 
+RUN = "ckpt.aaaaaaaaaaaaaaaa"
+"""A run pinned to some creator: the coordinator serves only the runs it is told to."""
 DEAD = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
 
 
 def test_a_node_downloads_a_checkpoint_from_the_archive(tmp_path: Path) -> None:
     files = {"model.safetensors": os.urandom(3 * 1024 * 1024 + 5), "config.json": b"{}", "swarm.json": b"{}"}
-    manifest = build_manifest(files, run_id="ckpt", round=7, global_step=70, chunk_size=1024 * 1024)
+    manifest = build_manifest(files, run_id=RUN, round=7, global_step=70, chunk_size=1024 * 1024)
     archive = tmp_path / "archive"
-    folder = archive / "ckpt" / manifest.hash
+    folder = archive / RUN / manifest.hash
     folder.mkdir(parents=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
     store = Store(tmp_path / "c.db")
-    info = CheckpointInfo(run_id="ckpt", round=7, global_step=70, manifest_hash=manifest.hash,
+    info = CheckpointInfo(run_id=RUN, round=7, global_step=70, manifest_hash=manifest.hash,
                           total_bytes=manifest.total_bytes, first_announced=time.time(), archived=False)  # fmt: skip
     store.record_checkpoint(
         info, manifest.to_bytes(), Provider(peer_id="somebody", addrs=(), last_announced=0.0)
     )
-    store.mark_archived("ckpt", manifest.hash)
+    store.mark_archived(RUN, manifest.hash)
     store.close()
 
     status = tmp_path / "status.json"
@@ -47,7 +49,7 @@ def test_a_node_downloads_a_checkpoint_from_the_archive(tmp_path: Path) -> None:
         process = subprocess.Popen(
             [sys.executable, "-m", "coordinator", "serve", "--db", str(tmp_path / "c.db"), "--host", "127.0.0.1",
              "--grpc-port", "0", "--http-port", "0", "--archive", str(archive), "--peer", DEAD,
-             "--archive-listen", "/ip4/127.0.0.1/tcp/0", "--status-file", str(status)],
+             "--archive-listen", "/ip4/127.0.0.1/tcp/0", "--status-file", str(status), "--run", RUN],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

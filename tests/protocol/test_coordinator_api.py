@@ -21,10 +21,14 @@ from coordinator.service import SERVICE_NAME
 from node.reporting import Reporter
 from swarm.checkpoint.manifest import build_manifest
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
-from tests.protocol.coordinator_support import RUN, Served, report, round_report
+from tests.protocol.coordinator_support import KEYS, PEERS, RUN, Served, report, round_report
+
+A, B = PEERS["peerA"], PEERS["peerB"]
 
 
 def announcement(round: int, provider_id: str, /, **override) -> pb.AnnounceCheckpointRequest:
+    """``provider_id``: a nickname of ``PEERS`` (or any peer id)."""
+    provider_id = PEERS.get(provider_id, provider_id)
     files = {"model.safetensors": bytes(range(256)) * (round + 1), "config.json": b"{}", "swarm.json": b"{}"}
     manifest = build_manifest(files, run_id=RUN, round=round, global_step=round * 2, chunk_size=1024)
     fields = dict(
@@ -50,23 +54,25 @@ def test_reports_make_the_run_its_peers_and_their_credit(served: Served) -> None
     assert c.report(report("peerA", range(4, 8))).recorded == 2
 
     info = c.run_info(RUN)
-    assert (info.round, info.global_step, info.members_online, info.peers_seen) == (7, 14, 2, 2)
+    # The run's round is the one its online members attest: the lower median of their newest (7, 5).
+    assert (info.round, info.global_step, info.members_online, info.peers_seen) == (5, 10, 2, 2)
     assert info.samples == (7 + 3) * 16 and info.sent_bytes == 10 * 1000
-    assert info.loss == pytest.approx(2.5)  # only peerA reported round 7
+    assert info.loss == pytest.approx(3.0)  # both reported round 5: 2.5 and 3.5
     assert info.samples_per_s == pytest.approx(16.0)
     assert info.compression_ratio == pytest.approx(150.0)
     assert not info.HasField("latest_checkpoint")
 
     peers = {p.peer_id: p for p in c.peers(RUN)}
-    assert (peers["peerA"].rounds, peers["peerA"].samples, peers["peerA"].last_round) == (7, 112, 7)
-    assert (peers["peerB"].rounds, peers["peerB"].samples) == (3, 48)
-    assert peers["peerA"].metrics_url == "127.0.0.1:9101" and list(peers["peerA"].addrs)
+    assert (peers[A].rounds, peers[A].samples, peers[A].last_round) == (7, 112, 7)
+    assert (peers[B].rounds, peers[B].samples) == (3, 48)
+    assert peers[A].metrics_url == "127.0.0.1:9101" and list(peers[A].addrs)
     assert len(c.peers(RUN, seen_within_s=3600)) == 2
 
 
 def test_checkpoints_are_announced_listed_and_fetched(served: Served) -> None:
     c = served.client
-    c.report(report("peerA", range(1, 3)))
+    c.report(report("peerA", range(1, 21)))
+    c.report(report("peerB", range(1, 21)))
     first = announcement(10, "peerA")
     assert c.announce(first).new_checkpoint
     assert c.announce(announcement(20, "peerA")).new_checkpoint
@@ -75,7 +81,7 @@ def test_checkpoints_are_announced_listed_and_fetched(served: Served) -> None:
 
     listed = c.checkpoints(RUN)
     assert [x.round for x in listed] == [20, 10]
-    assert sorted(p.peer_id for p in listed[0].providers) == ["peerA", "peerB"]
+    assert sorted(p.peer_id for p in listed[0].providers) == sorted([A, B])
     latest = c.checkpoint(RUN)
     assert latest.checkpoint.round == 20 and latest.checkpoint.global_step == 40
     by_round = c.checkpoint(RUN, round=10)
@@ -102,7 +108,7 @@ def test_an_unknown_run_is_not_found(served: Served, method: str, request_messag
 
 def test_a_missing_checkpoint_is_not_found(served: Served) -> None:
     c = served.client
-    c.report(report("peerA", range(1, 2)))
+    c.report(report("peerA", range(1, 6)))
     assert code_of(lambda: c.checkpoint(RUN)) == grpc.StatusCode.NOT_FOUND
     c.announce(announcement(5, "peerA"))
     assert code_of(lambda: c.checkpoint(RUN, round=6)) == grpc.StatusCode.NOT_FOUND
@@ -141,26 +147,33 @@ def test_bad_reports_are_invalid_arguments(served: Served, case: str) -> None:
             getattr(request, name).extend(value)
         else:
             setattr(request, name, value)
-    assert code_of(lambda: served.client.report(request)) == grpc.StatusCode.INVALID_ARGUMENT
+    # Signed as peerA signs (a run id no one can sign for is set on the write afterwards).
+    served.client.key = KEYS["peerA"]
+    signed = served.client.signed(RUN, "reports", request.SerializeToString())
+    signed.run_id = request.run_id
+    call = served.client._stub.ReportMetrics
+    assert code_of(lambda: call(signed, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
     assert served.store.counts()["reports"] == 0, "a refused request must record nothing"
 
 
 def test_bad_announcements_are_invalid_arguments(served: Served) -> None:
     c = served.client
+    c.report(report("peerA", range(1, 4)))
     good = announcement(3, "peerA")
+    invalid, unserved = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
     cases = {
-        "hash of other bytes": dict(manifest_hash="ab" * 32),
-        "hash that is not hex": dict(manifest_hash="xyz"),
-        "round that is not the manifest's": dict(round=4),
-        "size that is not the manifest's": dict(total_bytes=1),
-        "run that is not the manifest's": dict(run_id="other-run"),
-        "manifest that is not JSON": dict(manifest=b"\xff" * 10),
-        "manifest over 1 MiB": dict(manifest=b" " * (1024 * 1024 + 1)),
-        "provider id of 200 characters": dict(provider="p" * 200),
+        "hash of other bytes": (dict(manifest_hash="ab" * 32), invalid),
+        "hash that is not hex": (dict(manifest_hash="xyz"), invalid),
+        "round that is not the manifest's": (dict(round=4), invalid),
+        "size that is not the manifest's": (dict(total_bytes=1), invalid),
+        "run that is not the manifest's": (dict(run_id="other-run"), unserved),
+        "manifest that is not JSON": (dict(manifest=b"\xff" * 10), invalid),
+        "manifest over 1 MiB": (dict(manifest=b" " * (1024 * 1024 + 1)), invalid),
+        "provider id of 200 characters": (dict(provider="p" * 200), invalid),
     }
-    for case, override in cases.items():
+    for case, (override, code) in cases.items():
         request = announcement(3, "peerA", **override)
-        assert code_of(lambda r=request: c.announce(r)) == grpc.StatusCode.INVALID_ARGUMENT, case
+        assert code_of(lambda r=request: c.announce(r)) == code, case
     assert c.announce(good).new_checkpoint
     assert served.store.counts()["checkpoints"] == 1
 
@@ -203,7 +216,7 @@ def test_health_and_reflection(served: Served) -> None:
 def test_metrics_and_service_discovery_over_http(served: Served) -> None:
     c = served.client
     c.report(report("peerA", range(1, 4), metrics_url="10.1.2.3:9101"))
-    c.report(report("peerB", range(1, 4), metrics_url="10.1.2.4:9101"))
+    c.report(report("peerB", range(1, 4), metrics_url="10.1.2.4:9102"))
     c.announce(announcement(2, "peerA"))
     text = served.get("/metrics").decode()
     assert f'swarm_run_members_online{{run="{RUN}"}} 2.0' in text
@@ -212,8 +225,9 @@ def test_metrics_and_service_discovery_over_http(served: Served) -> None:
     assert f'swarm_run_samples_total{{run="{RUN}"}} 96.0' in text
     assert "swarm_coordinator_reports_total 6.0" in text
     assert 'swarm_coordinator_rpc_seconds_count{code="OK",method="ReportMetrics"} 2.0' in text
+    # Prometheus is sent where each report came from (loopback here), to the port its peer signed.
     sd = json.loads(served.get("/sd"))
-    assert sd == [{"targets": ["10.1.2.3:9101", "10.1.2.4:9101"], "labels": {"run": RUN}}]
+    assert sd == [{"targets": ["127.0.0.1:9101", "127.0.0.1:9102"], "labels": {"run": RUN}}]
     run = json.loads(served.get(f"/api/run?run={RUN}"))
     assert run["members_online"] == 2 and run["latest_checkpoint"]["round"] == 2
     series = json.loads(served.get(f"/api/series?run={RUN}"))
@@ -228,15 +242,15 @@ def test_a_node_that_says_it_left_is_no_longer_online_nor_discovered(served: Ser
     whole online window, a minute after it was gone."""
     c = served.client
     c.report(report("peerA", range(1, 4), metrics_url="10.1.2.3:9101"))
-    c.report(report("peerB", range(1, 4), metrics_url="10.1.2.4:9101"))
-    leaving = pb.ReportMetricsRequest(run_id=RUN, peer_id="peerA", device="cpu", leaving=True)
+    c.report(report("peerB", range(1, 4), metrics_url="10.1.2.4:9102"))
+    leaving = pb.ReportMetricsRequest(run_id=RUN, peer_id=A, device="cpu", leaving=True)
     assert c.report(leaving).recorded == 0
     assert c.run_info(RUN).members_online == 1
-    assert json.loads(served.get("/sd")) == [{"targets": ["10.1.2.4:9101"], "labels": {"run": RUN}}]
+    assert json.loads(served.get("/sd")) == [{"targets": ["127.0.0.1:9102"], "labels": {"run": RUN}}]
     # Its credit stays; it is still a peer seen.
-    assert {p.peer_id for p in c.peers(RUN)} == {"peerA", "peerB"}
+    assert {p.peer_id for p in c.peers(RUN)} == {A, B}
     # Its last reports may come with the notice; a node that reports again is back online.
-    last = report("peerB", range(4, 5), metrics_url="10.1.2.4:9101")
+    last = report("peerB", range(4, 5), metrics_url="10.1.2.4:9102")
     last.leaving = True
     assert c.report(last).recorded == 1
     assert json.loads(served.get(f"/api/run?run={RUN}"))["members_online"] == 0
@@ -244,14 +258,14 @@ def test_a_node_that_says_it_left_is_no_longer_online_nor_discovered(served: Ser
     c.report(report("peerA", range(5, 6), metrics_url="10.1.2.3:9101"))
     assert c.run_info(RUN).members_online == 1
     # A call with no reports that is not a leaving notice is still refused.
-    empty = pb.ReportMetricsRequest(run_id=RUN, peer_id="peerA", device="cpu")
+    empty = pb.ReportMetricsRequest(run_id=RUN, peer_id=A, device="cpu")
     assert code_of(lambda: c.report(empty)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_a_stopping_reporter_says_that_its_node_leaves(served: Served) -> None:
     """The node's reporter, stopped as the node leaves, delivers its reports and then the notice."""
     reporter = Reporter(
-        served.address, run_id=RUN, peer_id="peerA", device="cpu", metrics_url="10.1.2.3:9101"
+        served.address, key=KEYS["peerA"], run_id=RUN, peer_id=A, device="cpu", metrics_url="10.1.2.3:9101"
     )
     reporter.start()
     reporter.submit(round_report(1))

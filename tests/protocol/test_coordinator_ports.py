@@ -35,7 +35,7 @@ def held_port(request: pytest.FixtureRequest) -> Iterator[int]:
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, held_port: int, flag: str) -> None:
     ports = {"--grpc-port": "0", "--http-port": "0", flag: str(held_port)}
     command = [sys.executable, "-m", "coordinator", "serve", "--db", str(tmp_path / "c.db"),
-               "--host", "127.0.0.1", *(part for item in ports.items() for part in item),
+               "--run", "ports." + "a" * 16, "--host", "127.0.0.1", *(part for item in ports.items() for part in item),
                "--status-file", str(tmp_path / "status.json")]  # fmt: skip
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

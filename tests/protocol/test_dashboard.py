@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.protocol.coordinator_support import Served, report
+from tests.protocol.coordinator_support import Served, pinned, report
 
 CHARTS = ("loss-chart", "throughput-chart", "members-chart", "bytes-chart")
 BROWSER_TIMEOUT_S = 120
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt 
 def render(served: Served, run: str, profile: Path) -> str:
     browser = chromium()
     assert browser is not None
-    url = f"http://127.0.0.1:{served.http.port}/?run={run}"
+    url = f"http://127.0.0.1:{served.http.port}/?run={pinned(run)}"
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              f"--user-data-dir={profile}", "--window-size=1280,1500", "--virtual-time-budget=5000"]  # fmt: skip
     dom = subprocess.run(
@@ -50,7 +50,7 @@ def axis_labels(svg: str, anchor: str) -> list[str]:
 
 def send(served: Served, run: str, peer: str, rounds: range, ratios: list[float], group_size: int) -> None:
     request = report(peer, rounds)
-    request.run_id = run
+    request.run_id = pinned(run)
     for r, ratio in zip(request.reports, ratios, strict=True):
         r.compression_ratio, r.group_size, r.time = ratio, group_size, time.time() - 100 + 10 * r.round
     served.client.report(request)

@@ -8,12 +8,13 @@ import socket
 import time
 from pathlib import Path
 
-from coordinator.core import Coordinator
+from coordinator.core import Coordinator, ServedRun
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.service import GrpcServer
 from coordinator.store import Store
 from node.reporting import Reporter
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
+from tests.protocol.coordinator_support import KEYS, PEERS, RUN
 
 
 def free_port() -> int:
@@ -38,7 +39,14 @@ def wait_until(check, timeout_s: float = 60.0) -> None:
 
 def test_reports_wait_for_the_coordinator_and_the_oldest_go_when_the_queue_is_full(tmp_path: Path) -> None:
     port = free_port()
-    reporter = Reporter(f"127.0.0.1:{port}", run_id="r", peer_id="p", device="cpu", max_pending=50)
+    reporter = Reporter(
+        f"127.0.0.1:{port}",
+        key=KEYS["peerA"],
+        run_id=RUN,
+        peer_id=PEERS["peerA"],
+        device="cpu",
+        max_pending=50,
+    )
     reporter.start()
     store = Store(tmp_path / "c.db")
     server = None
@@ -49,11 +57,11 @@ def test_reports_wait_for_the_coordinator_and_the_oldest_go_when_the_queue_is_fu
         assert time.monotonic() - started < 1.0
         assert reporter.dropped_reports == 30 and reporter.pending == 50
 
-        core = Coordinator(store)
+        core = Coordinator(store, runs=(ServedRun(RUN),))
         server = GrpcServer(core, CoordinatorMetrics(store), host="127.0.0.1", port=port)
         server.start()
         wait_until(lambda: reporter.pending == 0)
-        (peer,) = store.peers("r")
+        (peer,) = store.peers(RUN)
         assert peer.rounds == 50 and peer.last_round == 80  # rounds 31-80: the 30 oldest were dropped
         assert reporter.sent_reports == 50
     finally:

@@ -10,14 +10,17 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from coordinator.client import CoordinatorClient
 from swarm.checkpoint.manifest import Manifest, read_folder
+from swarm.dht.records import pinned_run_id
+from swarm.peer_names import peer_from_name
 from tests.processes import kill_groups, start_logged
-from tests.swarm.conftest import Swarm
+from tests.swarm.conftest import Swarm, make_identity
 
 pytestmark = pytest.mark.swarm
 
@@ -29,7 +32,9 @@ COMMON = ["--run-id", NAME, "--join-grace", "20", "--eval-every", "3", "--num-sh
 class CoordinatorProcess:
     """``swarm-coordinator serve`` in its own process group, on a SQLite file that outlives it."""
 
-    def __init__(self, workdir: Path, *, grpc_port: int = 0, http_port: int = 0, extra: tuple[str, ...] = ()):
+    def __init__(
+        self, workdir: Path, run: str, *, grpc_port: int = 0, http_port: int = 0, extra: tuple[str, ...] = ()
+    ):
         self.workdir = workdir
         self.status_file = workdir / "coordinator.status.json"
         self.status_file.unlink(missing_ok=True)
@@ -37,7 +42,7 @@ class CoordinatorProcess:
         self.process = start_logged(
             [sys.executable, "-m", "coordinator", "serve", "--db", str(workdir / "coordinator.db"),
              "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--http-port", str(http_port),
-             "--status-file", str(self.status_file), *extra],
+             "--status-file", str(self.status_file), "--run", run, *extra],
             self.log, append=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -53,9 +58,24 @@ class CoordinatorProcess:
         kill_groups([self.process])
 
 
+@dataclass
+class Creator:
+    """The key of the node that starts the run, made before anything starts, and the run's pinned id:
+    the coordinator must be told which run it serves."""
+
+    key: Path
+    run: str
+
+
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[CoordinatorProcess]:
-    started = [CoordinatorProcess(tmp_path)]
+def creator(tmp_path: Path) -> Creator:
+    key = tmp_path / "creator.key"
+    return Creator(key=key, run=pinned_run_id(NAME, peer_from_name(make_identity(key))))
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path, creator: Creator) -> Iterator[CoordinatorProcess]:
+    started = [CoordinatorProcess(tmp_path, creator.run)]
     yield started[0]
     for c in started:
         c.kill()
@@ -72,9 +92,9 @@ def poll(what: str, check, timeout_s: float = 120.0):
 
 
 def test_nodes_report_and_a_killed_coordinator_loses_nothing_acknowledged(
-    swarm: Swarm, coordinator: CoordinatorProcess, tmp_path: Path
+    swarm: Swarm, coordinator: CoordinatorProcess, creator: Creator, tmp_path: Path
 ) -> None:
-    a = swarm.start("a", *COMMON, "--coordinator", coordinator.address)
+    a = swarm.start("a", *COMMON, "--coordinator", coordinator.address, identity=creator.key)
     swarm.start("b", "--peer", swarm.first_maddr(a), *COMMON, "--coordinator", coordinator.address)
     run = swarm.run_id(a)
     client = CoordinatorClient(coordinator.address)
@@ -103,7 +123,7 @@ def test_nodes_report_and_a_killed_coordinator_loses_nothing_acknowledged(
             lambda s: s["round"] >= round_at_kill + 3, timeout_s=240, what="rounds without a coordinator"
         )
 
-        restarted = CoordinatorProcess(tmp_path, grpc_port=coordinator.grpc_port)
+        restarted = CoordinatorProcess(tmp_path, run, grpc_port=coordinator.grpc_port)
         try:
             after = {p.peer_id: p.rounds for p in client.peers(run)}
             assert all(after[peer] >= rounds for peer, rounds in acknowledged.items()), (acknowledged, after)
@@ -122,9 +142,9 @@ def test_nodes_report_and_a_killed_coordinator_loses_nothing_acknowledged(
 
 
 def test_a_joiner_learns_the_coordinator_from_the_swarm(
-    swarm: Swarm, coordinator: CoordinatorProcess
+    swarm: Swarm, coordinator: CoordinatorProcess, creator: Creator
 ) -> None:
-    a = swarm.start("a", *COMMON, "--coordinator", coordinator.address)
+    a = swarm.start("a", *COMMON, "--coordinator", coordinator.address, identity=creator.key)
     c = swarm.start("c", "--peer", swarm.first_maddr(a), *COMMON)  # no --coordinator
     run = swarm.run_id(a)
     with CoordinatorClient(coordinator.address) as client:
@@ -151,17 +171,21 @@ def test_a_joiner_learns_the_coordinator_from_the_swarm(
             assert json.loads(answer.read()) == []
 
 
-def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(swarm: Swarm, tmp_path: Path) -> None:
+def test_the_archive_keeps_a_verified_copy_of_announced_checkpoints(
+    swarm: Swarm, creator: Creator, tmp_path: Path
+) -> None:
     # The node starts first, reporting to a coordinator that is not up yet (its reports wait).
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    a = swarm.start("a", *COMMON, "--coordinator", f"127.0.0.1:{port}")
+    a = swarm.start("a", *COMMON, "--coordinator", f"127.0.0.1:{port}", identity=creator.key)
     run = swarm.run_id(a)
+    assert run == creator.run
     maddr = swarm.first_maddr(a)
     archive = tmp_path / "archive"
     coordinator = CoordinatorProcess(
         tmp_path,
+        run,
         grpc_port=port,
         extra=(
             "--archive",

@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from coordinator.client import CoordinatorClient
-from tests.swarm.conftest import Swarm
-from tests.swarm.test_coordinator import COMMON, CoordinatorProcess, poll
+from swarm.dht.records import pinned_run_id
+from swarm.peer_names import peer_from_name
+from tests.swarm.conftest import Swarm, make_identity
+from tests.swarm.test_coordinator import COMMON, NAME, CoordinatorProcess, poll
 
 pytestmark = pytest.mark.swarm
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,13 +43,15 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("observability")
-    coordinator = CoordinatorProcess(workdir)
+    key = workdir / "a.key"
+    run = pinned_run_id(NAME, peer_from_name(make_identity(key)))
+    coordinator = CoordinatorProcess(workdir, run)
     swarm = Swarm(workdir)
     try:
         args = [*COMMON, "--codec", "cocktail", "--coordinator", coordinator.address]
-        a = swarm.start("a", *args)
+        a = swarm.start("a", *args, identity=key)
         swarm.start("b", "--peer", swarm.first_maddr(a), *args)
-        run = swarm.run_id(a)
+        assert swarm.run_id(a) == run
         with CoordinatorClient(coordinator.address) as client:
 
             def ready():

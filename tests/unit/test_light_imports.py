@@ -41,7 +41,7 @@ import json, sys, threading
 from coordinator.cli import ServeConfig, serve
 from pathlib import Path
 stop = threading.Event()
-config = ServeConfig(db=Path(sys.argv[1]) / "c.db", host="127.0.0.1", grpc_port=0, http_port=0,
+config = ServeConfig(db=Path(sys.argv[1]) / "c.db", runs=("probe." + "a" * 16,), host="127.0.0.1", grpc_port=0, http_port=0,
                      archive=Path(sys.argv[1]) / "archive", peers=(sys.argv[2],),
                      archive_listen="/ip4/127.0.0.1/tcp/0", status_file=Path(sys.argv[1]) / "status.json")
 threading.Timer(3.0, stop.set).start()

@@ -24,45 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&swarm/coordinator/v1/coordinator.proto\x12\x14swarm.coordinator.v1\"\xf3\x01\n\x0bRoundReport\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\x15\n\rsamples_per_s\x18\x05 \x01(\x01\x12\x12\n\nsent_bytes\x18\x06 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x07 \x01(\x04\x12\x19\n\x11\x63ompression_ratio\x18\x08 \x01(\x01\x12\x12\n\ngroup_size\x18\t \x01(\r\x12\x0c\n\x04time\x18\n \x01(\x01\x12\x11\n\teval_loss\x18\x0b \x01(\x01\x12\x0e\n\x06status\x18\x0c \x01(\t\"\xb0\x01\n\x14ReportMetricsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0bmetrics_url\x18\x04 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x05 \x03(\t\x12\x32\n\x07reports\x18\x06 \x03(\x0b\x32!.swarm.coordinator.v1.RoundReport\x12\x0f\n\x07leaving\x18\x07 \x01(\x08\"C\n\x15ReportMetricsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\r\x12\x18\n\x10\x61rchive_pointers\x18\x02 \x03(\x0c\"B\n\x08Provider\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\x12\x16\n\x0elast_announced\x18\x03 \x01(\x01\"\xca\x01\n\nCheckpoint\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x15\n\rmanifest_hash\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x17\n\x0f\x66irst_announced\x18\x06 \x01(\x01\x12\x31\n\tproviders\x18\x07 \x03(\x0b\x32\x1e.swarm.coordinator.v1.Provider\x12\x10\n\x08\x61rchived\x18\x08 \x01(\x08\"\xae\x01\n\x19\x41nnounceCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x15\n\rmanifest_hash\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x07 \x03(\t\x12\x10\n\x08manifest\x18\x08 \x01(\x0c\"4\n\x1a\x41nnounceCheckpointResponse\x12\x16\n\x0enew_checkpoint\x18\x01 \x01(\x08\"7\n\x16ListCheckpointsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"P\n\x17ListCheckpointsResponse\x12\x35\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32 .swarm.coordinator.v1.Checkpoint\"k\n\x14GetCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x06latest\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05round\x18\x03 \x01(\x04H\x00\x12\x17\n\rmanifest_hash\x18\x04 \x01(\tH\x00\x42\x07\n\x05which\"_\n\x15GetCheckpointResponse\x12\x34\n\ncheckpoint\x18\x01 \x01(\x0b\x32 .swarm.coordinator.v1.Checkpoint\x12\x10\n\x08manifest\x18\x02 \x01(\x0c\"\xa7\x01\n\x04Peer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x13\n\x0bmetrics_url\x18\x03 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x04 \x03(\t\x12\x12\n\nfirst_seen\x18\x05 \x01(\x01\x12\x11\n\tlast_seen\x18\x06 \x01(\x01\x12\x12\n\nlast_round\x18\x07 \x01(\x04\x12\x0e\n\x06rounds\x18\x08 \x01(\x04\x12\x0f\n\x07samples\x18\t \x01(\x04\"9\n\x10ListPeersRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rseen_within_s\x18\x02 \x01(\x01\">\n\x11ListPeersResponse\x12)\n\x05peers\x18\x01 \x03(\x0b\x32\x1a.swarm.coordinator.v1.Peer\"#\n\x11GetRunInfoRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xd0\x02\n\x12GetRunInfoResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nfirst_seen\x18\x02 \x01(\x01\x12\x11\n\tlast_seen\x18\x03 \x01(\x01\x12\r\n\x05round\x18\x04 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x05 \x01(\x04\x12\x16\n\x0emembers_online\x18\x06 \x01(\r\x12\x15\n\rsamples_per_s\x18\x07 \x01(\x01\x12\x0c\n\x04loss\x18\x08 \x01(\x01\x12\x11\n\teval_loss\x18\t \x01(\x01\x12\x0f\n\x07samples\x18\n \x01(\x04\x12\x12\n\nsent_bytes\x18\x0b \x01(\x04\x12\x19\n\x11\x63ompression_ratio\x18\x0c \x01(\x01\x12;\n\x11latest_checkpoint\x18\r \x01(\x0b\x32 .swarm.coordinator.v1.Checkpoint\x12\x12\n\npeers_seen\x18\x0e \x01(\r2\x89\x05\n\x0b\x43oordinator\x12h\n\rReportMetrics\x12*.swarm.coordinator.v1.ReportMetricsRequest\x1a+.swarm.coordinator.v1.ReportMetricsResponse\x12w\n\x12\x41nnounceCheckpoint\x12/.swarm.coordinator.v1.AnnounceCheckpointRequest\x1a\x30.swarm.coordinator.v1.AnnounceCheckpointResponse\x12n\n\x0fListCheckpoints\x12,.swarm.coordinator.v1.ListCheckpointsRequest\x1a-.swarm.coordinator.v1.ListCheckpointsResponse\x12h\n\rGetCheckpoint\x12*.swarm.coordinator.v1.GetCheckpointRequest\x1a+.swarm.coordinator.v1.GetCheckpointResponse\x12\\\n\tListPeers\x12&.swarm.coordinator.v1.ListPeersRequest\x1a\'.swarm.coordinator.v1.ListPeersResponse\x12_\n\nGetRunInfo\x12\'.swarm.coordinator.v1.GetRunInfoRequest\x1a(.swarm.coordinator.v1.GetRunInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&swarm/coordinator/v1/coordinator.proto\x12\x14swarm.coordinator.v1\"e\n\x0bSignedWrite\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12\x0e\n\x06header\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\ncredential\x18\x05 \x01(\x0c\"\xf3\x01\n\x0bRoundReport\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0f\n\x07samples\x18\x04 \x01(\x04\x12\x15\n\rsamples_per_s\x18\x05 \x01(\x01\x12\x12\n\nsent_bytes\x18\x06 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x07 \x01(\x04\x12\x19\n\x11\x63ompression_ratio\x18\x08 \x01(\x01\x12\x12\n\ngroup_size\x18\t \x01(\r\x12\x0c\n\x04time\x18\n \x01(\x01\x12\x11\n\teval_loss\x18\x0b \x01(\x01\x12\x0e\n\x06status\x18\x0c \x01(\t\"\xb0\x01\n\x14ReportMetricsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x13\n\x0bmetrics_url\x18\x04 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x05 \x03(\t\x12\x32\n\x07reports\x18\x06 \x03(\x0b\x32!.swarm.coordinator.v1.RoundReport\x12\x0f\n\x07leaving\x18\x07 \x01(\x08\"C\n\x15ReportMetricsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\r\x12\x18\n\x10\x61rchive_pointers\x18\x02 \x03(\x0c\"B\n\x08Provider\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\x12\x16\n\x0elast_announced\x18\x03 \x01(\x01\"\xca\x01\n\nCheckpoint\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x15\n\rmanifest_hash\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x17\n\x0f\x66irst_announced\x18\x06 \x01(\x01\x12\x31\n\tproviders\x18\x07 \x03(\x0b\x32\x1e.swarm.coordinator.v1.Provider\x12\x10\n\x08\x61rchived\x18\x08 \x01(\x08\"\xae\x01\n\x19\x41nnounceCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x15\n\rmanifest_hash\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x07 \x03(\t\x12\x10\n\x08manifest\x18\x08 \x01(\x0c\"4\n\x1a\x41nnounceCheckpointResponse\x12\x16\n\x0enew_checkpoint\x18\x01 \x01(\x08\"7\n\x16ListCheckpointsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"P\n\x17ListCheckpointsResponse\x12\x35\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32 .swarm.coordinator.v1.Checkpoint\"k\n\x14GetCheckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x06latest\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05round\x18\x03 \x01(\x04H\x00\x12\x17\n\rmanifest_hash\x18\x04 \x01(\tH\x00\x42\x07\n\x05which\"_\n\x15GetCheckpointResponse\x12\x34\n\ncheckpoint\x18\x01 \x01(\x0b\x32 .swarm.coordinator.v1.Checkpoint\x12\x10\n\x08manifest\x18\x02 \x01(\x0c\"\xa7\x01\n\x04Peer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x13\n\x0bmetrics_url\x18\x03 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x04 \x03(\t\x12\x12\n\nfirst_seen\x18\x05 \x01(\x01\x12\x11\n\tlast_seen\x18\x06 \x01(\x01\x12\x12\n\nlast_round\x18\x07 \x01(\x04\x12\x0e\n\x06rounds\x18\x08 \x01(\x04\x12\x0f\n\x07samples\x18\t \x01(\x04\"9\n\x10ListPeersRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rseen_within_s\x18\x02 \x01(\x01\">\n\x11ListPeersResponse\x12)\n\x05peers\x18\x01 \x03(\x0b\x32\x1a.swarm.coordinator.v1.Peer\"#\n\x11GetRunInfoRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xd0\x02\n\x12GetRunInfoResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nfirst_seen\x18\x02 \x01(\x01\x12\x11\n\tlast_seen\x18\x03 \x01(\x01\x12\r\n\x05round\x18\x04 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x05 \x01(\x04\x12\x16\n\x0emembers_online\x18\x06 \x01(\r\x12\x15\n\rsamples_per_s\x18\x07 \x01(\x01\x12\x0c\n\x04loss\x18\x08 \x01(\x01\x12\x11\n\teval_loss\x18\t \x01(\x01\x12\x0f\n\x07samples\x18\n \x01(\x04\x12\x12\n\nsent_bytes\x18\x0b \x01(\x04\x12\x19\n\x11\x63ompression_ratio\x18\x0c \x01(\x01\x12;\n\x11latest_checkpoint\x18\r \x01(\x0b\x32 .swarm.coordinator.v1.Checkpoint\x12\x12\n\npeers_seen\x18\x0e \x01(\r2\xf2\x04\n\x0b\x43oordinator\x12_\n\rReportMetrics\x12!.swarm.coordinator.v1.SignedWrite\x1a+.swarm.coordinator.v1.ReportMetricsResponse\x12i\n\x12\x41nnounceCheckpoint\x12!.swarm.coordinator.v1.SignedWrite\x1a\x30.swarm.coordinator.v1.AnnounceCheckpointResponse\x12n\n\x0fListCheckpoints\x12,.swarm.coordinator.v1.ListCheckpointsRequest\x1a-.swarm.coordinator.v1.ListCheckpointsResponse\x12h\n\rGetCheckpoint\x12*.swarm.coordinator.v1.GetCheckpointRequest\x1a+.swarm.coordinator.v1.GetCheckpointResponse\x12\\\n\tListPeers\x12&.swarm.coordinator.v1.ListPeersRequest\x1a\'.swarm.coordinator.v1.ListPeersResponse\x12_\n\nGetRunInfo\x12\'.swarm.coordinator.v1.GetRunInfoRequest\x1a(.swarm.coordinator.v1.GetRunInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarm.coordinator.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUNDREPORT']._serialized_start=65
-  _globals['_ROUNDREPORT']._serialized_end=308
-  _globals['_REPORTMETRICSREQUEST']._serialized_start=311
-  _globals['_REPORTMETRICSREQUEST']._serialized_end=487
-  _globals['_REPORTMETRICSRESPONSE']._serialized_start=489
-  _globals['_REPORTMETRICSRESPONSE']._serialized_end=556
-  _globals['_PROVIDER']._serialized_start=558
-  _globals['_PROVIDER']._serialized_end=624
-  _globals['_CHECKPOINT']._serialized_start=627
-  _globals['_CHECKPOINT']._serialized_end=829
-  _globals['_ANNOUNCECHECKPOINTREQUEST']._serialized_start=832
-  _globals['_ANNOUNCECHECKPOINTREQUEST']._serialized_end=1006
-  _globals['_ANNOUNCECHECKPOINTRESPONSE']._serialized_start=1008
-  _globals['_ANNOUNCECHECKPOINTRESPONSE']._serialized_end=1060
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1062
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1117
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1119
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1199
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1201
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1308
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1310
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1405
-  _globals['_PEER']._serialized_start=1408
-  _globals['_PEER']._serialized_end=1575
-  _globals['_LISTPEERSREQUEST']._serialized_start=1577
-  _globals['_LISTPEERSREQUEST']._serialized_end=1634
-  _globals['_LISTPEERSRESPONSE']._serialized_start=1636
-  _globals['_LISTPEERSRESPONSE']._serialized_end=1698
-  _globals['_GETRUNINFOREQUEST']._serialized_start=1700
-  _globals['_GETRUNINFOREQUEST']._serialized_end=1735
-  _globals['_GETRUNINFORESPONSE']._serialized_start=1738
-  _globals['_GETRUNINFORESPONSE']._serialized_end=2074
-  _globals['_COORDINATOR']._serialized_start=2077
-  _globals['_COORDINATOR']._serialized_end=2726
+  _globals['_SIGNEDWRITE']._serialized_start=64
+  _globals['_SIGNEDWRITE']._serialized_end=165
+  _globals['_ROUNDREPORT']._serialized_start=168
+  _globals['_ROUNDREPORT']._serialized_end=411
+  _globals['_REPORTMETRICSREQUEST']._serialized_start=414
+  _globals['_REPORTMETRICSREQUEST']._serialized_end=590
+  _globals['_REPORTMETRICSRESPONSE']._serialized_start=592
+  _globals['_REPORTMETRICSRESPONSE']._serialized_end=659
+  _globals['_PROVIDER']._serialized_start=661
+  _globals['_PROVIDER']._serialized_end=727
+  _globals['_CHECKPOINT']._serialized_start=730
+  _globals['_CHECKPOINT']._serialized_end=932
+  _globals['_ANNOUNCECHECKPOINTREQUEST']._serialized_start=935
+  _globals['_ANNOUNCECHECKPOINTREQUEST']._serialized_end=1109
+  _globals['_ANNOUNCECHECKPOINTRESPONSE']._serialized_start=1111
+  _globals['_ANNOUNCECHECKPOINTRESPONSE']._serialized_end=1163
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=1165
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=1220
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1222
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1302
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1304
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1411
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1413
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1508
+  _globals['_PEER']._serialized_start=1511
+  _globals['_PEER']._serialized_end=1678
+  _globals['_LISTPEERSREQUEST']._serialized_start=1680
+  _globals['_LISTPEERSREQUEST']._serialized_end=1737
+  _globals['_LISTPEERSRESPONSE']._serialized_start=1739
+  _globals['_LISTPEERSRESPONSE']._serialized_end=1801
+  _globals['_GETRUNINFOREQUEST']._serialized_start=1803
+  _globals['_GETRUNINFOREQUEST']._serialized_end=1838
+  _globals['_GETRUNINFORESPONSE']._serialized_start=1841
+  _globals['_GETRUNINFORESPONSE']._serialized_end=2177
+  _globals['_COORDINATOR']._serialized_start=2180
+  _globals['_COORDINATOR']._serialized_end=2806
 # @@protoc_insertion_point(module_scope)

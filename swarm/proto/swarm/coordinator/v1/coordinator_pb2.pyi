@@ -6,6 +6,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SignedWrite(_message.Message):
+    __slots__ = ("run_id", "peer_id", "header", "signature", "credential")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    peer_id: str
+    header: bytes
+    signature: bytes
+    credential: bytes
+    def __init__(self, run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., header: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., credential: _Optional[bytes] = ...) -> None: ...
+
 class RoundReport(_message.Message):
     __slots__ = ("round", "global_step", "loss", "samples", "samples_per_s", "sent_bytes", "received_bytes", "compression_ratio", "group_size", "time", "eval_loss", "status")
     ROUND_FIELD_NUMBER: _ClassVar[int]

@@ -36,12 +36,12 @@ class CoordinatorStub:
         """
         self.ReportMetrics = channel.unary_unary(
                 '/swarm.coordinator.v1.Coordinator/ReportMetrics',
-                request_serializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.ReportMetricsRequest.SerializeToString,
+                request_serializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.SignedWrite.SerializeToString,
                 response_deserializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.ReportMetricsResponse.FromString,
                 _registered_method=True)
         self.AnnounceCheckpoint = channel.unary_unary(
                 '/swarm.coordinator.v1.Coordinator/AnnounceCheckpoint',
-                request_serializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.AnnounceCheckpointRequest.SerializeToString,
+                request_serializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.SignedWrite.SerializeToString,
                 response_deserializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.AnnounceCheckpointResponse.FromString,
                 _registered_method=True)
         self.ListCheckpoints = channel.unary_unary(
@@ -72,6 +72,7 @@ class CoordinatorServicer:
     def ReportMetrics(self, request, context):
         """Record what a node did in one or more rounds. Idempotent: a report of a (run, peer, round)
         already recorded is counted once, so a node may resend a batch whose answer it never got.
+        The body is a ReportMetricsRequest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,6 +81,7 @@ class CoordinatorServicer:
     def AnnounceCheckpoint(self, request, context):
         """Record that a node published a checkpoint and serves it. Announcing the same manifest again
         (another provider, or the same one later) adds or refreshes a provider.
+        The body is an AnnounceCheckpointRequest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,12 +120,12 @@ def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReportMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportMetrics,
-                    request_deserializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.ReportMetricsRequest.FromString,
+                    request_deserializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.SignedWrite.FromString,
                     response_serializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.ReportMetricsResponse.SerializeToString,
             ),
             'AnnounceCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.AnnounceCheckpoint,
-                    request_deserializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.AnnounceCheckpointRequest.FromString,
+                    request_deserializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.SignedWrite.FromString,
                     response_serializer=swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.AnnounceCheckpointResponse.SerializeToString,
             ),
             'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
@@ -172,7 +174,7 @@ class Coordinator:
             request,
             target,
             '/swarm.coordinator.v1.Coordinator/ReportMetrics',
-            swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.ReportMetricsRequest.SerializeToString,
+            swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.SignedWrite.SerializeToString,
             swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.ReportMetricsResponse.FromString,
             options,
             channel_credentials,
@@ -199,7 +201,7 @@ class Coordinator:
             request,
             target,
             '/swarm.coordinator.v1.Coordinator/AnnounceCheckpoint',
-            swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.AnnounceCheckpointRequest.SerializeToString,
+            swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.SignedWrite.SerializeToString,
             swarm_dot_coordinator_dot_v1_dot_coordinator__pb2.AnnounceCheckpointResponse.FromString,
             options,
             channel_credentials,
