@@ -16,6 +16,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from coordinator.archive import Archiver
 from coordinator.client import CoordinatorClient
 from coordinator.core import Limits, ServedRun
 from coordinator.limits import Rate
@@ -245,3 +246,12 @@ def test_the_dht_refuses_a_write_and_the_coordinator_a_dht_record() -> None:
     forged = Write(run_id=RUN, peer_id=A, header=heartbeat["h"], signature=heartbeat["s"])
     with pytest.raises(WriteRefused):
         open_write(forged, family=REPORTS, now=time.time())
+
+
+def test_the_archive_queue_holds_one_entry_per_run(served: Served, tmp_path: Path) -> None:
+    """Announcements wake the archive for their run; a flood of them cannot grow its queue."""
+    archiver = Archiver(tmp_path / "archive", ("/ip4/127.0.0.1/tcp/9",), served.store, served.metrics)
+    for _ in range(1000):
+        archiver.submit(RUN)
+        archiver.submit(pinned("churn"))
+    assert archiver.queued == 2
