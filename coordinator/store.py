@@ -33,6 +33,21 @@ reports' bytes, apart; NULL in rows folded before). An older file gains the colu
 ONLINE_WINDOW_S = 60.0
 MAX_INTEGER = 2**63 - 1
 """A peer is online while it reported within this window and has not said it left."""
+SATURATE = 9.0e18
+"""Every integer aggregate stops here, below SQLite's 2^63: sums are taken as floats (``total``) and
+added as floats, so no stored row, however many, can make a fold or an update overflow."""
+
+
+def _sum(expression: str) -> str:
+    """SQL: the sum of an integer ``expression`` over a group, saturating at ``SATURATE``."""
+    return f"CAST(min(total({expression}), {SATURATE}) AS INTEGER)"
+
+
+def _plus(column: str, addend: str) -> str:
+    """SQL: ``column + addend``, saturating at ``SATURATE``."""
+    return f"CAST(min(CAST({column} AS REAL) + {addend}, {SATURATE}) AS INTEGER)"
+
+
 _COMPARED_SENT = "sum(CASE WHEN compression_ratio > 0 THEN sent_bytes END)"
 """Bytes sent in reports that carry a compression ratio: a member alone in its round moves nothing
 and reports 0 (no comparison, not "no compression"); its rounds have no ratio (None), and within
@@ -199,14 +214,15 @@ class Store:
                 " last_round = max(last_round, excluded.last_round),"
                 " samples_per_s = CASE WHEN excluded.last_round >= last_round"
                 "   THEN excluded.samples_per_s ELSE samples_per_s END,"
-                " rounds = rounds + excluded.rounds, samples = samples + excluded.samples",
+                f" rounds = rounds + excluded.rounds, samples = {_plus('samples', 'excluded.samples')}",
                 (run_id, peer_id, device, metrics_url, json.dumps(list(addrs)), now, now,
-                 max(last_round, 0), rate or 0.0, new, samples),
+                 max(last_round, 0), rate or 0.0, new, min(samples, int(SATURATE))),
             )  # fmt: skip
             if new:
                 db.execute(
-                    "UPDATE runs SET samples = samples + ?, sent_bytes = sent_bytes + ? WHERE run_id = ?",
-                    (samples, sent, run_id),
+                    f"UPDATE runs SET samples = {_plus('samples', '?')}, sent_bytes = {_plus('sent_bytes', '?')}"
+                    " WHERE run_id = ?",
+                    (min(samples, int(SATURATE)), min(sent, int(SATURATE)), run_id),
                 )
         return new
 
@@ -283,20 +299,21 @@ class Store:
                        (SELECT eval_loss FROM reports r2 WHERE r2.run_id = r.run_id
                           AND CAST(r2.time / 60 AS INTEGER) = CAST(r.time / 60 AS INTEGER)
                           AND r2.eval_loss IS NOT NULL AND r2.time < ? ORDER BY r2.time DESC LIMIT 1),
-                       sum(samples), sum(samples_per_s), sum(sent_bytes), sum(received_bytes),
-                       sum(sent_bytes * compression_ratio), coalesce({_COMPARED_SENT}, 0)
+                       {_sum("samples")}, total(samples_per_s), {_sum("sent_bytes")},
+                       {_sum("received_bytes")}, total(sent_bytes * compression_ratio),
+                       {_sum("CASE WHEN compression_ratio > 0 THEN sent_bytes END")}
                 FROM reports r WHERE time < ? GROUP BY run_id, minute
                 ON CONFLICT (run_id, minute) DO UPDATE SET
                     reports = reports + excluded.reports, peers = max(peers, excluded.peers),
                     max_round = max(max_round, excluded.max_round),
                     loss_sum = loss_sum + excluded.loss_sum, loss_count = loss_count + excluded.loss_count,
                     eval_loss = coalesce(excluded.eval_loss, eval_loss),
-                    samples = samples + excluded.samples,
+                    samples = {_plus("samples", "excluded.samples")},
                     samples_per_s_sum = samples_per_s_sum + excluded.samples_per_s_sum,
-                    sent_bytes = sent_bytes + excluded.sent_bytes,
-                    received_bytes = received_bytes + excluded.received_bytes,
+                    sent_bytes = {_plus("sent_bytes", "excluded.sent_bytes")},
+                    received_bytes = {_plus("received_bytes", "excluded.received_bytes")},
                     fp32_bytes = fp32_bytes + excluded.fp32_bytes,
-                    compared_sent_bytes = compared_sent_bytes + excluded.compared_sent_bytes
+                    compared_sent_bytes = {_plus("compared_sent_bytes", "excluded.compared_sent_bytes")}
                 """,
                 (cutoff, cutoff),
             )

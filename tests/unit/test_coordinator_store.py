@@ -159,3 +159,20 @@ def test_a_version_2_file_gains_the_compared_bytes_of_minutes(tmp_path: Path) ->
         assert ratios == [pytest.approx(80.0), None, pytest.approx(160.0)]
     finally:
         again.close()
+
+
+def test_aggregates_saturate_instead_of_overflowing(store: Store) -> None:
+    """However many rows hold huge counts (the core bounds each report; a record written before, or by
+    hand, need not be), no fold or update can overflow SQLite's integers: aggregates stop at SATURATE."""
+    from dataclasses import replace
+
+    from coordinator.store import SATURATE
+
+    for peer in ("a", "b", "c"):
+        huge = [replace(report(r, T0 + r), samples=2**62, sent_bytes=2**62) for r in range(1, 4)]
+        store.record_reports("run", peer, device="cpu", metrics_url="", addrs=(), reports=huge, now=T0 + 10)
+    assert store.apply_retention(now=T0 + 3000) == 9  # one minute of nine reports, folded
+    summary = store.run_summary("run", now=T0 + 10)
+    assert summary is not None and summary.samples == summary.sent_bytes == int(SATURATE)
+    assert len(store.series("run")) == 1  # the folded minute reads back
+    assert {p.peer_id: p.samples for p in store.peers("run")} == {p: int(SATURATE) for p in "abc"}
