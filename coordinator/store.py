@@ -6,7 +6,7 @@ nothing on a process crash; only a power cut can drop the newest transactions).
 
 Retention (``Retention``): raw round reports are kept for ``raw_window_s`` (default one hour), then
 folded into one row per run and minute (reports, loss, samples, throughput, bytes, and apart the
-bytes of the reports that carry a compression ratio: ``_COMPARED_SENT``), kept for
+bytes of the reports that carry a compression ratio: ``COMPARED_SENT``), kept for
 ``downsampled_window_s`` (default 30 days). Per-peer credit (rounds, samples) lives in the peers
 table and is never dropped. Checkpoints keep their newest ``checkpoints_per_run`` (default 100).
 
@@ -22,109 +22,29 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.attested import AttestedReads
 from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSummary, SeriesPoint
-
-SCHEMA_VERSION = 3
-"""2: peers.left_at (when a node said it left). 3: minutes.compared_sent_bytes (the compared
-reports' bytes, apart; NULL in rows folded before). An older file gains the columns when opened."""
-ONLINE_WINDOW_S = 60.0
-MAX_INTEGER = 2**63 - 1
-"""A peer is online while it reported within this window and has not said it left."""
-SATURATE = 9.0e18
-"""Every integer aggregate stops here, below SQLite's 2^63: sums are taken as floats (``total``) and
-added as floats, so no stored row, however many, can make a fold or an update overflow."""
-
-
-def _sum(expression: str) -> str:
-    """SQL: the sum of an integer ``expression`` over a group, saturating at ``SATURATE``."""
-    return f"CAST(min(total({expression}), {SATURATE}) AS INTEGER)"
-
-
-def _plus(column: str, addend: str) -> str:
-    """SQL: ``column + addend``, saturating at ``SATURATE``."""
-    return f"CAST(min(CAST({column} AS REAL) + {addend}, {SATURATE}) AS INTEGER)"
-
-
-_COMPARED_SENT = "sum(CASE WHEN compression_ratio > 0 THEN sent_bytes END)"
-"""Bytes sent in reports that carry a compression ratio: a member alone in its round moves nothing
-and reports 0 (no comparison, not "no compression"); its rounds have no ratio (None), and within
-a round only the members that exchanged count. A folded minute keeps them apart
-(``minutes.compared_sent_bytes``): its ratio is the same one over its compared reports."""
-_PROVIDED = (
-    "(SELECT count(*) FROM providers p WHERE p.run_id = c.run_id AND p.manifest_hash = c.manifest_hash)"
+from coordinator.schema import (
+    ADDED_COLUMNS,
+    BUSY_TIMEOUT_MS,
+    COMPARED_SENT,
+    MAX_INTEGER,
+    ONLINE_WINDOW_S,
+    PROVIDED,
+    SATURATE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Retention,
+    saturating_plus,
+    saturating_sum,
 )
-"""How many providers announced checkpoint ``c``: among manifests of one round, the most provided
-is the one the members attest."""
-_ADDED_COLUMNS = (("peers", "left_at", "REAL"), ("minutes", "compared_sent_bytes", "INTEGER"))
-"""Columns that later schema versions added: (table, column, type)."""
-BUSY_TIMEOUT_MS = 5000
-"""How long a statement waits for another connection's lock on the file (a backup, an inspecting
-sqlite3 shell) before it fails."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-    samples INTEGER NOT NULL DEFAULT 0, sent_bytes INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS peers (
-    run_id TEXT NOT NULL, peer_id TEXT NOT NULL, device TEXT NOT NULL, metrics_url TEXT NOT NULL,
-    addrs TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-    last_round INTEGER NOT NULL, samples_per_s REAL NOT NULL,
-    rounds INTEGER NOT NULL, samples INTEGER NOT NULL, left_at REAL,
-    PRIMARY KEY (run_id, peer_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reports (
-    run_id TEXT NOT NULL, peer_id TEXT NOT NULL, round INTEGER NOT NULL, global_step INTEGER NOT NULL,
-    loss REAL, samples INTEGER NOT NULL, samples_per_s REAL NOT NULL, sent_bytes INTEGER NOT NULL,
-    received_bytes INTEGER NOT NULL, compression_ratio REAL NOT NULL, group_size INTEGER NOT NULL,
-    time REAL NOT NULL, eval_loss REAL, status TEXT NOT NULL,
-    PRIMARY KEY (run_id, peer_id, round)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS reports_by_time ON reports (run_id, time);
-CREATE TABLE IF NOT EXISTS minutes (
-    run_id TEXT NOT NULL, minute INTEGER NOT NULL, reports INTEGER NOT NULL, peers INTEGER NOT NULL,
-    max_round INTEGER NOT NULL, loss_sum REAL NOT NULL, loss_count INTEGER NOT NULL,
-    eval_loss REAL, samples INTEGER NOT NULL, samples_per_s_sum REAL NOT NULL,
-    sent_bytes INTEGER NOT NULL, received_bytes INTEGER NOT NULL, fp32_bytes REAL NOT NULL,
-    compared_sent_bytes INTEGER,
-    PRIMARY KEY (run_id, minute)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id TEXT NOT NULL, manifest_hash TEXT NOT NULL, round INTEGER NOT NULL,
-    global_step INTEGER NOT NULL, total_bytes INTEGER NOT NULL, first_announced REAL NOT NULL,
-    manifest BLOB NOT NULL, archived INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, manifest_hash)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS checkpoints_by_round ON checkpoints (run_id, round);
-CREATE TABLE IF NOT EXISTS providers (
-    run_id TEXT NOT NULL, manifest_hash TEXT NOT NULL, peer_id TEXT NOT NULL, addrs TEXT NOT NULL,
-    last_announced REAL NOT NULL,
-    PRIMARY KEY (run_id, manifest_hash, peer_id)
-) WITHOUT ROWID;
-"""
+__all__ = ["ONLINE_WINDOW_S", "SATURATE", "Retention", "Store"]
 
 
-@dataclass(kw_only=True)
-class Retention:
-    raw_window_s: float = 3600.0
-    """Raw round reports older than this are folded into per-minute rows."""
-    downsampled_window_s: float = 30 * 86400.0
-    """Per-minute rows older than this are dropped."""
-    checkpoints_per_run: int = 100
-    """Checkpoints kept per run (newest rounds); older ones and their providers are dropped."""
-
-    def __post_init__(self) -> None:
-        if not (60 <= self.raw_window_s <= self.downsampled_window_s):
-            raise ValueError("retention needs 60 <= raw_window_s <= downsampled_window_s")
-        if self.checkpoints_per_run < 1:
-            raise ValueError("checkpoints_per_run must be at least 1")
-
-
-class Store:
+class Store(AttestedReads):
     """The coordinator's SQLite file. Thread-safe; ``close()`` when done."""
 
     def __init__(self, path: Path | str, retention: Retention | None = None):
@@ -135,7 +55,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
+        self._db.executescript(SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -145,7 +65,7 @@ class Store:
             )
         elif int(row[0]) < SCHEMA_VERSION:
             with self._transaction() as db:
-                for table, column, kind in _ADDED_COLUMNS:
+                for table, column, kind in ADDED_COLUMNS:
                     if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
@@ -214,13 +134,13 @@ class Store:
                 " last_round = max(last_round, excluded.last_round),"
                 " samples_per_s = CASE WHEN excluded.last_round >= last_round"
                 "   THEN excluded.samples_per_s ELSE samples_per_s END,"
-                f" rounds = rounds + excluded.rounds, samples = {_plus('samples', 'excluded.samples')}",
+                f" rounds = rounds + excluded.rounds, samples = {saturating_plus('samples', 'excluded.samples')}",
                 (run_id, peer_id, device, metrics_url, json.dumps(list(addrs)), now, now,
                  max(last_round, 0), rate or 0.0, new, min(samples, int(SATURATE))),
             )  # fmt: skip
             if new:
                 db.execute(
-                    f"UPDATE runs SET samples = {_plus('samples', '?')}, sent_bytes = {_plus('sent_bytes', '?')}"
+                    f"UPDATE runs SET samples = {saturating_plus('samples', '?')}, sent_bytes = {saturating_plus('sent_bytes', '?')}"
                     " WHERE run_id = ?",
                     (min(samples, int(SATURATE)), min(sent, int(SATURATE)), run_id),
                 )
@@ -275,7 +195,7 @@ class Store:
         """Keep the newest rounds' checkpoints, the most provided first within a round."""
         keep = self.retention.checkpoints_per_run
         stale = db.execute(
-            f"SELECT manifest_hash FROM checkpoints c WHERE run_id = ? ORDER BY round DESC, {_PROVIDED} DESC,"
+            f"SELECT manifest_hash FROM checkpoints c WHERE run_id = ? ORDER BY round DESC, {PROVIDED} DESC,"
             " first_announced DESC LIMIT -1 OFFSET ?",
             (run_id, keep),
         ).fetchall()
@@ -299,21 +219,21 @@ class Store:
                        (SELECT eval_loss FROM reports r2 WHERE r2.run_id = r.run_id
                           AND CAST(r2.time / 60 AS INTEGER) = CAST(r.time / 60 AS INTEGER)
                           AND r2.eval_loss IS NOT NULL AND r2.time < ? ORDER BY r2.time DESC LIMIT 1),
-                       {_sum("samples")}, total(samples_per_s), {_sum("sent_bytes")},
-                       {_sum("received_bytes")}, total(sent_bytes * compression_ratio),
-                       {_sum("CASE WHEN compression_ratio > 0 THEN sent_bytes END")}
+                       {saturating_sum("samples")}, total(samples_per_s), {saturating_sum("sent_bytes")},
+                       {saturating_sum("received_bytes")}, total(sent_bytes * compression_ratio),
+                       {saturating_sum("CASE WHEN compression_ratio > 0 THEN sent_bytes END")}
                 FROM reports r WHERE time < ? GROUP BY run_id, minute
                 ON CONFLICT (run_id, minute) DO UPDATE SET
                     reports = reports + excluded.reports, peers = max(peers, excluded.peers),
                     max_round = max(max_round, excluded.max_round),
                     loss_sum = loss_sum + excluded.loss_sum, loss_count = loss_count + excluded.loss_count,
                     eval_loss = coalesce(excluded.eval_loss, eval_loss),
-                    samples = {_plus("samples", "excluded.samples")},
+                    samples = {saturating_plus("samples", "excluded.samples")},
                     samples_per_s_sum = samples_per_s_sum + excluded.samples_per_s_sum,
-                    sent_bytes = {_plus("sent_bytes", "excluded.sent_bytes")},
-                    received_bytes = {_plus("received_bytes", "excluded.received_bytes")},
+                    sent_bytes = {saturating_plus("sent_bytes", "excluded.sent_bytes")},
+                    received_bytes = {saturating_plus("received_bytes", "excluded.received_bytes")},
                     fp32_bytes = fp32_bytes + excluded.fp32_bytes,
-                    compared_sent_bytes = {_plus("compared_sent_bytes", "excluded.compared_sent_bytes")}
+                    compared_sent_bytes = {saturating_plus("compared_sent_bytes", "excluded.compared_sent_bytes")}
                 """,
                 (cutoff, cutoff),
             )
@@ -386,7 +306,7 @@ class Store:
             where, params = where + " AND round <= ?", [*params, reached]
         rows = self._read(
             "SELECT manifest_hash, round, global_step, total_bytes, first_announced, archived FROM checkpoints c"
-            f" WHERE {where} ORDER BY round DESC, {_PROVIDED} DESC, first_announced DESC LIMIT 1",
+            f" WHERE {where} ORDER BY round DESC, {PROVIDED} DESC, first_announced DESC LIMIT 1",
             params,
         )
         if not rows:
@@ -403,76 +323,6 @@ class Store:
             providers=tuple(Provider(peer_id=p, addrs=tuple(json.loads(a)), last_announced=t)
                             for p, a, t in providers),
         )  # fmt: skip
-
-    def attested_round(self, run_id: str, *, now: float | None = None) -> int | None:
-        """The round the run's online members have reached: the lower median of their newest
-        reported rounds (``swarm.dht.attestation``'s rule), so that no minority of members can
-        move it; None with no member online."""
-        now = time.time() if now is None else now
-        rounds = sorted(
-            r[0]
-            for r in self._read(
-                "SELECT last_round FROM peers WHERE run_id = ? AND last_seen >= ? AND left_at IS NULL",
-                (run_id, now - ONLINE_WINDOW_S),
-            )
-        )
-        return rounds[(len(rounds) - 1) // 2] if rounds else None
-
-    def attested_checkpoint(self, run_id: str, *, now: float | None = None) -> CheckpointInfo | None:
-        """The newest checkpoint that at least half of the run's online members provide (every member
-        writes the same checkpoint of a round, so an honest one is provided by nearly all of them,
-        and no minority can make one up); None when none is."""
-        now = time.time() if now is None else now
-        members = {
-            r[0]
-            for r in self._read(
-                "SELECT peer_id FROM peers WHERE run_id = ? AND last_seen >= ? AND left_at IS NULL",
-                (run_id, now - ONLINE_WINDOW_S),
-            )
-        }
-        if not members:
-            return None
-        for checkpoint in self.checkpoints(run_id, limit=self.retention.checkpoints_per_run):
-            if 2 * len(members & {p.peer_id for p in checkpoint.providers}) >= len(members):
-                return checkpoint
-        return None
-
-    def online(self, run_id: str, peer_id: str, *, now: float | None = None) -> bool:
-        """Whether ``peer_id`` reported in the run within the online window and did not say it left."""
-        now = time.time() if now is None else now
-        return bool(
-            self._read(
-                "SELECT 1 FROM peers WHERE run_id = ? AND peer_id = ? AND last_seen >= ? AND left_at IS NULL",
-                (run_id, peer_id, now - ONLINE_WINDOW_S),
-            )
-        )
-
-    def known_peer(self, run_id: str, peer_id: str) -> bool:
-        return bool(self._read("SELECT 1 FROM peers WHERE run_id = ? AND peer_id = ?", (run_id, peer_id)))
-
-    def peer_count(self, run_id: str) -> int:
-        return int(self._read("SELECT count(*) FROM peers WHERE run_id = ?", (run_id,))[0][0])
-
-    def manifests_at(self, run_id: str, round: int) -> dict[str, set[str]]:
-        """The manifests announced for ``round``, each with the peers that provide it."""
-        found: dict[str, set[str]] = {}
-        for digest, peer in self._read(
-            "SELECT c.manifest_hash, p.peer_id FROM checkpoints c LEFT JOIN providers p"
-            " ON p.run_id = c.run_id AND p.manifest_hash = c.manifest_hash WHERE c.run_id = ? AND c.round = ?",
-            (run_id, round),
-        ):
-            found.setdefault(digest, set())
-            if peer is not None:
-                found[digest].add(peer)
-        return found
-
-    def manifest_bytes(self, run_id: str) -> int:
-        """Bytes of the manifests the run's checkpoints hold."""
-        return int(
-            self._read(
-                "SELECT coalesce(sum(length(manifest)), 0) FROM checkpoints WHERE run_id = ?", (run_id,)
-            )[0][0]
-        )
 
     def manifest(self, run_id: str, manifest_hash: str) -> bytes | None:
         rows = self._read(
@@ -501,7 +351,7 @@ class Store:
             folded = self._read("SELECT max(max_round) FROM minutes WHERE run_id = ?", (run_id,))
             rnd = folded[0][0] or 0
         loss_row = self._read(
-            f"SELECT avg(loss), sum(sent_bytes * compression_ratio), {_COMPARED_SENT} FROM reports"
+            f"SELECT avg(loss), sum(sent_bytes * compression_ratio), {COMPARED_SENT} FROM reports"
             " WHERE run_id = ? AND round = ? AND loss IS NOT NULL",
             (run_id, rnd),
         )
@@ -545,7 +395,7 @@ class Store:
         ]
         rounds = self._read(
             "SELECT round, max(time), avg(loss), max(eval_loss), sum(samples_per_s), count(*), sum(sent_bytes),"
-            f" sum(sent_bytes * compression_ratio), {_COMPARED_SENT} FROM reports WHERE run_id = ? AND time >= ?"
+            f" sum(sent_bytes * compression_ratio), {COMPARED_SENT} FROM reports WHERE run_id = ? AND time >= ?"
             " GROUP BY round ORDER BY round DESC LIMIT ?",
             (run_id, since, max_points),
         )
