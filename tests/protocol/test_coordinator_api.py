@@ -293,3 +293,30 @@ def test_rounds_without_a_compression_figure_serve_none(served: Served) -> None:
     series = json.loads(served.get(f"/api/series?run={RUN}"))
     assert series[-1]["compression_ratio"] == pytest.approx(150.0)
     assert c.run_info(RUN).compression_ratio == pytest.approx(150.0)
+
+
+def test_an_announcement_ahead_of_the_members_is_retried_until_they_catch_up(served: Served) -> None:
+    """A member announces its checkpoint of round 10 while the other member has reported round 5:
+    the coordinator refuses it for now (FAILED_PRECONDITION), the reporter keeps it and tries again,
+    and it is recorded once the other member reports round 10."""
+    served.client.report(report("peerB", range(1, 6)))
+    reporter = Reporter(served.address, key=KEYS["peerA"], run_id=RUN, peer_id=A, device="cpu")
+    reporter.start()
+    try:
+        for r in range(1, 11):
+            reporter.submit(round_report(r))
+        reporter.announce(announcement(10, "peerA"))
+        deadline = time.monotonic() + 30
+        while not served.metrics.registry.get_sample_value(
+            "swarm_coordinator_rejected_total", {"reason": "ahead"}
+        ):
+            assert time.monotonic() < deadline, "the announcement was never tried"
+            time.sleep(0.05)
+        assert served.store.counts()["checkpoints"] == 0 and reporter.pending == 1
+        served.client.report(report("peerB", range(6, 11)))
+        while served.store.counts()["checkpoints"] == 0:
+            assert time.monotonic() < deadline, "the announcement was not retried"
+            time.sleep(0.05)
+        assert reporter.refused == 0
+    finally:
+        reporter.stop()
