@@ -150,14 +150,16 @@ def _shown(value: Any) -> str:
 
 def check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None:
     """A resume state or checkpoint must come from a run with this run's settings (its initial x'
-    digest aside: a checkpoint started elsewhere may have begun from other weights)."""
+    digest aside: a checkpoint started elsewhere may have begun from other weights; and its
+    parameter count where it was saved before specs named one: the model's hash pins it too)."""
     if not isinstance(saved, dict):
         raise ResumeError(f"{folder} holds no run settings this version can read")
     try:
         theirs = RunSpec.from_wire({**saved, "v": RECORD_VERSION})
     except RecordError as e:
         raise ResumeError(f"{folder} holds run settings this version cannot read: {e}") from None
-    differences = [d for d in theirs.differences(spec) if not d.startswith("initial_digest")]
+    ignored = ("initial_digest",) + (("param_count",) if theirs.param_count is None else ())
+    differences = [d for d in theirs.differences(spec) if not d.startswith(ignored)]
     if differences:
         raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
 
@@ -267,6 +269,15 @@ class RunAgreement:
                 f" {host.peer_name} ...), then pass --credential FILE, with --identity so the peer id stays"
             )
         return gate
+
+
+def check_param_count(run_id: str, spec: RunSpec, param_count: int) -> None:
+    """This node's model must have the parameter count the run's spec names (a spec published
+    before specs named one names none)."""
+    if spec.param_count is not None and spec.param_count != param_count:
+        raise NodeError(
+            f"this node's model has {param_count} trainable parameters, run {run_id!r}'s has {spec.param_count}"
+        )
 
 
 def check_local_sources(run_id: str, spec: RunSpec, corpus: Corpus, source: ModelSource) -> None:

@@ -52,8 +52,9 @@ CHECKPOINT_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
 )
 """What starting from a swarm checkpoint raises when no provider delivers it or what they delivered is
-not this run's: a failed download, a spec of other settings, a swarm.json missing keys (KeyError)
-or naming fields a RunSpec does not have (TypeError)."""
+not this run's: a failed download, a manifest that cannot be this model's checkpoint or is over the
+cap (ManifestError, a ValueError of PEER_ERRORS), a spec of other settings, a swarm.json missing
+keys (KeyError) or naming fields a RunSpec does not have (TypeError)."""
 
 
 def attested_sources(members: dict[bytes, MemberRecord]) -> list[bytes]:
@@ -85,6 +86,7 @@ class CatchUp:
         metrics: NodeMetrics,
     ) -> None:
         self.run_id = config.run.run_id
+        self.max_checkpoint_bytes = config.checkpoints.max_bytes
         self.host = host
         self.averager = averager
         self.copy = copy
@@ -305,9 +307,12 @@ class CatchUp:
                         shown[0] = tenth
                         logger.info("checkpoint download: %d%% of %.1f MB", 10 * tenth, total / 1e6)
 
+                # The manifest must fit this node's model (which the run's spec names: its x' has
+                # that many values) and the user's cap, or nothing is downloaded.
                 manifest = await fetch_checkpoint(
-                    self.host, providers, newest.manifest_hash, folder, on_progress=progress
-                )
+                    self.host, providers, newest.manifest_hash, folder, on_progress=progress,
+                    max_bytes=self.max_checkpoint_bytes, param_count=copy.values.numel(),
+                )  # fmt: skip
                 await asyncio.to_thread(store.adopt, manifest, folder)
             values, info = await asyncio.to_thread(
                 read_checkpoint_folder, store.folder(manifest.hash), self.trainer.model

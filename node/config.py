@@ -27,7 +27,7 @@ from node.sections import (
 from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
 from swarm.run_settings import RunSettings
-from swarm.settings import GROUPS, Declared, SettingError, coerce, declared
+from swarm.settings import GROUPS, Declared, SettingError, add_flag, coerce, declared, describe_default
 
 __all__ = [
     "FLAGS",
@@ -155,35 +155,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--config", default=None, metavar="FILE", help="TOML config file (see docs/configuration.md)"
     )
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
-    for flag, item in FLAGS.items():
+    for item in FLAGS.values():
         help_text = (item.meta.help + describe_default(item)).replace("%", "%%")
-        group = groups[item.meta.group]
-        common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_text)
-        if item.kind == "list":
-            group.add_argument(f"--{flag}", action="append", metavar=item.meta.metavar, **common)
-        elif item.kind == "bool":
-            group.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, **common)
-        else:
-            caster = {"int": int, "float": float, "str": str}[item.kind]
-            group.add_argument(
-                f"--{flag}",
-                type=caster,
-                choices=item.meta.choices or None,
-                metavar=item.meta.metavar or (None if item.meta.choices else item.kind.upper()),
-                **common,
-            )
-
-
-def describe_default(item: Declared) -> str:
-    """`` (default: X)`` for --help and the docs, with the accepted range; empty where unhelpful."""
-    default = item.default
-    if item.kind == "list":
-        default = ", ".join(default)
-    elif item.kind == "bool":
-        default = "on" if default else "off"
-    parts = []
-    if default not in (None, ""):
-        parts.append(f"default: {default}")
-    if item.bounds():
-        parts.append(item.bounds())
-    return f" ({'; '.join(parts)})" if parts else ""
+        add_flag(groups[item.meta.group], item, default=argparse.SUPPRESS, help=help_text)

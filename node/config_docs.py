@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from node.config import SETTINGS, describe_default
-from swarm.settings import GROUPS, Declared
+from node.config import SETTINGS
+from swarm.settings import GROUPS, Declared, describe_default
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

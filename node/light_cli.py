@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swarm.peer_names import peer_from_name, peer_name
+from swarm.settings import Declared, SettingError, add_flag, declared, describe_default
 
 if TYPE_CHECKING:
     from swarm.proto.swarm.checkpoint.v1.checkpoint_pb2 import StatusResponse
@@ -50,6 +51,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace --out even when it holds files that are not a checkpoint pulled before",
     )
+    cap = _download_cap()
+    add_flag(pull, cap, default=cap.default, help=(cap.meta.help + describe_default(cap)).replace("%", "%%"))
     status = commands.add_parser("status", help="show a running swarm: run, round, members, checkpoints")
     status.add_argument("--peer", required=True, help="multiaddr of any live node, with /p2p/<peer id>")
     for parser, what in ((pull, "each answer"), (status, "the answer")):
@@ -109,11 +112,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _download_cap() -> Declared:
+    """``--max-checkpoint-gb``, declared once with the node's setting (``swarm.checkpoint.bounds``)."""
+    from swarm.checkpoint.bounds import DownloadLimits
+
+    (cap,) = declared(DownloadLimits, "checkpoints")
+    return cap
+
+
 def _pull(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from swarm.checkpoint.bounds import DownloadLimits
     from swarm.light.client import pull
 
+    try:
+        limits = DownloadLimits(max_gb=args.max_checkpoint_gb)
+    except SettingError as e:
+        print(f"swarm-node pull: error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     bar: list[tqdm] = []
 
@@ -133,7 +150,7 @@ def _pull(args: argparse.Namespace) -> int:
     try:
         result = pull(
             args.peer, out, run_id=args.run_id, round=args.step, timeout_s=args.timeout,
-            on_manifest=on_manifest, on_progress=on_progress, force=args.force,
+            on_manifest=on_manifest, on_progress=on_progress, force=args.force, max_bytes=limits.max_bytes,
         )  # fmt: skip
     finally:
         if bar:

@@ -34,6 +34,7 @@ import torch
 from node.agreement import (
     RunAgreement,
     check_local_sources,
+    check_param_count,
     codec_for_spec,
     full_run_id,
     identity_file,
@@ -308,8 +309,9 @@ class Node:
         )
         copy = GlobalCopy(trainer.flat())
         if adopted is None:
-            spec = replace(spec, initial_digest=copy.digest.hex())
+            spec = replace(spec, initial_digest=copy.digest.hex(), param_count=copy.values.numel())
             await agreement.publish(spec)
+        check_param_count(cfg.run.run_id, spec, copy.values.numel())
         return LocalRun(
             spec=spec, model_config=source.config, corpus=corpus, device=device,
             trainer=trainer, copy=copy,

@@ -19,6 +19,7 @@ from typing import Any
 
 from swarm.averaging.defence import Defence
 from swarm.averaging.timing import RoundTiming
+from swarm.checkpoint.bounds import DownloadLimits
 from swarm.dht.records import validate_run_id
 from swarm.run_settings import RUN_SETTINGS, RunSettings
 from swarm.settings import SettingError, check, setting, validate
@@ -383,7 +384,10 @@ class OutputConfig:
 
 
 @dataclass(kw_only=True)
-class CheckpointConfig:
+class CheckpointConfig(DownloadLimits):
+    """``[checkpoints]``: what this node publishes, keeps and resumes from, and the cap on what it
+    downloads (``max_gb``, declared with ``swarm-node pull``'s flag in ``swarm.checkpoint.bounds``)."""
+
     every_rounds: int = setting(
         50,
         group="checkpoints",

@@ -10,12 +10,15 @@ keys, the validation of every source (the DHT run spec included) and ``docs/conf
     declared(cls, section) -> [Declared]     the settings of one config section
     check(obj, section)                        validate (and normalise) a section's values
     coerce(item, raw)                          a TOML value or an environment string, typed
+    add_flag(parser, item, ...)                its command-line flag, typed, with its choices
+    describe_default(item)                     " (default: X; range)" for --help and the docs
 
 Pure and stdlib only: ``swarm-node --help``, the light client and the coordinator import it.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
@@ -232,3 +235,36 @@ def coerce(item: Declared, raw: Any) -> Any:
         except (KeyError, ValueError):
             raise SettingError(f"{item.label} = {raw!r}: expected {_KIND_WORDS[item.kind]}") from None
     return validate(item, raw)
+
+
+def add_flag(parser: argparse._ActionsContainer, item: Declared, *, default: Any, help: str) -> None:
+    """``--<flag>`` of ``item`` on ``parser`` (or one of its groups): typed, with its choices."""
+    flag = f"--{item.flag}"
+    if item.kind == "list":
+        parser.add_argument(flag, action="append", metavar=item.meta.metavar, default=default, help=help)
+    elif item.kind == "bool":
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+    else:
+        parser.add_argument(
+            flag,
+            type={"int": int, "float": float, "str": str}[item.kind],
+            choices=item.meta.choices or None,
+            metavar=item.meta.metavar or (None if item.meta.choices else item.kind.upper()),
+            default=default,
+            help=help,
+        )
+
+
+def describe_default(item: Declared) -> str:
+    """`` (default: X)`` for --help and the docs, with the accepted range; empty where unhelpful."""
+    default = item.default
+    if item.kind == "list":
+        default = ", ".join(default)
+    elif item.kind == "bool":
+        default = "on" if default else "off"
+    parts = []
+    if default not in (None, ""):
+        parts.append(f"default: {default}")
+    if item.bounds():
+        parts.append(item.bounds())
+    return f" ({'; '.join(parts)})" if parts else ""

@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
+from swarm.checkpoint.bounds import CONFIG_FILE, MODEL_FILE, SWARM_FILE
 from swarm.compression.codecs import all_finite
 from swarm.dht.records import RunSpec
-
-MODEL_FILE, CONFIG_FILE, SWARM_FILE = "model.safetensors", "config.json", "swarm.json"
 
 
 def canonical_json(value: Any) -> bytes:

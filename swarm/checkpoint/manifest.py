@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MANIFEST_VERSION = 1
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -191,28 +191,50 @@ def build_manifest(
 
 def read_folder(folder: Path, manifest: Manifest) -> set[int]:
     """The indices of the chunks of ``manifest`` found in ``folder`` with the right bytes. Each chunk
-    is read, hashed and dropped: a resumed download never holds the checkpoint in memory."""
+    is read, hashed and dropped: a resumed download never holds the checkpoint in memory.
+
+    Only bytes that were written count: a chunk past its file's end, or over a hole of a sparse
+    file (where a download that wrote a later chunk first skipped it), is missing, even where the
+    zeros a hole reads as would hash right."""
     found: set[int] = set()
-    for chunk in manifest.chunks():
-        path = folder / chunk.file
+    for entry in manifest.files:
+        path = folder / entry.name
         if not path.is_file():
             continue
         with open(path, "rb") as f:
-            f.seek(chunk.offset)
-            data = f.read(chunk.size)
-        if len(data) == chunk.size and hashlib.sha256(data).hexdigest() == chunk.sha256:
-            found.add(chunk.index)
+            length = os.fstat(f.fileno()).st_size
+            for chunk in (c for c in manifest.chunks() if c.file == entry.name):
+                if chunk.offset + chunk.size > length or _has_hole(f, chunk.offset, chunk.size):
+                    continue
+                f.seek(chunk.offset)
+                if hashlib.sha256(f.read(chunk.size)).hexdigest() == chunk.sha256:
+                    found.add(chunk.index)
     return found
 
 
+def _has_hole(f: BinaryIO, offset: int, size: int) -> bool:
+    """Whether the bytes ``[offset, offset + size)`` of the open file ``f`` hold a hole (never
+    written). False where the system cannot tell (no SEEK_HOLE): their hash decides alone."""
+    seek_hole = getattr(os, "SEEK_HOLE", None)
+    if seek_hole is None:
+        return False
+    try:
+        return os.lseek(f.fileno(), offset, seek_hole) < offset + size
+    except OSError:
+        return False
+
+
 def prepare_partial(folder: Path, manifest: Manifest) -> set[int]:
-    """Create (or reuse) a download's partial folder with full-size files; the chunks already good."""
+    """Create (or reuse) a download's partial folder; the chunks already good.
+
+    Files are created empty and grow as chunks are written (``write_chunk``): nothing is allocated
+    ahead of the bytes that arrive. A file left longer by an earlier download (of another
+    manifest, or by a version that extended files to full size) is cut to this manifest's size."""
     folder.mkdir(parents=True, exist_ok=True)
     for entry in manifest.files:
         path = folder / entry.name
-        if not path.exists():
-            path.touch()
-        if path.stat().st_size != entry.size:
+        path.touch()
+        if path.stat().st_size > entry.size:
             os.truncate(path, entry.size)
     return read_folder(folder, manifest)
 
@@ -233,7 +255,10 @@ def read_chunk(folder: Path, manifest: Manifest, index: int) -> bytes | None:
 
 
 def write_chunk(folder: Path, chunk: Chunk, data: bytes) -> None:
-    with open(folder / chunk.file, "r+b") as f:
+    """Write a verified chunk in place; its file grows to hold it (past its end, the bytes between
+    stay a hole until their own chunks come)."""
+    fd = os.open(folder / chunk.file, os.O_RDWR | os.O_CREAT, 0o644)
+    with open(fd, "r+b") as f:
         f.seek(chunk.offset)
         f.write(data)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Gate
+from swarm.checkpoint.bounds import DEFAULT_MAX_CHECKPOINT_BYTES, check_plausible
 from swarm.checkpoint.download import Downloader, DownloadError
 from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
 from swarm.checkpoint.manifest import (
@@ -263,12 +264,17 @@ async def fetch_checkpoint(
     *,
     timeout_s: float = CHUNKS_TIMEOUT_S,
     on_progress: Callable[[int, int], None] | None = None,
+    max_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
+    param_count: int | None = None,
 ) -> Manifest:
     """Download the checkpoint ``manifest_hash`` from ``providers`` into the folder ``out``.
 
-    Resumable: an interrupted download leaves ``out`` + ``.partial``, whose good chunks a later call
-    keeps. ``on_progress(have_bytes, total_bytes)`` is called after every accepted chunk.
-    Raises DownloadError when the providers cannot deliver it.
+    Its manifest must be plausible for a model of ``param_count`` parameters (None: not known) in
+    at most ``max_bytes`` (``swarm.checkpoint.bounds``), or nothing is written. Resumable: an
+    interrupted download leaves ``out`` + ``.partial``, whose good chunks a later call keeps.
+    ``on_progress(have_bytes, total_bytes)`` is called after every accepted chunk.
+    Raises ManifestError for an implausible manifest, DownloadError when the providers cannot
+    deliver it.
     """
     manifest: Manifest | None = None
     for peer in providers:
@@ -279,6 +285,7 @@ async def fetch_checkpoint(
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
+    check_plausible(manifest, param_count=param_count, max_bytes=max_bytes)
     partial = out.with_name(out.name + ".partial")
     have = await asyncio.to_thread(prepare_partial, partial, manifest)
     core = Downloader(manifest, have=have)

@@ -24,6 +24,8 @@ MAX_MADDR_CHARS = 400
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
 MAX_ROUND_PERIOD_S = 3600.0
+MAX_PARAM_COUNT = 1 << 40
+"""The largest parameter count a run spec may name: 4 TiB of fp32 values, beyond any run."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -127,6 +129,18 @@ class RunSpec(RunSettings):
     """sha256 of the tokenised training and eval bytes."""
     software: str
     """Version of Swarm's averaging protocol that the run speaks."""
+    param_count: int | None = None
+    """The trainable fp32 values of x' (what a checkpoint's ``model.safetensors`` holds): every
+    checkpoint download of the run is bounded by it (``swarm.checkpoint.bounds``). None in a spec
+    published before this field existed; such a run's downloads are bounded by the user's cap."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        count = self.param_count
+        if count is not None and (
+            not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PARAM_COUNT
+        ):
+            raise RecordError(f"run spec: parameter count {count!r} is not a whole number in [1, 2^40]")
 
     def to_wire(self) -> dict[str, Any]:
         # Lists travel comma-joined, as nodes of earlier versions published them.
@@ -135,7 +149,10 @@ class RunSpec(RunSettings):
             for item in RUN_SETTINGS.values()
             if item.kind == "list"
         }
-        return {"v": RECORD_VERSION, **asdict(self), **lists}
+        record = {"v": RECORD_VERSION, **asdict(self), **lists}
+        if self.param_count is None:  # as a spec from before the field reads
+            del record["param_count"]
+        return record
 
     @classmethod
     def from_wire(cls, raw: Any) -> RunSpec:
@@ -144,6 +161,11 @@ class RunSpec(RunSettings):
         values: dict[str, Any] = {}
         for field in fields(cls):
             item = RUN_SETTINGS.get(field.name)
+            if field.name == "param_count":
+                # Absent (or null in a checkpoint's swarm.json) where written before the field.
+                count = raw.get("param_count")
+                values[field.name] = None if count is None else _typed(raw, "param_count", int)
+                continue
             if item is None:
                 values[field.name] = _typed(raw, field.name, str)
                 if len(values[field.name]) > MAX_TEXT:

@@ -2,10 +2,12 @@
 
 It dials the peer it was given (TCP, Noise, yamux or mplex, as the nodes' p2pd daemons speak), asks
 it for the run's checkpoints (the node reads the signed pointers from the DHT; every pointer is
-verified again here), fetches the manifest, and downloads the chunks from every provider named by
-the pointers in parallel through the shared downloader core (``swarm.checkpoint.download``): every
-chunk hash checked, a corrupt provider dropped, a departed one's chunks re-assigned, an interrupted
-pull resumed from ``<out>.partial``.
+verified again here), fetches the manifest, refuses it unless it is plausible (within the user's
+cap, the checkpoint's files, no repeated chunks: ``swarm.checkpoint.bounds``) before anything is
+written, and downloads the chunks from every provider named by the pointers in parallel through
+the shared downloader core (``swarm.checkpoint.download``): every chunk hash checked, a corrupt
+provider dropped, a departed one's chunks re-assigned, an interrupted pull resumed from
+``<out>.partial``.
 
 Runs under trio (py-libp2p's event loop). Imports: py-libp2p, protobuf, cryptography, the pure
 checkpoint modules. ``tests/unit/test_light_imports.py`` guards that torch and hivemind stay out.
@@ -21,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.checkpoint.bounds import DEFAULT_MAX_CHECKPOINT_BYTES, check_plausible
 from swarm.checkpoint.download import Downloader, DownloadError
 from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
 from swarm.checkpoint.manifest import (
     Chunk,
     Manifest,
+    ManifestError,
     finish_partial,
     prepare_partial,
     replaceable,
@@ -255,6 +259,8 @@ async def _pull(
     on_manifest: Callable[[Manifest, list[Pointer]], None] | None,
     on_progress: Callable[[int, int], None] | None,
     force: bool,
+    max_bytes: int,
+    param_count: int | None,
 ) -> PullResult:
     if not force and not replaceable(out):
         raise LightError(
@@ -289,6 +295,10 @@ async def _pull(
                 errors.append(str(e))
         if manifest is None:
             raise LightError(f"no provider sent the manifest: {'; '.join(errors)}")
+        try:
+            check_plausible(manifest, param_count=param_count, max_bytes=max_bytes)
+        except ManifestError as e:
+            raise LightError(f"refused the checkpoint of round {manifest.round}: {e}") from None
         if on_manifest is not None:
             on_manifest(manifest, pointers)
 
@@ -313,9 +323,16 @@ def pull(
     on_manifest: Callable[[Manifest, list[Pointer]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     force: bool = False,
+    max_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
+    param_count: int | None = None,
 ) -> PullResult:
     """Download the newest checkpoint (or that of ``round``) of the run ``peer`` trains (or ``run_id``)
-    into ``out``, which must be new, empty or a checkpoint pulled before (unless ``force``)."""
+    into ``out``, which must be new, empty or a checkpoint pulled before (unless ``force``).
+
+    Its manifest is refused (LightError) unless plausible for a model of ``param_count`` parameters
+    in at most ``max_bytes`` (``swarm.checkpoint.bounds``), before anything is written. The peer's
+    answers carry no run spec, so ``swarm-node pull`` knows no parameter count: it applies the cap
+    and the structural rules; a caller that knows the run's model passes its count."""
     return _trio_run(
         lambda: _pull(
             peer,
@@ -326,6 +343,8 @@ def pull(
             on_manifest=on_manifest,
             on_progress=on_progress,
             force=force,
+            max_bytes=max_bytes,
+            param_count=param_count,
         )
     )
 

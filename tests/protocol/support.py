@@ -21,6 +21,7 @@ from swarm.averaging.outcome import RoundOutcome, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
+from swarm.checkpoint.manifest import Manifest
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
 from swarm.compression.codecs import Codec, Fp32Codec
@@ -232,3 +233,11 @@ class HostView:
     ) -> dict[str, Any]:
         records = await self._host.dht_get_subkeys(key, parse, latest=latest)
         return self.members(records) if key == members_key(RUN_ID) else records
+
+
+def serve_manifest_only(service: CheckpointService, manifest: Manifest) -> None:
+    """Make ``service`` answer Manifest requests for ``manifest`` without holding its files (as a
+    hostile provider of a forged manifest does: the chunks are never asked for)."""
+    folder = service.store.download_folder(manifest.hash)
+    folder.mkdir(parents=True)
+    service.store.adopt(manifest, folder)

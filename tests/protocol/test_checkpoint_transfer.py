@@ -2,8 +2,9 @@
 
 Two members hold the same checkpoint (same bytes, so the same manifest hash) and both serve it; a
 third peer finds it through a member's Latest answer (signed pointers from the DHT) and downloads
-it from both. Faults: a provider serving corrupt bytes, a provider that leaves mid-download, and an
-interrupted download that resumes without fetching again what it already has.
+it from both. Faults: a provider serving corrupt bytes, a provider that leaves mid-download, an
+interrupted download that resumes without fetching again what it already has, and forged manifests
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from swarm.checkpoint.bounds import zero_chunk_sha256
 from swarm.checkpoint.download import DownloadError
-from swarm.checkpoint.manifest import build_manifest
+from swarm.checkpoint.manifest import ManifestError, build_manifest
 from swarm.checkpoint.service import ask_latest, fetch_checkpoint
-from tests.protocol.support import CHUNK, checkpoint_nodes, random_checkpoint_files, read_files, run
+from tests.protocol.support import (
+    CHUNK,
+    checkpoint_nodes,
+    random_checkpoint_files,
+    read_files,
+    run,
+    serve_manifest_only,
+)
+from tests.unit.test_checkpoint_manifest import forged_manifest, random_digests
 
 
 def _checkpoint(size: int = 40 * CHUNK + 123):
@@ -121,6 +131,39 @@ def test_a_provider_leaving_mid_download_and_an_interrupted_download_resuming(tm
             assert refetched < 0.6 * manifest.total_bytes, f"resume re-fetched {refetched} bytes"
         finally:
             for host in (hosts[0], hosts[2]):
+                await host.shutdown()
+
+    run(go())
+
+
+def test_an_implausible_manifest_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """What a joiner's download (``fetch_checkpoint``, with its model's parameter count and the
+    user's cap) does with a forged manifest: refuses it before it creates a file."""
+
+    async def go() -> None:
+        hosts, services = await checkpoint_nodes(tmp_path, 2)
+        try:
+            big = 16 << 20
+            a, b = random_digests(2)
+            cases = [
+                # ~1 TB of zero chunks: over the cap (and over any model of a million parameters)
+                (forged_manifest([zero_chunk_sha256(big)] * 60_000, chunk_size=big, run_id="ckpt"),
+                 {"param_count": None}, "over the cap"),
+                # 1.7 GB of zero chunks, under the cap: not what the run's model can be
+                (forged_manifest([zero_chunk_sha256(big)] * 100, chunk_size=big, run_id="ckpt"),
+                 {"param_count": 1_000_000}, "cannot hold the run's 1000000 fp32 parameters"),
+                # one chunk listed twice, served once
+                (forged_manifest([a, b, a], chunk_size=CHUNK, run_id="ckpt"), {"param_count": None}, "repeats"),
+            ]  # fmt: skip
+            for i, (manifest, bounds, message) in enumerate(cases):
+                serve_manifest_only(services[0], manifest)
+                out = tmp_path / f"pulled-{i}"
+                with pytest.raises(ManifestError, match=message):
+                    await fetch_checkpoint(hosts[1], [hosts[0].peer_id], manifest.hash, out, **bounds)
+                assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+            assert services[0].served_bytes == 0, "no chunk was asked for"
+        finally:
+            for host in hosts:
                 await host.shutdown()
 
     run(go())

@@ -1,7 +1,8 @@
 """``swarm-node pull`` (py-libp2p, its own process) against in-process providers on p2pd hosts.
 
 The faults of the acceptance, through the light client: a provider serving corrupt bytes, a provider
-leaving mid-download, and a pull killed halfway that resumes without fetching again what it has.
+leaving mid-download, a pull killed halfway that resumes without fetching again what it has, and
+forged manifests refused before anything is written.
 """
 
 from __future__ import annotations
@@ -11,15 +12,24 @@ import signal
 import sys
 from pathlib import Path
 
+from swarm.checkpoint.bounds import zero_chunk_sha256
 from swarm.checkpoint.manifest import build_manifest
-from tests.protocol.support import CHUNK, checkpoint_nodes, random_checkpoint_files, read_files, run
+from tests.protocol.support import (
+    CHUNK,
+    checkpoint_nodes,
+    random_checkpoint_files,
+    read_files,
+    run,
+    serve_manifest_only,
+)
+from tests.unit.test_checkpoint_manifest import forged_manifest, random_digests
 
 SIZE = 48 * 1024 * 1024  # large enough that a pull takes a while on loopback
 
 
-async def _pull(peer: str, out: Path) -> asyncio.subprocess.Process:
+async def _pull(peer: str, out: Path, *flags: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node", "pull", "--peer", peer, "--out", str(out), "--timeout", "20",
+        sys.executable, "-m", "node", "pull", "--peer", peer, "--out", str(out), "--timeout", "20", *flags,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
@@ -80,6 +90,36 @@ def test_an_interrupted_light_pull_resumes(tmp_path: Path) -> None:
             assert read_files(out, files) == files
             refetched = services[0].served_bytes - before
             assert refetched < 0.7 * SIZE, f"the resumed pull fetched {refetched} of {SIZE} bytes again"
+        finally:
+            await hosts[0].shutdown()
+
+    run(go())
+
+
+def test_a_light_pull_refuses_a_forged_manifest_before_writing_anything(tmp_path: Path) -> None:
+    """The issue's 6.8 KB manifest of 100 zero chunks (1.7 GB) against the user's cap, and a
+    manifest that lists one chunk twice: ``pull`` says why in one line and creates no folder."""
+
+    async def go() -> None:
+        hosts, services = await checkpoint_nodes(tmp_path, 1)
+        try:
+            big = 16 << 20
+            a, b = random_digests(2)
+            zeros = forged_manifest([zero_chunk_sha256(big)] * 100, chunk_size=big, run_id="ckpt", round=8)
+            repeating = forged_manifest([a, b, a], chunk_size=CHUNK, run_id="ckpt", round=9)
+            for manifest in (zeros, repeating):
+                serve_manifest_only(services[0], manifest)
+                assert await services[0].publish(manifest) is not None
+            peer = (await hosts[0].visible_maddrs())[0]
+            for manifest, flags, message in (
+                (zeros, ("--max-checkpoint-gb", "1"), "over the cap of 1.00 GiB"),
+                (repeating, (), "only all-zero chunks may repeat"),
+            ):
+                out = tmp_path / f"out-{manifest.round}"
+                code, output = await _finish(await _pull(peer, out, "--step", str(manifest.round), *flags))
+                assert code == 2 and message in output and "Traceback" not in output, output
+                assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+            assert services[0].served_bytes == 0, "no chunk was asked for"
         finally:
             await hosts[0].shutdown()
 

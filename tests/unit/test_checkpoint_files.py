@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from swarm.checkpoint.bounds import GIB, check_plausible
 from swarm.checkpoint.files import (
     MODEL_FILE,
     CheckpointFolderError,
     checkpoint_files,
     read_checkpoint_folder,
 )
+from swarm.checkpoint.manifest import ManifestError, build_manifest
 from swarm.models.build import build_model, resolve_model
 from tests.unit.test_records import SPEC
 
@@ -58,3 +61,22 @@ def test_broken_checkpoint_folders_are_clear_errors(tmp_path: Path) -> None:
     _write(tmp_path / "small", files)
     with pytest.raises(CheckpointFolderError, match="another shape"):
         read_checkpoint_folder(tmp_path / "small", model)
+
+
+def test_a_real_checkpoint_is_plausible_for_its_parameter_count_and_only_for_it() -> None:
+    """The bounds a download checks hold for the files a member writes: the tiny model's, and a
+    LoRA-like x' whose second half is zeros (its zero chunks repeat)."""
+    source = resolve_model("tiny")
+    model = build_model(source, seed=0)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for values in (torch.randn(n), torch.cat([torch.randn(n // 2), torch.zeros(n - n // 2)])):
+        files = checkpoint_files(model=model, values=values, model_config=source.config,
+                                 spec=replace(SPEC, param_count=n), run_id="r", round=0, global_step=0,
+                                 swarm_samples=0)  # fmt: skip
+        manifest = build_manifest(files, run_id="r", round=0, global_step=0, chunk_size=4096)
+        check_plausible(manifest, param_count=n, max_bytes=GIB)
+        # A count the file is too small for; a smaller one passes within the header's allowance.
+        for wrong in (2 * n, n + 10_000):
+            with pytest.raises(ManifestError, match="cannot hold"):
+                check_plausible(manifest, param_count=wrong, max_bytes=GIB)
+    assert len({c.sha256 for c in manifest.chunks()}) < len(manifest.chunks()), "zero chunks repeat"

@@ -18,7 +18,14 @@ from hivemind.dht.routing import DHTID
 
 from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, seal
 from swarm.dht.pointer import Pointer
-from swarm.dht.records import CoordinatorRecord, MemberRecord, RunSpec, pinned_run_id, record_key
+from swarm.dht.records import (
+    MAX_PARAM_COUNT,
+    CoordinatorRecord,
+    MemberRecord,
+    RunSpec,
+    pinned_run_id,
+    record_key,
+)
 from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name
 from swarm.run_settings import RunSettings
@@ -140,8 +147,9 @@ def test_only_a_run_s_creator_signs_its_spec_and_coordinator_address(tmp_path: P
 
 def _spec() -> dict[str, Any]:
     return RunSpec(
-        **asdict(RunSettings()), model_hash="m" * 64, initial_digest="", data_hash="d" * 64, software="s/2"
-    ).to_wire()
+        **asdict(RunSettings()), model_hash="m" * 64, initial_digest="", data_hash="d" * 64, software="s/2",
+        param_count=MAX_PARAM_COUNT,
+    ).to_wire()  # fmt: skip
 
 
 def test_a_signed_record_with_a_malformed_payload_is_refused(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from swarm.dht.records import (
+    MAX_PARAM_COUNT,
     CoordinatorRecord,
     MemberRecord,
     RecordError,
@@ -139,3 +142,15 @@ def test_a_run_id_pins_its_creator() -> None:
         pinned_run_id(full, creator)
     with pytest.raises(ValueError, match="longer than"):
         pinned_run_id("n" * 48, creator)
+
+
+def test_run_spec_names_the_model_s_parameter_count() -> None:
+    counted = replace(SPEC, param_count=1_300_000_000)
+    assert RunSpec.from_wire(counted.to_wire()) == counted
+    older = SPEC.to_wire()  # a spec published before the field: it names no count
+    assert "param_count" not in older and RunSpec.from_wire(older).param_count is None
+    assert RunSpec.from_wire({**older, "param_count": None}).param_count is None  # an older swarm.json
+    assert RunSpec.from_wire({**older, "param_count": MAX_PARAM_COUNT}).param_count == MAX_PARAM_COUNT
+    for bad in (0, -1, MAX_PARAM_COUNT + 1, True, "5", 1.5):
+        with pytest.raises(RecordError, match="param"):
+            RunSpec.from_wire({**older, "param_count": bad})

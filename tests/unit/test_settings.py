@@ -140,3 +140,20 @@ def test_the_environment_and_the_file_take_every_kind(tmp_path: Path) -> None:
     path.write_text("[run]\nsequence_length = 64\n")
     with pytest.raises(ConfigError, match="has no setting 'sequence_length'"):
         load_config(file=str(path), cli={}, environ={})
+
+
+def test_pull_takes_the_node_s_download_cap_from_the_same_declaration() -> None:
+    item = SETTINGS[("checkpoints", "max_gb")]
+    assert item.flag == "max-checkpoint-gb" and item.env == "SWARM_MAX_CHECKPOINT_GB"
+    assert load_config(file=None, cli={}, environ={item.env: "2.5"}).checkpoints.max_bytes == int(2.5 * 2**30)
+    with pytest.raises(ConfigError, match="--max-checkpoint-gb"):
+        load_config(file=None, cli={"max-checkpoint-gb": 0.0}, environ={})
+    shown = subprocess.run(
+        [sys.executable, "-m", "node", "pull", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--max-checkpoint-gb GIB" in shown and "(default: 64.0;" in shown
+    refused = subprocess.run(
+        [sys.executable, "-m", "node", "pull", "--peer", "/p2p/x", "--out", "x", "--max-checkpoint-gb", "0"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--max-checkpoint-gb must be above 0" in refused.stderr

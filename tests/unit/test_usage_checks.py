@@ -4,18 +4,22 @@ real processes): each names what is wrong, and a service manager does not restar
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from node.agreement import check_param_count, check_saved_spec
 from node.config import load_config
 from node.errors import EXIT_TRY_AGAIN, EXIT_USAGE, NodeError, TryAgainError
 from node.network import check_addresses
 from node.preflight import check_before_start
+from node.resume import ResumeError
 from node.trainer import pick_device
 from swarm.data.corpus import DataError, check_sources
 from swarm.models.build import ModelError, check_fits, resolve_model
+from tests.unit.test_records import SPEC
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PEER_ID = "12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1EQFi8K"
@@ -106,3 +110,15 @@ def test_cuda_without_cuda_is_a_usage_error() -> None:
     with pytest.raises(NodeError, match="--device cuda: torch sees no CUDA device"):
         pick_device("cuda")
     assert pick_device("auto") == torch.device("cpu")
+
+
+def test_a_joiner_s_model_must_have_the_parameter_count_the_run_names(tmp_path: Path) -> None:
+    spec = replace(SPEC, param_count=1000)
+    check_param_count("r", spec, 1000)
+    check_param_count("r", SPEC, 999)  # a spec from before the field names no count
+    with pytest.raises(NodeError, match="999 trainable parameters, run 'r''s has 1000"):
+        check_param_count("r", spec, 999)
+    # A checkpoint or resume state saved before specs named a count is still this run's.
+    check_saved_spec(asdict(SPEC), spec, tmp_path)
+    with pytest.raises(ResumeError, match="param_count: 7 != 1000"):
+        check_saved_spec(asdict(replace(SPEC, param_count=7)), spec, tmp_path)
