@@ -28,7 +28,11 @@ DEAD = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWS49y3XXcCHCJXBqdqdeT2ouL38JSQTC9g78pT1E
 
 
 def test_a_node_downloads_a_checkpoint_from_the_archive(tmp_path: Path) -> None:
-    files = {"model.safetensors": os.urandom(3 * 1024 * 1024 + 5), "config.json": b"{}", "swarm.json": b'{"format":1}'}
+    files = {
+        "model.safetensors": os.urandom(3 * 1024 * 1024 + 5),
+        "config.json": b"{}",
+        "swarm.json": b'{"format":1}',
+    }
     manifest = build_manifest(files, run_id=RUN, round=7, global_step=70, chunk_size=1024 * 1024)
     archive = tmp_path / "archive"
     folder = archive / RUN / manifest.hash
