@@ -20,12 +20,12 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.rows import CheckpointInfo
 from coordinator.store import Store
+from swarm.checkpoint.bounds import DEFAULT_MAX_CHECKPOINT_BYTES
 from swarm.checkpoint.manifest import Manifest
 
 logger = logging.getLogger("swarm.coordinator")
@@ -51,7 +51,7 @@ class Archiver:
         metrics: CoordinatorMetrics,
         *,
         keep: int = 3,
-        check: Callable[[Manifest], None] | None = None,
+        max_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
     ):
         if not peers:
             raise ValueError("the archive needs at least one --peer to ask for checkpoints")
@@ -62,8 +62,8 @@ class Archiver:
         self.store = store
         self.metrics = metrics
         self.keep = keep
-        self.check = check
-        """Refuses a manifest (ManifestError) before anything of it is downloaded: the size caps."""
+        self.max_bytes = max_bytes
+        """No checkpoint larger is archived (checked on its manifest, before a byte is written)."""
         self._wake = threading.Condition()
         self._due: dict[str, float] = {}
         """run -> when to look at it next (monotonic): the queue, one entry per run."""
@@ -152,12 +152,10 @@ class Archiver:
                         f"the swarm serves manifest {manifest.hash[:12]} for round {checkpoint.round},"
                         f" not the attested {checkpoint.manifest_hash[:12]}"
                     )
-                if self.check is not None:
-                    self.check(manifest)
 
             pull(
                 peer, out, run_id=checkpoint.run_id, round=checkpoint.round, timeout_s=PULL_ANSWER_TIMEOUT_S,
-                on_manifest=before_download,
+                on_manifest=before_download, max_bytes=self.max_bytes,
             )  # fmt: skip
             logger.info(
                 "archive: checkpoint of round %d (%.1f MB) verified and kept in %s",

@@ -193,6 +193,10 @@ class ArchiveHoldings:
         runs = [run_id] if run_id else self.store.runs()[:1]
         return [p for r in runs for p in self._pointers(r)]
 
+    async def spec(self, run_id: str) -> bytes:
+        """The archive keeps no run spec: a client then bounds a download by its cap alone."""
+        return b""
+
     def manifest(self, digest: str) -> Manifest | None:
         for run_id in self.store.runs():
             raw = self.store.manifest(run_id, digest)

@@ -47,6 +47,8 @@ class ServeConfig:
     """Writes per second one source address may make (bursts of 10 s of it)."""
     rate_per_run: float = 2000.0
     """Writes per second into one run, all addresses together (bursts of 5 s of it)."""
+    max_checkpoint_gb: float = 64.0
+    """Checkpoints larger than this (GiB) are refused when announced, and never archived."""
     host: str = "0.0.0.0"
     """Address both servers listen on."""
     grpc_port: int = 50051
@@ -83,6 +85,8 @@ class ServeConfig:
                 " KEY` prints the id of the run that the node with KEY starts"
             )
         self.served = tuple(ServedRun.parse(text) for text in self.runs)
+        if not 0 < self.max_checkpoint_gb <= 1 << 20:
+            raise ValueError("--max-checkpoint-gb must be in (0, 1048576]")
         if not (self.rate_per_address > 0 and self.rate_per_run > 0):
             raise ValueError("--rate-per-address and --rate-per-run must be positive")
         if self.retention_every_s <= 0:
@@ -119,7 +123,10 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
     try:
         metrics = CoordinatorMetrics(store)
         if config.archive is not None:
-            archiver = Archiver(config.archive, config.peers, store, metrics, keep=config.archive_keep)
+            archiver = Archiver(
+                config.archive, config.peers, store, metrics, keep=config.archive_keep,
+                max_bytes=int(config.max_checkpoint_gb * 2**30),
+            )  # fmt: skip
             archiver.start()
             archive_host = ArchiveHost(
                 store, config.archive, listen=config.archive_listen, announce=config.archive_announce
@@ -130,6 +137,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         limits = Limits(
             per_address=Rate(rate=config.rate_per_address, burst=10 * config.rate_per_address),
             per_run=Rate(rate=config.rate_per_run, burst=5 * config.rate_per_run),
+            max_checkpoint_bytes=int(config.max_checkpoint_gb * 2**30),
         )
         core = Coordinator(
             store, runs=config.served, limits=limits,
@@ -211,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--rate-per-run", type=float, default=2000.0, help="writes per second into one run (default 2000)"
     )
+    s.add_argument(
+        "--max-checkpoint-gb",
+        type=float,
+        default=64.0,
+        help="refuse announcements of checkpoints larger than this, and archive none (default 64 GiB)",
+    )
     s.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     s.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (default 50051; 0 picks one)")
     s.add_argument("--http-port", type=int, default=9400, help="HTTP port (default 9400; 0 picks one)")
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = args.run or os.environ.get(RUNS_ENV, "").replace(",", " ").split()
         config = ServeConfig(
             db=args.db, runs=tuple(runs), rate_per_address=args.rate_per_address,
-            rate_per_run=args.rate_per_run, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+            rate_per_run=args.rate_per_run, max_checkpoint_gb=args.max_checkpoint_gb, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
             archive=args.archive, peers=tuple(args.peer), archive_keep=args.archive_keep,
             archive_listen=args.archive_listen, archive_announce=tuple(args.archive_announce),
             raw_window_s=args.raw_window_s,

@@ -27,6 +27,7 @@ from coordinator.rows import CheckpointInfo, PeerInfo, Provider, Report, RunSumm
 from coordinator.store import Store
 from coordinator.writes import Write, WriteRefused, open_write, scrape_target
 from swarm.auth import Gate
+from swarm.checkpoint.bounds import DEFAULT_MAX_CHECKPOINT_BYTES, check_plausible
 from swarm.checkpoint.manifest import Manifest, ManifestError
 from swarm.dht.records import split_run_id
 from swarm.peer_names import peer_from_name
@@ -124,6 +125,8 @@ class Limits:
     """Distinct manifests one round may have (an honest run has one)."""
     manifest_bytes_per_run: int = 64 * 1024 * 1024
     """Bytes of manifests a run's record may hold."""
+    max_checkpoint_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES
+    """A checkpoint announced (and archived) may be at most this large (``--max-checkpoint-gb``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -362,6 +365,7 @@ class Coordinator:
                 raise InvalidArgument(f"manifest of {len(a.manifest)} bytes, at most {MAX_MANIFEST_BYTES}")
             try:
                 manifest = Manifest.from_bytes(a.manifest, expected_hash=a.manifest_hash)
+                check_plausible(manifest, param_count=None, max_bytes=self.limits.max_checkpoint_bytes)
             except ManifestError as e:
                 raise InvalidArgument(f"manifest rejected: {e}") from None
             _at_most("round", a.round, MAX_ROUND)

@@ -30,6 +30,10 @@ class Holdings(Protocol):
         """Valid pointers of ``run_id`` (empty: the holder's own run)."""
         ...
 
+    async def spec(self, run_id: str) -> bytes:
+        """The run spec's envelope as its creator signed it, msgpack-encoded; b"" when not known."""
+        ...
+
     def manifest(self, digest: str) -> Manifest | None: ...
 
     async def chunk(self, digest: str, index: int) -> bytes | None:
@@ -53,9 +57,15 @@ async def answer(
     kind = frame.WhichOneof("body")
     try:
         if kind == "latest_request":
-            pointers = await holdings.pointers(frame.latest_request.run_id)
+            run_id = frame.latest_request.run_id
+            pointers = await holdings.pointers(run_id)
+            spec = await holdings.spec(run_id)
             await send(
-                pb.Frame(latest_response=pb.LatestResponse(pointers=[pointer_to_pb(p) for p in pointers]))
+                pb.Frame(
+                    latest_response=pb.LatestResponse(
+                        pointers=[pointer_to_pb(p) for p in pointers], spec=spec
+                    )
+                )
             )
         elif kind == "manifest_request":
             manifest = holdings.manifest(frame.manifest_request.manifest_hash)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Gate
@@ -43,7 +44,15 @@ from swarm.checkpoint.wire import (
 )
 from swarm.dht.attestation import attested
 from swarm.dht.pointer import Pointer, PointerError
-from swarm.dht.records import MemberRecord, RecordError, checkpoints_key, members_key, run_name
+from swarm.dht.records import (
+    MemberRecord,
+    RecordError,
+    RunSpec,
+    checkpoints_key,
+    config_key,
+    members_key,
+    run_name,
+)
 from swarm.p2p import STREAM_ERRORS, SwarmHost
 from swarm.peer_names import peer_from_name, peer_name
 from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
@@ -195,6 +204,13 @@ class NodeHoldings:
         if not run_id or run_id == run_name(self.run_id):
             run_id = self.run_id
         return await read_pointers(self.host, run_id, self.gate, own=held_rounds(self.store))
+
+    async def spec(self, run_id: str) -> bytes:
+        """The run's spec envelope from the DHT, as its creator sealed it (empty when not found)."""
+        if not run_id or run_id == run_name(self.run_id):
+            run_id = self.run_id
+        sealed = await self.host.dht_get_sealed(config_key(run_id), RunSpec.from_wire)
+        return b"" if sealed is None else msgpack.packb(sealed.value, use_bin_type=True)
 
     def manifest(self, digest: str) -> Manifest | None:
         return self.store.manifest(digest)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from swarm.checkpoint.bounds import DEFAULT_MAX_CHECKPOINT_BYTES, check_plausible
 from swarm.checkpoint.download import Downloader, DownloadError
 from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
@@ -50,6 +52,8 @@ from swarm.proto.swarm.checkpoint.v1 import checkpoint_pb2 as pb
 from swarm.wire.frames import WireError
 from swarm.wire.trio_streams import TrioFramedStream
 
+logger = logging.getLogger("swarm.light")
+
 
 class LightError(RuntimeError):
     """What the user sees as one line: the peer is unreachable, no checkpoint exists, and so on."""
@@ -67,6 +71,27 @@ class PullResult:
     bad_providers: int
     transfer_s: float = 0.0
     """Seconds from the first chunk request to the last chunk written (dial and lookup excluded)."""
+
+
+def spec_param_count(raw: bytes, run_id: str) -> int | None:
+    """The parameter count in a run spec envelope a node passed on, once its signature verifies as
+    the run's creator's (the run id's pin); None when there is none or it does not verify (the
+    download is then bounded by the cap alone)."""
+    if not raw:
+        return None
+    from swarm.dht.envelope import key_id, open_envelope
+    from swarm.dht.records import RunSpec, config_key
+
+    try:
+        envelope = open_envelope(
+            key=key_id(config_key(run_id)), subkey=None, value=msgpack.unpackb(raw, raw=False),
+            expiration_time=0.0, now=time.time(),
+        )  # fmt: skip
+        return RunSpec.from_wire(envelope.payload).param_count
+    # Whatever the peer's bytes make the decoders raise, the spec is ignored, never the pull.
+    except Exception as e:
+        logger.info("ignoring the run spec the peer sent: %s", e)
+        return None
 
 
 def choose(pointers: list[Pointer], *, round: int | None) -> list[Pointer]:
@@ -278,6 +303,8 @@ async def _pull(
             timeout_s,
         )
         pointers = choose(verified(list(answer.latest_response.pointers)), round=round)
+        if param_count is None:
+            param_count = spec_param_count(answer.latest_response.spec, pointers[0].run_id)
         infos = {p.provider: _provider_info(p) for p in pointers}
         infos[entry.peer_id.to_bytes()] = entry  # the peer we know by address is dialled by that address
         manifest_hash = pointers[0].manifest_hash
@@ -330,9 +357,9 @@ def pull(
     into ``out``, which must be new, empty or a checkpoint pulled before (unless ``force``).
 
     Its manifest is refused (LightError) unless plausible for a model of ``param_count`` parameters
-    in at most ``max_bytes`` (``swarm.checkpoint.bounds``), before anything is written. The peer's
-    answers carry no run spec, so ``swarm-node pull`` knows no parameter count: it applies the cap
-    and the structural rules; a caller that knows the run's model passes its count."""
+    in at most ``max_bytes`` (``swarm.checkpoint.bounds``), before anything is written. Without
+    ``param_count``, the count is the one in the run spec the peer passes on, signed by the run's
+    creator (``spec_param_count``); a peer that sends none leaves the cap and the structural rules."""
     return _trio_run(
         lambda: _pull(
             peer,

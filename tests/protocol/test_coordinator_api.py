@@ -21,7 +21,15 @@ from coordinator.service import SERVICE_NAME
 from node.reporting import Reporter
 from swarm.checkpoint.manifest import build_manifest
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
-from tests.protocol.coordinator_support import KEYS, PEERS, RUN, Served, report, round_report
+from tests.protocol.coordinator_support import (
+    KEYS,
+    PEERS,
+    RUN,
+    Served,
+    checkpoint_files,
+    report,
+    round_report,
+)
 
 A, B = PEERS["peerA"], PEERS["peerB"]
 
@@ -29,7 +37,7 @@ A, B = PEERS["peerA"], PEERS["peerB"]
 def announcement(round: int, provider_id: str, /, **override) -> pb.AnnounceCheckpointRequest:
     """``provider_id``: a nickname of ``PEERS`` (or any peer id)."""
     provider_id = PEERS.get(provider_id, provider_id)
-    files = {"model.safetensors": bytes(range(256)) * (round + 1), "config.json": b"{}", "swarm.json": b"{}"}
+    files = checkpoint_files(f"round {round}", 256 * (round + 1))
     manifest = build_manifest(files, run_id=RUN, round=round, global_step=round * 2, chunk_size=1024)
     fields = dict(
         run_id=RUN, round=round, global_step=round * 2, manifest_hash=manifest.hash,

@@ -27,7 +27,7 @@ from swarm.dht.envelope import EnvelopeError, key_id, open_envelope, seal
 from swarm.dht.records import record_key
 from swarm.peer_names import peer_from_name
 from swarm.proto.swarm.coordinator.v1 import coordinator_pb2 as pb
-from tests.protocol.coordinator_support import KEYS, PEERS, RUN, Served, pinned, report
+from tests.protocol.coordinator_support import KEYS, PEERS, RUN, Served, checkpoint_files, pinned, report
 from tests.protocol.test_coordinator_api import announcement, code_of
 
 A, B, C, MALLORY = PEERS["peerA"], PEERS["peerB"], PEERS["peerC"], PEERS["mallory"]
@@ -100,7 +100,7 @@ def test_prometheus_is_never_sent_to_an_address_a_report_names(served: Served) -
 
 def _other_manifest(request: pb.AnnounceCheckpointRequest, step: int) -> pb.AnnounceCheckpointRequest:
     """The announcement of another manifest of the same round (its global step differs)."""
-    files = {"model.safetensors": bytes([step % 256]) * 2048, "config.json": b"{}", "swarm.json": b"{}"}
+    files = checkpoint_files(f"step {step}")
     manifest = build_manifest(
         files, run_id=request.run_id, round=request.round, global_step=step, chunk_size=1024
     )
@@ -159,8 +159,8 @@ def test_manifests_cannot_fill_the_disk(tmp_path: Path) -> None:
         c.report(report("peerA", range(1, 101)))
         outcomes = []
         for rnd in range(1, 101):
-            files = {"model.safetensors": bytes([rnd]) * 200, "config.json": b"{}", "swarm.json": b"{}"}
-            manifest = build_manifest(files, run_id=RUN, round=rnd, global_step=rnd * 2, chunk_size=1)
+            files = checkpoint_files(f"round {rnd}", 6400)
+            manifest = build_manifest(files, run_id=RUN, round=rnd, global_step=rnd * 2, chunk_size=32)
             try:
                 c.announce(announcement(rnd, "peerA", manifest=manifest.to_bytes(), manifest_hash=manifest.hash,
                                         total_bytes=manifest.total_bytes))  # fmt: skip
@@ -255,3 +255,23 @@ def test_the_archive_queue_holds_one_entry_per_run(served: Served, tmp_path: Pat
         archiver.submit(RUN)
         archiver.submit(pinned("churn"))
     assert archiver.queued == 2
+
+
+def test_implausible_manifests_are_refused_when_announced(tmp_path: Path) -> None:
+    """The issue's all-zero manifest (cheap to serve, huge to download) over the cap, and a manifest
+    repeating a non-zero chunk, are refused before the record or the archive takes them."""
+    served = Served(tmp_path / "c.db", limits=Limits(max_checkpoint_bytes=1 << 20))
+    try:
+        c = served.client
+        c.report(report("peerA", range(1, 4)))
+        zeros = {**checkpoint_files("zeros"), "model.safetensors": bytes(2 << 20)}
+        files = checkpoint_files("repeats")
+        repeats = {**files, "model.safetensors": files["model.safetensors"][:1024] * 4}
+        for name, chosen in (("zeros over the cap", zeros), ("a repeated chunk", repeats)):
+            manifest = build_manifest(chosen, run_id=RUN, round=3, global_step=6, chunk_size=1024)
+            request = announcement(3, "peerA", manifest=manifest.to_bytes(), manifest_hash=manifest.hash,
+                                   total_bytes=manifest.total_bytes)  # fmt: skip
+            assert code_of(lambda r=request: c.announce(r)) == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert served.store.counts()["checkpoints"] == 0
+    finally:
+        served.close()

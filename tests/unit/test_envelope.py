@@ -217,3 +217,19 @@ def test_a_pointer_is_stored_only_under_its_provider_s_subkey_and_expiry(tmp_pat
                 expires_at=pointer.expires_at,
             ),
         )
+
+
+def test_a_pull_learns_the_parameter_count_only_from_the_creators_spec(tmp_path: Path) -> None:
+    """The node a light client asks passes on the run spec's envelope; the client reads the model's
+    parameter count from it (to bound the download) only when the run's creator signed it."""
+    from swarm.light.client import spec_param_count
+
+    creator, _ = _key(tmp_path, "creator.key")
+    mallory, _ = _key(tmp_path, "mallory.key")
+    run = _run_of(creator)
+    key = record_key(run, "config")
+    for signer, expected in ((creator, MAX_PARAM_COUNT), (mallory, None)):
+        sealed = seal(signer, key=key, subkey=None, payload=_spec(), expires_at=time.time() + 60)
+        assert spec_param_count(msgpack.packb(sealed, use_bin_type=True), run) == expected
+    for raw in (b"", b"\xc1", msgpack.packb({"v": 2, "h": b"x", "s": b""})):
+        assert spec_param_count(raw, run) is None

@@ -39,10 +39,12 @@ class LatestRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class LatestResponse(_message.Message):
-    __slots__ = ("pointers",)
+    __slots__ = ("pointers", "spec")
     POINTERS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
     pointers: _containers.RepeatedCompositeFieldContainer[Pointer]
-    def __init__(self, pointers: _Optional[_Iterable[_Union[Pointer, _Mapping]]] = ...) -> None: ...
+    spec: bytes
+    def __init__(self, pointers: _Optional[_Iterable[_Union[Pointer, _Mapping]]] = ..., spec: _Optional[bytes] = ...) -> None: ...
 
 class ManifestRequest(_message.Message):
     __slots__ = ("manifest_hash",)

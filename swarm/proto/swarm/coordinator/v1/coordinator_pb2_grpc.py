@@ -95,7 +95,8 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """One checkpoint: by manifest hash, by round, or the latest. NOT_FOUND when there is none.
+        """One checkpoint: by manifest hash, by round (its most provided manifest), or the latest: of a
+        round the online peers reached, the most provided. NOT_FOUND when there is none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
