@@ -24,7 +24,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from swarm.checkpoint.manifest import Manifest, ManifestError
+from swarm.checkpoint.manifest import CHECKPOINT, Manifest, ManifestError
 from swarm.settings import check, setting
 
 MODEL_FILE, CONFIG_FILE, SWARM_FILE = "model.safetensors", "config.json", "swarm.json"
@@ -107,6 +107,8 @@ def check_plausible(manifest: Manifest, *, param_count: int | None, max_bytes: i
     long (a million equal floats at the default 4 MiB), which neither initialisation nor training
     produces.
     """
+    if manifest.kind != CHECKPOINT:
+        raise ManifestError(f"the manifest describes a {manifest.kind} artifact, not a checkpoint")
     total = manifest.total_bytes
     if total > max_bytes:
         raise ManifestError(

@@ -7,6 +7,10 @@ file's chunks; it is encoded canonically (JSON, sorted keys, no spaces), so ever
 the same x' at the same round derives the same bytes and the same manifest hash, and all of them
 serve it. Who published it, and the signature, live in the DHT pointer, never in the manifest.
 
+The same manifests describe a run's artifacts (``swarm.checkpoint.artifacts``: the model folder and
+the tokenized data a founder publishes): their ``kind`` names what they are, and a checkpoint's
+kind is left out of its bytes, so a checkpoint hashes as it always did.
+
 Pure: no torch, no asyncio, no libp2p (plain file I/O for a download's partial folder). The light
 client (``swarm-node pull``) imports this module.
 """
@@ -28,7 +32,11 @@ MANIFEST_VERSION = 1
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_FILES = 64
+MAX_FILES = 4096
+"""A data artifact holds many shards; a checkpoint's files are checked apart (``swarm.checkpoint.bounds``)."""
+CHECKPOINT = "checkpoint"
+KINDS = frozenset({CHECKPOINT, "model", "data"})
+"""What a manifest describes: a checkpoint, or one of a run's artifacts."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -64,6 +72,7 @@ class Manifest:
     global_step: int
     chunk_size: int
     files: tuple[FileEntry, ...]
+    kind: str = CHECKPOINT
 
     # --- encoding -----------------------------------------------------------------------------
 
@@ -76,6 +85,8 @@ class Manifest:
             "chunk_size": self.chunk_size,
             "files": [{"name": f.name, "size": f.size, "chunks": list(f.chunks)} for f in self.files],
         }
+        if self.kind != CHECKPOINT:
+            doc["kind"] = self.kind
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @property
@@ -122,12 +133,16 @@ class Manifest:
         run_id = doc.get("run_id")
         if not isinstance(run_id, str) or not 1 <= len(run_id) <= 128:
             raise ManifestError("manifest run_id must be a string of 1 to 128 characters")
+        kind = doc.get("kind", CHECKPOINT)
+        if kind not in KINDS:
+            raise ManifestError(f"manifest kind {kind!r} is not one of {sorted(KINDS)}")
         manifest = cls(
             run_id=run_id,
             round=_int(doc, "round"),
             global_step=_int(doc, "global_step"),
             chunk_size=chunk_size,
             files=tuple(files),
+            kind=kind,
         )
         if manifest.to_bytes() != raw:
             raise ManifestError("manifest is not in canonical form")

@@ -20,6 +20,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.auth import Gate
+from swarm.checkpoint.artifacts import ArtifactStore, check_artifact
 from swarm.checkpoint.bounds import DEFAULT_MAX_CHECKPOINT_BYTES, check_plausible
 from swarm.checkpoint.download import Downloader, DownloadError
 from swarm.checkpoint.fetching import OnChunk, check_complete, provider_worker
@@ -125,6 +126,7 @@ class CheckpointService:
         status: Callable[[], Awaitable[pb.StatusResponse]] | None = None,
         pointer_ttl_s: float = POINTER_TTL_S,
         gate: Gate | None = None,
+        artifacts: ArtifactStore | None = None,
     ):
         self.host, self.store, self.run_id, self.key = host, store, run_id, key
         self.gate = gate
@@ -133,7 +135,9 @@ class CheckpointService:
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
         self._chunk_slots = asyncio.Semaphore(MAX_CHUNK_STREAMS)
-        self._holdings = NodeHoldings(host, store, run_id=run_id, gate=gate)
+        self.artifacts = artifacts
+        """The run's artifacts this node holds and serves (None: a node that serves none)."""
+        self._holdings = NodeHoldings(host, store, run_id=run_id, gate=gate, artifacts=artifacts)
 
     async def start(self) -> None:
         await self.host.add_handler(
@@ -196,8 +200,18 @@ class NodeHoldings:
 
     holder = "this node"
 
-    def __init__(self, host: SwarmHost, store: CheckpointStore, *, run_id: str, gate: Gate | None):
+    def __init__(
+        self,
+        host: SwarmHost,
+        store: CheckpointStore,
+        *,
+        run_id: str,
+        gate: Gate | None,
+        artifacts: ArtifactStore | None = None,
+    ):
         self.host, self.store, self.run_id, self.gate = host, store, run_id, gate
+        self.artifacts = artifacts
+        """The run's artifacts this node holds (served like checkpoints, by manifest hash)."""
 
     async def pointers(self, run_id: str) -> list[Pointer]:
         """Of ``run_id`` (ours when empty, or when it is our run's bare name)."""
@@ -213,9 +227,14 @@ class NodeHoldings:
         return b"" if sealed is None else msgpack.packb(sealed.value, use_bin_type=True)
 
     def manifest(self, digest: str) -> Manifest | None:
-        return self.store.manifest(digest)
+        found = self.store.manifest(digest)
+        if found is None and self.artifacts is not None:
+            found = self.artifacts.manifest(digest)
+        return found
 
     async def chunk(self, digest: str, index: int) -> bytes | None:
+        if self.store.manifest(digest) is None and self.artifacts is not None:
+            return await asyncio.to_thread(self.artifacts.read_chunk, digest, index)
         return await asyncio.to_thread(self.store.read_chunk, digest, index)
 
 
@@ -292,6 +311,54 @@ async def fetch_checkpoint(
     Raises ManifestError for an implausible manifest, DownloadError when the providers cannot
     deliver it.
     """
+
+    def plausible(manifest: Manifest) -> None:
+        check_plausible(manifest, param_count=param_count, max_bytes=max_bytes)
+
+    return await _download(
+        host, providers, manifest_hash, out, check=plausible, timeout_s=timeout_s, on_progress=on_progress
+    )
+
+
+async def fetch_artifact(
+    host: SwarmHost,
+    providers: Sequence[bytes],
+    manifest_hash: str,
+    store: ArtifactStore,
+    *,
+    kind: str,
+    max_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
+    timeout_s: float = CHUNKS_TIMEOUT_S,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """The folder of the run's artifact ``manifest_hash`` (of ``kind``): from ``store`` when held, else
+    downloaded from ``providers`` (each chunk verified, resumable) and kept there. ManifestError for
+    a manifest of another kind or over ``max_bytes``; DownloadError when no provider delivers it."""
+    if store.manifest(manifest_hash) is not None:
+        return store.folder(manifest_hash)
+
+    def wanted(manifest: Manifest) -> None:
+        check_artifact(manifest, kind=kind, max_bytes=max_bytes)
+
+    out = store.download_folder(manifest_hash)
+    manifest = await _download(
+        host, providers, manifest_hash, out, check=wanted, timeout_s=timeout_s, on_progress=on_progress
+    )
+    return await asyncio.to_thread(store.adopt, manifest, out)
+
+
+async def _download(
+    host: SwarmHost,
+    providers: Sequence[bytes],
+    manifest_hash: str,
+    out: Path,
+    *,
+    check: Callable[[Manifest], None],
+    timeout_s: float,
+    on_progress: Callable[[int, int], None] | None,
+) -> Manifest:
+    """The download shared by checkpoints and artifacts: the manifest from the first provider that
+    sends it, ``check`` (raising ManifestError) before anything is written, then every chunk."""
     manifest: Manifest | None = None
     for peer in providers:
         try:
@@ -301,7 +368,7 @@ async def fetch_checkpoint(
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
     if manifest is None:
         raise DownloadError(f"none of {len(providers)} providers sent manifest {manifest_hash[:12]}…")
-    check_plausible(manifest, param_count=param_count, max_bytes=max_bytes)
+    check(manifest)
     partial = out.with_name(out.name + ".partial")
     have = await asyncio.to_thread(prepare_partial, partial, manifest)
     core = Downloader(manifest, have=have)

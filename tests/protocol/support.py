@@ -21,6 +21,7 @@ from swarm.averaging.outcome import RoundOutcome, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
+from swarm.checkpoint.artifacts import ArtifactStore
 from swarm.checkpoint.manifest import Manifest
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
@@ -175,10 +176,13 @@ MEMBERS_ROUND = 100
 MEMBERS_TTL_S = 600.0
 
 
-async def checkpoint_nodes(folder: Path, count: int) -> tuple[list[SwarmHost], list[CheckpointService]]:
+async def checkpoint_nodes(
+    folder: Path, count: int, *, artifacts: bool = False
+) -> tuple[list[SwarmHost], list[CheckpointService]]:
     """``count`` hosts with identities kept in ``folder``, each serving its own checkpoint store there
     (``store<i>``) for the run ``CHECKPOINT_RUN_ID``, each a member whose heartbeat says its x' is at
-    round ``MEMBERS_ROUND`` (the members attest the pointers readers follow: swarm.dht.attestation)."""
+    round ``MEMBERS_ROUND`` (the members attest the pointers readers follow: swarm.dht.attestation).
+    With ``artifacts``, each also holds and serves an artifact store (``artifacts<i>``)."""
     identities = [folder / f"id{i}.key" for i in range(count)]
     for identity in identities:
         generate_identity(identity)
@@ -186,7 +190,10 @@ async def checkpoint_nodes(folder: Path, count: int) -> tuple[list[SwarmHost], l
     services: list[CheckpointService] = []
     for i, (host, identity) in enumerate(zip(hosts, identities, strict=True)):
         store = CheckpointStore(folder / f"store{i}")
-        service = CheckpointService(host, store, run_id=CHECKPOINT_RUN_ID, key=load_identity(identity))
+        service = CheckpointService(
+            host, store, run_id=CHECKPOINT_RUN_ID, key=load_identity(identity),
+            artifacts=ArtifactStore(folder / f"artifacts{i}") if artifacts else None,
+        )  # fmt: skip
         await service.start()
         services.append(service)
         await announce(host, CHECKPOINT_RUN_ID, round=MEMBERS_ROUND, ttl_s=MEMBERS_TTL_S)

@@ -1,0 +1,71 @@
+"""A run's artifacts between real libp2p hosts in one process: members that hold an artifact serve
+it by its manifest hash, a joiner fetches it from every provider that has it (a member without it
+just fails over), keeps it, and never fetches it twice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from swarm.checkpoint.artifacts import ArtifactStore, folder_manifest
+from swarm.checkpoint.download import DownloadError
+from swarm.checkpoint.manifest import ManifestError
+from swarm.checkpoint.service import fetch_artifact
+from tests.protocol.support import CHUNK, checkpoint_nodes, run
+
+
+def _artifact(folder: Path) -> dict[str, bytes]:
+    files = {
+        "train-00000.npy": os.urandom(20 * CHUNK + 5),
+        "eval-00000.npy": os.urandom(CHUNK),
+        "index.json": b"{}",
+    }
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_a_joiner_fetches_an_artifact_from_the_members_that_hold_it_once(tmp_path: Path) -> None:
+    async def go() -> None:
+        hosts, services = await checkpoint_nodes(tmp_path, 4, artifacts=True)
+        try:
+            files = _artifact(tmp_path / "data")
+            manifest = folder_manifest(tmp_path / "data", run_id="ckpt", kind="data", chunk_size=CHUNK)
+            for service in services[:2]:  # the founder and a member that fetched it already
+                assert service.artifacts is not None
+                service.artifacts.add_folder(manifest, tmp_path / "data")
+            joiner = services[3].artifacts
+            assert joiner is not None
+            # Providers: a member that holds nothing (it fails over), then the two that hold it.
+            providers = [hosts[2].peer_id, hosts[0].peer_id, hosts[1].peer_id]
+            folder = await fetch_artifact(hosts[3], providers, manifest.hash, joiner, kind="data")
+            assert {name: (folder / name).read_bytes() for name in files} == files
+            assert services[0].served_bytes > 0 and services[1].served_bytes > 0, "both providers served"
+            served = services[0].served_bytes + services[1].served_bytes
+            # Held now: asking again (a restart: a new store over the same folder) fetches nothing.
+            again = ArtifactStore(joiner.root)
+            assert await fetch_artifact(hosts[3], providers, manifest.hash, again, kind="data") == folder
+            assert services[0].served_bytes + services[1].served_bytes == served
+            # The joiner serves it in turn.
+            other = ArtifactStore(tmp_path / "other")
+            await fetch_artifact(hosts[2], [hosts[3].peer_id], manifest.hash, other, kind="data")
+            assert services[3].served_bytes > 0
+            # Asked as another kind, or over the volunteer's cap: refused before a byte is written.
+            fresh = ArtifactStore(tmp_path / "fresh")
+            with pytest.raises(ManifestError, match="not the run's model"):
+                await fetch_artifact(hosts[2], providers[1:], manifest.hash, fresh, kind="model")
+            with pytest.raises(ManifestError, match="over the cap"):
+                await fetch_artifact(
+                    hosts[2], providers[1:], manifest.hash, fresh, kind="data", max_bytes=CHUNK
+                )
+            assert not list(fresh.root.iterdir())
+            with pytest.raises(DownloadError):  # nobody holds it
+                await fetch_artifact(hosts[2], [hosts[2].peer_id], "ab" * 32, fresh, kind="data")
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    run(go())
