@@ -195,6 +195,12 @@ def seal(
         if private is None:
             raise EnvelopeError(f"a {family.name} record needs its writer's key")
         signature = private.sign(_signed(key, subkey, header))
+    if len(header) + len(signature) > family.max_bytes:
+        # Every node's validator would refuse it without a word: the writer hears it here instead.
+        raise EnvelopeError(
+            f"a {family.name} record of {len(header) + len(signature)} bytes is over its bound of"
+            f" {family.max_bytes}"
+        )
     return {"v": ENVELOPE_VERSION, "h": header, "s": signature}
 
 

@@ -22,7 +22,6 @@ MAX_MEMBER_ADDRS = 16
 MAX_MADDR_CHARS = 400
 
 RECORD_VERSION = 1
-MAX_RECORD_BYTES = 8 * 1024
 MAX_ROUND_PERIOD_S = 3600.0
 MAX_PARAM_COUNT = 1 << 40
 """The largest parameter count a run spec may name: 4 TiB of fp32 values, beyond any run."""

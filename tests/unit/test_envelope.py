@@ -170,7 +170,8 @@ def test_malformed_old_and_oversized_records_are_refused(tmp_path: Path) -> None
     for value in ("text", {"v": 2, "h": "str", "s": b""}, {"v": 2, "h": b"\xc1", "s": b""}, {"v": 2}):
         with pytest.raises(EnvelopeError):
             _open(MEMBERS, me, value)
-    huge = seal(key, key=MEMBERS, subkey=me, payload={"x": "a" * 20_000}, expires_at=NOW + 15)
+    small = seal(key, key=MEMBERS, subkey=me, payload=_heartbeat(), expires_at=NOW + 15)
+    huge = {**small, "s": small["s"] + b"x" * 20_000}  # a writer that did not use seal
     with pytest.raises(EnvelopeError, match="over"):
         _open(MEMBERS, me, huge)
 
@@ -233,3 +234,10 @@ def test_a_pull_learns_the_parameter_count_only_from_the_creators_spec(tmp_path:
         assert spec_param_count(msgpack.packb(sealed, use_bin_type=True), run) == expected
     for raw in (b"", b"\xc1", msgpack.packb({"v": 2, "h": b"x", "s": b""})):
         assert spec_param_count(raw, run) is None
+
+
+def test_a_writer_hears_that_its_record_is_over_its_familys_bound(tmp_path: Path) -> None:
+    """Every node's validator refuses an oversized record without a word; the writer is told."""
+    key, me = _key(tmp_path, "me.key")
+    with pytest.raises(EnvelopeError, match="over its bound"):
+        seal(key, key=MEMBERS, subkey=me, payload={"x": "a" * 20_000}, expires_at=NOW + 15)
