@@ -25,6 +25,7 @@ from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
 from swarm.data.corpus import Corpus
 from swarm.dht.records import (
+    ARTIFACT_FIELDS,
     RECORD_VERSION,
     RecordError,
     RunSpec,
@@ -73,6 +74,11 @@ def identity_file(net: NetworkConfig, scratch: Path) -> Path:
     return path
 
 
+DEFAULT_RUN_NAME = "swarm"
+"""``--run-id``'s default: the name a run started without one gets; a joiner without one joins the
+run its ``--peer`` trains."""
+
+
 async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
     """The pinned id of the run this node takes part in (``name.pin``, ``swarm.dht.records``).
 
@@ -80,7 +86,7 @@ async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
     coordinator address. A joiner takes a pinned --run-id as given (no one but its creator can have
     published that run's spec), and a bare name as the run its --peer trains under that name:
     the peer's id is in the address the joiner was given, so the answer comes from whom the user
-    chose to trust."""
+    chose to trust. A joiner without --run-id joins whatever run its --peer trains."""
     run_id, peers = config.run.run_id, config.network.peers
     name, pin = split_run_id(run_id)
     if not peers:
@@ -104,8 +110,12 @@ async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
             except PEER_ERRORS as e:
                 answers.append(f"{maddr}: {e}")
                 continue
-            if run_name(theirs) == name and split_run_id(theirs)[1] is not None:
+            if split_run_id(theirs)[1] is not None and run_name(theirs) == name:
                 logger.debug("run %r is %r (as its member %s says)", name, theirs, short_name(peer))
+                return theirs
+            if split_run_id(theirs)[1] is not None and run_id == DEFAULT_RUN_NAME:
+                # No --run-id: a volunteer given only --peer joins the run that peer trains.
+                logger.info("joining run %r, which %s trains", theirs, short_name(peer))
                 return theirs
             answers.append(f"{maddr} trains {theirs!r}")
         if attempt < SPEC_LOOKUPS - 1:
@@ -116,7 +126,9 @@ async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
     )
 
 
-def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str) -> RunSpec:
+def spec_for(
+    run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str, model_artifact: str = ""
+) -> RunSpec:
     """The spec a node starting run ``run.run_id`` publishes: its settings, defaults filled in."""
     return RunSpec(
         **asdict(run.resolved()),
@@ -124,6 +136,7 @@ def spec_for(run: RunConfig, *, model_hash: str, data_hash: str, initial_digest:
         initial_digest=initial_digest,
         data_hash=data_hash,
         software=SOFTWARE,
+        model_artifact=model_artifact,
     )
 
 
@@ -159,6 +172,7 @@ def check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None
     except RecordError as e:
         raise ResumeError(f"{folder} holds run settings this version cannot read: {e}") from None
     ignored = ("initial_digest",) + (("param_count",) if theirs.param_count is None else ())
+    ignored += tuple(name for name in ARTIFACT_FIELDS if not getattr(theirs, name))  # saved before artifacts
     differences = [d for d in theirs.differences(spec) if not d.startswith(ignored)]
     if differences:
         raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")

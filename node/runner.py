@@ -40,6 +40,7 @@ from node.agreement import (
     identity_file,
     spec_for,
 )
+from node.artifacts import fetch_model, publish_model
 from node.catch_up import CatchUp
 from node.checkpointing import Checkpointing, status_response
 from node.coordinator_link import CoordinatorLink
@@ -59,6 +60,7 @@ from swarm.auth import Gate
 from swarm.averaging.round import Averager
 from swarm.averaging.shards import shards_for
 from swarm.averaging.state import GlobalCopy
+from swarm.checkpoint.artifacts import ArtifactStore
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
 from swarm.data.corpus import Corpus, DataError, load_corpus
@@ -69,6 +71,9 @@ from swarm.models.build import ModelError, build_model, check_fits, resolve_mode
 from swarm.p2p import SwarmHost
 
 logger = logging.getLogger("swarm.node")
+
+ARTIFACTS_FOLDER = "artifacts"
+"""The run's artifacts this node holds, beside its checkpoints (kept with --checkpoint-dir)."""
 
 USAGE_ERRORS = (NodeError, ConfigError, ResumeError, ModelError, DataError)
 """What stops a node with one line on stderr and no traceback (``--verbose`` shows it): its
@@ -134,12 +139,13 @@ class Node:
         run = replace(cfg.run, run_id=await full_run_id(cfg, host))
         cfg = self.config = replace(cfg, run=run)
         agreement = RunAgreement(cfg, host)
-        local = await self._agree(agreement, device)
+        store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else scratch / "checkpoints"
+        artifacts = ArtifactStore(store_dir / ARTIFACTS_FOLDER)
+        local = await self._agree(agreement, device, artifacts, scratch)
         spec, trainer, copy = local.spec, local.trainer, local.copy
         gate = agreement.gate(spec)
         faults = FaultHooks(cfg.fault, peer=host.peer_name)
         averager = await self._start_averager(host, local, gate, faults, started)
-        store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else scratch / "checkpoints"
         service = CheckpointService(
             host,
             CheckpointStore(store_dir, keep=cfg.checkpoints.keep),
@@ -150,6 +156,7 @@ class Node:
             ),
             pointer_ttl_s=cfg.checkpoints.pointer_ttl_s,
             gate=gate,
+            artifacts=artifacts,
         )
         await service.start()
         coordinator = CoordinatorLink(cfg, host=host, device=local.device, progress=p, started=self.started)
@@ -277,20 +284,44 @@ class Node:
             "left after %d steps and %d rounds; eval loss of x' %.3f", p.steps, p.committed, p.eval_loss
         )
 
-    async def _agree(self, agreement: RunAgreement, device: torch.device) -> LocalRun:
-        """Agree with the swarm on the run, and load what it trains on ``device``: data, model, x_i and x'."""
+    async def _agree(
+        self, agreement: RunAgreement, device: torch.device, artifacts: ArtifactStore, scratch: Path
+    ) -> LocalRun:
+        """Agree with the swarm on the run, and load what it trains on ``device``: data, model, x_i and x'.
+
+        A joiner's model comes from the run's model artifact (fetched by the hash the spec names, from
+        any member), never from a path of the founder's; the founder publishes its model folder as
+        that artifact (``node.artifacts``)."""
         cfg = self.config
         # The run's model and data come from the DHT for joiners; read it before loading anything.
         adopted = await agreement.find()
         run_values = adopted or cfg.run.resolved()
-        source = resolve_model(run_values.model)
+        if adopted is not None and adopted.model_artifact:
+            folder = await fetch_model(
+                agreement.host, digest=adopted.model_artifact, run_id=cfg.run.run_id, peers=cfg.network.peers,
+                store=artifacts, max_bytes=cfg.checkpoints.max_bytes,
+            )  # fmt: skip
+            source = resolve_model(str(folder))
+        else:
+            source = resolve_model(run_values.model)
         corpus = await asyncio.to_thread(
             load_corpus, list(run_values.data), max_bytes=cfg.training.max_data_bytes
         )
         # The starting node publishes its spec once x' exists (the spec names x's digest).
-        spec = adopted or spec_for(
-            cfg.run, model_hash=source.config_hash, data_hash=corpus.content_hash, initial_digest=""
-        )
+        if adopted is None:
+            model_artifact = await asyncio.to_thread(
+                publish_model,
+                source,
+                run_id=cfg.run.run_id,
+                store=artifacts,
+                staging=scratch / "model-artifact",
+            )
+            spec = spec_for(
+                cfg.run, model_hash=source.config_hash, data_hash=corpus.content_hash, initial_digest="",
+                model_artifact=model_artifact,
+            )  # fmt: skip
+        else:
+            spec = adopted
         check_local_sources(cfg.run.run_id, spec, corpus, source)
         check_fits(source, seq_len=spec.seq_len)  # a joiner's adopted model and sequence length
         model = await asyncio.to_thread(build_model, source, seed=spec.seed)

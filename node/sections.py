@@ -145,7 +145,8 @@ class RunConfig:
         group="run",
         metavar="NAME",
         help="The run: a name starts a run pinned to this node's key (its full id, name.pin, is "
-        "printed at start); a joiner passes that full id, or the name with --peer.",
+        "printed at start); a joiner passes that full id, or the name with --peer, or nothing: it "
+        "then joins the run its --peer trains.",
     )
     given: dict[str, Any] = field(default_factory=dict)
     """Run-level settings set in this node's config, by name; the others come from the run."""

@@ -23,8 +23,10 @@ MAX_MADDR_CHARS = 400
 
 RECORD_VERSION = 1
 MAX_ROUND_PERIOD_S = 3600.0
+ARTIFACT_FIELDS = ("model_artifact", "data_artifact")
 MAX_PARAM_COUNT = 1 << 40
 """The largest parameter count a run spec may name: 4 TiB of fp32 values, beyond any run."""
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -132,9 +134,20 @@ class RunSpec(RunSettings):
     """The trainable fp32 values of x' (what a checkpoint's ``model.safetensors`` holds): every
     checkpoint download of the run is bounded by it (``swarm.checkpoint.bounds``). None in a spec
     published before this field existed; such a run's downloads are bounded by the user's cap."""
+    model_artifact: str = ""
+    """Manifest hash of the run's model artifact (``swarm.checkpoint.artifacts``: its configuration,
+    initial weights and tokenizer, served by every member): a joiner fetches the model by this hash,
+    never by a path. Empty in a spec published before artifacts existed."""
+    data_artifact: str = ""
+    """Manifest hash of the run's data artifact (the tokenized training and held-out shards); empty
+    where the run's data is read from each member's own files (the embedded corpus, older runs)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name in ARTIFACT_FIELDS:
+            value = getattr(self, name)
+            if not (isinstance(value, str) and (value == "" or _HEX64.match(value))):
+                raise RecordError(f"run spec: {name} {value!r} is not a manifest hash (64 hex characters)")
         count = self.param_count
         if count is not None and (
             not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PARAM_COUNT
@@ -164,6 +177,9 @@ class RunSpec(RunSettings):
                 # Absent (or null in a checkpoint's swarm.json) where written before the field.
                 count = raw.get("param_count")
                 values[field.name] = None if count is None else _typed(raw, "param_count", int)
+                continue
+            if field.name in ARTIFACT_FIELDS:  # absent where written before artifacts
+                values[field.name] = _typed(raw, field.name, str) if field.name in raw else ""
                 continue
             if item is None:
                 values[field.name] = _typed(raw, field.name, str)

@@ -1,0 +1,130 @@
+"""The run's artifacts as a node publishes and fetches them: a volunteer needs only ``--peer``.
+
+The founder of a run started from a model folder publishes that folder as the run's model artifact
+(``swarm.checkpoint.artifacts``): its configuration, its weights (safetensors) when it fine-tunes, its
+tokenizer and generation configuration; nothing else in the folder, and never a path. The run spec
+names the artifact by its manifest hash. A joiner fetches it by that hash from its ``--peer`` and the
+run's live members (any that hold it: every member serves what it holds), each chunk verified,
+keeps it in its artifact store (a restart fetches nothing again), and builds the model from its copy.
+A preset model (tiny, small, base) is code, the same on every machine: no artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from node.errors import NodeError
+from swarm.checkpoint.artifacts import ArtifactError, ArtifactStore, folder_manifest
+from swarm.checkpoint.download import DownloadError
+from swarm.checkpoint.manifest import ManifestError
+from swarm.checkpoint.service import fetch_artifact
+from swarm.dht.records import MemberRecord, members_key
+from swarm.models.build import PRESETS, ModelSource
+from swarm.p2p import PEER_ERRORS, SwarmHost
+from swarm.peer_names import peer_from_name
+
+logger = logging.getLogger("swarm.node")
+
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+"""The files of a model folder that go into its artifact, besides its ``*.safetensors`` weights."""
+FETCH_ATTEMPTS = 30
+FETCH_RETRY_S = 2.0
+"""A joiner may ask before the founder serves (it publishes the spec, then starts serving): it asks
+again every 2 s, for a minute, before giving up with one line."""
+
+
+def model_artifact_files(source: ModelSource) -> list[Path]:
+    """The files of ``source``'s folder that make its artifact; empty for a preset."""
+    if source.name in PRESETS:
+        return []
+    folder = Path(source.name)
+    files = [folder / name for name in MODEL_FILES if (folder / name).is_file()]
+    return files + sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+
+
+def publish_model(source: ModelSource, *, run_id: str, store: ArtifactStore, staging: Path) -> str:
+    """Put ``source``'s folder into ``store`` as the run's model artifact; its manifest hash ("" for a
+    preset). ``staging`` is an empty scratch folder (the chosen files are linked there, or copied
+    across file systems, so the artifact holds them and nothing else)."""
+    files = model_artifact_files(source)
+    if not files:
+        return ""
+    staging.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        try:
+            os.link(path, staging / path.name)
+        except OSError:
+            shutil.copyfile(path, staging / path.name)
+    try:
+        manifest = folder_manifest(staging, run_id=run_id, kind="model")
+    except ArtifactError as e:
+        raise NodeError(f"cannot publish model {source.name!r}: {e}") from None
+    store.add_folder(manifest, staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    size = manifest.total_bytes / 1e6
+    logger.info(
+        "model artifact %s… (%d files, %.1f MB) served to joiners", manifest.hash[:12], len(files), size
+    )
+    return manifest.hash
+
+
+async def providers_of(host: SwarmHost, run_id: str, peers: Sequence[str]) -> list[bytes]:
+    """Who may hold the run's artifacts: the ``--peer`` nodes first, then the live members."""
+    found = [peer_from_name(maddr.rsplit("/p2p/", 1)[1]) for maddr in peers]
+    try:
+        members = await host.dht_get_subkeys(members_key(run_id), MemberRecord.from_wire)
+    except PEER_ERRORS as e:
+        logger.debug("no member list for the artifacts' providers: %s", e)
+        members = {}
+    for name in members:
+        try:
+            peer = peer_from_name(name)
+        except ValueError:
+            continue
+        if peer not in found and peer != host.peer_id:
+            found.append(peer)
+    return found
+
+
+async def fetch_model(
+    host: SwarmHost, *, digest: str, run_id: str, peers: Sequence[str], store: ArtifactStore, max_bytes: int
+) -> Path:
+    """The folder of the run's model artifact ``digest``: held, or fetched from the run's members."""
+    if store.manifest(digest) is not None:
+        return store.folder(digest)
+    errors: list[str] = []
+    for attempt in range(FETCH_ATTEMPTS):
+        providers = await providers_of(host, run_id, peers)
+        try:
+            folder = await fetch_artifact(host, providers, digest, store, kind="model", max_bytes=max_bytes)
+            logger.info(
+                "fetched the run's model artifact %s… from %d provider(s)", digest[:12], len(providers)
+            )
+            return folder
+        except ManifestError as e:
+            raise NodeError(f"the run's model artifact is refused: {e}") from None
+        except DownloadError as e:
+            errors.append(str(e))
+        if attempt < FETCH_ATTEMPTS - 1:
+            await asyncio.sleep(FETCH_RETRY_S)
+    raise NodeError(
+        f"no member served the run's model artifact {digest[:12]}… within"
+        f" {FETCH_ATTEMPTS * FETCH_RETRY_S:.0f} s ({errors[-1] if errors else 'no provider'})"
+    )
