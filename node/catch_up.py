@@ -57,14 +57,25 @@ cap (ManifestError, a ValueError of PEER_ERRORS), a spec of other settings, a sw
 keys (KeyError) or naming fields a RunSpec does not have (TypeError)."""
 
 
+SOURCE_LEAD = 2
+"""A member whose heartbeat is up to this many rounds past the attested round is still asked (after
+those within it): heartbeats lag their rounds by seconds, and with two members the lower median is
+the lagging one, which may be a member that has just died."""
+
+
 def attested_sources(members: dict[bytes, MemberRecord]) -> list[bytes]:
-    """Whom to take x' or a journal from, most advanced first: members whose heartbeat claims at
-    most the round a majority of members reached (``swarm.dht.attestation``). A stranger claiming
-    round 10^9 would otherwise be asked first; an honest member a round ahead of the majority is
-    left out, and the rounds it is ahead come at our first rendezvous."""
+    """Whom to take x' or a journal from: members whose heartbeat claims at most the round a
+    majority of members reached (``swarm.dht.attestation``), most advanced first, then those at
+    most ``SOURCE_LEAD`` rounds past it. A stranger claiming round 10^9 would otherwise be asked
+    first; it is never asked."""
     bound = attested_round(members)
-    sources = [peer for peer, record in members.items() if bound is None or record.round <= bound]
-    return sorted(sources, key=lambda peer: -members[peer].round)
+    if bound is None:
+        return sorted(members, key=lambda peer: -members[peer].round)
+    within = [peer for peer, record in members.items() if record.round <= bound]
+    ahead = [peer for peer, record in members.items() if bound < record.round <= bound + SOURCE_LEAD]
+    return sorted(within, key=lambda peer: -members[peer].round) + sorted(
+        ahead, key=lambda p: members[p].round
+    )
 
 
 class CatchUp:

@@ -79,3 +79,17 @@ def test_members_checkpoints_attest_rounds_their_heartbeats_have_not_caught_up_w
     pointers = [_pointer(6, 1), _pointer(6, 2), _pointer(10**9, 9, FORGED), _pointer(2, 1)]
     assert attested_round(members, pointers) == 6  # 9's far pointer counts for one of three
     assert [p.round for p in attested(pointers, members)] == [6, 6, 2]
+
+
+def test_a_joiner_asks_attested_members_first_then_those_a_round_or_two_ahead_never_a_far_claim() -> None:
+    """Two members, one of which has just died with its heartbeat a round behind: the lower median
+    is the dead one's round, and the live member a round ahead must still be asked (after it)."""
+    from node.catch_up import SOURCE_LEAD, attested_sources
+
+    dead, live, other, stranger = _peer(1), _peer(2), _peer(4), _peer(3)
+    assert attested_sources({dead: _member(1), live: _member(2)}) == [dead, live]
+    members = {dead: _member(5), other: _member(5), live: _member(5 + SOURCE_LEAD), stranger: _member(10**9)}
+    assert attested_sources(members) == [dead, other, live]
+    members[live] = _member(6 + SOURCE_LEAD)
+    assert attested_sources(members) == [dead, other]
+    assert attested_sources({}) == []
