@@ -126,10 +126,12 @@ def _check_model_type(name: str, config: dict[str, Any]) -> None:
         raise ModelError(
             f"model {name!r} of type {model_type!r} is not a causal language model in transformers"
         )
-    if "quantization_config" in config:
+    quantization = config.get("quantization_config")
+    if quantization is not None:
+        method = quantization.get("quant_method") if isinstance(quantization, dict) else None
         raise ModelError(
-            f"model {name!r} is quantized ({config['quantization_config'].get('quant_method', 'quantization_config')}):"
-            " Swarm trains and averages fp32 weights; use the unquantized model"
+            f"model {name!r} is quantized ({method or 'quantization_config'}): Swarm trains and averages"
+            " fp32 weights; use the unquantized model"
         )
 
 

@@ -18,7 +18,7 @@ from swarm.checkpoint.files import (
 )
 from swarm.checkpoint.manifest import ManifestError, build_manifest
 from swarm.models.build import build_model, companion_files, load_tokenizer, resolve_model
-from tests.unit.test_models import llama_folder
+from tests.unit.test_models import TINY_CONFIGS, model_folder
 from tests.unit.test_records import SPEC
 
 
@@ -96,13 +96,17 @@ def _greedy(model: torch.nn.Module, ids: list[int], *, steps: int, eos: int) -> 
     return out
 
 
-@pytest.mark.parametrize("model_name", ["llama-with-bpe", "tiny"])
+@pytest.mark.parametrize("model_name", [*TINY_CONFIGS, "tiny"])
 def test_a_pulled_checkpoint_is_a_model_folder_that_generates(tmp_path: Path, model_name: str) -> None:
-    """A Llama with a BPE tokenizer trained here, and the byte-level preset: the checkpoint's folder
-    loads with AutoTokenizer and pipeline, and generates what x' predicts."""
+    """Models of each common architecture with a BPE tokenizer trained here (a Llama with its
+    weights, the others from the seed), and the byte-level preset: the checkpoint's folder loads with
+    AutoTokenizer and pipeline, and generates what x' predicts."""
     from transformers import AutoTokenizer, pipeline
 
-    name = str(llama_folder(tmp_path / "founder")) if model_name != "tiny" else "tiny"
+    if model_name == "tiny":
+        name = "tiny"
+    else:
+        name = str(model_folder(tmp_path / "founder", model_type=model_name, weights=model_name == "llama"))
     source = resolve_model(name)
     tokenizer = load_tokenizer(source)
     model = build_model(source, seed=0)

@@ -36,20 +36,43 @@ CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|e
 EOS = "<|end|>"
 
 
-def llama_folder(
+TINY_CONFIGS: dict[str, dict[str, int]] = {
+    "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    "qwen2": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    ),
+    "mistral": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    ),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=2),
+}
+"""Tiny configurations of the architectures a run's model folder commonly has."""
+
+
+def model_folder(
     folder: Path,
     *,
+    model_type: str = "llama",
     vocab_size: int | None = None,
     positions: int = 256,
     weights: bool = True,
     chat_template: str | None = CHAT_TEMPLATE,
     eos: str | None = EOS,
 ) -> Path:
-    """A Llama-style model folder with a byte-level BPE tokenizer trained here on ``TEXT``: config,
-    safetensors weights (unless ``weights`` is off) and the tokenizer's files, as transformers writes
-    them. ``vocab_size`` overrides the model's (the tokenizer's size by default)."""
+    """A model folder (Llama-style by default) with a byte-level BPE tokenizer trained here on
+    ``TEXT``: config, safetensors weights (unless ``weights`` is off) and the tokenizer's files, as
+    transformers writes them. ``vocab_size`` overrides the model's (the tokenizer's size by default)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -63,19 +86,17 @@ def llama_folder(
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(folder)
-    config = LlamaConfig(
+    config = AutoConfig.for_model(
+        model_type,
         vocab_size=vocab_size or len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         max_position_embeddings=positions,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
+        **TINY_CONFIGS[model_type],
     )
     if weights:
         torch.manual_seed(7)
-        LlamaForCausalLM(config).save_pretrained(folder)
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     else:
         config.save_pretrained(folder)
     return folder
@@ -86,7 +107,7 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 
 
 def test_a_llama_folder_loads_with_its_own_tokenizer(tmp_path: Path) -> None:
-    folder = llama_folder(tmp_path / "llama")
+    folder = model_folder(tmp_path / "llama")
     source = resolve_model(str(folder))
     tokenizer = load_tokenizer(source)
     assert isinstance(tokenizer, HFTokenizer)
@@ -131,7 +152,7 @@ def test_a_llama_folder_loads_with_its_own_tokenizer(tmp_path: Path) -> None:
 def test_a_folder_without_weights_starts_from_the_seed_with_a_generation_config_made_for_it(
     tmp_path: Path,
 ) -> None:
-    source = resolve_model(str(llama_folder(tmp_path / "fresh", weights=False)))
+    source = resolve_model(str(model_folder(tmp_path / "fresh", weights=False)))
     assert source.weights_dir is None
     assert torch.equal(_flat(build_model(source, seed=1)), _flat(build_model(source, seed=1)))
     assert not torch.equal(_flat(build_model(source, seed=1)), _flat(build_model(source, seed=2)))
@@ -174,10 +195,10 @@ def _set_config(folder: Path, **values: object) -> None:
 
 
 def test_a_model_that_cannot_hold_its_tokenizer_or_the_sequence_is_one_line(tmp_path: Path) -> None:
-    short = resolve_model(str(llama_folder(tmp_path / "short", vocab_size=300, weights=False)))
+    short = resolve_model(str(model_folder(tmp_path / "short", vocab_size=300, weights=False)))
     with pytest.raises(ModelError, match=r"vocabulary of 300 tokens, fewer than the 400 of its tokenizer"):
         check_fits(short, seq_len=128)
-    source = resolve_model(str(llama_folder(tmp_path / "ok", positions=64, weights=False)))
+    source = resolve_model(str(model_folder(tmp_path / "ok", positions=64, weights=False)))
     check_fits(source, seq_len=64)
     with pytest.raises(ModelError, match="has 64 positions, fewer than the run's sequence length 65"):
         check_fits(source, seq_len=65)
@@ -187,7 +208,7 @@ def test_a_model_that_cannot_hold_its_tokenizer_or_the_sequence_is_one_line(tmp_
 
 
 def test_a_folder_without_its_tokenizer_is_refused_unless_it_is_byte_level(tmp_path: Path) -> None:
-    folder = llama_folder(tmp_path / "m", weights=False)
+    folder = model_folder(tmp_path / "m", weights=False)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         (folder / name).unlink()
     with pytest.raises(ModelError, match=r"has no tokenizer files .* its 400 token ids mean nothing"):
@@ -199,7 +220,7 @@ def test_a_folder_without_its_tokenizer_is_refused_unless_it_is_byte_level(tmp_p
 
 
 def test_model_types_and_weights_swarm_will_not_load(tmp_path: Path) -> None:
-    folder = llama_folder(tmp_path / "m")
+    folder = model_folder(tmp_path / "m")
     (folder / "model.safetensors").rename(folder / "other.safetensors")
     with pytest.raises(ModelError, match=r"holds other.safetensors but no model.safetensors"):
         resolve_model(str(folder))
@@ -221,7 +242,7 @@ def test_model_types_and_weights_swarm_will_not_load(tmp_path: Path) -> None:
 
 
 def test_weights_that_do_not_fit_their_config_are_one_line(tmp_path: Path) -> None:
-    folder = llama_folder(tmp_path / "m")
+    folder = model_folder(tmp_path / "m")
     _set_config(folder, num_hidden_layers=3)  # the weights have 2 layers
     with pytest.raises(ModelError, match=r"weights of model .* do not fit its config.json: .* missing"):
         build_model(resolve_model(str(folder)), seed=0)
@@ -237,20 +258,29 @@ def test_weights_that_do_not_fit_their_config_are_one_line(tmp_path: Path) -> No
 
 def test_tokenizers_without_an_end_of_sequence_or_a_usable_template_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="names no end-of-sequence token"):
-        load_tokenizer(resolve_model(str(llama_folder(tmp_path / "a", eos=None, weights=False))))
+        load_tokenizer(resolve_model(str(model_folder(tmp_path / "a", eos=None, weights=False))))
     plain = load_tokenizer(
-        resolve_model(str(llama_folder(tmp_path / "b", chat_template=None, weights=False)))
+        resolve_model(str(model_folder(tmp_path / "b", chat_template=None, weights=False)))
     )
     with pytest.raises(ModelError, match="has no chat template"):
         plain.render_chat([{"role": "user", "content": "hi"}])
     strict = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('a user speaks first') }}{% endif %}x"
     tokenizer = load_tokenizer(
-        resolve_model(str(llama_folder(tmp_path / "c", chat_template=strict, weights=False)))
+        resolve_model(str(model_folder(tmp_path / "c", chat_template=strict, weights=False)))
     )
     assert tokenizer.render_chat([{"role": "user", "content": "hi"}]) == "x"
     with pytest.raises(ModelError, match="refused a conversation: a user speaks first"):
         tokenizer.render_chat([{"role": "assistant", "content": "hi"}])
-    broken = tmp_path / "c"
+    custom = tmp_path / "c"
+    config = json.loads((custom / "tokenizer_config.json").read_text())
+    config.update(
+        tokenizer_class="MyTokenizer", auto_map={"AutoTokenizer": ["tokenization_my.MyTokenizer", None]}
+    )
+    (custom / "tokenizer_config.json").write_text(json.dumps(config))
+    (custom / "tokenization_my.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(ModelError, match=r"the tokenizer of .* does not load: .*custom code"):
+        load_tokenizer(resolve_model(str(custom)))
+    broken = model_folder(tmp_path / "d", weights=False)
     (broken / "tokenizer.json").write_text('{"model": "not a tokenizer"}')
     with pytest.raises(ModelError, match=r"the tokenizer of .* does not load"):
         load_tokenizer(resolve_model(str(broken)))
@@ -272,7 +302,7 @@ def test_a_hub_id_without_a_reachable_hub_is_one_clear_line_and_quick(tmp_path: 
     assert time.monotonic() - started < 2
     # A snapshot already in the cache is used when the Hub cannot be asked.
     snapshot = tmp_path / "models--someone--some-model" / "snapshots" / ("c" * 40)
-    llama_folder(snapshot, weights=False)
+    model_folder(snapshot, weights=False)
     (tmp_path / "models--someone--some-model" / "refs").mkdir()
     (tmp_path / "models--someone--some-model" / "refs" / "main").write_text("c" * 40)
     assert (
