@@ -202,6 +202,13 @@ class TrainingConfig:
         choices=("auto", "cpu", "cuda"),
         help="Where to train: auto is CUDA when present.",
     )
+    precision: str = setting(
+        "fp32",
+        group="training",
+        choices=("fp32", "bf16", "fp16"),
+        help="Arithmetic of this node's forward and backward passes: bf16 or fp16 autocast them (fp16 "
+        "with a loss scaler); the weights, the optimizer and x' stay fp32 whatever it is.",
+    )
     local_steps: int | None = setting(
         None,
         group="training",

@@ -5,6 +5,11 @@ Algorithm 1 of DESIGN.md for one member, with x' kept on the CPU in fp32:
     x'  <- x' + C[Delta]
 so that after a round x_i - x' is exactly what this member has not yet had averaged in.
 
+Precision (``--precision``, this node's own choice): the parameters, AdamW's state, x_i and x' are
+fp32 whatever it is; bf16 or fp16 only changes the arithmetic of the forward and backward passes
+(``torch.autocast``), and fp16's narrow range takes a loss scaler (``torch.amp.GradScaler``), which
+skips a step whose gradients overflowed.
+
 Shapes: flat vectors are ``[n]`` fp32 on the CPU, ``n`` = number of (unique) parameters.
 """
 
@@ -51,8 +56,20 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``--precision``: the dtype the forward and backward passes autocast to (None: plain fp32)."""
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """NodeError where ``device`` cannot compute in ``precision``."""
+    if precision not in PRECISIONS:
+        raise NodeError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise NodeError("--precision bf16: this GPU does not compute in bf16 (use fp16 or fp32)")
+
+
 def causal_lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Mean next-byte cross-entropy (nats) of ``batch`` ``[b, seq_len + 1]``."""
+    """Mean next-token cross-entropy (nats) of ``batch`` ``[b, seq_len + 1]``."""
     logits = model(input_ids=batch[:, :-1]).logits
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
 
@@ -73,7 +90,9 @@ class LocalTrainer:
         micro_batch: int | None,
         joiner_warmup_steps: int,
         max_grad_norm: float = 0.0,
+        precision: str = "fp32",
     ):
+        check_precision(precision, device)
         self.device = device
         self.model = model.to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -86,7 +105,9 @@ class LocalTrainer:
         self.batch_size = batch_size
         self.joiner_warmup_steps = joiner_warmup_steps
         self.max_grad_norm = max_grad_norm
-        self.bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.precision = precision
+        self.compute_dtype = PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.micro_batch = micro_batch or batch_size
         self.steps = 0
         self.samples = 0
@@ -175,7 +196,9 @@ class LocalTrainer:
         raise RuntimeError("not even a micro-batch of one sequence fits in GPU memory")
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        if self.compute_dtype is None:
+            return causal_lm_loss(self.model, batch)
+        with torch.autocast(device_type=self.device.type, dtype=self.compute_dtype):
             return causal_lm_loss(self.model, batch)
 
     def lr_for(self, global_step: float) -> float:
@@ -193,13 +216,21 @@ class LocalTrainer:
             group["lr"] = self.lr_for(global_step)
         total = 0.0
         chunks = batch.split(self.micro_batch)
+        scaler = self.scaler
         for chunk in chunks:
             loss = self._forward(chunk.to(self.device, non_blocking=True))
-            (loss * (chunk.shape[0] / batch.shape[0])).backward()
+            part = loss * (chunk.shape[0] / batch.shape[0])
+            (scaler.scale(part) if scaler is not None else part).backward()
             total += loss.item() * chunk.shape[0]
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)  # clip, and step, on the true gradients
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
+        if scaler is not None:
+            scaler.step(self.optimizer)  # skipped where a gradient overflowed fp16
+            scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         self.samples += batch.shape[0]

@@ -5,9 +5,16 @@
                        metadata, so no library version or hash-map order changes a byte
     config.json        the model's configuration (transformers format), sorted keys
     swarm.json         run id, round, global step, samples, and the run spec a joiner needs
+    tokenizer files    the run's tokenizer (tokenizer.json, tokenizer_config.json, ...: the run's
+                       model folder's own bytes, or the byte-level tokenizer of a byte-level model)
+    generation_config.json   the model folder's, or one naming the tokenizer's end-of-sequence id
 
-Loads with ``safetensors.torch.load_file(folder / "model.safetensors")``, and with
-``transformers.AutoModelForCausalLM.from_pretrained(folder)``.
+The tokenizer files and generation config come from ``swarm.models.build.companion_files``; the
+names a checkpoint may carry, and their caps, are ``swarm.models.folder.COMPANION_FILE_CAPS``.
+A checkpoint folder is a complete model folder: it loads with
+``safetensors.torch.load_file(folder / "model.safetensors")``, with
+``transformers.AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained``,
+and with ``pipeline("text-generation", model=folder)``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from swarm.checkpoint.bounds import CONFIG_FILE, MODEL_FILE, SWARM_FILE
 from swarm.compression.codecs import all_finite
 from swarm.dht.records import RunSpec
+from swarm.models.folder import COMPANION_FILE_CAPS
 
 
 def canonical_json(value: Any) -> bytes:
@@ -74,7 +82,15 @@ def checkpoint_files(
     round: int,
     global_step: int,
     swarm_samples: int,
+    model_files: Mapping[str, bytes] | None = None,
 ) -> dict[str, bytes]:
+    """The checkpoint's files: x' (``values``, flat in ``model``'s parameter order), the model's
+    configuration, the round's counters and spec, and ``model_files``, the run's tokenizer files and
+    generation config (``swarm.models.build.companion_files``), written as they are."""
+    extra = dict(model_files or {})
+    unknown = sorted(set(extra) - set(COMPANION_FILE_CAPS))
+    if unknown:
+        raise ValueError(f"a checkpoint carries no file named {unknown[0]!r} of the model's folder")
     swarm = {
         "format": 1,
         "run_id": run_id,
@@ -87,6 +103,7 @@ def checkpoint_files(
         MODEL_FILE: safetensors_bytes(named_views(model, values)),
         CONFIG_FILE: canonical_json(dict(model_config)),
         SWARM_FILE: canonical_json(swarm),
+        **extra,
     }
 
 
