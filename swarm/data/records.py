@@ -54,4 +54,4 @@ def record_text(value: object, *, where: str, field: str, render_chat: RenderCha
         except ValueError as e:
             raise DataError(f"{where}: the chat template refused this record ({e})") from None
     kind = type(value).__name__
-    raise DataError(f"{where}: field {field!r} is a {kind}, not text or a list of chat turns")
+    raise DataError(f"{where}: field {field!r} is not text or a list of chat turns (found {kind})")
