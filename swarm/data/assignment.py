@@ -109,7 +109,7 @@ class DataPosition:
         """Parse ``to_json``'s bytes; DataError when they are not a position."""
         try:
             raw = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raw = None
         pairs = raw.get("trained") if isinstance(raw, dict) else None
         epoch = raw.get("epoch") if isinstance(raw, dict) else None

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from swarm.data.documents import DEFAULT_DATA
 from swarm.data.errors import DataError
 
-DEFAULT_DATA = "stdlib"
 VOCAB_SIZE = 256
 EVAL_EVERY_NTH = 40
 """About one document in this many goes to the held-out eval split."""

@@ -80,7 +80,7 @@ def jsonl_documents(path: Path, *, field: str, render_chat: RenderChat | None) -
             where = f"{path}:{line_no}"
             try:
                 record = json.loads(line)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
                 raise DataError(f"{where}: not valid JSON ({reason})") from None
             if not isinstance(record, dict):

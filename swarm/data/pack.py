@@ -8,10 +8,10 @@ memory is never held whole. The last sequence of a split is completed with the s
 
 The held-out (eval) split is a rule on each document's own bytes, so it does not depend on file
 names, order or which other documents are present: a document is held out when the first 8 bytes of
-the sha256 of its UTF-8 text, read as a big-endian integer, are divisible by ``held_out_every``, until
-the held-out split holds ``max_eval_sequences`` if that is set (later documents all train). When no document
-qualifies (a small data set), the documents with the smallest such hash are held out instead, which
-takes a second pass over the documents. Identical documents always share a split.
+the sha256 of its UTF-8 text, read as a big-endian integer, are divisible by ``held_out_every`` (and,
+if ``max_eval_sequences`` is set, while the held-out split holds fewer sequences than that). When no
+document qualifies (a small data set), the documents with the smallest such hash are held out
+instead, which takes a second pass over the documents. Identical documents always share a split.
 
 The same documents and tokenizer give byte-identical shards and index on every machine: the bytes
 are integers in a fixed layout, and the index is canonical JSON (``swarm.data.shards``).
@@ -44,8 +44,8 @@ class PackConfig:
     seq_len: int
     """Tokens a model sees per sequence; each stored sequence holds ``seq_len + 1`` (inputs and targets)."""
     sequences_per_shard: int = 1024
-    """Sequences per shard file (the last shard of a split may hold fewer). Shards are the unit that
-    members are assigned and fetch: a data set should have more train shards than the run has members."""
+    """Sequences per shard file (the last shard of a split may hold fewer). Shards are what members
+    are assigned and fetch: with fewer train shards than members, members take turns by epoch."""
     held_out_every: int = 40
     """About one document in this many is held out for evaluation."""
     max_eval_sequences: int | None = None

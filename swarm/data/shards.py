@@ -134,7 +134,7 @@ class ShardIndex:
             raise DataError(f"{INDEX_NAME}: {len(data)} bytes, more than an index can be")
         try:
             raw = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DataError(f"{INDEX_NAME}: not valid JSON") from None
         return _parse_index(raw)
 
