@@ -1,4 +1,7 @@
-"""Byte-level corpora.
+"""Byte-level corpora held in memory: the API nodes use until they train on shards.
+
+The shard pipeline (``swarm.data.documents``, ``pack``, ``shards``, ``assignment``) replaces this
+module: it reads more formats, tokenizes with any tokenizer, and gives the same bytes to every member.
 
 The default corpus needs no download: the Python standard library's own source files (test suites
 and site-packages left out), read in sorted order. Local data may be text files (``.txt``, ``.md``,
@@ -20,17 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATA = "stdlib"
+from swarm.data.documents import DEFAULT_DATA
+from swarm.data.errors import DataError
+
 VOCAB_SIZE = 256
 EVAL_EVERY_NTH = 40
 """About one document in this many goes to the held-out eval split."""
 _TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ".csv", ".html", ".json", ".toml", ".yaml", ".yml"}
 _RECORD_SUFFIXES = {".jsonl", ".parquet"}
 _SEPARATOR = b"\n\x00\n"
-
-
-class DataError(ValueError):
-    """Local data that cannot be read as a corpus."""
 
 
 @dataclass(frozen=True)
