@@ -25,24 +25,13 @@ from swarm.checkpoint.manifest import ManifestError
 from swarm.checkpoint.service import fetch_artifact
 from swarm.dht.records import MemberRecord, members_key
 from swarm.models.build import PRESETS, ModelSource
+from swarm.models.folder import CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE_CAPS, WEIGHTS_INDEX_FILE
 from swarm.p2p import PEER_ERRORS, SwarmHost
 from swarm.peer_names import peer_from_name
 
 logger = logging.getLogger("swarm.node")
 
-MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-)
+MODEL_FILES = (CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_INDEX_FILE, *TOKENIZER_FILE_CAPS)
 """The files of a model folder that go into its artifact, besides its ``*.safetensors`` weights."""
 FETCH_ATTEMPTS = 30
 FETCH_RETRY_S = 2.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ class Checkpointing:
         model_config: Any,
         progress: Progress,
         metrics: NodeMetrics,
+        model_files: Mapping[str, bytes] | None = None,
     ) -> None:
         self.config = config
         self.run_id = config.run.run_id
@@ -93,6 +95,8 @@ class Checkpointing:
         self.copy = copy
         self.spec = spec
         self.model_config = model_config
+        self.model_files = dict(model_files or {})
+        """The run's tokenizer and generation files, written beside every checkpoint's weights."""
         self.progress = progress
         self.metrics = metrics
         self._publishing: asyncio.Task | None = None
@@ -136,6 +140,7 @@ class Checkpointing:
             files = checkpoint_files(
                 model=model, values=values, model_config=self.model_config, spec=self.spec,
                 run_id=run_id, round=round, global_step=global_step, swarm_samples=samples,
+                model_files=self.model_files,
             )  # fmt: skip
             manifest = build_manifest(files, run_id=run_id, round=round, global_step=global_step)
             service.store.add(manifest, files)
@@ -232,4 +237,6 @@ class Checkpointing:
         """Write x' as a model folder that ``--model`` (and ``transformers``) loads, for fine-tuning."""
         self.trainer.load_flat(self.copy.values)
         self.trainer.model.save_pretrained(path)  # type: ignore[operator]
+        for name, data in self.model_files.items():  # the tokenizer: a folder AutoTokenizer loads
+            (Path(path) / name).write_bytes(data)
         logger.info("saved x' of round %d to %s", self.copy.round, path)

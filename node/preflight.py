@@ -15,7 +15,7 @@ import torch
 
 from node.errors import NodeError
 from node.sections import NodeConfig
-from node.trainer import pick_device
+from node.trainer import check_precision, pick_device
 from swarm.data.corpus import DataError, check_sources
 from swarm.models.build import ModelError, check_fits, resolve_model
 
@@ -39,4 +39,6 @@ def check_before_start(config: NodeConfig) -> torch.device:
         raise NodeError(f"--data {e}") from None
     except ModelError as e:
         raise NodeError(str(e)) from None
-    return pick_device(config.training.device)
+    device = pick_device(config.training.device)
+    check_precision(config.training.precision, device)
+    return device

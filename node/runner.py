@@ -67,7 +67,14 @@ from swarm.data.corpus import Corpus, DataError, load_corpus
 from swarm.data.sampling import eval_batches
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
-from swarm.models.build import ModelError, build_model, check_fits, resolve_model
+from swarm.models.build import (
+    ModelError,
+    build_model,
+    check_fits,
+    companion_files,
+    load_tokenizer,
+    resolve_model,
+)
 from swarm.p2p import SwarmHost
 
 logger = logging.getLogger("swarm.node")
@@ -90,6 +97,9 @@ class LocalRun:
     device: torch.device
     trainer: LocalTrainer
     copy: GlobalCopy
+    model_files: dict[str, bytes]
+    """The tokenizer and generation files every checkpoint (and --save-model) carries, so that it
+    is a complete model folder."""
 
 
 class Node:
@@ -163,7 +173,8 @@ class Node:
         started.push_async_callback(asyncio.to_thread, coordinator.stop)
         checkpointing = Checkpointing(
             cfg, service=service, coordinator=coordinator, averager=averager, trainer=trainer, copy=copy,
-            spec=spec, model_config=local.model_config, progress=p, metrics=self.metrics,
+            spec=spec, model_config=local.model_config, model_files=local.model_files, progress=p,
+            metrics=self.metrics,
         )  # fmt: skip
         catch_up = CatchUp(
             cfg, host=host, averager=averager, copy=copy, trainer=trainer, spec=spec, checkpoints=service,
@@ -323,7 +334,8 @@ class Node:
         else:
             spec = adopted
         check_local_sources(cfg.run.run_id, spec, corpus, source)
-        check_fits(source, seq_len=spec.seq_len)  # a joiner's adopted model and sequence length
+        tokenizer = await asyncio.to_thread(load_tokenizer, source)
+        check_fits(source, seq_len=spec.seq_len, tokenizer=tokenizer)  # a joiner's adopted model too
         model = await asyncio.to_thread(build_model, source, seed=spec.seed)
         cap_gpu_memory(device, cfg.training.gpu_memory_gb)
         trainer = LocalTrainer(
@@ -337,6 +349,7 @@ class Node:
             batch_size=spec.batch_size,
             micro_batch=cfg.training.micro_batch,
             joiner_warmup_steps=cfg.training.joiner_warmup_steps if cfg.network.peers else 0,
+            precision=cfg.training.precision,
         )
         copy = GlobalCopy(trainer.flat())
         if adopted is None:
@@ -345,7 +358,7 @@ class Node:
         check_param_count(cfg.run.run_id, spec, copy.values.numel())
         return LocalRun(
             spec=spec, model_config=source.config, corpus=corpus, device=device,
-            trainer=trainer, copy=copy,
+            trainer=trainer, copy=copy, model_files=companion_files(source, tokenizer),
         )  # fmt: skip
 
     def _say_started(self, host: SwarmHost, local: LocalRun) -> None:

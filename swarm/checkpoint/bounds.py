@@ -6,8 +6,9 @@ light client trusts the peer it asks. So before a downloader creates a single fi
 must describe what a checkpoint of this run can be (``check_plausible``):
 
 - at most ``max_bytes`` in all: the user's absolute cap (``--max-checkpoint-gb``), whatever the run;
-- exactly the checkpoint's files (``swarm.checkpoint.files``): ``model.safetensors``, ``config.json``
-  and ``swarm.json``;
+- the checkpoint's files (``swarm.checkpoint.files``): ``model.safetensors``, ``config.json`` and
+  ``swarm.json``, and of the model's tokenizer and generation files (``swarm.models.folder``) only
+  those named there, each within its cap;
 - ``model.safetensors`` of the size ``param_count`` fp32 values take, plus a safetensors header of
   at most ``MAX_SAFETENSORS_HEADER_BYTES``, where the run's spec says its parameter count;
 - ``config.json`` and ``swarm.json`` within small caps;
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from swarm.checkpoint.manifest import CHECKPOINT, Manifest, ManifestError
+from swarm.models.folder import COMPANION_FILE_CAPS
 from swarm.settings import check, setting
 
 MODEL_FILE, CONFIG_FILE, SWARM_FILE = "model.safetensors", "config.json", "swarm.json"
@@ -116,14 +118,15 @@ def check_plausible(manifest: Manifest, *, param_count: int | None, max_bytes: i
             " (--max-checkpoint-gb)"
         )
     names = {f.name for f in manifest.files}
-    if names != CHECKPOINT_FILES:
+    if not names >= CHECKPOINT_FILES or not names - CHECKPOINT_FILES <= COMPANION_FILE_CAPS.keys():
         raise ManifestError(
-            f"a checkpoint holds {', '.join(sorted(CHECKPOINT_FILES))}; this manifest lists"
-            f" {', '.join(sorted(names))}"
+            f"a checkpoint holds {', '.join(sorted(CHECKPOINT_FILES))} and the model's tokenizer and"
+            f" generation files; this manifest lists {', '.join(sorted(names))}"
         )
     sizes = {f.name: f.size for f in manifest.files}
-    for name, cap in ((CONFIG_FILE, MAX_CONFIG_BYTES), (SWARM_FILE, MAX_SWARM_BYTES)):
-        if sizes[name] > cap:
+    caps = {CONFIG_FILE: MAX_CONFIG_BYTES, SWARM_FILE: MAX_SWARM_BYTES, **COMPANION_FILE_CAPS}
+    for name, cap in caps.items():
+        if sizes.get(name, 0) > cap:
             raise ManifestError(f"{name} of {sizes[name]} bytes is over its cap of {cap}")
     if param_count is not None:
         low, high = model_file_bytes(param_count)

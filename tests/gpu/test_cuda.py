@@ -1,4 +1,4 @@
-"""CUDA checks: bf16 training steps, the micro-batch probe, and x' staying bit-identical across devices.
+"""CUDA checks: training steps in bf16, fp16 (with its loss scaler) and fp32, the micro-batch probe, and x' staying bit-identical across devices.
 
 Skipped without a CUDA device (this project's CI machines have none; run them on a GPU box with
 ``python -m pytest tests/gpu``).
@@ -19,7 +19,7 @@ pytestmark = [
 ]
 
 
-def _trainer(device: str) -> LocalTrainer:
+def _trainer(device: str, precision: str = "fp32") -> LocalTrainer:
     return LocalTrainer(
         build_model(resolve_model("tiny"), seed=0),
         device=torch.device(device),
@@ -30,16 +30,20 @@ def _trainer(device: str) -> LocalTrainer:
         batch_size=8,
         micro_batch=None,
         joiner_warmup_steps=0,
+        precision=precision,
     )
 
 
-def test_cuda_step_uses_bf16_where_supported_and_learns() -> None:
-    trainer = _trainer("cuda")
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_cuda_steps_learn_in_each_precision_and_x_stays_fp32(precision: str) -> None:
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU does not compute in bf16")
+    trainer = _trainer("cuda", precision)
     batch = torch.randint(0, 256, (8, 65))
     assert trainer.auto_micro_batch(batch) >= 1
     losses = [trainer.step(batch, global_step=i) for i in range(5)]
-    assert trainer.bf16 == torch.cuda.is_bf16_supported()
     assert losses[-1] < losses[0]
+    assert trainer.flat().dtype == torch.float32
 
 
 def test_global_copy_is_bit_identical_for_a_cpu_and_a_gpu_member() -> None:

@@ -102,6 +102,13 @@ def test_pull_in_a_fresh_process_gets_the_members_exact_x_prime(swarm: Swarm, tm
     with torch.no_grad():
         loss = sum(causal_lm_loss(model, batch).item() for batch in evals) / len(evals)
     assert abs(loss - history[info["round"]]["eval_loss"]) < 1e-5
+    # A complete model folder: its tokenizer loads and transformers' pipeline generates from it.
+    from transformers import AutoTokenizer, pipeline
+
+    assert AutoTokenizer.from_pretrained(out)("def f(")["input_ids"] == list(b"def f(")
+    generate = pipeline("text-generation", model=str(out), device="cpu")
+    text = generate("def f(", max_new_tokens=12, do_sample=False)[0]["generated_text"]
+    assert text.startswith("def f("), text
     # --eval-local: a's working model x_a was evaluated with x' every time.
     evaluated = [h for h in history.values() if h.get("eval_loss") is not None]
     assert evaluated and all(math.isfinite(h["local_eval_loss"]) for h in evaluated)
