@@ -23,7 +23,6 @@ from swarm.checkpoint.service import ask_status
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
-from swarm.data.corpus import Corpus
 from swarm.dht.records import (
     ARTIFACT_FIELDS,
     RECORD_VERSION,
@@ -127,7 +126,13 @@ async def full_run_id(config: NodeConfig, host: SwarmHost) -> str:
 
 
 def spec_for(
-    run: RunConfig, *, model_hash: str, data_hash: str, initial_digest: str, model_artifact: str = ""
+    run: RunConfig,
+    *,
+    model_hash: str,
+    data_hash: str,
+    initial_digest: str,
+    model_artifact: str = "",
+    data_artifact: str = "",
 ) -> RunSpec:
     """The spec a node starting run ``run.run_id`` publishes: its settings, defaults filled in."""
     return RunSpec(
@@ -137,6 +142,7 @@ def spec_for(
         data_hash=data_hash,
         software=SOFTWARE,
         model_artifact=model_artifact,
+        data_artifact=data_artifact,
     )
 
 
@@ -294,12 +300,13 @@ def check_param_count(run_id: str, spec: RunSpec, param_count: int) -> None:
         )
 
 
-def check_local_sources(run_id: str, spec: RunSpec, corpus: Corpus, source: ModelSource) -> None:
-    """This node's data and model must be the ones the run's spec names (by hash)."""
-    if spec.data_hash != corpus.content_hash:
+def check_local_sources(run_id: str, spec: RunSpec, data: Any, source: ModelSource) -> None:
+    """This node's data and model must be the ones the run's spec names (by hash). ``data``: a
+    ``node.data.RunData`` (its description and content hash)."""
+    if spec.data_hash != data.content_hash:
         raise NodeError(
-            f"this node's data ({corpus.description}) differs from run {run_id!r}'s: hash"
-            f" {corpus.content_hash[:12]} != {spec.data_hash[:12]} (same files? same Python version for stdlib?)"
+            f"this node's data ({data.description}) differs from run {run_id!r}'s: hash"
+            f" {data.content_hash[:12]} != {spec.data_hash[:12]} (same files? same Python version for stdlib?)"
         )
     if spec.model_hash != source.config_hash:
         raise NodeError(f"this node's model {spec.model!r} has another configuration than run {run_id!r}'s")

@@ -7,6 +7,10 @@ names the artifact by its manifest hash. A joiner fetches it by that hash from i
 run's live members (any that hold it: every member serves what it holds), each chunk verified,
 keeps it in its artifact store (a restart fetches nothing again), and builds the model from its copy.
 A preset model (tiny, small, base) is code, the same on every machine: no artifact.
+
+The same holds for the run's data when the founder gives local files (``--data``): it tokenizes them
+once with the model's tokenizer and packs them into shards (``node.data``), published as the run's
+data artifact; joiners fetch the shards and train on the founder's token ids.
 """
 
 from __future__ import annotations
@@ -74,6 +78,22 @@ def publish_model(source: ModelSource, *, run_id: str, store: ArtifactStore, sta
     return manifest.hash
 
 
+def publish_folder(folder: Path, *, kind: str, run_id: str, store: ArtifactStore) -> str:
+    """Put ``folder`` (flat, made for the run: the packed data) into ``store`` as the run's ``kind``
+    artifact, then remove it; its manifest hash."""
+    try:
+        manifest = folder_manifest(folder, run_id=run_id, kind=kind)
+    except ArtifactError as e:
+        raise NodeError(f"cannot publish the run's {kind}: {e}") from None
+    store.add_folder(manifest, folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    logger.info(
+        "%s artifact %s… (%d files, %.1f MB) served to joiners",
+        kind, manifest.hash[:12], len(manifest.files), manifest.total_bytes / 1e6,
+    )  # fmt: skip
+    return manifest.hash
+
+
 async def providers_of(host: SwarmHost, run_id: str, peers: Sequence[str]) -> list[bytes]:
     """Who may hold the run's artifacts: the ``--peer`` nodes first, then the live members."""
     found = [peer_from_name(maddr.rsplit("/p2p/", 1)[1]) for maddr in peers]
@@ -92,28 +112,33 @@ async def providers_of(host: SwarmHost, run_id: str, peers: Sequence[str]) -> li
     return found
 
 
-async def fetch_model(
-    host: SwarmHost, *, digest: str, run_id: str, peers: Sequence[str], store: ArtifactStore, max_bytes: int
+async def fetch_run_artifact(
+    host: SwarmHost,
+    *,
+    kind: str,
+    digest: str,
+    run_id: str,
+    peers: Sequence[str],
+    store: ArtifactStore,
+    max_bytes: int,
 ) -> Path:
-    """The folder of the run's model artifact ``digest``: held, or fetched from the run's members."""
-    if store.manifest(digest) is not None:
-        return store.folder(digest)
+    """The folder of the run's ``kind`` artifact ``digest``: held, or fetched from the run's members."""
     errors: list[str] = []
     for attempt in range(FETCH_ATTEMPTS):
         providers = await providers_of(host, run_id, peers)
         try:
-            folder = await fetch_artifact(host, providers, digest, store, kind="model", max_bytes=max_bytes)
+            folder = await fetch_artifact(host, providers, digest, store, kind=kind, max_bytes=max_bytes)
             logger.info(
-                "fetched the run's model artifact %s… from %d provider(s)", digest[:12], len(providers)
+                "fetched the run's %s artifact %s… from %d provider(s)", kind, digest[:12], len(providers)
             )
             return folder
         except ManifestError as e:
-            raise NodeError(f"the run's model artifact is refused: {e}") from None
+            raise NodeError(f"the run's {kind} artifact is refused: {e}") from None
         except DownloadError as e:
             errors.append(str(e))
         if attempt < FETCH_ATTEMPTS - 1:
             await asyncio.sleep(FETCH_RETRY_S)
     raise NodeError(
-        f"no member served the run's model artifact {digest[:12]}… within"
+        f"no member served the run's {kind} artifact {digest[:12]}… within"
         f" {FETCH_ATTEMPTS * FETCH_RETRY_S:.0f} s ({errors[-1] if errors else 'no provider'})"
     )

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import torch
 
 from node.catch_up import CatchUp
 from node.checkpointing import Checkpointing
 from node.coordinator_link import CoordinatorLink
+from node.data import RunData
 from node.faults import FaultHooks
 from node.process import Controls
 from node.progress import Progress, Recorder
@@ -27,7 +27,6 @@ from swarm.averaging.outcome import Contribution, RoundOutcome, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.shards import gather
 from swarm.averaging.state import GlobalCopy
-from swarm.data.sampling import train_batch
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
 
@@ -35,20 +34,6 @@ logger = logging.getLogger("swarm.node")
 
 PAUSE_POLL_S = 0.2
 """A paused training thread looks this often whether it should stop, resume or start a round."""
-
-
-def batch_for(corpus_train: Any, spec: RunSpec, *, peer_id: bytes, round: int, step: int) -> torch.Tensor:
-    """The batch ``peer_id`` trains on at local ``step`` of ``round``: a pure function of the run's
-    seed and these, so a resumed node picks up its data where it left it."""
-    return train_batch(
-        corpus_train,
-        seq_len=spec.seq_len,
-        batch_size=spec.batch_size,
-        seed=spec.seed,
-        peer_id=peer_id,
-        round=round,
-        step=step,
-    )
 
 
 class TrainingLoop:
@@ -62,7 +47,7 @@ class TrainingLoop:
         averager: Averager,
         copy: GlobalCopy,
         spec: RunSpec,
-        corpus_train: Any,
+        data: RunData,
         evals: list[torch.Tensor],
         peer_id: bytes,
         controls: Controls,
@@ -83,7 +68,7 @@ class TrainingLoop:
         self.averager = averager
         self.copy = copy
         self.spec = spec
-        self.corpus_train = corpus_train
+        self.data = data
         self.evals = evals
         self.peer_id = peer_id
         self.controls = controls
@@ -158,9 +143,7 @@ class TrainingLoop:
                 return
             if training.max_steps is not None and p.steps >= training.max_steps:
                 return
-            batch = batch_for(
-                self.corpus_train, spec, peer_id=self.peer_id, round=copy.round, step=trainer.steps
-            )
+            batch = self.data.train_batch(spec, peer_id=self.peer_id, round=copy.round, step=trainer.steps)
             loss = trainer.step(batch, global_step=copy.global_step + p.steps_in_flight + p.steps_since_round)
             p.steps, p.samples, p.last_loss = trainer.steps, trainer.samples, loss
             p.steps_since_round += 1

@@ -40,13 +40,14 @@ from node.agreement import (
     identity_file,
     spec_for,
 )
-from node.artifacts import fetch_model, publish_model
+from node.artifacts import fetch_run_artifact, publish_folder, publish_model
 from node.catch_up import CatchUp
 from node.checkpointing import Checkpointing, status_response
 from node.coordinator_link import CoordinatorLink
+from node.data import RunData, WindowData, open_shards, pack_data
 from node.errors import EXIT_USAGE, NodeError
 from node.faults import FaultHooks
-from node.loop import TrainingLoop, batch_for
+from node.loop import TrainingLoop
 from node.network import Heartbeat, NetworkWatcher, start_host
 from node.preflight import check_before_start
 from node.process import Controls, cap_gpu_memory, handle_signals, limit_malloc_arenas, set_up_logging
@@ -63,8 +64,7 @@ from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.artifacts import ArtifactStore
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
-from swarm.data.corpus import Corpus, DataError, load_corpus
-from swarm.data.sampling import eval_batches
+from swarm.data.corpus import DEFAULT_DATA, DataError, load_corpus
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
 from swarm.models.build import (
@@ -93,7 +93,7 @@ class LocalRun:
 
     spec: RunSpec
     model_config: Any
-    corpus: Corpus
+    data: RunData
     device: torch.device
     trainer: LocalTrainer
     copy: GlobalCopy
@@ -190,7 +190,7 @@ class Node:
         self._say_started(host, local)
         evals = await self._prepare_training(host, local)
         loop = TrainingLoop(
-            cfg, trainer=trainer, averager=averager, copy=copy, spec=spec, corpus_train=local.corpus.train,
+            cfg, trainer=trainer, averager=averager, copy=copy, spec=spec, data=local.data,
             evals=evals, peer_id=host.peer_id, controls=self.controls, schedule=self.schedule,
             catch_up=catch_up, checkpointing=checkpointing, coordinator=coordinator,
             recorder=Recorder(p, self.metrics, averager, self.schedule), faults=faults, progress=p,
@@ -307,17 +307,39 @@ class Node:
         # The run's model and data come from the DHT for joiners; read it before loading anything.
         adopted = await agreement.find()
         run_values = adopted or cfg.run.resolved()
-        if adopted is not None and adopted.model_artifact:
-            folder = await fetch_model(
-                agreement.host, digest=adopted.model_artifact, run_id=cfg.run.run_id, peers=cfg.network.peers,
+
+        async def fetched(kind: str, digest: str) -> Path:
+            return await fetch_run_artifact(
+                agreement.host, kind=kind, digest=digest, run_id=cfg.run.run_id, peers=cfg.network.peers,
                 store=artifacts, max_bytes=cfg.checkpoints.max_bytes,
             )  # fmt: skip
-            source = resolve_model(str(folder))
+
+        if adopted is not None and adopted.model_artifact:
+            source = resolve_model(str(await fetched("model", adopted.model_artifact)))
         else:
             source = resolve_model(run_values.model)
-        corpus = await asyncio.to_thread(
-            load_corpus, list(run_values.data), max_bytes=cfg.training.max_data_bytes
-        )
+        tokenizer = await asyncio.to_thread(load_tokenizer, source)
+        data: RunData
+        data_artifact = ""
+        if adopted is not None and adopted.data_artifact:
+            folder = await fetched("data", adopted.data_artifact)
+            data = await asyncio.to_thread(open_shards, folder)
+        elif adopted is None and list(run_values.data) != [DEFAULT_DATA]:
+            # The founder tokenizes its data set once, with the model's tokenizer; joiners fetch the shards.
+            packed = await asyncio.to_thread(
+                pack_data, run_values.data, tokenizer, scratch / "data-artifact", seq_len=run_values.seq_len,
+                max_bytes=cfg.training.max_data_bytes,
+            )  # fmt: skip
+            data_artifact = await asyncio.to_thread(
+                publish_folder, packed.folder, kind="data", run_id=cfg.run.run_id, store=artifacts
+            )
+            folder = artifacts.folder(data_artifact)
+            data = await asyncio.to_thread(open_shards, folder)
+        else:
+            corpus = await asyncio.to_thread(
+                load_corpus, list(run_values.data), max_bytes=cfg.training.max_data_bytes
+            )
+            data = WindowData(corpus)
         # The starting node publishes its spec once x' exists (the spec names x's digest).
         if adopted is None:
             model_artifact = await asyncio.to_thread(
@@ -328,13 +350,12 @@ class Node:
                 staging=scratch / "model-artifact",
             )
             spec = spec_for(
-                cfg.run, model_hash=source.config_hash, data_hash=corpus.content_hash, initial_digest="",
-                model_artifact=model_artifact,
+                cfg.run, model_hash=source.config_hash, data_hash=data.content_hash, initial_digest="",
+                model_artifact=model_artifact, data_artifact=data_artifact,
             )  # fmt: skip
         else:
             spec = adopted
-        check_local_sources(cfg.run.run_id, spec, corpus, source)
-        tokenizer = await asyncio.to_thread(load_tokenizer, source)
+        check_local_sources(cfg.run.run_id, spec, data, source)
         check_fits(source, seq_len=spec.seq_len, tokenizer=tokenizer)  # a joiner's adopted model too
         model = await asyncio.to_thread(build_model, source, seed=spec.seed)
         cap_gpu_memory(device, cfg.training.gpu_memory_gb)
@@ -357,7 +378,7 @@ class Node:
             await agreement.publish(spec)
         check_param_count(cfg.run.run_id, spec, copy.values.numel())
         return LocalRun(
-            spec=spec, model_config=source.config, corpus=corpus, device=device,
+            spec=spec, model_config=source.config, data=data, device=device,
             trainer=trainer, copy=copy, model_files=companion_files(source, tokenizer),
         )  # fmt: skip
 
@@ -377,21 +398,16 @@ class Node:
             local.spec.model,
             local.copy.values.numel(),
             local.device,
-            local.corpus.description,
+            local.data.description,
             local.spec.codec,
         )
 
     async def _prepare_training(self, host: SwarmHost, local: LocalRun) -> list[torch.Tensor]:
         """Size the micro-batch on a real batch; the held-out batches every evaluation uses."""
-        spec, corpus = local.spec, local.corpus
-        sample = batch_for(corpus.train, spec, peer_id=host.peer_id, round=0, step=0)
+        spec, data = local.spec, local.data
+        sample = data.train_batch(spec, peer_id=host.peer_id, round=0, step=0)
         await asyncio.to_thread(local.trainer.auto_micro_batch, sample)
-        return eval_batches(
-            corpus.eval,
-            seq_len=spec.seq_len,
-            batch_size=spec.batch_size,
-            num_batches=self.config.training.eval_batches,
-        )
+        return data.eval_batches(spec, self.config.training.eval_batches)
 
 
 async def _run_async(config: NodeConfig) -> int:

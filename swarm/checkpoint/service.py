@@ -334,7 +334,9 @@ async def fetch_artifact(
     """The folder of the run's artifact ``manifest_hash`` (of ``kind``): from ``store`` when held, else
     downloaded from ``providers`` (each chunk verified, resumable) and kept there. ManifestError for
     a manifest of another kind or over ``max_bytes``; DownloadError when no provider delivers it."""
-    if store.manifest(manifest_hash) is not None:
+    held = store.manifest(manifest_hash)
+    if held is not None:
+        check_artifact(held, kind=kind, max_bytes=max_bytes)
         return store.folder(manifest_hash)
 
     def wanted(manifest: Manifest) -> None:

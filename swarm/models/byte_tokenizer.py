@@ -101,6 +101,11 @@ class ByteTokenizer:
         """The hash of the tokenizer files a byte-level checkpoint carries (``byte_tokenizer_files``)."""
         return files_hash(byte_tokenizer_files())
 
+    @property
+    def identity(self) -> str:
+        """``content_hash``, as the data pipeline's tokenizer interface names it (``swarm.data.tokenizer``)."""
+        return self.content_hash
+
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         return [list(text.encode("utf-8")) for text in texts]
 

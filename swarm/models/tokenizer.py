@@ -43,6 +43,11 @@ class HFTokenizer:
         self.bos_id: int | None = bos if isinstance(bos, int) else None
         self.content_hash = files_hash(files)
 
+    @property
+    def identity(self) -> str:
+        """``content_hash``, as the data pipeline's tokenizer interface names it (``swarm.data.tokenizer``)."""
+        return self.content_hash
+
     @classmethod
     def load(cls, folder: Path, *, name: str | None = None) -> HFTokenizer:
         """The tokenizer of ``folder`` (ModelError, one line, where it has none or it cannot load)."""

@@ -200,8 +200,13 @@ def test_bytes_that_are_not_the_request_message_are_invalid_arguments(served: Se
 
 
 def test_an_oversized_request_is_refused_by_size(served: Served) -> None:
-    request = announcement(1, "peerA", manifest=b"x" * (5 * 1024 * 1024))
-    assert code_of(lambda: served.client.announce(request)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The client refuses to sign a write over the bound; a client that sends one anyway is refused
+    # by its size, before anything is parsed.
+    with pytest.raises(ValueError, match="over its bound"):
+        served.client.announce(announcement(1, "peerA", manifest=b"x" * (5 * 1024 * 1024)))
+    huge = pb.SignedWrite(run_id=RUN, peer_id=A, header=b"x" * (5 * 1024 * 1024), signature=b"")
+    call = served.client._stub.AnnounceCheckpoint
+    assert code_of(lambda: call(huge, timeout=10)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_health_and_reflection(served: Served) -> None:

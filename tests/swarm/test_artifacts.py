@@ -66,3 +66,72 @@ def test_a_joiner_with_only_peer_fetches_the_founders_model_even_once_the_founde
     }
     moved = tmp_path / "founder" / "moved"
     assert (held / "model.safetensors").read_bytes() == (moved / "model.safetensors").read_bytes()
+
+
+def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized_data(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    """Issue 30's scenario: the founder has, in a folder nobody else has, a Llama-style model with a BPE
+    tokenizer trained here and a JSONL data set. Two volunteers with only --peer fetch both (the data
+    as the founder's token ids), train, agree with it on x' in every shared round; the eval loss falls;
+    the pulled checkpoint generates text through transformers' pipeline."""
+    import signal
+    import subprocess
+    import sys
+    import sysconfig
+
+    from tests.unit.test_models import model_folder
+
+    founder = tmp_path / "founder"
+    model = model_folder(founder / "my-model")
+    sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("[a-c]*.py"))[:40]
+    with open(founder / "train.jsonl", "w") as out:
+        for path in sources:
+            for block in path.read_text(errors="replace").split("\n\n"):
+                if block.strip():
+                    out.write(json.dumps({"text": block}) + "\n")
+    args = [
+        *COMMON,
+        "--seq-len",
+        "64",
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--until-round",
+        "400",
+    ]
+    a = swarm.start(
+        "a", "--run-id", "tuned", "--model", str(model), "--data", str(founder / "train.jsonl"), *args
+    )
+    peer = swarm.first_maddr(a)
+    a.wait_for(lambda s: s.get("state") == "training", timeout_s=180, what="training")
+    founder.rename(tmp_path / "gone")  # nothing of the founder's is at its paths any more
+    b = swarm.start("b", "--peer", peer, *args)
+    c = swarm.start("c", "--peer", peer, *args)
+    b.wait_for(lambda s: s.get("round", 0) >= 6, timeout_s=300, what="round 6")
+    out = tmp_path / "pulled"
+    pulled = subprocess.run(
+        [sys.executable, "-m", "node", "pull", "--peer", swarm.first_maddr(b), "--out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr + pulled.stdout
+    for node in (a, b, c):
+        node.process.send_signal(signal.SIGTERM)
+    for node in (a, b, c):
+        assert node.wait_exit(300) == 0, node.log_tail()
+    for node in (b, c):
+        log = node.log.read_text()
+        assert "fetched the run's model artifact" in log and "fetched the run's data artifact" in log
+    summaries = [n.summary() for n in (a, b, c)]
+    digests = [_digests(s) for s in summaries]
+    for other in digests[1:]:
+        shared = set(digests[0]) & set(other)
+        assert len(shared) >= 2 and all(digests[0][r] == other[r] for r in shared), (digests[0], other)
+    evals = [h["eval_loss"] for h in summaries[0]["history"] if h.get("eval_loss") is not None]
+    assert len(evals) >= 2 and evals[-1] < evals[0], evals
+    from transformers import pipeline
+
+    generate = pipeline("text-generation", model=str(out), device="cpu")
+    text = generate("def ", max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    assert text.startswith("def "), text
