@@ -113,11 +113,17 @@ class ShardData:
 
 
 def pack_data(
-    sources: tuple[str, ...], tokenizer: TextTokenizer, out: Path, *, seq_len: int, max_bytes: int
+    sources: tuple[str, ...],
+    tokenizer: TextTokenizer,
+    out: Path,
+    *,
+    seq_len: int,
+    max_bytes: int,
+    field: str = "text",
 ) -> ShardSet:
     """The founder's one tokenization of the run's data set into shards at ``out``."""
     build_shards(
-        lambda: read_documents(sources, render_chat=tokenizer.render_chat, max_bytes=max_bytes),
+        lambda: read_documents(sources, field=field, render_chat=tokenizer.render_chat, max_bytes=max_bytes),
         tokenizer,
         out,
         PackConfig(seq_len=seq_len),

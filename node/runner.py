@@ -328,7 +328,7 @@ class Node:
             # The founder tokenizes its data set once, with the model's tokenizer; joiners fetch the shards.
             packed = await asyncio.to_thread(
                 pack_data, run_values.data, tokenizer, scratch / "data-artifact", seq_len=run_values.seq_len,
-                max_bytes=cfg.training.max_data_bytes,
+                max_bytes=cfg.training.max_data_bytes, field=run_values.data_field,
             )  # fmt: skip
             data_artifact = await asyncio.to_thread(
                 publish_folder, packed.folder, kind="data", run_id=cfg.run.run_id, store=artifacts

@@ -43,7 +43,17 @@ class RunSettings:
         max_items=64,
         metavar="PATH",
         help="Training data, repeatable: stdlib (the embedded corpus) or local text, JSONL or "
-        "Parquet files and folders.",
+        "Parquet files and folders, or a datasets folder (save_to_disk). Local data is tokenized once "
+        "by the run's first node and served to the others.",
+    )
+    data_field: str = setting(
+        "text",
+        group="run",
+        max_chars=128,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        metavar="NAME",
+        help="The field of JSONL, Parquet and datasets records that holds the text (a list of "
+        "{role, content} messages is rendered with the tokenizer's chat template).",
     )
     codec: str = setting(
         "fp32",

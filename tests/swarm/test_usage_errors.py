@@ -25,6 +25,7 @@ import torch
 
 from tests.processes import kill_groups
 from tests.swarm.conftest import Swarm
+from tests.unit.test_models import model_folder
 
 pytestmark = pytest.mark.swarm
 
@@ -100,6 +101,9 @@ def _taken_port() -> socket.socket:
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Case, Outcome]]]:
     work = tmp_path_factory.mktemp("usage")
     (work / "data.bin").write_bytes(b"\x00\x01")
+    records, empty = work / "records.jsonl", work / "empty.jsonl"
+    records.write_text("".join(json.dumps({"body": f"document {i}"}) + "\n" for i in range(10)))
+    empty.write_text("")
     metrics, listen = _taken_port(), _taken_port()
     metrics_port, listen_port = metrics.getsockname()[1], listen.getsockname()[1]
     cases = {
@@ -118,8 +122,16 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
             ("--host-maddr", f"/ip4/127.0.0.1/tcp/{listen_port}", "--host-maddr", "/ip4/127.0.0.1/tcp/0"),
             (f"--host-maddr /ip4/127.0.0.1/tcp/{listen_port}", f"port {listen_port} is in use"),
         ),
-        "vocabulary too small": Case(
-            ("--model", _model_folder(work / "small-vocab", vocab_size=100)), ("vocabulary of 100", "256")
+        "vocabulary smaller than the tokenizer's": Case(
+            ("--model", str(model_folder(work / "small-vocab", vocab_size=100, weights=False))),
+            ("vocabulary of 100", "400 of its tokenizer"),
+        ),
+        "a data field that does not exist": Case(
+            ("--data", str(records), "--data-field", "content"), ("no field 'content'", "fields: 'body'")
+        ),
+        "an empty data set": Case(("--data", str(empty)), ("the data set is empty",)),
+        "a tokenizer missing from the folder": Case(
+            ("--model", _model_folder(work / "no-tokenizer", vocab_size=100)), ("has no tokenizer files",)
         ),
         # A full run id pins its creator's key: only that key may start (or restart) it alone.
         "another peer's run": Case(
@@ -165,7 +177,10 @@ CASES = [
     "metrics port in use",
     "listen port in use",
     "one listen port of two in use",
-    "vocabulary too small",
+    "vocabulary smaller than the tokenizer's",
+    "a tokenizer missing from the folder",
+    "a data field that does not exist",
+    "an empty data set",
     "positions too few",
     "cuda without CUDA",
     "contradicting the run",
