@@ -76,6 +76,10 @@ class ServeConfig:
     served: tuple[ServedRun, ...] = field(init=False, default=())
     """``runs``, parsed."""
 
+    @property
+    def max_checkpoint_bytes(self) -> int:
+        return int(self.max_checkpoint_gb * 2**30)
+
     def __post_init__(self) -> None:
         from coordinator.core import ServedRun
 
@@ -125,7 +129,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         if config.archive is not None:
             archiver = Archiver(
                 config.archive, config.peers, store, metrics, keep=config.archive_keep,
-                max_bytes=int(config.max_checkpoint_gb * 2**30),
+                max_bytes=config.max_checkpoint_bytes,
             )  # fmt: skip
             archiver.start()
             archive_host = ArchiveHost(
@@ -137,7 +141,7 @@ def serve(config: ServeConfig, stop: threading.Event | None = None) -> None:
         limits = Limits(
             per_address=Rate(rate=config.rate_per_address, burst=10 * config.rate_per_address),
             per_run=Rate(rate=config.rate_per_run, burst=5 * config.rate_per_run),
-            max_checkpoint_bytes=int(config.max_checkpoint_gb * 2**30),
+            max_checkpoint_bytes=config.max_checkpoint_bytes,
         )
         core = Coordinator(
             store, runs=config.served, limits=limits,

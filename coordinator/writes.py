@@ -138,11 +138,7 @@ def served_target(target: str) -> bool:
     resolve anywhere) that ``scrapeable`` allows. Rows written before targets were derived from the
     source address are checked again here."""
     host, _, port = target.rpartition(":")
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return port.isdigit() and 0 < int(port) <= 65535 and scrapeable(address)
+    return port.isdigit() and 0 < int(port) <= 65535 and bool(_shown_host(host.strip("[]")))
 
 
 def scrapeable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -52,41 +52,31 @@ def model_artifact_files(source: ModelSource) -> list[Path]:
     return files + sorted(p for p in folder.glob("*.safetensors") if p.is_file())
 
 
-def publish_model(source: ModelSource, *, run_id: str, store: ArtifactStore, staging: Path) -> str:
+def publish_model(source: ModelSource, *, run_id: str, store: ArtifactStore) -> str:
     """Put ``source``'s folder into ``store`` as the run's model artifact; its manifest hash ("" for a
-    preset). ``staging`` is an empty scratch folder (the chosen files are linked there, or copied
-    across file systems, so the artifact holds them and nothing else)."""
+    preset). The chosen files are linked into a staging folder of the store (copied across file
+    systems), so that the artifact holds them and nothing else."""
     files = model_artifact_files(source)
     if not files:
         return ""
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = store.staging_folder("model")
     for path in files:
         try:
             os.link(path, staging / path.name)
         except OSError:
             shutil.copyfile(path, staging / path.name)
-    try:
-        manifest = folder_manifest(staging, run_id=run_id, kind="model")
-    except ArtifactError as e:
-        raise NodeError(f"cannot publish model {source.name!r}: {e}") from None
-    store.add_folder(manifest, staging)
-    shutil.rmtree(staging, ignore_errors=True)
-    size = manifest.total_bytes / 1e6
-    logger.info(
-        "model artifact %s… (%d files, %.1f MB) served to joiners", manifest.hash[:12], len(files), size
-    )
-    return manifest.hash
+    return publish_folder(staging, kind="model", run_id=run_id, store=store)
 
 
 def publish_folder(folder: Path, *, kind: str, run_id: str, store: ArtifactStore) -> str:
-    """Put ``folder`` (flat, made for the run: the packed data) into ``store`` as the run's ``kind``
-    artifact, then remove it; its manifest hash."""
+    """Adopt ``folder`` (built in a staging folder of ``store``, flat, made for the run) as the run's
+    ``kind`` artifact, by renaming it; its manifest hash."""
     try:
         manifest = folder_manifest(folder, run_id=run_id, kind=kind)
     except ArtifactError as e:
+        shutil.rmtree(folder, ignore_errors=True)
         raise NodeError(f"cannot publish the run's {kind}: {e}") from None
-    store.add_folder(manifest, folder)
-    shutil.rmtree(folder, ignore_errors=True)
+    store.adopt(manifest, folder)
     logger.info(
         "%s artifact %s… (%d files, %.1f MB) served to joiners",
         kind, manifest.hash[:12], len(manifest.files), manifest.total_bytes / 1e6,

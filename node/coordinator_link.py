@@ -11,7 +11,6 @@ import asyncio
 import logging
 import math
 import time
-from pathlib import Path
 
 import torch
 from google.protobuf.message import DecodeError
@@ -53,9 +52,18 @@ class CoordinatorLink:
     """This node's link to the run's coordinator, once it knows one."""
 
     def __init__(
-        self, config: NodeConfig, *, host: SwarmHost, device: torch.device, progress: Progress, started: float
+        self,
+        config: NodeConfig,
+        *,
+        host: SwarmHost,
+        device: torch.device,
+        progress: Progress,
+        started: float,
+        credential: bytes = b"",
     ) -> None:
         self.config = config
+        self.credential = credential
+        """This node's credential in a closed run (its writes carry it), as the run's gate read it."""
         self.host = host
         self.device = device
         self.progress = progress
@@ -101,14 +109,8 @@ class CoordinatorLink:
         if self.host.signing_key is None:
             logger.warning("no Ed25519 identity: this node cannot sign reports, so it does not report")
             return
-        credential = b""
-        if cfg.network.credential is not None:
-            try:
-                credential = Path(cfg.network.credential).read_bytes()
-            except OSError as e:  # read and checked when the node joined; report without it
-                logger.warning("--credential %s: %s; reports go without it", cfg.network.credential, e)
         self.reporter = Reporter(
-            address, key=self.host.signing_key, credential=credential,
+            address, key=self.host.signing_key, credential=self.credential,
             run_id=cfg.run.run_id, peer_id=self.host.peer_name, device=describe_device(self.device),
             metrics_url=metrics_url, addrs=tuple(m.split("/p2p/")[0] for m in self.progress.maddrs),
             on_archive_pointers=arrived,

@@ -12,20 +12,18 @@ node picks up where it left, and both give every node the same held-out batches.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from swarm.data.batches import held_out_batches, train_tensor
+from swarm.data.batches import held_out_batches, sequence_refs, train_tensor
 from swarm.data.corpus import Corpus
 from swarm.data.documents import read_documents
 from swarm.data.pack import PackConfig, build_shards
-from swarm.data.sampling import eval_batches, train_batch
-from swarm.data.shards import SequenceRef, ShardSet
+from swarm.data.sampling import batch_rng, eval_batches, train_batch
+from swarm.data.shards import ShardSet
 from swarm.data.tokenizer import TextTokenizer
 from swarm.dht.records import RunSpec
 
@@ -93,20 +91,9 @@ class ShardData:
 
     def train_batch(self, spec: RunSpec, *, peer_id: bytes, round: int, step: int) -> torch.Tensor:
         sizes = self.shards.index.train.sizes
-        material = hashlib.sha256(
-            spec.seed.to_bytes(8, "big", signed=True)
-            + peer_id
-            + round.to_bytes(8, "big")
-            + step.to_bytes(8, "big")
-        ).digest()
-        rng = np.random.default_rng(int.from_bytes(material[:16], "big"))
-        starts = np.cumsum([0, *sizes])
-        picks = rng.integers(0, int(starts[-1]), size=spec.batch_size)
-        refs = []
-        for sequence in picks.tolist():
-            shard = int(np.searchsorted(starts, sequence, side="right")) - 1
-            refs.append(SequenceRef(shard, sequence - int(starts[shard])))
-        return train_tensor(self.shards, refs)
+        rng = batch_rng(seed=spec.seed, peer_id=peer_id, round=round, step=step)
+        picks = rng.integers(0, sum(sizes), size=spec.batch_size).tolist()
+        return train_tensor(self.shards, sequence_refs(sizes, picks))
 
     def eval_batches(self, spec: RunSpec, num_batches: int) -> list[torch.Tensor]:
         return held_out_batches(self.shards, batch_size=spec.batch_size, num_batches=num_batches)
@@ -120,15 +107,14 @@ def pack_data(
     seq_len: int,
     max_bytes: int,
     field: str = "text",
-) -> ShardSet:
-    """The founder's one tokenization of the run's data set into shards at ``out``."""
+) -> None:
+    """The founder's one tokenization of the run's data set into a new shard folder ``out``."""
     build_shards(
         lambda: read_documents(sources, field=field, render_chat=tokenizer.render_chat, max_bytes=max_bytes),
         tokenizer,
         out,
         PackConfig(seq_len=seq_len),
     )
-    return ShardSet.open(out)
 
 
 def open_shards(folder: Path) -> ShardData:

@@ -151,7 +151,7 @@ class Node:
         agreement = RunAgreement(cfg, host)
         store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else scratch / "checkpoints"
         artifacts = ArtifactStore(store_dir / ARTIFACTS_FOLDER)
-        local = await self._agree(agreement, device, artifacts, scratch)
+        local = await self._agree(agreement, device, artifacts)
         spec, trainer, copy = local.spec, local.trainer, local.copy
         gate = agreement.gate(spec)
         faults = FaultHooks(cfg.fault, peer=host.peer_name)
@@ -169,7 +169,14 @@ class Node:
             artifacts=artifacts,
         )
         await service.start()
-        coordinator = CoordinatorLink(cfg, host=host, device=local.device, progress=p, started=self.started)
+        coordinator = CoordinatorLink(
+            cfg,
+            host=host,
+            device=local.device,
+            progress=p,
+            started=self.started,
+            credential=gate.own_credential,
+        )
         started.push_async_callback(asyncio.to_thread, coordinator.stop)
         checkpointing = Checkpointing(
             cfg, service=service, coordinator=coordinator, averager=averager, trainer=trainer, copy=copy,
@@ -296,7 +303,7 @@ class Node:
         )
 
     async def _agree(
-        self, agreement: RunAgreement, device: torch.device, artifacts: ArtifactStore, scratch: Path
+        self, agreement: RunAgreement, device: torch.device, artifacts: ArtifactStore
     ) -> LocalRun:
         """Agree with the swarm on the run, and load what it trains on ``device``: data, model, x_i and x'.
 
@@ -326,13 +333,15 @@ class Node:
             data = await asyncio.to_thread(open_shards, folder)
         elif adopted is None and list(run_values.data) != [DEFAULT_DATA]:
             # The founder tokenizes its data set once, with the model's tokenizer; joiners fetch the shards.
-            packed = await asyncio.to_thread(
-                pack_data, run_values.data, tokenizer, scratch / "data-artifact", seq_len=run_values.seq_len,
+            packed = artifacts.staging_folder("data") / "shards"  # build_shards makes it
+            await asyncio.to_thread(
+                pack_data, run_values.data, tokenizer, packed, seq_len=run_values.seq_len,
                 max_bytes=cfg.training.max_data_bytes, field=run_values.data_field,
             )  # fmt: skip
             data_artifact = await asyncio.to_thread(
-                publish_folder, packed.folder, kind="data", run_id=cfg.run.run_id, store=artifacts
+                publish_folder, packed, kind="data", run_id=cfg.run.run_id, store=artifacts
             )
+            shutil.rmtree(packed.parent, ignore_errors=True)
             folder = artifacts.folder(data_artifact)
             data = await asyncio.to_thread(open_shards, folder)
         else:
@@ -343,11 +352,7 @@ class Node:
         # The starting node publishes its spec once x' exists (the spec names x's digest).
         if adopted is None:
             model_artifact = await asyncio.to_thread(
-                publish_model,
-                source,
-                run_id=cfg.run.run_id,
-                store=artifacts,
-                staging=scratch / "model-artifact",
+                publish_model, source, run_id=cfg.run.run_id, store=artifacts
             )
             spec = spec_for(
                 cfg.run, model_hash=source.config_hash, data_hash=data.content_hash, initial_digest="",

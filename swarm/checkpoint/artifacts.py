@@ -134,13 +134,22 @@ class ArtifactStore:
                 self._install(manifest, tmp)
         return self.folder(digest)
 
+    def staging_folder(self, name: str) -> Path:
+        """An empty folder inside the store where this node builds an artifact of its own (the
+        founder's model and data), to ``adopt`` by renaming, never by a second copy."""
+        folder = self.root / f".staging-{name}-{os.getpid()}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return folder
+
     def download_folder(self, digest: str) -> Path:
         """Where a download of ``digest`` lands before ``adopt`` (its ``.partial`` sibling survives a
         crash, so a restarted download keeps the chunks it had)."""
         return self.root / f".download-{digest}"
 
     def adopt(self, manifest: Manifest, folder: Path) -> Path:
-        """Take a complete, verified download (``download_folder``) into the store."""
+        """Take a complete folder (a verified download, or one built in ``staging_folder``) into the
+        store, by renaming it."""
         with self._lock:
             (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
             self._install(manifest, folder)

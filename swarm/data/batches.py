@@ -26,10 +26,14 @@ def held_out_refs(sizes: Sequence[int], *, count: int) -> list[SequenceRef]:
     total = sum(sizes)
     if total < 1:
         raise ValueError("the eval split holds no sequence")
+    return sequence_refs(sizes, [i * total // count if total >= count else i % total for i in range(count)])
+
+
+def sequence_refs(sizes: Sequence[int], sequences: Sequence[int]) -> list[SequenceRef]:
+    """Where each of ``sequences`` (numbered across a split's shards of ``sizes``) lies."""
     starts = list(itertools.accumulate(sizes, initial=0))
     refs = []
-    for i in range(count):
-        sequence = i * total // count if total >= count else i % total
+    for sequence in sequences:
         shard = bisect.bisect_right(starts, sequence) - 1
         refs.append(SequenceRef(shard, sequence - starts[shard]))
     return refs

@@ -20,16 +20,22 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tens
     return torch.from_numpy(tokens[index].astype(np.int64))
 
 
+def batch_rng(*, seed: int, peer_id: bytes, round: int, step: int) -> np.random.Generator:
+    """The generator of ``peer_id``'s batch at ``step`` of ``round``: a pure function of these and the
+    run's seed (every kind of run data draws its batches from it)."""
+    material = hashlib.sha256(
+        seed.to_bytes(8, "big", signed=True) + peer_id + round.to_bytes(8, "big") + step.to_bytes(8, "big")
+    ).digest()
+    return np.random.default_rng(int.from_bytes(material[:16], "big"))
+
+
 def train_batch(
     tokens: np.ndarray, *, seq_len: int, batch_size: int, seed: int, peer_id: bytes, round: int, step: int
 ) -> torch.Tensor:
     """``[batch_size, seq_len + 1]`` random windows of ``tokens`` for one local step."""
     if len(tokens) < seq_len + 2:
         raise ValueError(f"corpus of {len(tokens)} tokens is shorter than one sequence of {seq_len + 1}")
-    material = hashlib.sha256(
-        seed.to_bytes(8, "big", signed=True) + peer_id + round.to_bytes(8, "big") + step.to_bytes(8, "big")
-    ).digest()
-    rng = np.random.default_rng(int.from_bytes(material[:16], "big"))
+    rng = batch_rng(seed=seed, peer_id=peer_id, round=round, step=step)
     starts = rng.integers(0, len(tokens) - seq_len - 1, size=batch_size)
     return _windows(tokens, starts, seq_len)
 
