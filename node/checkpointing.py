@@ -18,6 +18,7 @@ import torch
 
 from node.agreement import check_saved_spec
 from node.coordinator_link import CoordinatorLink
+from node.data import RunData
 from node.progress import Progress
 from node.resume import ResumeError, load_resume_state, save_resume_state
 from node.sections import NodeConfig
@@ -29,6 +30,7 @@ from swarm.checkpoint.files import SWARM_FILE, CheckpointFolderError, checkpoint
 from swarm.checkpoint.manifest import Manifest, build_manifest
 from swarm.checkpoint.service import CheckpointService, read_pointers
 from swarm.checkpoint.wire import pointer_to_pb
+from swarm.data.errors import DataError
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
 from swarm.p2p import SwarmHost
@@ -85,6 +87,7 @@ class Checkpointing:
         progress: Progress,
         metrics: NodeMetrics,
         model_files: Mapping[str, bytes] | None = None,
+        data: RunData | None = None,
     ) -> None:
         self.config = config
         self.run_id = config.run.run_id
@@ -99,6 +102,8 @@ class Checkpointing:
         """The run's tokenizer and generation files, written beside every checkpoint's weights."""
         self.progress = progress
         self.metrics = metrics
+        self.data = data
+        """What this node trains on: its position in the data goes into the resume state."""
         self._publishing: asyncio.Task | None = None
         """The checkpoint being written and announced, if one is (at most one at a time)."""
 
@@ -196,6 +201,11 @@ class Checkpointing:
         p = self.progress
         p.steps, p.samples = trainer.steps, trainer.samples
         p.steps_since_round, p.samples_since_round = state["steps_since_round"], state["samples_since_round"]
+        if self.data is not None:
+            try:
+                self.data.restore_position(state.get("data_position", ""))
+            except DataError as e:
+                raise ResumeError(f"{folder}: {e}") from None
         logger.info(
             "resumed from %s: round %d, %d local steps, %d not yet averaged in",
             folder, copy.round, trainer.steps, p.steps_since_round,
@@ -231,6 +241,7 @@ class Checkpointing:
             optimizer=trainer.optimizer.state_dict(), copy=self.copy, steps=trainer.steps, samples=trainer.samples,
             owner_error=self.averager.owner_errors(),
             counters={"steps_since_round": p.steps_since_round, "samples_since_round": p.samples_since_round},
+            data_position=self.data.saved_position() if self.data is not None else "",
         )  # fmt: skip
 
     def save_model(self, path: str) -> None:

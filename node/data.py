@@ -6,23 +6,29 @@ set once, with the model's tokenizer, and packed it into shards (``swarm.data.pa
 the run's data artifact: every member trains on the same token ids, whatever its machine, its
 tokenizer library's version or its Python, and never needs the founder's files.
 
-Both draw a member's batch as a pure function of (run seed, peer id, round, step), so a resumed
-node picks up where it left, and both give every node the same held-out batches.
+``WindowData`` draws a member's batch as a pure function of (run seed, peer id, round, step), so a
+resumed node picks up where it left. ``ShardData`` trains the shards rendezvous hashing assigns to the
+member among the members it saw commit the last round (``swarm.data.assignment``): every sequence once
+per epoch across the swarm as far as churn allows; its ``DataPosition`` goes into the node's resume
+state, so a restarted member continues where its shards left off. Both give every node the same
+held-out batches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from swarm.data.batches import held_out_batches, sequence_refs, train_tensor
+from swarm.data.assignment import DataPosition, next_batch
+from swarm.data.batches import held_out_batches, train_tensor
 from swarm.data.corpus import Corpus
 from swarm.data.documents import read_documents
 from swarm.data.pack import PackConfig, build_shards
-from swarm.data.sampling import batch_rng, eval_batches, train_batch
+from swarm.data.sampling import eval_batches, train_batch
 from swarm.data.shards import ShardSet
 from swarm.data.tokenizer import TextTokenizer
 from swarm.dht.records import RunSpec
@@ -42,6 +48,19 @@ class RunData(Protocol):
         ...
 
     def eval_batches(self, spec: RunSpec, num_batches: int) -> list[torch.Tensor]: ...
+
+    def see_members(self, members: Collection[bytes]) -> None:
+        """The members this node saw commit the last round (or, at start, the live ones): whose
+        shards are whose from the next batch on. Called only while no batch is being drawn."""
+        ...
+
+    def saved_position(self) -> str:
+        """How far this node is in the data, for its resume state ("" when batches need no state)."""
+        ...
+
+    def restore_position(self, saved: str) -> None:
+        """Continue from ``saved_position``'s text; DataError when it is not one."""
+        ...
 
 
 @dataclass
@@ -69,34 +88,58 @@ class WindowData:
             self.corpus.eval, seq_len=spec.seq_len, batch_size=spec.batch_size, num_batches=num_batches
         )
 
+    def see_members(self, members: Collection[bytes]) -> None:
+        pass  # random windows: whoever else trains, a member's batches are its own
+
+    def saved_position(self) -> str:
+        return ""
+
+    def restore_position(self, saved: str) -> None:
+        pass
+
 
 @dataclass
 class ShardData:
-    """The run's tokenized shards (its data artifact): sequences drawn at random, seeded as above.
-
-    Each member draws uniformly over every train sequence; rendezvous assignment of shards to members
-    (``swarm.data.assignment``: each sequence once per epoch across the swarm) is the next step."""
+    """The run's tokenized shards (its data artifact), trained shard by shard as rendezvous hashing
+    assigns them: each member trains the train shards it owns among the members it sees, in the
+    epoch's order, and moves to the next epoch when it has trained them all."""
 
     shards: ShardSet
     folder: Path
+    position: DataPosition = field(default_factory=DataPosition)
+    members: frozenset[bytes] = frozenset()
 
     @property
     def description(self) -> str:
         index = self.shards.index
-        return f"{index.train.sequences} sequences of {index.seq_len + 1} tokens (artifact)"
+        return (
+            f"{index.train.sequences} sequences of {index.seq_len + 1} tokens in"
+            f" {len(index.train.shards)} shards (artifact)"
+        )
 
     @property
     def content_hash(self) -> str:
         return self.shards.index.content_hash
 
     def train_batch(self, spec: RunSpec, *, peer_id: bytes, round: int, step: int) -> torch.Tensor:
-        sizes = self.shards.index.train.sizes
-        rng = batch_rng(seed=spec.seed, peer_id=peer_id, round=round, step=step)
-        picks = rng.integers(0, sum(sizes), size=spec.batch_size).tolist()
-        return train_tensor(self.shards, sequence_refs(sizes, picks))
+        refs, self.position = next_batch(
+            self.shards.index.train.sizes, seed=spec.seed, members=self.members, me=peer_id,
+            position=self.position, batch_size=spec.batch_size,
+        )  # fmt: skip
+        return train_tensor(self.shards, refs)
 
     def eval_batches(self, spec: RunSpec, num_batches: int) -> list[torch.Tensor]:
         return held_out_batches(self.shards, batch_size=spec.batch_size, num_batches=num_batches)
+
+    def see_members(self, members: Collection[bytes]) -> None:
+        self.members = frozenset(members)
+
+    def saved_position(self) -> str:
+        return self.position.to_json().decode()
+
+    def restore_position(self, saved: str) -> None:
+        if saved:
+            self.position = DataPosition.from_json(saved.encode())
 
 
 def pack_data(

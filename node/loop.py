@@ -29,6 +29,7 @@ from swarm.averaging.shards import gather
 from swarm.averaging.state import GlobalCopy
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
+from swarm.p2p import PEER_ERRORS
 
 logger = logging.getLogger("swarm.node")
 
@@ -90,6 +91,7 @@ class TrainingLoop:
         p.loop_cpu_mark_s = time.thread_time()
         idle_since: float | None = None
         stop = self.controls.stop
+        await self._see_live_members()
         try:
             while not stop.is_set():
                 if idle_since is not None:
@@ -122,6 +124,15 @@ class TrainingLoop:
                 outcome = await pending[0]
                 await self._finish_round(outcome, pending[1])
             await averager.settled()
+
+    async def _see_live_members(self) -> None:
+        """Before the first round: the data shards are assigned among the run's live members."""
+        try:
+            members = await self.averager.live_members()
+        except PEER_ERRORS as e:
+            logger.debug("no member list for the data assignment yet: %s", e)
+            return
+        self.data.see_members(members)
 
     def train_until_round(self) -> None:
         """Local steps until the next round boundary (or ``local_steps`` of them); on a worker thread."""
@@ -189,6 +200,7 @@ class TrainingLoop:
                 self.faults.dump(outcome, contribution, before, local_before, trainer.flat(), copy)
             self.faults.after_commit(copy)
             copy.round = outcome.round
+            self.data.see_members(outcome.members)  # whose data shards are whose, from now on
             copy.global_step += outcome.global_step_increment
             copy.swarm_samples += outcome.samples
             self.metrics.local_steps_per_round.set(contribution.local_steps)

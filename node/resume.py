@@ -2,8 +2,8 @@
 
 Unlike the swarm checkpoint (x' and the run's settings, the same bytes on every member), this is
 private to one node: its local model x_i (so x_i - x', the work not yet averaged in, survives), its
-AdamW state, its step and sample counters (the data position: batches are a pure function of run
-seed, peer id, round and step), the owner-side error buffers of the shards it owns, torch's RNG
+AdamW state, its step and sample counters, its position in the run's data (``node.data``: which
+rows of its shards it has trained this epoch; the byte corpus needs none), the owner-side error buffers of the shards it owns, torch's RNG
 state, and x' with its round. It is written atomically (temporary file, then rename), so a crash
 while writing leaves the previous state intact.
 
@@ -44,6 +44,7 @@ def save_resume_state(
     samples: int,
     owner_error: dict[int, torch.Tensor],
     counters: dict[str, int],
+    data_position: str = "",
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {
@@ -60,6 +61,7 @@ def save_resume_state(
         "samples": samples,
         "owner_error": {int(k): v.clone() for k, v in owner_error.items()},
         "rng": torch.get_rng_state(),
+        "data_position": data_position,
         **counters,
     }
     path = folder / RESUME_FILE

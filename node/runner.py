@@ -181,7 +181,7 @@ class Node:
         checkpointing = Checkpointing(
             cfg, service=service, coordinator=coordinator, averager=averager, trainer=trainer, copy=copy,
             spec=spec, model_config=local.model_config, model_files=local.model_files, progress=p,
-            metrics=self.metrics,
+            metrics=self.metrics, data=local.data,
         )  # fmt: skip
         catch_up = CatchUp(
             cfg, host=host, averager=averager, copy=copy, trainer=trainer, spec=spec, checkpoints=service,
