@@ -203,6 +203,7 @@ class RunAgreement:
         """The spec as its creator sealed it (a joiner's), stored again by ``keep_up``."""
         self._published: RunSpec | None = None
         """The spec this node published as the run's creator."""
+        self._gate: Gate | None = None
 
     async def find(self) -> RunSpec | None:
         """A joiner's run spec, read once before anything is loaded; None for a node starting the run."""
@@ -255,7 +256,13 @@ class RunAgreement:
                 logger.debug("could not store the run spec again: %s", e)
 
     def gate(self, spec: RunSpec) -> Gate:
-        """Who may take part in this run, and this node's own credential (checked now, clearly)."""
+        """Who may take part in this run, and this node's own credential (checked the first time,
+        clearly: a joiner's before it asks for the run's artifacts)."""
+        if self._gate is None or self._gate.owner_key != spec.owner_key:
+            self._gate = self._read_gate(spec)
+        return self._gate
+
+    def _read_gate(self, spec: RunSpec) -> Gate:
         net, run_id, host = self.config.network, self.config.run.run_id, self.host
         if not spec.owner_key:
             if net.credential is not None:

@@ -111,13 +111,17 @@ async def fetch_run_artifact(
     peers: Sequence[str],
     store: ArtifactStore,
     max_bytes: int,
+    credential: bytes = b"",
 ) -> Path:
-    """The folder of the run's ``kind`` artifact ``digest``: held, or fetched from the run's members."""
+    """The folder of the run's ``kind`` artifact ``digest``: held, or fetched from the run's members
+    (with this node's ``credential`` in a closed run: its members serve its artifacts to no one else)."""
     errors: list[str] = []
     for attempt in range(FETCH_ATTEMPTS):
         providers = await providers_of(host, run_id, peers)
         try:
-            folder = await fetch_artifact(host, providers, digest, store, kind=kind, max_bytes=max_bytes)
+            folder = await fetch_artifact(
+                host, providers, digest, store, kind=kind, max_bytes=max_bytes, credential=credential
+            )
             logger.info(
                 "fetched the run's %s artifact %s… from %d provider(s)", kind, digest[:12], len(providers)
             )

@@ -316,9 +316,11 @@ class Node:
         run_values = adopted or cfg.run.resolved()
 
         async def fetched(kind: str, digest: str) -> Path:
+            assert adopted is not None
             return await fetch_run_artifact(
                 agreement.host, kind=kind, digest=digest, run_id=cfg.run.run_id, peers=cfg.network.peers,
                 store=artifacts, max_bytes=cfg.checkpoints.max_bytes,
+                credential=agreement.gate(adopted).own_credential,  # a closed run's, checked here first
             )  # fmt: skip
 
         if adopted is not None and adopted.model_artifact:

@@ -49,11 +49,13 @@ async def answer(
     status: Callable[[], Awaitable[pb.StatusResponse]] | None = None,
     chunk_slots: AbstractAsyncContextManager[Any] | None = None,
     on_chunk_sent: Callable[[int], None] | None = None,
+    refusal: Callable[[str, bytes], str | None] | None = None,
 ) -> None:
     """Answer the request ``frame``: Latest, Manifest, Chunks, or Status when ``status`` is given.
 
     ``chunk_slots`` is held while chunks are sent (a bound on concurrent chunk streams);
-    ``on_chunk_sent(size)`` counts what was served."""
+    ``on_chunk_sent(size)`` counts what was served; ``refusal(manifest_hash, credential)`` says why
+    the asker may not have that manifest or its chunks (None: it may)."""
     kind = frame.WhichOneof("body")
     try:
         if kind == "latest_request":
@@ -68,6 +70,7 @@ async def answer(
                 )
             )
         elif kind == "manifest_request":
+            _check_access(refusal, frame.manifest_request.manifest_hash, frame.manifest_request.credential)
             manifest = holdings.manifest(frame.manifest_request.manifest_hash)
             if manifest is None:
                 raise LookupError(f"{holdings.holder} does not hold that manifest")
@@ -76,6 +79,7 @@ async def answer(
             request = frame.chunks_request
             if len(request.indices) > MAX_CHUNKS_PER_REQUEST:
                 raise ValueError(f"at most {MAX_CHUNKS_PER_REQUEST} chunks per request")
+            _check_access(refusal, request.manifest_hash, request.credential)
             async with chunk_slots or contextlib.nullcontext():
                 for index in request.indices:
                     data = await holdings.chunk(request.manifest_hash, index)
@@ -88,7 +92,13 @@ async def answer(
             await send(pb.Frame(status_response=await status()))
         else:
             raise ValueError(f"unexpected request {kind}")
-    except (LookupError, ValueError) as e:
+    except (LookupError, ValueError, PermissionError) as e:
         await send(pb.Frame(error=pb.Error(message=str(e))))
         return
     await send(pb.Frame(end=pb.End()))
+
+
+def _check_access(refusal: Callable[[str, bytes], str | None] | None, digest: str, credential: bytes) -> None:
+    problem = refusal(digest, credential) if refusal is not None else None
+    if problem is not None:
+        raise PermissionError(problem)

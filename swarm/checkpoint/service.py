@@ -134,6 +134,8 @@ class CheckpointService:
         self._status = status
         self.pointer_ttl_s = pointer_ttl_s
         self.served_bytes = 0
+        self.refused_requests = 0
+        """Artifact requests refused for want of a valid credential (closed runs)."""
         self._chunk_slots = asyncio.Semaphore(MAX_CHUNK_STREAMS)
         self.artifacts = artifacts
         """The run's artifacts this node holds and serves (None: a node that serves none)."""
@@ -188,6 +190,20 @@ class CheckpointService:
             status=self._status,
             chunk_slots=self._chunk_slots,
             on_chunk_sent=self._count_served,
+            refusal=lambda digest, credential: self._refusal(peer, digest, credential),
+        )
+
+    def _refusal(self, peer: bytes, digest: str, credential: bytes) -> str | None:
+        """A closed run's artifacts (its model, tokenizer and data) go only to credential holders;
+        its checkpoints are refused to nobody (``swarm-node pull`` needs none)."""
+        if self.gate is None or self.artifacts is None or self.artifacts.manifest(digest) is None:
+            return None
+        problem = self.gate.problem(peer, credential)
+        if problem is None:
+            return None
+        self.refused_requests += 1
+        return (
+            f"run {self.run_id!r} is closed: its artifacts are served to credential holders only ({problem})"
         )
 
     def _count_served(self, size_bytes: int) -> None:
@@ -284,9 +300,9 @@ async def ask_status(
 
 
 async def fetch_manifest(
-    host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = ANSWER_TIMEOUT_S
+    host: SwarmHost, peer: bytes, digest: str, *, timeout_s: float = ANSWER_TIMEOUT_S, credential: bytes = b""
 ) -> Manifest:
-    request = pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest))
+    request = pb.Frame(manifest_request=pb.ManifestRequest(manifest_hash=digest, credential=credential))
     answer = await _ask(host, peer, request, "manifest_response", timeout_s=timeout_s)
     return Manifest.from_bytes(answer.manifest_response.manifest, expected_hash=digest)
 
@@ -330,10 +346,12 @@ async def fetch_artifact(
     max_bytes: int = DEFAULT_MAX_CHECKPOINT_BYTES,
     timeout_s: float = CHUNKS_TIMEOUT_S,
     on_progress: Callable[[int, int], None] | None = None,
+    credential: bytes = b"",
 ) -> Path:
     """The folder of the run's artifact ``manifest_hash`` (of ``kind``): from ``store`` when held, else
     downloaded from ``providers`` (each chunk verified, resumable) and kept there. ManifestError for
-    a manifest of another kind or over ``max_bytes``; DownloadError when no provider delivers it."""
+    a manifest of another kind or over ``max_bytes``; DownloadError when no provider delivers it.
+    ``credential``: this node's, in a closed run (whose members serve its artifacts to no one else)."""
     held = store.manifest(manifest_hash)
     if held is not None:
         check_artifact(held, kind=kind, max_bytes=max_bytes)
@@ -344,8 +362,9 @@ async def fetch_artifact(
 
     out = store.download_folder(manifest_hash)
     manifest = await _download(
-        host, providers, manifest_hash, out, check=wanted, timeout_s=timeout_s, on_progress=on_progress
-    )
+        host, providers, manifest_hash, out, check=wanted, timeout_s=timeout_s, on_progress=on_progress,
+        credential=credential,
+    )  # fmt: skip
     return await asyncio.to_thread(store.adopt, manifest, out)
 
 
@@ -358,13 +377,16 @@ async def _download(
     check: Callable[[Manifest], None],
     timeout_s: float,
     on_progress: Callable[[int, int], None] | None,
+    credential: bytes = b"",
 ) -> Manifest:
     """The download shared by checkpoints and artifacts: the manifest from the first provider that
     sends it, ``check`` (raising ManifestError) before anything is written, then every chunk."""
     manifest: Manifest | None = None
     for peer in providers:
         try:
-            manifest = await fetch_manifest(host, peer, manifest_hash, timeout_s=timeout_s)
+            manifest = await fetch_manifest(
+                host, peer, manifest_hash, timeout_s=timeout_s, credential=credential
+            )
             break
         except (*STREAM_ERRORS, ManifestError) as e:  # that provider failed: try the next one
             logger.warning("manifest %s… from %s: %s", manifest_hash[:12], peer_name(peer)[-8:], e)
@@ -378,7 +400,7 @@ async def _download(
         core.add_provider(peer)
     if have:
         logger.info("resuming: %d of %d chunks already on disk", len(have), len(core.chunks))
-    transport = _NodeChunks(host, manifest_hash, partial, timeout_s=timeout_s)
+    transport = _NodeChunks(host, manifest_hash, partial, timeout_s=timeout_s, credential=credential)
 
     def progressed() -> None:
         if on_progress is not None:
@@ -407,14 +429,19 @@ class _NodeChunks:
     """The node's side of ``swarm.checkpoint.fetching``: one stream per chunk request on the node's
     host, each chunk within ``timeout_s``; chunks written on a worker thread."""
 
-    def __init__(self, host: SwarmHost, manifest_hash: str, partial: Path, *, timeout_s: float):
+    def __init__(
+        self, host: SwarmHost, manifest_hash: str, partial: Path, *, timeout_s: float, credential: bytes
+    ):
         self._host, self._manifest_hash, self._partial = host, manifest_hash, partial
+        self._credential = credential
         self._timeout_s = timeout_s
         self._wake = asyncio.Event()
 
     async def fetch(self, provider: Hashable, indices: Sequence[int], on_chunk: OnChunk) -> None:
         assert isinstance(provider, bytes)
-        request = pb.ChunksRequest(manifest_hash=self._manifest_hash, indices=indices)
+        request = pb.ChunksRequest(
+            manifest_hash=self._manifest_hash, indices=indices, credential=self._credential
+        )
         stream = await _request(
             self._host, provider, pb.Frame(chunks_request=request), timeout_s=self._timeout_s
         )

@@ -1,6 +1,7 @@
 """A run's artifacts between real libp2p hosts in one process: members that hold an artifact serve
 it by its manifest hash, a joiner fetches it from every provider that has it (a member without it
-just fails over), keeps it, and never fetches it twice."""
+just fails over), keeps it, and never fetches it twice; a closed run's artifacts go only to
+credential holders."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from swarm.auth import Gate, issue, owner_public_key
 from swarm.checkpoint.artifacts import ArtifactStore, folder_manifest
 from swarm.checkpoint.download import DownloadError
-from swarm.checkpoint.manifest import ManifestError
-from swarm.checkpoint.service import fetch_artifact
-from tests.protocol.support import CHUNK, checkpoint_nodes, run
+from swarm.checkpoint.manifest import ManifestError, build_manifest
+from swarm.checkpoint.service import fetch_artifact, fetch_checkpoint
+from tests.protocol.support import (
+    CHECKPOINT_RUN_ID,
+    CHUNK,
+    checkpoint_nodes,
+    random_checkpoint_files,
+    read_files,
+    run,
+)
 
 
 def _artifact(folder: Path) -> dict[str, bytes]:
@@ -64,6 +74,55 @@ def test_a_joiner_fetches_an_artifact_from_the_members_that_hold_it_once(tmp_pat
             assert not list(fresh.root.iterdir())
             with pytest.raises(DownloadError):  # nobody holds it
                 await fetch_artifact(hosts[2], [hosts[2].peer_id], "ab" * 32, fresh, kind="data")
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    run(go())
+
+
+def test_a_closed_runs_artifacts_go_only_to_credential_holders(tmp_path: Path) -> None:
+    async def go() -> None:
+        hosts, services = await checkpoint_nodes(tmp_path, 3, artifacts=True)
+        try:
+            owner = Ed25519PrivateKey.generate()
+            founder = services[0]
+            founder.gate = Gate(run_id=CHECKPOINT_RUN_ID, owner_key=owner_public_key(owner))
+            files = _artifact(tmp_path / "model")
+            manifest = folder_manifest(
+                tmp_path / "model", run_id=CHECKPOINT_RUN_ID, kind="model", chunk_size=CHUNK
+            )
+            assert founder.artifacts is not None
+            founder.artifacts.add_folder(manifest, tmp_path / "model")
+            member, outsider = hosts[1], hosts[2]
+            credential = issue(
+                owner, run_id=CHECKPOINT_RUN_ID, peer_id=member.peer_id, valid_s=3600
+            ).to_bytes()
+            provider = [hosts[0].peer_id]
+
+            async def fetch(host_index: int, presented: bytes) -> Path:
+                store = ArtifactStore(tmp_path / f"fetched{host_index}-{len(presented)}")
+                return await fetch_artifact(
+                    hosts[host_index], provider, manifest.hash, store, kind="model", credential=presented
+                )
+
+            with pytest.raises(DownloadError):  # no credential: not even the manifest
+                await fetch(2, b"")
+            with pytest.raises(DownloadError):  # the member's credential is bound to the member's peer id
+                await fetch(2, credential)
+            assert founder.refused_requests == 2 and founder.served_bytes == 0
+            assert outsider.peer_id != member.peer_id
+            folder = await fetch(1, credential)
+            assert read_files(folder, files) == files
+            # Its checkpoints stay open to anyone (swarm-node pull needs no credential): only
+            # the run's artifacts (model, tokenizer, data) are closed.
+            ckpt = random_checkpoint_files(3 * CHUNK)
+            ckpt_manifest = build_manifest(
+                ckpt, run_id=CHECKPOINT_RUN_ID, round=1, global_step=1, chunk_size=CHUNK
+            )
+            founder.store.add(ckpt_manifest, ckpt)
+            await fetch_checkpoint(outsider, provider, ckpt_manifest.hash, tmp_path / "pulled")
+            assert read_files(tmp_path / "pulled", ckpt) == ckpt
         finally:
             for host in hosts:
                 await host.shutdown()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$swarm/checkpoint/v1/checkpoint.proto\x12\x13swarm.checkpoint.v1\"\xd9\x01\n\x07Pointer\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x15\n\rmanifest_hash\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x10\n\x08provider\x18\x06 \x01(\x0c\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\x12\x12\n\npublic_key\x18\x08 \x01(\x0c\x12\x11\n\tsignature\x18\t \x01(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\n \x03(\t\x12\x12\n\ncredential\x18\x0b \x01(\x0c\"\x1f\n\rLatestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"N\n\x0eLatestResponse\x12.\n\x08pointers\x18\x01 \x03(\x0b\x32\x1c.swarm.checkpoint.v1.Pointer\x12\x0c\n\x04spec\x18\x02 \x01(\x0c\"(\n\x0fManifestRequest\x12\x15\n\rmanifest_hash\x18\x01 \x01(\t\"$\n\x10ManifestResponse\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\"7\n\rChunksRequest\x12\x15\n\rmanifest_hash\x18\x01 \x01(\t\x12\x0f\n\x07indices\x18\x02 \x03(\r\"(\n\tChunkData\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x0f\n\rStatusRequest\"R\n\nMemberInfo\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"\xc7\x01\n\x0eStatusResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x30\n\x07members\x18\x04 \x03(\x0b\x32\x1f.swarm.checkpoint.v1.MemberInfo\x12\x31\n\x0b\x63heckpoints\x18\x05 \x03(\x0b\x32\x1c.swarm.checkpoint.v1.Pointer\x12\r\n\x05model\x18\x06 \x01(\t\x12\r\n\x05\x63odec\x18\x07 \x01(\t\"\x05\n\x03\x45nd\"\x18\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xdb\x04\n\x05\x46rame\x12<\n\x0elatest_request\x18\x01 \x01(\x0b\x32\".swarm.checkpoint.v1.LatestRequestH\x00\x12>\n\x0flatest_response\x18\x02 \x01(\x0b\x32#.swarm.checkpoint.v1.LatestResponseH\x00\x12@\n\x10manifest_request\x18\x03 \x01(\x0b\x32$.swarm.checkpoint.v1.ManifestRequestH\x00\x12\x42\n\x11manifest_response\x18\x04 \x01(\x0b\x32%.swarm.checkpoint.v1.ManifestResponseH\x00\x12<\n\x0e\x63hunks_request\x18\x05 \x01(\x0b\x32\".swarm.checkpoint.v1.ChunksRequestH\x00\x12\x34\n\nchunk_data\x18\x06 \x01(\x0b\x32\x1e.swarm.checkpoint.v1.ChunkDataH\x00\x12<\n\x0estatus_request\x18\x07 \x01(\x0b\x32\".swarm.checkpoint.v1.StatusRequestH\x00\x12>\n\x0fstatus_response\x18\x08 \x01(\x0b\x32#.swarm.checkpoint.v1.StatusResponseH\x00\x12\'\n\x03\x65nd\x18\t \x01(\x0b\x32\x18.swarm.checkpoint.v1.EndH\x00\x12+\n\x05\x65rror\x18\n \x01(\x0b\x32\x1a.swarm.checkpoint.v1.ErrorH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$swarm/checkpoint/v1/checkpoint.proto\x12\x13swarm.checkpoint.v1\"\xd9\x01\n\x07Pointer\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x15\n\rmanifest_hash\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x10\n\x08provider\x18\x06 \x01(\x0c\x12\x12\n\nexpires_at\x18\x07 \x01(\x01\x12\x12\n\npublic_key\x18\x08 \x01(\x0c\x12\x11\n\tsignature\x18\t \x01(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\n \x03(\t\x12\x12\n\ncredential\x18\x0b \x01(\x0c\"\x1f\n\rLatestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"N\n\x0eLatestResponse\x12.\n\x08pointers\x18\x01 \x03(\x0b\x32\x1c.swarm.checkpoint.v1.Pointer\x12\x0c\n\x04spec\x18\x02 \x01(\x0c\"<\n\x0fManifestRequest\x12\x15\n\rmanifest_hash\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\x0c\"$\n\x10ManifestResponse\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\"K\n\rChunksRequest\x12\x15\n\rmanifest_hash\x18\x01 \x01(\t\x12\x0f\n\x07indices\x18\x02 \x03(\r\x12\x12\n\ncredential\x18\x03 \x01(\x0c\"(\n\tChunkData\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x0f\n\rStatusRequest\"R\n\nMemberInfo\x12\x0f\n\x07peer_id\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"\xc7\x01\n\x0eStatusResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x13\n\x0bglobal_step\x18\x03 \x01(\x04\x12\x30\n\x07members\x18\x04 \x03(\x0b\x32\x1f.swarm.checkpoint.v1.MemberInfo\x12\x31\n\x0b\x63heckpoints\x18\x05 \x03(\x0b\x32\x1c.swarm.checkpoint.v1.Pointer\x12\r\n\x05model\x18\x06 \x01(\t\x12\r\n\x05\x63odec\x18\x07 \x01(\t\"\x05\n\x03\x45nd\"\x18\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xdb\x04\n\x05\x46rame\x12<\n\x0elatest_request\x18\x01 \x01(\x0b\x32\".swarm.checkpoint.v1.LatestRequestH\x00\x12>\n\x0flatest_response\x18\x02 \x01(\x0b\x32#.swarm.checkpoint.v1.LatestResponseH\x00\x12@\n\x10manifest_request\x18\x03 \x01(\x0b\x32$.swarm.checkpoint.v1.ManifestRequestH\x00\x12\x42\n\x11manifest_response\x18\x04 \x01(\x0b\x32%.swarm.checkpoint.v1.ManifestResponseH\x00\x12<\n\x0e\x63hunks_request\x18\x05 \x01(\x0b\x32\".swarm.checkpoint.v1.ChunksRequestH\x00\x12\x34\n\nchunk_data\x18\x06 \x01(\x0b\x32\x1e.swarm.checkpoint.v1.ChunkDataH\x00\x12<\n\x0estatus_request\x18\x07 \x01(\x0b\x32\".swarm.checkpoint.v1.StatusRequestH\x00\x12>\n\x0fstatus_response\x18\x08 \x01(\x0b\x32#.swarm.checkpoint.v1.StatusResponseH\x00\x12\'\n\x03\x65nd\x18\t \x01(\x0b\x32\x18.swarm.checkpoint.v1.EndH\x00\x12+\n\x05\x65rror\x18\n \x01(\x0b\x32\x1a.swarm.checkpoint.v1.ErrorH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LATESTRESPONSE']._serialized_start=314
   _globals['_LATESTRESPONSE']._serialized_end=392
   _globals['_MANIFESTREQUEST']._serialized_start=394
-  _globals['_MANIFESTREQUEST']._serialized_end=434
-  _globals['_MANIFESTRESPONSE']._serialized_start=436
-  _globals['_MANIFESTRESPONSE']._serialized_end=472
-  _globals['_CHUNKSREQUEST']._serialized_start=474
-  _globals['_CHUNKSREQUEST']._serialized_end=529
-  _globals['_CHUNKDATA']._serialized_start=531
-  _globals['_CHUNKDATA']._serialized_end=571
-  _globals['_STATUSREQUEST']._serialized_start=573
-  _globals['_STATUSREQUEST']._serialized_end=588
-  _globals['_MEMBERINFO']._serialized_start=590
-  _globals['_MEMBERINFO']._serialized_end=672
-  _globals['_STATUSRESPONSE']._serialized_start=675
-  _globals['_STATUSRESPONSE']._serialized_end=874
-  _globals['_END']._serialized_start=876
-  _globals['_END']._serialized_end=881
-  _globals['_ERROR']._serialized_start=883
-  _globals['_ERROR']._serialized_end=907
-  _globals['_FRAME']._serialized_start=910
-  _globals['_FRAME']._serialized_end=1513
+  _globals['_MANIFESTREQUEST']._serialized_end=454
+  _globals['_MANIFESTRESPONSE']._serialized_start=456
+  _globals['_MANIFESTRESPONSE']._serialized_end=492
+  _globals['_CHUNKSREQUEST']._serialized_start=494
+  _globals['_CHUNKSREQUEST']._serialized_end=569
+  _globals['_CHUNKDATA']._serialized_start=571
+  _globals['_CHUNKDATA']._serialized_end=611
+  _globals['_STATUSREQUEST']._serialized_start=613
+  _globals['_STATUSREQUEST']._serialized_end=628
+  _globals['_MEMBERINFO']._serialized_start=630
+  _globals['_MEMBERINFO']._serialized_end=712
+  _globals['_STATUSRESPONSE']._serialized_start=715
+  _globals['_STATUSRESPONSE']._serialized_end=914
+  _globals['_END']._serialized_start=916
+  _globals['_END']._serialized_end=921
+  _globals['_ERROR']._serialized_start=923
+  _globals['_ERROR']._serialized_end=947
+  _globals['_FRAME']._serialized_start=950
+  _globals['_FRAME']._serialized_end=1553
 # @@protoc_insertion_point(module_scope)

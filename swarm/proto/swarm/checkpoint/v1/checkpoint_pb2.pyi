@@ -47,10 +47,12 @@ class LatestResponse(_message.Message):
     def __init__(self, pointers: _Optional[_Iterable[_Union[Pointer, _Mapping]]] = ..., spec: _Optional[bytes] = ...) -> None: ...
 
 class ManifestRequest(_message.Message):
-    __slots__ = ("manifest_hash",)
+    __slots__ = ("manifest_hash", "credential")
     MANIFEST_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     manifest_hash: str
-    def __init__(self, manifest_hash: _Optional[str] = ...) -> None: ...
+    credential: bytes
+    def __init__(self, manifest_hash: _Optional[str] = ..., credential: _Optional[bytes] = ...) -> None: ...
 
 class ManifestResponse(_message.Message):
     __slots__ = ("manifest",)
@@ -59,12 +61,14 @@ class ManifestResponse(_message.Message):
     def __init__(self, manifest: _Optional[bytes] = ...) -> None: ...
 
 class ChunksRequest(_message.Message):
-    __slots__ = ("manifest_hash", "indices")
+    __slots__ = ("manifest_hash", "indices", "credential")
     MANIFEST_HASH_FIELD_NUMBER: _ClassVar[int]
     INDICES_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     manifest_hash: str
     indices: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, manifest_hash: _Optional[str] = ..., indices: _Optional[_Iterable[int]] = ...) -> None: ...
+    credential: bytes
+    def __init__(self, manifest_hash: _Optional[str] = ..., indices: _Optional[_Iterable[int]] = ..., credential: _Optional[bytes] = ...) -> None: ...
 
 class ChunkData(_message.Message):
     __slots__ = ("index", "data")
