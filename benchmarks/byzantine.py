@@ -37,7 +37,7 @@ def run_swarm(
     summaries = [workdir / f"{name}-{i}.summary.json" for i in range(NODES)]
     status0 = workdir / f"{name}-0.status.json"
     common = [
-        sys.executable, "-m", "node", "join", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", "1", "--min-group", str(NODES), "--join-grace", "120",
         "--join-timeout", "240", "--until-round", str(args.rounds), "--eval-every", str(args.eval_every),
         "--aggregation", aggregation, "--outlier-factor", "0",

@@ -64,7 +64,7 @@ def run_swarm(
     for stale in (status0, *summaries):  # an earlier run of this name in the same workdir
         stale.unlink(missing_ok=True)
     common = [
-        sys.executable, "-m", "node", "join", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", name, "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", str(args.local_steps), "--min-group", str(NODES),
         "--join-grace", "120", "--join-timeout", "240", "--until-round", str(rounds),
         "--eval-every", str(args.eval_every), "--batch-size", str(args.batch_size),

@@ -112,7 +112,7 @@ def run_swarm(name: str, intruders: int, args: argparse.Namespace, workdir: Path
     summaries = [workdir / f"{name}-{i}.summary.json" for i in range(args.members)]
     status0 = workdir / f"{name}-0.status.json"
     common = [
-        sys.executable, "-m", "node", "join", "--run-id", "closed", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", "closed", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", "1", "--min-group", str(args.members), "--join-grace", "120",
         "--join-timeout", "240", "--eval-every", "100000", "--run-owner", owner_key,
     ]  # fmt: skip
@@ -223,7 +223,7 @@ def run_window(name: str, rewrite: bool, args: argparse.Namespace, workdir: Path
     statuses = [workdir / f"{name}-{i}.status.json" for i in range(count)]
     summaries = [workdir / f"{name}-{i}.summary.json" for i in range(count)]
     common = [
-        sys.executable, "-m", "node", "join", "--run-id", "closed", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", "closed", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--threads", "1", "--local-steps", "1", "--min-group", str(args.members), "--join-grace", "120",
         "--join-timeout", "240", "--eval-every", "100000", "--run-owner", owner_key,
         "--checkpoint-every", str(args.checkpoint_every),

@@ -38,6 +38,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
         "-m",
         "node",
         "join",
+        "--ephemeral",
         "--run-id",
         run_id,
         "--host-maddr",

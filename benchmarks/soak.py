@@ -103,7 +103,7 @@ class Soak:
     def node_command(self, slot: int) -> list[str]:
         a = self.args
         command = [
-            sys.executable, "-m", "node", "join", "--run-id", "soak", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+            sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", "soak", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
             "--threads", "1", "--min-group", "2", "--round-period", str(a.round_period),
             "--identity", str(self.workdir / f"node{slot}.key"),
             "--status-file", str(self.workdir / f"node{slot}.status.json"),

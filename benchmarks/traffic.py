@@ -61,7 +61,7 @@ def run_setting(nodes: int, codec: str, model: str, rounds: int, workdir: Path) 
         processes = []
         for i in range(nodes):
             command = [
-                sys.executable, "-m", "node", "join", "--run-id", run_id,
+                sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", run_id,
                 "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
                 "--threads", "1", "--local-steps", "1", "--min-group", str(nodes), "--join-grace", "120",
                 "--join-timeout", "180", "--max-rounds", str(total_rounds), "--eval-every", "100000",

@@ -51,7 +51,7 @@ def pretrain(args: argparse.Namespace, path: Path, workdir: Path) -> None:
     """Train ``args.model`` alone on loopback for ``args.pretrain_steps`` steps and save it to ``path``."""
     rounds = max(1, args.pretrain_steps // 10)
     command = [
-        sys.executable, "-m", "node", "join", "--run-id", "wan-pretrain", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
+        sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", "wan-pretrain", "--host-maddr", "/ip4/127.0.0.1/tcp/0",
         "--model", args.model, "--batch-size", str(args.batch_size), "--local-steps", "10", "--min-group", "1",
         "--until-round", str(rounds), "--total-steps", str(rounds * 10), "--save-model", str(path),
         "--eval-every", str(rounds), "--summary-json", str(workdir / "pretrain.summary.json"),
@@ -103,7 +103,7 @@ def run_swarm(
     processes = []
     for i in range(PEERS):
         command = [
-            sys.executable, "-m", "node", "join", "--run-id", tag, "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
+            sys.executable, "-m", "node", "join", "--ephemeral", "--run-id", tag, "--host-maddr", f"/ip4/{lab.address(i)}/tcp/0",
             "--threads", "1", "--round-period", str(args.round_period), "--summary-json", str(summaries[i]),
             "--eval-every", "1000000", "--min-group", str(PEERS), "--join-timeout", "120",
         ]  # fmt: skip

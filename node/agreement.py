@@ -58,10 +58,10 @@ SOFTWARE = f"swarm-averaging/{PROTOCOL_VERSION}"
 """What a run's spec says its members speak; a joiner speaking anything else is refused."""
 
 
-def identity_file(net: NetworkConfig, scratch: Path) -> Path:
-    """The peer key file (created as Ed25519 if missing; a scratch one without --identity), checked
-    to hold an Ed25519 key, which the host signs its DHT records with."""
-    path = Path(net.identity) if net.identity is not None else scratch / "identity.key"
+def identity_file(net: NetworkConfig, default: Path) -> Path:
+    """The peer key file (created as Ed25519 if missing; ``default``, the data folder's, without
+    --identity), checked to hold an Ed25519 key, which the host signs its DHT records with."""
+    path = Path(net.identity) if net.identity is not None else default
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generate_identity(path)
@@ -181,7 +181,10 @@ def check_saved_spec(saved: dict[str, Any], spec: RunSpec, folder: Path) -> None
     ignored += tuple(name for name in ARTIFACT_FIELDS if not getattr(theirs, name))  # saved before artifacts
     differences = [d for d in theirs.differences(spec) if not d.startswith(ignored)]
     if differences:
-        raise ResumeError(f"{folder} was saved under other run settings: {'; '.join(differences)}")
+        raise ResumeError(
+            f"{folder} was saved under other run settings: {'; '.join(differences)} (remove that folder to"
+            " start afresh, or choose another --run-id)"
+        )
 
 
 def codec_for_spec(spec: RunSpec) -> Codec:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from node.errors import NodeError
@@ -112,19 +112,25 @@ async def fetch_run_artifact(
     store: ArtifactStore,
     max_bytes: int,
     credential: bytes = b"",
+    on_received: Callable[[int], None] | None = None,
 ) -> Path:
     """The folder of the run's ``kind`` artifact ``digest``: held, or fetched from the run's members
     (with this node's ``credential`` in a closed run: its members serve its artifacts to no one else)."""
+    held = store.manifest(digest) is not None
+    if held:
+        logger.info("the run's %s artifact %s… is held here: nothing to fetch", kind, digest[:12])
     errors: list[str] = []
     for attempt in range(FETCH_ATTEMPTS):
         providers = await providers_of(host, run_id, peers)
         try:
             folder = await fetch_artifact(
-                host, providers, digest, store, kind=kind, max_bytes=max_bytes, credential=credential
-            )
-            logger.info(
-                "fetched the run's %s artifact %s… from %d provider(s)", kind, digest[:12], len(providers)
-            )
+                host, providers, digest, store, kind=kind, max_bytes=max_bytes, credential=credential,
+                on_received=on_received,
+            )  # fmt: skip
+            if not held:
+                logger.info(
+                    "fetched the run's %s artifact %s… from %d provider(s)", kind, digest[:12], len(providers)
+                )
             return folder
         except ManifestError as e:
             raise NodeError(f"the run's {kind} artifact is refused: {e}") from None

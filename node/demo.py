@@ -122,6 +122,7 @@ def node_command(
         str(workdir / f"node{index}.summary.json"),
         "--identity",
         str(workdir / f"node{index}.key"),
+        "--ephemeral",  # a throwaway local swarm: nothing kept in the user's data folder
     ]
     if coordinator is not None:
         command += ["--coordinator", coordinator, "--metrics-port", "0"]

@@ -79,8 +79,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     run_id.add_argument("name", help="the run's name (what the creator passes as --run-id)")
     run_id.add_argument(
-        "--identity", required=True, help="the creator node's --identity key file (created if missing)"
+        "--identity",
+        help="the creator node's --identity key file (created if missing); default: the data folder's"
+        " (--home, $SWARM_HOME, else ~/.local/share/swarm), as swarm-node join uses it",
     )
+    run_id.add_argument("--home", help="the creator node's --home data folder")
     owner = commands.add_parser(
         "owner-key",
         help="create a run owner's key (for a closed run's credentials)",
@@ -242,7 +245,12 @@ def _run_id(args: argparse.Namespace) -> int:
     from swarm.dht.records import pinned_run_id
     from swarm.identity import generate_identity, load_identity, peer_id_of, public_key_protobuf
 
-    path = Path(args.identity)
+    if args.identity:
+        path = Path(args.identity)
+    else:
+        from node.home import IDENTITY_FILE, default_home
+
+        path = (Path(args.home) if args.home else default_home()) / IDENTITY_FILE
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,8 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     """Checkpoints this node wrote and announced: round and manifest hash."""
+    artifact_bytes: dict[str, int] = field(default_factory=dict)
+    """Bytes of the run's artifacts fetched at this start, by kind (nothing for those held)."""
     catch_up: dict[str, Any] = field(default_factory=dict)
     """How this node got the swarm's x' when it joined (source, rounds, bytes)."""
     maddrs: list[str] = field(default_factory=list)
@@ -219,6 +221,7 @@ class StatusFiles:
             "bytes_received": self.host.traffic.received,
             "rounds_completed": p.committed,
             "checkpoints": p.checkpoints,
+            "artifact_bytes_fetched": p.artifact_bytes,
             "recent": [  # rounds whose x' is hashed (the last one may still be on the worker thread)
                 {k: h[k] for k in ("round", "digest", "group_size", "time")}
                 for h in p.history[-STATUS_ROUNDS:]
@@ -268,6 +271,7 @@ class StatusFiles:
             "samples": p.samples,
             "unsent_samples": p.samples_since_round,
             "checkpoints": p.checkpoints,
+            "artifact_bytes_fetched": p.artifact_bytes,
             "bytes_sent": self.host.traffic.sent,
             "bytes_received": self.host.traffic.received,
             "round_bytes_sent": p.bytes_sent,

@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import errno
 import logging
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Coroutine
@@ -40,13 +38,14 @@ from node.agreement import (
     identity_file,
     spec_for,
 )
-from node.artifacts import fetch_run_artifact, publish_folder, publish_model
+from node.artifacts import fetch_run_artifact, publish_model
 from node.catch_up import CatchUp
 from node.checkpointing import Checkpointing, status_response
 from node.coordinator_link import CoordinatorLink
-from node.data import RunData, WindowData, open_shards, pack_data
+from node.data import RunData
 from node.errors import EXIT_USAGE, NodeError
 from node.faults import FaultHooks
+from node.home import Home, opened_home
 from node.loop import TrainingLoop
 from node.network import Heartbeat, NetworkWatcher, start_host
 from node.preflight import check_before_start
@@ -54,6 +53,7 @@ from node.process import Controls, cap_gpu_memory, handle_signals, limit_malloc_
 from node.progress import Progress, Recorder, StatusFiles
 from node.reachability import reachability
 from node.resume import ResumeError
+from node.run_inputs import founder_data, joiner_data
 from node.schedule import RoundSchedule
 from node.sections import ConfigError, NodeConfig
 from node.trainer import LocalTrainer
@@ -64,7 +64,7 @@ from swarm.averaging.state import GlobalCopy
 from swarm.checkpoint.artifacts import ArtifactStore
 from swarm.checkpoint.service import CheckpointService
 from swarm.checkpoint.store import CheckpointStore
-from swarm.data.corpus import DEFAULT_DATA, DataError, load_corpus
+from swarm.data.corpus import DataError
 from swarm.dht.records import RunSpec
 from swarm.metrics import NodeMetrics
 from swarm.models.build import (
@@ -127,29 +127,34 @@ class Node:
     async def run(self) -> int:
         if self.config.training.threads is not None:
             torch.set_num_threads(self.config.training.threads)
-        scratch = Path(tempfile.mkdtemp(prefix="swarm-node-"))
-        try:
+        with opened_home(self.config.checkpoints.home, ephemeral=self.config.checkpoints.ephemeral) as home:
             # What is started is shut down in reverse: the coordinator's reporter, the averager, the host.
             async with contextlib.AsyncExitStack() as started:
                 try:
-                    return await self._run(scratch, started)
+                    return await self._run(home, started)
                 finally:
                     self._cancel_tasks()
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
-    async def _run(self, scratch: Path, started: contextlib.AsyncExitStack) -> int:
+    async def _run(self, home: Home, started: contextlib.AsyncExitStack) -> int:
         cfg, p = self.config, self.progress
         device = check_before_start(cfg)
         metrics_port = self._serve_metrics()
-        host = await start_host(cfg, identity_file(cfg.network, scratch), self.metrics)
+        host = await start_host(cfg, identity_file(cfg.network, home.identity()), self.metrics)
         started.push_async_callback(host.shutdown)
         p.maddrs = await host.visible_maddrs()
         # From here on the run id is the pinned one: every DHT key, report and status file names it.
         run = replace(cfg.run, run_id=await full_run_id(cfg, host))
-        cfg = self.config = replace(cfg, run=run)
+        ckpt = cfg.checkpoints
+        resume = home.resume(run.run_id)
+        ckpt = replace(
+            ckpt,
+            dir=ckpt.dir or str(home.checkpoints(run.run_id)),
+            resume=ckpt.resume or (str(resume) if resume is not None else None),
+        )
+        cfg = self.config = replace(cfg, run=run, checkpoints=ckpt)
         agreement = RunAgreement(cfg, host)
-        store_dir = Path(cfg.checkpoints.dir) if cfg.checkpoints.dir else scratch / "checkpoints"
+        assert cfg.checkpoints.dir is not None
+        store_dir = Path(cfg.checkpoints.dir)
         artifacts = ArtifactStore(store_dir / ARTIFACTS_FOLDER)
         local = await self._agree(agreement, device, artifacts)
         spec, trainer, copy = local.spec, local.trainer, local.copy
@@ -317,10 +322,17 @@ class Node:
 
         async def fetched(kind: str, digest: str) -> Path:
             assert adopted is not None
+            self.progress.artifact_bytes.setdefault(kind, 0)
+
+            def received(size: int) -> None:
+                self.progress.artifact_bytes[kind] += size
+                self.metrics.artifact_bytes.labels(kind).inc(size)
+
             return await fetch_run_artifact(
                 agreement.host, kind=kind, digest=digest, run_id=cfg.run.run_id, peers=cfg.network.peers,
                 store=artifacts, max_bytes=cfg.checkpoints.max_bytes,
                 credential=agreement.gate(adopted).own_credential,  # a closed run's, checked here first
+                on_received=received,
             )  # fmt: skip
 
         if adopted is not None and adopted.model_artifact:
@@ -330,27 +342,13 @@ class Node:
         tokenizer = await asyncio.to_thread(load_tokenizer, source)
         data: RunData
         data_artifact = ""
-        if adopted is not None and adopted.data_artifact:
-            folder = await fetched("data", adopted.data_artifact)
-            data = await asyncio.to_thread(open_shards, folder)
-        elif adopted is None and list(run_values.data) != [DEFAULT_DATA]:
-            # The founder tokenizes its data set once, with the model's tokenizer; joiners fetch the shards.
-            packed = artifacts.staging_folder("data") / "shards"  # build_shards makes it
-            await asyncio.to_thread(
-                pack_data, run_values.data, tokenizer, packed, seq_len=run_values.seq_len,
-                max_bytes=cfg.training.max_data_bytes, field=run_values.data_field,
-            )  # fmt: skip
-            data_artifact = await asyncio.to_thread(
-                publish_folder, packed, kind="data", run_id=cfg.run.run_id, store=artifacts
+        max_bytes = cfg.training.max_data_bytes
+        if adopted is None:
+            data, data_artifact = await founder_data(
+                run_values, tokenizer, artifacts, run_id=cfg.run.run_id, max_bytes=max_bytes
             )
-            shutil.rmtree(packed.parent, ignore_errors=True)
-            folder = artifacts.folder(data_artifact)
-            data = await asyncio.to_thread(open_shards, folder)
         else:
-            corpus = await asyncio.to_thread(
-                load_corpus, list(run_values.data), max_bytes=cfg.training.max_data_bytes
-            )
-            data = WindowData(corpus)
+            data = await joiner_data(adopted, fetched, artifacts, run_id=cfg.run.run_id, max_bytes=max_bytes)
         # The starting node publishes its spec once x' exists (the spec names x's digest).
         if adopted is None:
             model_artifact = await asyncio.to_thread(

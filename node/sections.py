@@ -94,7 +94,7 @@ class NetworkConfig:
         group="security",
         metavar="FILE",
         help="This node's persistent peer key (Ed25519), created if missing; it also signs the "
-        "node's checkpoint pointers. Unset: a fresh key at each start.",
+        "node's checkpoint pointers. Unset: <home>/identity.key (a fresh key each start when --ephemeral).",
     )
     credential: str | None = setting(
         None,
@@ -413,12 +413,26 @@ class CheckpointConfig(DownloadLimits):
         metavar="N",
         help="Checkpoints this node keeps on disk and serves (the newest).",
     )
+    home: str | None = setting(
+        None,
+        group="checkpoints",
+        metavar="DIR",
+        help="This node's data folder, kept across restarts: its identity, and per run its checkpoints, "
+        "the run's artifacts and its resume state (node.home). Unset: $SWARM_HOME, else "
+        "$XDG_DATA_HOME/swarm, else ~/.local/share/swarm.",
+    )
+    ephemeral: bool = setting(
+        False,
+        group="checkpoints",
+        help="Keep nothing: a fresh identity and a temporary folder removed at exit, instead of the "
+        "data folder (for throwaway local swarms).",
+    )
     dir: str | None = setting(
         None,
         group="checkpoints",
         flag="checkpoint-dir",
         metavar="DIR",
-        help="Where checkpoints are kept. Unset: a temporary folder removed at exit (the swarm keeps copies).",
+        help="Where checkpoints and the run's artifacts are kept. Unset: <home>/runs/<run id>/checkpoints.",
     )
     pointer_ttl_s: float = setting(
         3600.0,
@@ -434,7 +448,7 @@ class CheckpointConfig(DownloadLimits):
         group="checkpoints",
         metavar="DIR",
         help="This node's own resume folder: restored at start when it holds a state, rewritten at "
-        "every checkpoint round and at exit.",
+        "every checkpoint round and at exit. Unset: <home>/runs/<run id>/resume (none when --ephemeral).",
     )
 
     def __post_init__(self) -> None:

@@ -53,6 +53,12 @@ class NodeMetrics:
             "swarm_checkpoint_round", "Round of the newest checkpoint this node wrote and serves", registry=r
         )
         self.samples = Counter("swarm_samples", "Sequences this node trained on", registry=r)
+        self.artifact_bytes = Counter(
+            "swarm_artifact_fetched_bytes",
+            "Bytes of the run's artifacts (model, data) this node fetched from members",
+            ["kind"],
+            registry=r,
+        )
         self.rounds = Counter("swarm_rounds", "Rounds by outcome", ["status"], registry=r)
         self.sent_bytes = Counter("swarm_sent_bytes", "Bytes the averager wrote to streams", registry=r)
         self.received_bytes = Counter(

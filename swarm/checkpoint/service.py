@@ -347,11 +347,13 @@ async def fetch_artifact(
     timeout_s: float = CHUNKS_TIMEOUT_S,
     on_progress: Callable[[int, int], None] | None = None,
     credential: bytes = b"",
+    on_received: Callable[[int], None] | None = None,
 ) -> Path:
     """The folder of the run's artifact ``manifest_hash`` (of ``kind``): from ``store`` when held, else
     downloaded from ``providers`` (each chunk verified, resumable) and kept there. ManifestError for
     a manifest of another kind or over ``max_bytes``; DownloadError when no provider delivers it.
-    ``credential``: this node's, in a closed run (whose members serve its artifacts to no one else)."""
+    ``credential``: this node's, in a closed run (whose members serve its artifacts to no one else);
+    ``on_received(size)`` counts each chunk as it arrives (nothing for a held artifact)."""
     held = store.manifest(manifest_hash)
     if held is not None:
         check_artifact(held, kind=kind, max_bytes=max_bytes)
@@ -363,7 +365,7 @@ async def fetch_artifact(
     out = store.download_folder(manifest_hash)
     manifest = await _download(
         host, providers, manifest_hash, out, check=wanted, timeout_s=timeout_s, on_progress=on_progress,
-        credential=credential,
+        credential=credential, on_received=on_received,
     )  # fmt: skip
     return await asyncio.to_thread(store.adopt, manifest, out)
 
@@ -378,6 +380,7 @@ async def _download(
     timeout_s: float,
     on_progress: Callable[[int, int], None] | None,
     credential: bytes = b"",
+    on_received: Callable[[int], None] | None = None,
 ) -> Manifest:
     """The download shared by checkpoints and artifacts: the manifest from the first provider that
     sends it, ``check`` (raising ManifestError) before anything is written, then every chunk."""
@@ -400,7 +403,9 @@ async def _download(
         core.add_provider(peer)
     if have:
         logger.info("resuming: %d of %d chunks already on disk", len(have), len(core.chunks))
-    transport = _NodeChunks(host, manifest_hash, partial, timeout_s=timeout_s, credential=credential)
+    transport = _NodeChunks(
+        host, manifest_hash, partial, timeout_s=timeout_s, credential=credential, on_received=on_received
+    )
 
     def progressed() -> None:
         if on_progress is not None:
@@ -430,10 +435,17 @@ class _NodeChunks:
     host, each chunk within ``timeout_s``; chunks written on a worker thread."""
 
     def __init__(
-        self, host: SwarmHost, manifest_hash: str, partial: Path, *, timeout_s: float, credential: bytes
+        self,
+        host: SwarmHost,
+        manifest_hash: str,
+        partial: Path,
+        *,
+        timeout_s: float,
+        credential: bytes,
+        on_received: Callable[[int], None] | None,
     ):
         self._host, self._manifest_hash, self._partial = host, manifest_hash, partial
-        self._credential = credential
+        self._credential, self._on_received = credential, on_received
         self._timeout_s = timeout_s
         self._wake = asyncio.Event()
 
@@ -449,6 +461,8 @@ class _NodeChunks:
             for _ in indices:
                 async with asyncio.timeout(self._timeout_s):
                     frame = answer_of(await stream.recv(), "chunk_data")
+                if self._on_received is not None:
+                    self._on_received(len(frame.chunk_data.data))
                 if not await on_chunk(frame.chunk_data.index, frame.chunk_data.data):
                     return
         finally:

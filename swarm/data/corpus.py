@@ -32,6 +32,8 @@ EVAL_EVERY_NTH = 40
 _TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ".csv", ".html", ".json", ".toml", ".yaml", ".yml"}
 _RECORD_SUFFIXES = {".jsonl", ".parquet"}
 _SEPARATOR = b"\n\x00\n"
+CORPUS_FILES = ("train.bin", "eval.bin")
+"""A byte corpus as a run serves it: its train and held-out bytes, as they are in memory."""
 
 
 @dataclass(frozen=True)
@@ -161,15 +163,43 @@ def load_corpus(sources: Sequence[str] = (DEFAULT_DATA,), *, max_bytes: int = 64
         train_parts, eval_parts = parts[:-1], parts[-1:]
     train = np.frombuffer(b"".join(train_parts), dtype=np.uint8)
     evaluation = np.frombuffer(b"".join(eval_parts), dtype=np.uint8)
+    return Corpus(
+        train=train,
+        eval=evaluation,
+        content_hash=_content_hash(train, evaluation),
+        description=description,
+        num_documents=count,
+    )
+
+
+def _content_hash(train: np.ndarray, evaluation: np.ndarray) -> str:
     digest = hashlib.sha256()
     digest.update(f"byte-v1 eval-every-{EVAL_EVERY_NTH}\n".encode())
     digest.update(len(train).to_bytes(8, "big"))
     digest.update(train.tobytes())
     digest.update(evaluation.tobytes())
+    return digest.hexdigest()
+
+
+def write_corpus(corpus: Corpus, folder: Path) -> None:
+    """The corpus's bytes as files in ``folder`` (``CORPUS_FILES``): what a founder serves, so that a
+    member whose own copy differs (another Python's standard library) trains on the same bytes."""
+    for name, tokens in zip(CORPUS_FILES, (corpus.train, corpus.eval), strict=True):
+        (folder / name).write_bytes(tokens.tobytes())
+
+
+def read_corpus(folder: Path, description: str) -> Corpus:
+    """The corpus ``write_corpus`` wrote in ``folder`` (fetched by its hash: the founder's bytes)."""
+    try:
+        train, evaluation = (np.fromfile(folder / name, dtype=np.uint8) for name in CORPUS_FILES)
+    except OSError as e:
+        raise DataError(f"{folder}: not a byte corpus ({e.strerror})") from None
+    if not len(train) or not len(evaluation):
+        raise DataError(f"{folder}: a byte corpus needs train and held-out bytes")
     return Corpus(
         train=train,
         eval=evaluation,
-        content_hash=digest.hexdigest(),
-        description=description,
-        num_documents=count,
+        content_hash=_content_hash(train, evaluation),
+        description=f"{description} (the founder's copy)",
+        num_documents=0,
     )

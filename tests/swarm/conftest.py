@@ -90,8 +90,15 @@ class Swarm:
         self.nodes: list[NodeProcess] = []
 
     def start(
-        self, name: str, *args: str, env: dict[str, str] | None = None, identity: Path | None = None
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        identity: Path | None = None,
+        home: Path | None = None,
     ) -> NodeProcess:
+        """Start node ``name``: with ``home``, that data folder (node.home); else ``--ephemeral``
+        (nothing kept between starts, as the tests' nodes are strangers to each other)."""
         command = [
             sys.executable,
             "-m",
@@ -109,6 +116,7 @@ class Swarm:
         ]
         if identity is not None:
             command += ["--identity", str(identity)]
+        command += ["--home", str(home)] if home is not None else ["--ephemeral"]
         log = self.workdir / f"{name}.log"
         process = start_logged(command, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         node = NodeProcess(name, self.workdir, process, log)

@@ -1,5 +1,6 @@
-"""A volunteer needs only ``--peer``: the founder's model folder, which nobody else has, reaches the
-joiner as the run's model artifact, fetched by the hash the run spec names."""
+"""A volunteer needs only ``--peer``: the founder's model folder and data, which nobody else has,
+reach the joiner as the run's artifacts, fetched by the hashes the run spec names, kept in its data
+folder across restarts."""
 
 from __future__ import annotations
 
@@ -35,37 +36,59 @@ def _digests(summary: dict) -> dict[int, str]:
 def test_a_joiner_with_only_peer_fetches_the_founders_model_even_once_the_founder_is_gone(
     swarm: Swarm, tmp_path: Path
 ) -> None:
+    """The founder's model folder reaches b as an artifact; with the founder gone, c fetches it from b,
+    and the founder's copy of the embedded corpus too (c's own differs, as another Python's would);
+    b restarted from its data folder fetches nothing (bytes counted) and agrees with c on x'."""
     model = tmp_path / "founder" / "my-model"
     _pretrained_folder(model)
     a = swarm.start("a", "--run-id", "finetune", "--model", str(model), *COMMON, "--until-round", "30")
     peer = swarm.first_maddr(a)
     a.wait_for(lambda s: s.get("state") == "training", timeout_s=120, what="training")
     model.rename(tmp_path / "founder" / "moved")  # the founder's path now names nothing, anywhere
-    b_store = tmp_path / "b" / "checkpoints"
-    b = swarm.start("b", "--peer", peer, "--checkpoint-dir", str(b_store), *COMMON, "--until-round", "8")
+    b_home = tmp_path / "b-home"
+    b = swarm.start("b", "--peer", peer, *COMMON, "--until-round", "8", home=b_home)
     b.wait_for(lambda s: s.get("round", 0) >= 2, timeout_s=180, what="two rounds with the founder")
     assert "fetched the run's model artifact" in b.log.read_text()
     kill_groups([a.process])  # the founder is gone: the member that fetched the artifact serves it
-    c = swarm.start("c", "--peer", swarm.first_maddr(b), *COMMON, "--until-round", "8")
+    # c reads less of its standard library than the founder did: its corpus differs, as on another
+    # Python; it trains on the founder's bytes, fetched from b (which held its own, identical copy).
+    c = swarm.start("c", "--peer", swarm.first_maddr(b), *COMMON, "--max-data-bytes", "3000000",
+                    "--until-round", "14")  # fmt: skip
     assert b.wait_exit(300) == 0, b.log_tail()
+    first = b.summary()
+    assert first["artifact_bytes_fetched"]["model"] > 0, first["artifact_bytes_fetched"]
+    # b again, from its data folder: its identity, its resume state, the artifacts it holds.
+    b2 = swarm.start("b2", "--peer", swarm.first_maddr(c), *COMMON, "--until-round", "14", home=b_home)
+    assert b2.wait_exit(300) == 0, b2.log_tail()
     assert c.wait_exit(300) == 0, c.log_tail()
-    assert "fetched the run's model artifact" in c.log.read_text()
-    sb, sc = b.summary(), c.summary()
-    shared = set(_digests(sb)) & set(_digests(sc))
-    assert shared, (sb["history"], sc["history"])
-    for round_id in shared:
-        assert _digests(sb)[round_id] == _digests(sc)[round_id], f"x' differs after round {round_id}"
-    # The joiner keeps the artifact (a restart fetches nothing again): the founder's files, verified.
-    (held,) = [p for p in (b_store / "artifacts").iterdir() if not p.name.startswith(".")]
-    kept = json.loads((held / "manifest.json").read_text())
-    assert kept["kind"] == "model"
+    log_c, log_b2 = c.log.read_text(), b2.log.read_text()
+    assert "fetched the run's model artifact" in log_c and "fetching the founder's" in log_c
+    sb, sb2, sc = first, b2.summary(), c.summary()
+    assert sc["artifact_bytes_fetched"]["data"] > 0, sc["artifact_bytes_fetched"]
+    assert sb2["artifact_bytes_fetched"] == {"model": 0}, sb2["artifact_bytes_fetched"]
+    assert "held here: nothing to fetch" in log_b2 and "resumed from" in log_b2
+    assert sb2["peer_id"] == sb["peer_id"], "the data folder keeps the identity"
+    for one, other in ((sb, sc), (sb2, sc)):
+        shared = set(_digests(one)) & set(_digests(other))
+        assert shared, (one["history"], other["history"])
+        for round_id in shared:
+            assert _digests(one)[round_id] == _digests(other)[round_id], f"x' differs after round {round_id}"
+    # What b keeps: the founder's files, verified.
+    (run_folder,) = (b_home / "runs").iterdir()
+    held = {
+        json.loads((p / "manifest.json").read_text())["kind"]: p
+        for p in (run_folder / "checkpoints" / "artifacts").iterdir()
+        if not p.name.startswith(".")
+    }
+    assert set(held) == {"model", "data"}  # the corpus as its own copy, to serve
+    kept = json.loads((held["model"] / "manifest.json").read_text())
     assert {f["name"] for f in kept["files"]} == {
         "config.json",
         "model.safetensors",
         "generation_config.json",
     }
     moved = tmp_path / "founder" / "moved"
-    assert (held / "model.safetensors").read_bytes() == (moved / "model.safetensors").read_bytes()
+    assert (held["model"] / "model.safetensors").read_bytes() == (moved / "model.safetensors").read_bytes()
 
 
 def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized_data(

@@ -33,7 +33,7 @@ COMMON = ["--run-id", "nat", "--codec", "cocktail", "--local-steps", "1", "--min
 
 def _start(lab: NatLab, workdir: Path, ns: str, name: str, address: str, *args: str) -> NodeProcess:
     log = workdir / f"{name}.log"
-    command = [sys.executable, "-m", "node", "join", "--host-maddr", f"/ip4/{address}/tcp/0",
+    command = [sys.executable, "-m", "node", "join", "--ephemeral", "--host-maddr", f"/ip4/{address}/tcp/0",
                "--status-file", str(workdir / f"{name}.status.json"),
                "--summary-json", str(workdir / f"{name}.summary.json"), *COMMON, *args]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parents[2])}

@@ -295,7 +295,17 @@ def test_unreachable_peer_gives_one_line_error_and_a_status_to_try_again() -> No
     """No peer answering may pass (the peer starts later): not the usage error's status 2."""
     fake = DEAD_PEER
     result = subprocess.run(
-        [sys.executable, "-m", "node", "join", "--peer", fake, "--host-maddr", "/ip4/127.0.0.1/tcp/0"],
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "join",
+            "--ephemeral",
+            "--peer",
+            fake,
+            "--host-maddr",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -61,7 +61,7 @@ class Case:
 
 def _join(args: tuple[str, ...]) -> Outcome:
     """Run ``swarm-node join ARGS`` to its end (its whole process group is killed afterwards)."""
-    command = [sys.executable, "-m", "node", "join", "--threads", "1", *args]
+    command = [sys.executable, "-m", "node", "join", "--ephemeral", "--threads", "1", *args]
     if "--host-maddr" not in args:  # p2pd starts when any one of its addresses works
         command += ["--host-maddr", "/ip4/127.0.0.1/tcp/0"]
     process = subprocess.Popen(

@@ -15,8 +15,8 @@ from node.data import ShardData, open_shards
 from swarm.data.assignment import DataPosition, owned_shards
 from swarm.data.errors import DataError
 from swarm.data.pack import PackConfig, build_shards
-from swarm.data.tokenizer import ByteTokenizer
 from swarm.data.shards import SequenceRef
+from swarm.data.tokenizer import ByteTokenizer
 from swarm.dht.records import RunSpec
 from swarm.run_settings import RunSettings
 
@@ -30,7 +30,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = random.Random(0)
     documents = ["".join(rng.choices(string.ascii_letters, k=40)) for _ in range(50)]
     out = tmp_path_factory.mktemp("shards") / "data"
-    build_shards(lambda: iter(documents), ByteTokenizer(), out, PackConfig(seq_len=SEQ_LEN, sequences_per_shard=6))
+    build_shards(
+        lambda: iter(documents), ByteTokenizer(), out, PackConfig(seq_len=SEQ_LEN, sequences_per_shard=6)
+    )
     return out
 
 
