@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from node.artifacts import publish_folder
-from node.data import RunData, WindowData, open_shards, pack_data
+from node.data import RunData, ShardData, WindowData, open_shards, pack_data
 from swarm.checkpoint.artifacts import ArtifactStore, folder_manifest
 from swarm.data.corpus import DEFAULT_DATA, Corpus, load_corpus, read_corpus, write_corpus
+from swarm.data.errors import DataError
 from swarm.data.tokenizer import TextTokenizer
 from swarm.dht.records import RunSpec
 from swarm.run_settings import RunSettings
@@ -62,11 +63,18 @@ async def founder_data(
     )  # fmt: skip
     digest = await asyncio.to_thread(publish_folder, packed, kind="data", run_id=run_id, store=store)
     shutil.rmtree(packed.parent, ignore_errors=True)
-    return await asyncio.to_thread(open_shards, store.folder(digest)), digest
+    data = await asyncio.to_thread(open_shards, store.folder(digest))
+    return _checked(data, tokenizer, seq_len=values.seq_len), digest
 
 
 async def joiner_data(
-    spec: RunSpec, fetch: Fetch, store: ArtifactStore, *, run_id: str, max_bytes: int
+    spec: RunSpec,
+    fetch: Fetch,
+    store: ArtifactStore,
+    tokenizer: TextTokenizer,
+    *,
+    run_id: str,
+    max_bytes: int,
 ) -> RunData:
     """The data of the run ``spec`` describes, as a joiner trains on it."""
     if not spec.data_artifact or is_embedded(spec):
@@ -83,7 +91,27 @@ async def joiner_data(
         folder = await fetch("data", spec.data_artifact)
         return WindowData(await asyncio.to_thread(read_corpus, folder, DEFAULT_DATA))
     folder = await fetch("data", spec.data_artifact)
-    return await asyncio.to_thread(open_shards, folder)
+    return _checked(await asyncio.to_thread(open_shards, folder), tokenizer, seq_len=spec.seq_len)
+
+
+def _checked(data: ShardData, tokenizer: TextTokenizer, *, seq_len: int) -> ShardData:
+    """The shards must be the model's tokenizer's ids, in sequences of the run's length: DataError
+    otherwise (a founder's artifacts that disagree with each other)."""
+    index = data.shards.index
+    if index.tokenizer != tokenizer.identity or index.vocab_size != tokenizer.vocab_size:
+        raise DataError(
+            f"the run's data was tokenized by tokenizer {index.tokenizer[:12]}… ({index.vocab_size} tokens),"
+            f" not the model's {tokenizer.identity[:12]}… ({tokenizer.vocab_size} tokens)"
+        )
+    if index.eos_id != tokenizer.eos_id:
+        raise DataError(
+            f"the run's data ends documents with token {index.eos_id}, the model's tokenizer with {tokenizer.eos_id}"
+        )
+    if index.seq_len != seq_len:
+        raise DataError(
+            f"the run's data holds sequences of {index.seq_len} tokens, the run trains on {seq_len}"
+        )
+    return data
 
 
 def _hold_corpus(corpus: Corpus, store: ArtifactStore, *, run_id: str, digest: str) -> None:

@@ -348,7 +348,9 @@ class Node:
                 run_values, tokenizer, artifacts, run_id=cfg.run.run_id, max_bytes=max_bytes
             )
         else:
-            data = await joiner_data(adopted, fetched, artifacts, run_id=cfg.run.run_id, max_bytes=max_bytes)
+            data = await joiner_data(
+                adopted, fetched, artifacts, tokenizer, run_id=cfg.run.run_id, max_bytes=max_bytes
+            )
         # The starting node publishes its spec once x' exists (the spec names x's digest).
         if adopted is None:
             model_artifact = await asyncio.to_thread(

@@ -1,8 +1,10 @@
 """A node's view of the run's shards (node.data.ShardData): the members it sees split the train
-shards between them, each sequence trained once per epoch, and a saved position continues there."""
+shards between them, each sequence trained once per epoch, a saved position continues there, and a
+joiner refuses shards that its model's tokenizer did not make (node.run_inputs)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import string
 from dataclasses import asdict
@@ -12,6 +14,8 @@ import pytest
 import torch
 
 from node.data import ShardData, open_shards
+from node.run_inputs import joiner_data
+from swarm.checkpoint.artifacts import ArtifactStore
 from swarm.data.assignment import DataPosition, owned_shards
 from swarm.data.errors import DataError
 from swarm.data.pack import PackConfig, build_shards
@@ -106,3 +110,29 @@ def test_a_saved_position_continues_where_the_member_left(folder: Path) -> None:
 def test_a_corrupt_saved_position_is_a_clear_error(folder: Path) -> None:
     with pytest.raises(DataError, match="malformed"):
         open_shards(folder).restore_position('{"epoch": -1}')
+
+
+def test_a_joiner_refuses_shards_its_models_tokenizer_did_not_make(folder: Path, tmp_path: Path) -> None:
+    """The founder's two artifacts must agree: shards of another tokenizer, or of another sequence
+    length, are refused with one line before training starts."""
+
+    class OtherTokenizer(ByteTokenizer):
+        identity = "b" * 64
+
+    async def fetch(kind: str, digest: str) -> Path:
+        return folder
+
+    def joining(tokenizer: ByteTokenizer, seq_len: int) -> object:
+        settings = RunSettings(seq_len=seq_len, data=("train.jsonl",))
+        run = RunSpec(
+            **asdict(settings), model_hash="m", initial_digest="", data_hash="d", software="s",
+            data_artifact="a" * 64,
+        )  # fmt: skip
+        store = ArtifactStore(tmp_path / "artifacts")
+        return asyncio.run(joiner_data(run, fetch, store, tokenizer, run_id="r", max_bytes=1 << 20))
+
+    assert isinstance(joining(ByteTokenizer(), SEQ_LEN), ShardData)
+    with pytest.raises(DataError, match="tokenized by tokenizer"):
+        joining(OtherTokenizer(), SEQ_LEN)
+    with pytest.raises(DataError, match="sequences of 8 tokens, the run trains on 16"):
+        joining(ByteTokenizer(), 16)
