@@ -14,10 +14,10 @@ Sources, given as files or folders (folders are walked in sorted name order, hid
 
 The standard library differs between Python versions (3.11.7 has 734 such files, 3.12.1 has 686), so
 the default data set is not the same everywhere it could be read. It does not need to be: the
-founder of a run reads it once, packs it into shards (``swarm.data.pack``) and the swarm serves those
-shards by their hash. A volunteer on Python 3.12 joining a founder on 3.11 trains on the founder's
-3.11 shards and never reads its own standard library. Shipping a copy of the standard library in
-this repository would fix one version's text, but it is CPython's code, not ours to copy.
+founder of a run reads it once and the swarm serves the founder's bytes as the run's data artifact
+(``node.run_inputs``); a volunteer on Python 3.12 joining a founder on 3.11 trains on the founder's
+3.11 text. Shipping a copy of the standard library in this repository would fix one version's text,
+but it is CPython's code, not ours to copy.
 
 Files are read as UTF-8 (invalid bytes replaced), in a stream: a data set larger than memory is
 never held whole. Blank documents are skipped; a data set with none left is an error.

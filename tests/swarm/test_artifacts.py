@@ -95,8 +95,9 @@ def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized
     swarm: Swarm, tmp_path: Path
 ) -> None:
     """Issue 30's scenario: the founder has, in a folder nobody else has, a Llama-style model with a BPE
-    tokenizer trained here and a JSONL data set. Two volunteers with only --peer fetch both (the data
-    as the founder's token ids), train, agree with it on x' in every shared round; the eval loss falls;
+    tokenizer trained here and a JSONL data set (its field ``body``: text, and chat turns rendered
+    with the tokenizer's template). Two volunteers with only --peer fetch both (the data as the
+    founder's token ids), train, agree with it on x' in every shared round; the eval loss falls;
     the pulled checkpoint generates text through transformers' pipeline."""
     import signal
     import subprocess
@@ -112,7 +113,12 @@ def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized
         for path in sources:
             for block in path.read_text(errors="replace").split("\n\n"):
                 if block.strip():
-                    out.write(json.dumps({"text": block}) + "\n")
+                    out.write(json.dumps({"body": block}) + "\n")
+            chat = [
+                {"role": "user", "content": f"What is {path.name}?"},
+                {"role": "assistant", "content": "A module."},
+            ]
+            out.write(json.dumps({"body": chat}) + "\n")
     args = [
         *COMMON,
         "--seq-len",
@@ -125,12 +131,13 @@ def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized
         "400",
     ]
     a = swarm.start(
-        "a", "--run-id", "tuned", "--model", str(model), "--data", str(founder / "train.jsonl"), *args
-    )
+        "a", "--run-id", "tuned", "--model", str(model), "--data", str(founder / "train.jsonl"),
+        "--data-field", "body", *args,
+    )  # fmt: skip
     peer = swarm.first_maddr(a)
     a.wait_for(lambda s: s.get("state") == "training", timeout_s=180, what="training")
     founder.rename(tmp_path / "gone")  # nothing of the founder's is at its paths any more
-    b = swarm.start("b", "--peer", peer, *args)
+    b = swarm.start("b", "--peer", peer, *args, home=tmp_path / "b-home")
     c = swarm.start("c", "--peer", peer, *args)
     b.wait_for(lambda s: s.get("round", 0) >= 6, timeout_s=300, what="round 6")
     out = tmp_path / "pulled"
@@ -153,6 +160,15 @@ def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized
         assert len(shared) >= 2 and all(digests[0][r] == other[r] for r in shared), (digests[0], other)
     evals = [h["eval_loss"] for h in summaries[0]["history"] if h.get("eval_loss") is not None]
     assert len(evals) >= 2 and evals[-1] < evals[0], evals
+    # b trained on the founder's token ids: its copy of the shards holds the chat turns as the model's
+    # template renders them.
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    (shards,) = [p.parent for p in (tmp_path / "b-home").glob("runs/*/checkpoints/artifacts/*/index.json")]
+    tokens = np.concatenate([np.load(f).reshape(-1) for f in sorted(shards.glob("*.npy"))])
+    text = AutoTokenizer.from_pretrained(str(out)).decode(tokens.tolist())
+    assert "<|user|>What is " in text and "<|assistant|>A module.<|end|>" in text
     from transformers import pipeline
 
     generate = pipeline("text-generation", model=str(out), device="cpu")
