@@ -85,17 +85,21 @@ def publish_folder(folder: Path, *, kind: str, run_id: str, store: ArtifactStore
 
 
 async def providers_of(host: SwarmHost, run_id: str, peers: Sequence[str]) -> list[bytes]:
-    """Who may hold the run's artifacts: the ``--peer`` nodes first, then the live members."""
+    """Who may hold the run's artifacts: the ``--peer`` nodes first, then the live members that can be
+    dialled directly. A member reachable only through a relay is left out: a relayed connection is
+    reset after a few hundred kB (docs/deployment.md), so it fetches artifacts but serves none."""
     found = [peer_from_name(maddr.rsplit("/p2p/", 1)[1]) for maddr in peers]
     try:
         members = await host.dht_get_subkeys(members_key(run_id), MemberRecord.from_wire)
     except PEER_ERRORS as e:
         logger.debug("no member list for the artifacts' providers: %s", e)
         members = {}
-    for name in members:
+    for name, record in members.items():
         try:
             peer = peer_from_name(name)
         except ValueError:
+            continue
+        if record.addrs and all("/p2p-circuit" in a for a in record.addrs):
             continue
         if peer not in found and peer != host.peer_id:
             found.append(peer)

@@ -408,6 +408,13 @@ class Node:
             local.data.description,
             local.spec.codec,
         )
+        if self.progress.maddrs:  # what the founder (or any member) shares with volunteers
+            shared = sorted(
+                self.progress.maddrs, key=lambda m: ("/127.0.0.1/" in m or "/::1/" in m, "/tcp/" not in m)
+            )
+            logger.info(
+                "volunteers join this run (%s) with: swarm-node join --peer %s", cfg.run.run_id, shared[0]
+            )
 
     async def _prepare_training(self, host: SwarmHost, local: LocalRun) -> list[torch.Tensor]:
         """Size the micro-batch on a real batch; the held-out batches every evaluation uses."""

@@ -97,11 +97,13 @@ async def announce(
     fresh: bool = False,
     credential: bytes = b"",
     ttl_s: float = HEARTBEAT_TTL_S,
+    addrs: tuple[str, ...] = (),
 ) -> None:
     """Store the host's member heartbeat for ``run_id``: its x' at ``round``, one local step a round."""
     record = MemberRecord(
-        round=round, global_step=0, local_steps_per_round=1.0, credential=credential, fresh=fresh
-    )
+        round=round, global_step=0, local_steps_per_round=1.0, credential=credential, fresh=fresh,
+        addrs=addrs,
+    )  # fmt: skip
     await host.dht_store(members_key(run_id), record.to_wire(), ttl_s=ttl_s, subkey=host.peer_name)
 
 

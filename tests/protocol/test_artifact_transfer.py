@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from node.artifacts import providers_of
 from swarm.auth import Gate, issue, owner_public_key
 from swarm.checkpoint.artifacts import ArtifactStore, folder_manifest
 from swarm.checkpoint.download import DownloadError
@@ -19,6 +20,8 @@ from swarm.checkpoint.service import fetch_artifact, fetch_checkpoint
 from tests.protocol.support import (
     CHECKPOINT_RUN_ID,
     CHUNK,
+    MEMBERS_TTL_S,
+    announce,
     checkpoint_nodes,
     random_checkpoint_files,
     read_files,
@@ -123,6 +126,27 @@ def test_a_closed_runs_artifacts_go_only_to_credential_holders(tmp_path: Path) -
             founder.store.add(ckpt_manifest, ckpt)
             await fetch_checkpoint(outsider, provider, ckpt_manifest.hash, tmp_path / "pulled")
             assert read_files(tmp_path / "pulled", ckpt) == ckpt
+        finally:
+            for host in hosts:
+                await host.shutdown()
+
+    run(go())
+
+
+def test_members_reachable_only_through_a_relay_are_not_asked_for_artifacts(tmp_path: Path) -> None:
+    """A relayed connection is reset after a few hundred kB: a member whose every address is a relay
+    circuit fetches the run's artifacts but is never one of their providers."""
+
+    async def go() -> None:
+        hosts, _ = await checkpoint_nodes(tmp_path, 3)
+        try:
+            direct, relayed, joiner = hosts
+            ttl_s = MEMBERS_TTL_S + 60  # replaces the heartbeats checkpoint_nodes stored (a later expiry)
+            await announce(direct, CHECKPOINT_RUN_ID, addrs=("/ip4/192.0.2.1/tcp/31337",), ttl_s=ttl_s)
+            circuit = f"/ip4/192.0.2.2/tcp/31337/p2p/{direct.peer_name}/p2p-circuit"
+            await announce(relayed, CHECKPOINT_RUN_ID, addrs=(circuit,), ttl_s=ttl_s)
+            providers = await providers_of(joiner, CHECKPOINT_RUN_ID, [])
+            assert direct.peer_id in providers and relayed.peer_id not in providers
         finally:
             for host in hosts:
                 await host.shutdown()
