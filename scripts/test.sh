@@ -22,4 +22,4 @@ echo "== import contracts (pyproject.toml [tool.importlinter])"; lint-imports --
 echo "== structure (file and class sizes, module docstrings, private imports, literal timeouts)"; python scripts/check_structure.py
 echo "== generated protobuf code"; scripts/gen_proto.sh --check
 echo "== generated docs/configuration.md"; python -m node.config_docs --check
-echo "== tests"; python -m pytest -v -p no:cacheprovider "$@"
+echo "== tests"; python -m pytest -v -p no:cacheprovider --durations=25 "$@"
