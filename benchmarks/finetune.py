@@ -66,7 +66,7 @@ class Node:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         with open(folder / "node.log", "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "node", "join", *command, "--status-file", "status.json",
+                [sys.executable, "-m", "node", "join", "--ephemeral", *command, "--status-file", "status.json",
                  "--summary-json", "summary.json", "--checkpoint-dir", "checkpoints"],
                 cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from swarm.checkpoint.service import ask_status
 from swarm.compression.cocktail import CocktailParams
 from swarm.compression.codecs import Codec
 from swarm.compression.registry import make_codec
+from swarm.data.documents import DEFAULT_DATA
 from swarm.dht.records import (
     ARTIFACT_FIELDS,
     RECORD_VERSION,
@@ -134,9 +135,16 @@ def spec_for(
     model_artifact: str = "",
     data_artifact: str = "",
 ) -> RunSpec:
-    """The spec a node starting run ``run.run_id`` publishes: its settings, defaults filled in."""
+    """The spec a node starting run ``run.run_id`` publishes: its settings, defaults filled in. What
+    the run's artifacts carry is named by their folder's and files' names, never by the founder's
+    paths (which tell strangers about its machine and mean nothing on theirs)."""
+    values = run.resolved()
+    if model_artifact and Path(values.model).is_dir():
+        values = replace(values, model=Path(values.model).resolve().name)
+    if data_artifact and list(values.data) != [DEFAULT_DATA]:
+        values = replace(values, data=tuple(Path(d).resolve().name for d in values.data))
     return RunSpec(
-        **asdict(run.resolved()),
+        **asdict(values),
         model_hash=model_hash,
         initial_digest=initial_digest,
         data_hash=data_hash,

@@ -153,6 +153,7 @@ def test_volunteers_with_only_peer_fine_tune_the_founders_model_on_its_tokenized
     for node in (b, c):
         log = node.log.read_text()
         assert "fetched the run's model artifact" in log and "fetched the run's data artifact" in log
+        assert str(founder) not in log, "the run names its artifacts, never the founder's paths"
     summaries = [n.summary() for n in (a, b, c)]
     digests = [_digests(s) for s in summaries]
     for other in digests[1:]:
