@@ -53,7 +53,7 @@ from node.process import Controls, cap_gpu_memory, handle_signals, limit_malloc_
 from node.progress import Progress, Recorder, StatusFiles
 from node.reachability import reachability
 from node.resume import ResumeError
-from node.run_inputs import founder_data, joiner_data
+from node.run_inputs import Fetch, founder_data, is_embedded, joiner_data
 from node.schedule import RoundSchedule
 from node.sections import ConfigError, NodeConfig
 from node.trainer import LocalTrainer
@@ -76,6 +76,7 @@ from swarm.models.build import (
     resolve_model,
 )
 from swarm.p2p import SwarmHost
+from swarm.run_settings import RunSettings
 
 logger = logging.getLogger("swarm.node")
 
@@ -320,7 +321,7 @@ class Node:
         adopted = await agreement.find()
         run_values = adopted or cfg.run.resolved()
 
-        async def fetched(kind: str, digest: str) -> Path:
+        async def fetch(kind: str, digest: str) -> Path:
             assert adopted is not None
             self.progress.artifact_bytes.setdefault(kind, 0)
 
@@ -335,6 +336,33 @@ class Node:
                 on_received=received,
             )  # fmt: skip
 
+        fetching: dict[str, asyncio.Task[Path]] = {}
+
+        def fetched(kind: str, digest: str) -> asyncio.Task[Path]:
+            """One fetch per artifact, started at the first call: the data comes while the model loads."""
+            if kind not in fetching:
+                fetching[kind] = asyncio.create_task(fetch(kind, digest))
+            return fetching[kind]
+
+        try:
+            return await self._load(adopted, run_values, agreement, device, artifacts, fetched)
+        finally:
+            for task in fetching.values():
+                task.cancel()
+
+    async def _load(
+        self,
+        adopted: RunSpec | None,
+        run_values: RunSettings,
+        agreement: RunAgreement,
+        device: torch.device,
+        artifacts: ArtifactStore,
+        fetched: Fetch,
+    ) -> LocalRun:
+        """The run's model and data (a joiner's through ``fetched``), x' and this node's trainer."""
+        cfg = self.config
+        if adopted is not None and adopted.data_artifact and not is_embedded(adopted):
+            fetched("data", adopted.data_artifact)  # in parallel with the model's fetch and loading
         if adopted is not None and adopted.model_artifact:
             source = resolve_model(str(await fetched("model", adopted.model_artifact)))
         else:
