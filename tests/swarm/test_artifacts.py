@@ -46,19 +46,19 @@ def test_a_joiner_with_only_peer_fetches_the_founders_model_even_once_the_founde
     a.wait_for(lambda s: s.get("state") == "training", timeout_s=120, what="training")
     model.rename(tmp_path / "founder" / "moved")  # the founder's path now names nothing, anywhere
     b_home = tmp_path / "b-home"
-    b = swarm.start("b", "--peer", peer, *COMMON, "--until-round", "8", home=b_home)
+    b = swarm.start("b", "--peer", peer, *COMMON, "--until-round", "6", home=b_home)
     b.wait_for(lambda s: s.get("round", 0) >= 2, timeout_s=180, what="two rounds with the founder")
     assert "fetched the run's model artifact" in b.log.read_text()
     kill_groups([a.process])  # the founder is gone: the member that fetched the artifact serves it
     # c reads less of its standard library than the founder did: its corpus differs, as on another
     # Python; it trains on the founder's bytes, fetched from b (which held its own, identical copy).
     c = swarm.start("c", "--peer", swarm.first_maddr(b), *COMMON, "--max-data-bytes", "3000000",
-                    "--until-round", "14")  # fmt: skip
+                    "--until-round", "10")  # fmt: skip
     assert b.wait_exit(300) == 0, b.log_tail()
     first = b.summary()
     assert first["artifact_bytes_fetched"]["model"] > 0, first["artifact_bytes_fetched"]
     # b again, from its data folder: its identity, its resume state, the artifacts it holds.
-    b2 = swarm.start("b2", "--peer", swarm.first_maddr(c), *COMMON, "--until-round", "14", home=b_home)
+    b2 = swarm.start("b2", "--peer", swarm.first_maddr(c), *COMMON, "--until-round", "10", home=b_home)
     assert b2.wait_exit(300) == 0, b2.log_tail()
     assert c.wait_exit(300) == 0, c.log_tail()
     log_c, log_b2 = c.log.read_text(), b2.log.read_text()
