@@ -16,10 +16,13 @@ that turns the parts into Delta:
   p_i = samples_i / samples and its default tau_eff = sum_i p_i tau_i (also the global step's advance).
 - ``fednova-max``: the same with tau_eff = max_i tau_i.
 - ``drop-slow``: the ablation that keeps only the fastest member (a swarm of one, codec included).
+- ``RULE*STEP`` (``fednova-max*2``): an outer step size on the rule's Delta; ``drop-slow*2`` is its
+  control (the same step for the fast member alone).
 - reference: the fastest member alone, no codec, x' = x_i after every round (run 4x longer).
 
+Cocktail runs average their first ``--warmup-rounds`` rounds exactly, as ``CodecSchedule`` does.
 The local optimiser is the real node's: torch AdamW (weight decay 0.01) with ``node.trainer.lr_at``'s
-warm-up and cosine (peak 3e-3, 50 warm-up and 3000 total global steps) and the per-member ramp over
+warm-up and cosine (peak ``--lr``, 50 warm-up and 3000 total global steps) and the per-member ramp over
 its first 20 own steps (``--joiner-warmup``). Each member draws its own batches from the embedded
 stdlib corpus (``swarm.data.sampling.train_batch`` with its own peer id); held-out eval loss of x'
 uses ``eval_batches``. The model is a byte-level MLP language model (the last 8 bytes' embeddings,
@@ -28,7 +31,10 @@ takes 0.3-1.5 s on this machine's shared cores, and 1 fast + 99 slow members tak
 round. Progress is judged against wall time: how long the fast member alone takes to reach the
 loss a rule reaches (``update_rules_report``). Writes results/update_rules-<date>.{json,md,png}.
 
-    python benchmarks/update_rules.py [--rounds 40] [--scenarios spread 1+99 1+7] [--codecs fp32 cocktail]
+    python benchmarks/update_rules.py [--rounds 40] [--jobs 3] [--lr 3e-3] [--scenarios spread 1+99 1+7]
+
+At the defaults: about 20 minutes with ``--jobs 3`` on 2 shared cores (1+99 dominates: 111 steps and
+100 encodes a round).
 """
 
 from __future__ import annotations
