@@ -118,7 +118,7 @@ def plot(record: dict, path: Path) -> None:
     scenarios = record["scenarios"]
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
     colours = {"uniform": "tab:red", "fednova": "tab:orange", "fednova-max": "tab:green", "drop-slow": "tab:blue",
-               "fednova-max*1.5": "tab:olive", "fednova-max*2": "tab:purple",
+               "fednova-max*1.5": "tab:olive", "fednova-work": "tab:brown", "fednova-max*2": "tab:purple",
                "drop-slow*2": "tab:cyan"}  # fmt: skip
     for ax, scenario in zip(axes[0], scenarios, strict=True):
         ref = [p for p in scenario["reference"]["points"] if p[0] <= record["rounds"]]
