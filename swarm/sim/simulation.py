@@ -1,0 +1,271 @@
+"""N simulated members running the real ``Averager`` in lockstep rounds, and what each round cost.
+
+Every member is a real ``Averager`` (rendezvous, conductor, owners, commit: the node's own code) on
+a ``SimHost``; it heartbeats into the modelled DHT as ``node.network`` does (every 5 s, living
+15 s), brings a small random delta to each round and applies the committed outcome to its x'
+(what ``TrainingLoop._finish_round`` does to x'). A member told to repair, and every joiner, takes
+x' from a peer through the real state protocol (``fetch_state``). Rounds run in lockstep: all
+live members enter round k together, as nodes in deterministic mode do, and the round ends when
+the last of them has its outcome.
+
+Faults: ``kill_on`` kills a member when a frame of a given kind passes (the conductor right after
+it sends its first roster, say), and ``churn`` replaces members between rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from swarm.averaging.outcome import Contribution, RoundOutcome, Status
+from swarm.averaging.round import Averager
+from swarm.averaging.shards import assign_owners
+from swarm.averaging.state import GlobalCopy
+from swarm.averaging.timing import RoundTiming
+from swarm.averaging.transfer import fetch_state
+from swarm.compression.registry import make_codec
+from swarm.dht.records import MemberRecord, members_key
+from swarm.sim.codec import ChargedCodec, CodecCost
+from swarm.sim.dht import SimDHT
+from swarm.sim.host import SimHost
+from swarm.sim.network import LinkSpec, Network, RelaySpec
+from swarm.sim.streams import ChargePolicy
+
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_TTL_S = 15.0
+"""As ``node.network``: a member is gone after its third missed heartbeat."""
+STATE_TIMEOUT_S = 600.0
+RUN_ID = "sim"
+
+
+@dataclass(kw_only=True)
+class SimSettings:
+    """One simulation: who, on which links, with which codec, charged as which model."""
+
+    links: list[LinkSpec]
+    """One per initial member; joiners under churn draw from these too."""
+    real_elements: int = 16 * 1024
+    """Elements of the real x' every member holds."""
+    model_elements: int = 100_000_000
+    """Elements of the model whose bytes and CPU are charged."""
+    codec: str = "cocktail"
+    cost: CodecCost | None = None
+    """Measured codec cost (``swarm.sim.codec.measure``); None: bytes scaled by elements, no CPU charged."""
+    num_shards: int = 16
+    timing: RoundTiming = field(default_factory=RoundTiming)
+    relay: RelaySpec = field(default_factory=RelaySpec)
+    dht_replicas: int = 5
+    seed: int = 0
+
+
+@dataclass
+class RoundReport:
+    """What one round cost and how it ended."""
+
+    round: int
+    members: int
+    """Live members that entered the round."""
+    statuses: dict[str, int]
+    committed_round: int
+    round_s: float
+    """Virtual seconds from the round's start until the last member had its outcome."""
+    bytes_sent_mean: float
+    bytes_received_mean: float
+    busiest_owner_bytes: int
+    conductor_bytes: int
+    dht_replica_bytes: int
+    dht_largest_value_bytes: int
+    aborted_shards: int
+    repairs: int
+    joins: int
+    distinct_digests: int
+    killed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Member:
+    host: SimHost
+    averager: Averager
+    generator: torch.Generator
+    beat: asyncio.Task | None = None
+    task: asyncio.Task | None = None
+
+
+class Simulation:
+    """Members, their rounds, and the faults injected into them (see the module docstring)."""
+
+    def __init__(self, settings: SimSettings):
+        self.settings = settings
+        self.network = Network(relay=settings.relay)
+        self.dht = SimDHT(self.network, replicas=settings.dht_replicas)
+        cost = settings.cost
+        element_scale = settings.model_elements / settings.real_elements
+        scale = cost.payload_scale if cost is not None else element_scale
+        self.policy = ChargePolicy(payload_scale={settings.codec: scale, "fp32": element_scale}, state_scale=element_scale)
+        self.hosts: dict[bytes, SimHost] = {}
+        self.members: dict[bytes, _Member] = {}
+        self._random = random.Random(settings.seed)
+        self.start = torch.randn(settings.real_elements, generator=torch.Generator().manual_seed(settings.seed))
+        self.kill_on: list[tuple[Callable[[bytes, bytes, str], bytes | None], str]] = []
+        """Triggers (src, dst, kind) -> the peer to kill, or None; each fires once (see ``kill_when``)."""
+        self._killed: list[str] = []
+        self.network.on_frame = self._frame_seen
+
+    # ------------------------------------------------------------------ members
+
+    async def add_member(self, link: LinkSpec, *, joiner: bool = False) -> bytes:
+        s = self.settings
+        host = SimHost(self.network, self.dht, Ed25519PrivateKey.generate(), self.hosts, self.policy)
+        self.network.add(host.peer_id, link)
+        self.hosts[host.peer_id] = host
+        codec = make_codec(s.codec)
+        if s.cost is not None:
+            codec = ChargedCodec(codec, s.cost, self.network, host.peer_id)
+        copy = GlobalCopy(self.start.clone())
+        averager = Averager(host, run_id=RUN_ID, codec=codec, global_copy=copy, num_shards=s.num_shards, timing=s.timing)
+        await averager.start()
+        member = _Member(host, averager, torch.Generator().manual_seed(self._random.getrandbits(31)))
+        self.members[host.peer_id] = member
+        if joiner:
+            averager.fresh = True
+            await self._take_state(member, [p for p in self.members if p != host.peer_id])
+        member.beat = asyncio.create_task(self._heartbeats(member))
+        await asyncio.sleep(0)
+        return host.peer_id
+
+    async def _heartbeats(self, member: _Member) -> None:
+        copy, host = member.averager.copy, member.host
+        while True:
+            record = MemberRecord(
+                round=copy.round, global_step=copy.global_step, local_steps_per_round=1.0,
+                fresh=member.averager.fresh,
+            )  # fmt: skip
+            await host.dht_store(members_key(RUN_ID), record.to_wire(), ttl_s=HEARTBEAT_TTL_S, subkey=host.peer_name)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    async def _take_state(self, member: _Member, sources: list[bytes]) -> bool:
+        """Replace ``member``'s x' by a live source's (the real state protocol); False if none gave it."""
+        averager = member.averager
+        for peer in sources:
+            if not self.network.alive(peer):
+                continue
+            try:
+                header, values = await fetch_state(
+                    member.host, peer, run_id=RUN_ID, num_elements=self.settings.real_elements,
+                    connect_timeout_s=self.settings.timing.connect_timeout_s, timeout_s=STATE_TIMEOUT_S,
+                )  # fmt: skip
+            except (OSError, TimeoutError, ValueError, EOFError):
+                continue
+            averager.copy.replace(
+                values, round=header.round, global_step=header.global_step, swarm_samples=header.swarm_samples
+            )
+            await averager.applied(None)
+            return True
+        return False
+
+    async def kill(self, peer: bytes) -> None:
+        member = self.members.pop(peer)
+        self._killed.append(member.host.peer_name[-8:])
+        for task in (member.beat, member.task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        await member.host.kill()
+        await member.averager.shutdown()
+
+    def kill_when(self, trigger: Callable[[bytes, bytes, str], bytes | None]) -> None:
+        """Kill the peer ``trigger(src, dst, kind)`` names, the first time it names one."""
+        self.kill_on.append((trigger, "armed"))
+
+    def _frame_seen(self, src: bytes, dst: bytes, kind: str) -> None:
+        for i, (trigger, state) in enumerate(self.kill_on):
+            if state != "armed":
+                continue
+            victim = trigger(src, dst, kind)
+            if victim is not None and victim in self.members:
+                self.kill_on[i] = (trigger, "fired")
+                asyncio.get_running_loop().call_soon(lambda v=victim: asyncio.ensure_future(self.kill(v)))
+
+    # ------------------------------------------------------------------ rounds
+
+    async def _one(self, member: _Member) -> RoundOutcome:
+        averager = member.averager
+        delta = torch.randn(self.settings.real_elements, generator=member.generator) * 0.01
+        outcome = await averager.run_round(Contribution(delta=delta, weight=1.0, samples=1, local_steps=1))
+        copy = averager.copy
+        if outcome.status is Status.COMMITTED:
+            for update in outcome.updates:
+                copy.apply_shard(update.first, update.aggregate, update.stride)
+            copy.round = outcome.round
+            copy.global_step += outcome.global_step_increment
+            copy.swarm_samples += outcome.samples
+            await averager.applied(outcome)
+        elif outcome.status is Status.REPAIR:
+            await self._take_state(member, outcome.repair_from)
+        return outcome
+
+    async def run_round(self, index: int) -> RoundReport:
+        """Every live member runs one round; the report of what it cost."""
+        loop = asyncio.get_running_loop()
+        peers = list(self.members)
+        before = {p: (self.network.traffic(p).stream_sent, self.network.traffic(p).stream_received) for p in peers}
+        joins_before = {p: self.network.traffic(p).received["join"] for p in peers}
+        dht_before = self.dht.stats.replica_bytes[members_key(RUN_ID)]
+        self.dht.stats.largest_value_bytes = 0
+        self._killed = []
+        started = loop.time()
+        for peer in peers:
+            self.members[peer].task = asyncio.create_task(self._one(self.members[peer]))
+        tasks = [self.members[p].task for p in peers]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        round_s = loop.time() - started
+        outcomes = [r for r in results if isinstance(r, RoundOutcome)]
+        statuses = Counter(o.status.name for o in outcomes)
+        statuses.update("KILLED" for r in results if isinstance(r, BaseException))
+        committed = [o for o in outcomes if o.status is Status.COMMITTED]
+        round_id = max((o.round for o in committed), default=0)
+        members = next((o.members for o in committed), [])
+        owners = set(assign_owners(RUN_ID, self.settings.num_shards, members)) if members else set()
+        moved = {p: self._moved(p, before[p]) for p in peers}
+        conductor = max(peers, key=lambda p: self.network.traffic(p).received["join"] - joins_before[p])
+        digests = {m.averager.copy.digest for m in self.members.values()}
+        return RoundReport(
+            round=index,
+            members=len(peers),
+            statuses=dict(statuses),
+            committed_round=round_id,
+            round_s=round_s,
+            bytes_sent_mean=sum(s for s, _ in moved.values()) / len(peers),
+            bytes_received_mean=sum(r for _, r in moved.values()) / len(peers),
+            busiest_owner_bytes=max((sum(moved[p]) for p in owners if p in moved), default=0),
+            conductor_bytes=sum(moved[conductor]),
+            dht_replica_bytes=self.dht.stats.replica_bytes[members_key(RUN_ID)] - dht_before,
+            dht_largest_value_bytes=self.dht.stats.largest_value_bytes,
+            aborted_shards=max((len(o.aborted_shards) for o in committed), default=0),
+            repairs=statuses.get("REPAIR", 0),
+            joins=0,
+            distinct_digests=len(digests),
+            killed=list(self._killed),
+        )
+
+    def _moved(self, peer: bytes, before: tuple[int, int]) -> tuple[int, int]:
+        traffic = self.network.traffic(peer)
+        return traffic.stream_sent - before[0], traffic.stream_received - before[1]
+
+    async def shutdown(self) -> None:
+        for member in self.members.values():
+            for task in (member.beat, member.task):
+                if task is not None:
+                    task.cancel()
+        for member in self.members.values():
+            await member.host.kill()
+            await member.averager.shutdown()
+        # Let cancelled tasks unwind before the loop closes.
+        with contextlib.suppress(Exception):
+            await asyncio.sleep(0)
