@@ -26,6 +26,12 @@ from dataclasses import dataclass, field
 
 MBIT = 1e6
 
+STATE_KINDS = frozenset(
+    {"state_request", "state_header", "state_chunk", "state_end", "journal_request", "journal_part",
+     "journal_round", "journal_end"}
+)  # fmt: skip
+"""Frames of state transfers (repairs, joiners), counted apart from the rounds' own."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class LinkSpec:
@@ -55,12 +61,14 @@ class Traffic:
     dht_received: int = 0
 
     @property
-    def stream_sent(self) -> int:
-        return sum(self.sent.values())
+    def round_sent(self) -> int:
+        """Bytes of rendezvous and shard streams (what ``Averager.round_traffic`` counts: no state
+        transfers, no DHT)."""
+        return sum(n for kind, n in self.sent.items() if kind not in STATE_KINDS)
 
     @property
-    def stream_received(self) -> int:
-        return sum(self.received.values())
+    def round_received(self) -> int:
+        return sum(n for kind, n in self.received.items() if kind not in STATE_KINDS)
 
 
 @dataclass

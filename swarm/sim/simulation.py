@@ -76,6 +76,8 @@ class RoundReport:
     committed_round: int
     round_s: float
     """Virtual seconds from the round's start until the last member had its outcome."""
+    duration_median_s: float
+    """The median member's ``RoundOutcome.duration_s`` (what the WAN benchmark reports)."""
     bytes_sent_mean: float
     bytes_received_mean: float
     busiest_owner_bytes: int
@@ -214,7 +216,7 @@ class Simulation:
         """Every live member runs one round; the report of what it cost."""
         loop = asyncio.get_running_loop()
         peers = list(self.members)
-        before = {p: (self.network.traffic(p).stream_sent, self.network.traffic(p).stream_received) for p in peers}
+        before = {p: (self.network.traffic(p).round_sent, self.network.traffic(p).round_received) for p in peers}
         joins_before = {p: self.network.traffic(p).received["join"] for p in peers}
         dht_before = self.dht.stats.replica_bytes[members_key(RUN_ID)]
         self.dht.stats.largest_value_bytes = 0
@@ -241,6 +243,7 @@ class Simulation:
             statuses=dict(statuses),
             committed_round=round_id,
             round_s=round_s,
+            duration_median_s=sorted(o.duration_s for o in outcomes)[len(outcomes) // 2] if outcomes else 0.0,
             bytes_sent_mean=sum(s for s, _ in moved.values()) / len(peers),
             bytes_received_mean=sum(r for _, r in moved.values()) / len(peers),
             busiest_owner_bytes=max((sum(moved[p]) for p in owners if p in moved), default=0),
@@ -256,7 +259,7 @@ class Simulation:
 
     def _moved(self, peer: bytes, before: tuple[int, int]) -> tuple[int, int]:
         traffic = self.network.traffic(peer)
-        return traffic.stream_sent - before[0], traffic.stream_received - before[1]
+        return traffic.round_sent - before[0], traffic.round_received - before[1]
 
     async def shutdown(self) -> None:
         for member in self.members.values():
