@@ -74,7 +74,7 @@ def uniform(count: int, mbit: float | None) -> list[LinkSpec]:
 
 
 def codec_cost(codec: str, model_params: int, real: int, shards: int) -> CodecCost:
-    return measure(make_codec(codec), real_shard=real // shards, model_shard=model_params // shards)
+    return measure(make_codec(codec), real_shard=real // shards, model_shard=model_params // shards, repeats=3)
 
 
 def conductor_trigger(phase: str):
@@ -244,6 +244,9 @@ def main() -> None:
     parser.add_argument("--real-elements", type=int, default=16 * 1024)
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--relayed", type=float, default=0.4, help="Fraction of members behind NAT.")
+    parser.add_argument(
+        "--uniform-mbit", type=float, default=None, help="Every link this rate both ways, none relayed (not the mix)."
+    )
     parser.add_argument("--churn", type=float, default=0.05, help="Fraction of members replaced per round.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -266,7 +269,10 @@ def main() -> None:
         return
     cost = codec_cost(args.codec, args.model_params, args.real_elements, args.shards)
     for n in args.members:
-        links = link_mix(n, args.relayed, random.Random(args.seed))
+        if args.uniform_mbit:
+            links = uniform(n, args.uniform_mbit)
+        else:
+            links = link_mix(n, args.relayed, random.Random(args.seed))
         settings = SimSettings(
             links=links, real_elements=args.real_elements, model_elements=args.model_params, codec=args.codec,
             cost=cost, num_shards=args.shards, seed=args.seed,
@@ -277,7 +283,14 @@ def main() -> None:
         if args.scenario == "conductor":
             faults["phases"] = PHASES
         reports, real_s = run(settings, args.rounds, **faults)
-        row = {"members": n, "scenario": args.scenario, "summary": summary(reports), "real_s": real_s}
+        links_note = (
+            f"every link {args.uniform_mbit:g} Mbit/s both ways, 1 ms, none relayed"
+            if args.uniform_mbit
+            else f"links {'/'.join(map(str, TIERS_MBIT))} Mbit/s down (uploads a fifth below 300),"
+            f" {args.relayed:.0%} relayed"
+        )
+        scenario = args.scenario + (f"-uniform{args.uniform_mbit:g}" if args.uniform_mbit else "")
+        row = {"members": n, "scenario": scenario, "summary": summary(reports), "real_s": real_s}
         record = {
             "benchmark": "swarm_sim", "date": DATE, "machine": machine(), "note": MACHINE_NOTE, **row,
             "model_params": args.model_params, "codec": args.codec, "shards": args.shards,
@@ -286,12 +299,11 @@ def main() -> None:
             "cost": asdict(cost), "rounds": [asdict(r) for r in reports],
         }  # fmt: skip
         md = (
-            f"# Protocol simulator: today's flat group, N = {n}, scenario {args.scenario} ({DATE})\n\n"
-            f"{header}; charged as a {args.model_params:,}-parameter model, codec {args.codec}; links"
-            f" {'/'.join(map(str, TIERS_MBIT))} Mbit/s down (uploads a fifth below 300), {args.relayed:.0%}"
-            f" relayed; {args.rounds} rounds.\n\n" + table([row])
+            f"# Protocol simulator: today's flat group, N = {n}, scenario {scenario} ({DATE})\n\n"
+            f"{header}; charged as a {args.model_params:,}-parameter model, codec {args.codec}; {links_note};"
+            f" {args.rounds} rounds.\n\n" + table([row])
         )
-        save(args.out, f"swarm_sim-{args.scenario}-n{n}{args.tag}-{DATE}", record, md)
+        save(args.out, f"swarm_sim-{scenario}-n{n}{args.tag}-{DATE}", record, md)
         print(table([row]), flush=True)
 
 

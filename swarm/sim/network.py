@@ -3,8 +3,8 @@
 Each member has an access link: ``up_bps`` and ``down_bps`` (bits per second) and a one-way
 ``latency_s``; a message from a to b waits ``a.latency_s + b.latency_s`` past its last byte. A
 transfer of B bytes occupies a's uplink for B / up and b's downlink for B / down, each direction
-serialised on its own (a member's uploads queue behind each other, as do its downloads), and the
-bytes reach b once both are through: a fan-in of many slow senders into a fast owner is limited by
+serialised on its own (a member's bulk uploads queue behind each other, as do its downloads; control
+frames do not wait behind them, see ``BULK_KINDS``), and the bytes reach b once both are through: a fan-in of many slow senders into a fast owner is limited by
 the senders, not by one sender's rate held across the owner's link. This is coarser than a fluid
 (max-min fair) model: a late small message waits behind a large one already queued on the link.
 
@@ -31,6 +31,9 @@ STATE_KINDS = frozenset(
      "journal_round", "journal_end"}
 )  # fmt: skip
 """Frames of state transfers (repairs, joiners), counted apart from the rounds' own."""
+BULK_KINDS = frozenset({"part", "result", "state_chunk", "journal_part"})
+"""Frames that queue on a link behind each other; the others (joins, rosters, receipts, commits: a
+few hundred bytes to a few kB) share it, as TCP connections and yamux streams interleave."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,10 +152,16 @@ class Network:
         up = min(a.link.up_bps, self.relay.bps) if relayed else a.link.up_bps
         down = min(b.link.down_bps, self.relay.bps) if relayed else b.link.down_bps
         bits = 8.0 * size_bytes
-        start = max(now, a.up_free, a.cpu_free)
-        a.up_free = start + bits / up
-        b.down_free = max(b.down_free, start) + bits / down
-        through = max(a.up_free, b.down_free)
+        if kind in BULK_KINDS:
+            start = max(now, a.up_free, a.cpu_free)
+            a.up_free = start + bits / up
+            b.down_free = max(b.down_free, start) + bits / down
+            through = max(a.up_free, b.down_free)
+        else:  # a control frame shares the links with the bulk queued on them instead of waiting behind it
+            start = max(now, a.cpu_free)
+            through = start + bits / min(up, down)
+            a.up_free = max(a.up_free, start) + bits / up
+            b.down_free = max(b.down_free, start) + bits / down
         self.on_frame(src, dst, kind)
         a.traffic.sent[kind] += size_bytes
         b.traffic.received[kind] += size_bytes

@@ -88,6 +88,9 @@ class RoundReport:
     repairs: int
     joins: int
     distinct_digests: int
+    """Distinct digests of x' among the round's members after it, those repairing left out."""
+    repairing: int = 0
+    """Members whose repair (a state transfer) was still running when the round ended."""
     killed: list[str] = field(default_factory=list)
 
 
@@ -98,6 +101,8 @@ class _Member:
     generator: torch.Generator
     beat: asyncio.Task | None = None
     task: asyncio.Task | None = None
+    repair: asyncio.Task | None = None
+    """Taking x' from a peer after a REPAIR outcome: the member sits out rounds until it is done."""
 
 
 class Simulation:
@@ -124,7 +129,8 @@ class Simulation:
 
     async def add_member(self, link: LinkSpec, *, joiner: bool = False) -> bytes:
         s = self.settings
-        host = SimHost(self.network, self.dht, Ed25519PrivateKey.generate(), self.hosts, self.policy)
+        key = Ed25519PrivateKey.from_private_bytes(self._random.randbytes(32))  # peer ids repeat with the seed
+        host = SimHost(self.network, self.dht, key, self.hosts, self.policy)
         self.network.add(host.peer_id, link)
         self.hosts[host.peer_id] = host
         codec = make_codec(s.codec)
@@ -175,7 +181,7 @@ class Simulation:
     async def kill(self, peer: bytes) -> None:
         member = self.members.pop(peer)
         self._killed.append(member.host.peer_name[-8:])
-        for task in (member.beat, member.task):
+        for task in (member.beat, member.task, member.repair):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         await member.host.kill()
@@ -209,13 +215,13 @@ class Simulation:
             copy.swarm_samples += outcome.samples
             await averager.applied(outcome)
         elif outcome.status is Status.REPAIR:
-            await self._take_state(member, outcome.repair_from)
+            member.repair = asyncio.create_task(self._take_state(member, outcome.repair_from))
         return outcome
 
     async def run_round(self, index: int) -> RoundReport:
         """Every live member runs one round; the report of what it cost."""
         loop = asyncio.get_running_loop()
-        peers = list(self.members)
+        peers = [p for p, m in self.members.items() if m.repair is None or m.repair.done()]
         before = {p: (self.network.traffic(p).round_sent, self.network.traffic(p).round_received) for p in peers}
         joins_before = {p: self.network.traffic(p).received["join"] for p in peers}
         dht_before = self.dht.stats.replica_bytes[members_key(RUN_ID)]
@@ -236,7 +242,7 @@ class Simulation:
         owners = set(assign_owners(RUN_ID, self.settings.num_shards, members)) if members else set()
         moved = {p: self._moved(p, before[p]) for p in peers}
         conductor = max(peers, key=lambda p: self.network.traffic(p).received["join"] - joins_before[p])
-        digests = {m.averager.copy.digest for m in self.members.values()}
+        digests = {self.members[p].averager.copy.digest for p in peers if p in self.members and self._settled(p)}
         return RoundReport(
             round=index,
             members=len(peers),
@@ -255,7 +261,13 @@ class Simulation:
             joins=0,
             distinct_digests=len(digests),
             killed=list(self._killed),
+            repairing=sum(1 for p in peers if p in self.members and not self._settled(p)),
         )
+
+    def _settled(self, peer: bytes) -> bool:
+        """Not repairing: its x' counts towards the digests compared."""
+        repair = self.members[peer].repair
+        return repair is None or repair.done()
 
     def _moved(self, peer: bytes, before: tuple[int, int]) -> tuple[int, int]:
         traffic = self.network.traffic(peer)
@@ -263,7 +275,7 @@ class Simulation:
 
     async def shutdown(self) -> None:
         for member in self.members.values():
-            for task in (member.beat, member.task):
+            for task in (member.beat, member.task, member.repair):
                 if task is not None:
                     task.cancel()
         for member in self.members.values():
