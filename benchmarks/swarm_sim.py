@@ -42,7 +42,7 @@ from swarm.sim.codec import CodecCost, measure
 from swarm.sim.inline import inline_hashing
 from swarm.sim.loop import run_virtual
 from swarm.sim.network import MBIT, LinkSpec
-from swarm.sim.simulation import RoundReport, Simulation, SimSettings
+from swarm.sim.simulation import RoundReport, SimSettings, Simulation
 
 DATE = "2026-12-08"
 MACHINE_NOTE = "2 CPU cores shared with other work, no GPU"
@@ -61,9 +61,11 @@ def link_mix(count: int, relayed: float, rng: random.Random) -> list[LinkSpec]:
         up = down if down >= 300 else down / 5
         links.append(
             LinkSpec(
-                up_bps=up * MBIT, down_bps=down * MBIT, latency_s=rng.uniform(0.005, 0.04),
+                up_bps=up * MBIT,
+                down_bps=down * MBIT,
+                latency_s=rng.uniform(0.005, 0.04),
                 relayed=rng.random() < relayed,
-            )  # fmt: skip
+            )
         )
     return links
 
@@ -74,7 +76,9 @@ def uniform(count: int, mbit: float | None) -> list[LinkSpec]:
 
 
 def codec_cost(codec: str, model_params: int, real: int, shards: int) -> CodecCost:
-    return measure(make_codec(codec), real_shard=real // shards, model_shard=model_params // shards, repeats=3)
+    return measure(
+        make_codec(codec), real_shard=real // shards, model_shard=model_params // shards, repeats=3
+    )
 
 
 def conductor_trigger(phase: str):
@@ -99,7 +103,9 @@ def conductor_trigger(phase: str):
     return trigger
 
 
-async def simulate(settings: SimSettings, rounds: int, *, churn: float = 0.0, phases: tuple[str, ...] = ()) -> list[RoundReport]:
+async def simulate(
+    settings: SimSettings, rounds: int, *, churn: float = 0.0, phases: tuple[str, ...] = ()
+) -> list[RoundReport]:
     sim = Simulation(settings)
     rng = random.Random(settings.seed + 1)
     reports: list[RoundReport] = []
@@ -235,7 +241,9 @@ def calibrate(real: int, shards: int, rounds: int) -> tuple[dict, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--members", type=int, nargs="+", default=[16, 50])
     parser.add_argument("--scenario", choices=("mix", "churn", "conductor", "calibrate"), default="mix")
     parser.add_argument("--rounds", type=int, default=5)
@@ -245,7 +253,10 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--relayed", type=float, default=0.4, help="Fraction of members behind NAT.")
     parser.add_argument(
-        "--uniform-mbit", type=float, default=None, help="Every link this rate both ways, none relayed (not the mix)."
+        "--uniform-mbit",
+        type=float,
+        default=None,
+        help="Every link this rate both ways, none relayed (not the mix).",
     )
     parser.add_argument("--churn", type=float, default=0.05, help="Fraction of members replaced per round.")
     parser.add_argument("--seed", type=int, default=0)
@@ -264,7 +275,12 @@ def main() -> None:
         record, md = calibrate(args.real_elements, args.shards, args.rounds)
         record.update({"benchmark": "swarm_sim", "scenario": "calibrate", "date": DATE, "machine": machine()})
         title = f"# Simulator calibration against the measured 2/4/8-node traffic and 4-peer WAN runs ({DATE})\n\n"
-        save(args.out, f"swarm_sim-calibrate{args.tag}-{DATE}", record, title + header + ", model small.\n\n" + md)
+        save(
+            args.out,
+            f"swarm_sim-calibrate{args.tag}-{DATE}",
+            record,
+            title + header + ", model small.\n\n" + md,
+        )
         print(md)
         return
     cost = codec_cost(args.codec, args.model_params, args.real_elements, args.shards)

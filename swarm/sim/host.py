@@ -22,7 +22,7 @@ from swarm.identity import peer_id_of, public_key_protobuf
 from swarm.peer_names import peer_name, short_name
 from swarm.sim.dht import SimDHT
 from swarm.sim.network import Network
-from swarm.sim.streams import ChargePolicy, EndOptions, _Connection, connect
+from swarm.sim.streams import ChargePolicy, Connection, EndOptions, connect
 from swarm.wire.asyncio_streams import NO_COUNTER, ByteCounter, FramedStream
 from swarm.wire.frames import WireError
 
@@ -62,7 +62,7 @@ class SimHost:
         self.traffic = ByteCounter()
         """Real (unscaled) bytes of every stream of this host, as ``SwarmHost.traffic``."""
         self._handlers: dict[str, _Handler] = {}
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -104,7 +104,9 @@ class SimHost:
         await asyncio.sleep(rtt_s)
         if not self.network.alive(self.peer_id) or not self.network.alive(peer):
             raise ConnectionResetError(f"{short_name(peer)} went down while we dialled")
-        ours = EndOptions(counter=self.traffic, extra_counter=counter or NO_COUNTER, max_frame_bytes=max_frame_bytes)
+        ours = EndOptions(
+            counter=self.traffic, extra_counter=counter or NO_COUNTER, max_frame_bytes=max_frame_bytes
+        )
         theirs = EndOptions(
             counter=target.traffic,
             extra_counter=handler.counter or NO_COUNTER,
@@ -123,7 +125,9 @@ class SimHost:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, handler: _Handler, protocol: str, stream: FramedStream, connection: _Connection) -> None:
+    async def _serve(
+        self, handler: _Handler, protocol: str, stream: FramedStream, connection: Connection
+    ) -> None:
         peer = connection.peers[0]
         try:
             await handler.serve(peer, stream)

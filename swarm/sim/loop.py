@@ -45,7 +45,7 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         events = self._real.select(0)
-        if events or timeout is not None and timeout <= 0:
+        if events or (timeout is not None and timeout <= 0):
             return events
         if timeout is None:  # nothing scheduled at all: only the outside world can wake us
             return self._real.select(None)

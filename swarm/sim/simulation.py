@@ -115,21 +115,28 @@ class Simulation:
         cost = settings.cost
         element_scale = settings.model_elements / settings.real_elements
         scale = cost.payload_scale if cost is not None else element_scale
-        self.policy = ChargePolicy(payload_scale={settings.codec: scale, "fp32": element_scale}, state_scale=element_scale)
+        self.policy = ChargePolicy(
+            payload_scale={settings.codec: scale, "fp32": element_scale}, state_scale=element_scale
+        )
         self.hosts: dict[bytes, SimHost] = {}
         self.members: dict[bytes, _Member] = {}
         self._random = random.Random(settings.seed)
-        self.start = torch.randn(settings.real_elements, generator=torch.Generator().manual_seed(settings.seed))
+        self.start = torch.randn(
+            settings.real_elements, generator=torch.Generator().manual_seed(settings.seed)
+        )
         self.kill_on: list[tuple[Callable[[bytes, bytes, str], bytes | None], str]] = []
         """Triggers (src, dst, kind) -> the peer to kill, or None; each fires once (see ``kill_when``)."""
         self._killed: list[str] = []
+        self._kills: set[asyncio.Task] = set()
         self.network.on_frame = self._frame_seen
 
     # ------------------------------------------------------------------ members
 
     async def add_member(self, link: LinkSpec, *, joiner: bool = False) -> bytes:
         s = self.settings
-        key = Ed25519PrivateKey.from_private_bytes(self._random.randbytes(32))  # peer ids repeat with the seed
+        key = Ed25519PrivateKey.from_private_bytes(
+            self._random.randbytes(32)
+        )  # peer ids repeat with the seed
         host = SimHost(self.network, self.dht, key, self.hosts, self.policy)
         self.network.add(host.peer_id, link)
         self.hosts[host.peer_id] = host
@@ -137,7 +144,9 @@ class Simulation:
         if s.cost is not None:
             codec = ChargedCodec(codec, s.cost, self.network, host.peer_id)
         copy = GlobalCopy(self.start.clone())
-        averager = Averager(host, run_id=RUN_ID, codec=codec, global_copy=copy, num_shards=s.num_shards, timing=s.timing)
+        averager = Averager(
+            host, run_id=RUN_ID, codec=codec, global_copy=copy, num_shards=s.num_shards, timing=s.timing
+        )
         await averager.start()
         member = _Member(host, averager, torch.Generator().manual_seed(self._random.getrandbits(31)))
         self.members[host.peer_id] = member
@@ -155,7 +164,9 @@ class Simulation:
                 round=copy.round, global_step=copy.global_step, local_steps_per_round=1.0,
                 fresh=member.averager.fresh,
             )  # fmt: skip
-            await host.dht_store(members_key(RUN_ID), record.to_wire(), ttl_s=HEARTBEAT_TTL_S, subkey=host.peer_name)
+            await host.dht_store(
+                members_key(RUN_ID), record.to_wire(), ttl_s=HEARTBEAT_TTL_S, subkey=host.peer_name
+            )
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
     async def _take_state(self, member: _Member, sources: list[bytes]) -> bool:
@@ -198,7 +209,9 @@ class Simulation:
             victim = trigger(src, dst, kind)
             if victim is not None and victim in self.members:
                 self.kill_on[i] = (trigger, "fired")
-                asyncio.get_running_loop().call_soon(lambda v=victim: asyncio.ensure_future(self.kill(v)))
+                task = asyncio.get_running_loop().create_task(self.kill(victim))
+                self._kills.add(task)  # a task nobody holds may be collected before it runs
+                task.add_done_callback(self._kills.discard)
 
     # ------------------------------------------------------------------ rounds
 
@@ -222,15 +235,19 @@ class Simulation:
         """Every live member runs one round; the report of what it cost."""
         loop = asyncio.get_running_loop()
         peers = [p for p, m in self.members.items() if m.repair is None or m.repair.done()]
-        before = {p: (self.network.traffic(p).round_sent, self.network.traffic(p).round_received) for p in peers}
+        before = {
+            p: (self.network.traffic(p).round_sent, self.network.traffic(p).round_received) for p in peers
+        }
         joins_before = {p: self.network.traffic(p).received["join"] for p in peers}
         dht_before = self.dht.stats.replica_bytes[members_key(RUN_ID)]
         self.dht.stats.largest_value_bytes = 0
         self._killed = []
         started = loop.time()
+        tasks = []
         for peer in peers:
-            self.members[peer].task = asyncio.create_task(self._one(self.members[peer]))
-        tasks = [self.members[p].task for p in peers]
+            task = asyncio.create_task(self._one(self.members[peer]))
+            self.members[peer].task = task
+            tasks.append(task)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         round_s = loop.time() - started
         outcomes = [r for r in results if isinstance(r, RoundOutcome)]
@@ -242,7 +259,9 @@ class Simulation:
         owners = set(assign_owners(RUN_ID, self.settings.num_shards, members)) if members else set()
         moved = {p: self._moved(p, before[p]) for p in peers}
         conductor = max(peers, key=lambda p: self.network.traffic(p).received["join"] - joins_before[p])
-        digests = {self.members[p].averager.copy.digest for p in peers if p in self.members and self._settled(p)}
+        digests = {
+            self.members[p].averager.copy.digest for p in peers if p in self.members and self._settled(p)
+        }
         return RoundReport(
             round=index,
             members=len(peers),

@@ -53,7 +53,7 @@ class ChargePolicy:
         return kind, len(data) + round(extra)
 
 
-class _Connection:
+class Connection:
     """One stream's shared state: its two ends' readers, the bytes it carried, whether it broke."""
 
     def __init__(self, network: Network, policy: ChargePolicy, a: bytes, b: bytes):
@@ -124,7 +124,7 @@ class _Connection:
 class _Writer:
     """The writing half of one end (what ``FramedStream`` calls ``write``, ``drain``, ``close`` on)."""
 
-    def __init__(self, connection: _Connection, end: int):
+    def __init__(self, connection: Connection, end: int):
         self._connection, self._end = connection, end
         self._sent_at = 0.0
 
@@ -156,9 +156,9 @@ class EndOptions:
 
 def connect(
     network: Network, policy: ChargePolicy, a: bytes, b: bytes, a_end: EndOptions, b_end: EndOptions
-) -> tuple[FramedStream, FramedStream, _Connection]:
+) -> tuple[FramedStream, FramedStream, Connection]:
     """A new stream between ``a`` (the dialer) and ``b``: a's end, b's end, and the connection."""
-    connection = _Connection(network, policy, a, b)
+    connection = Connection(network, policy, a, b)
     ends = []
     for i, options in enumerate((a_end, b_end)):
         writer = cast(asyncio.StreamWriter, _Writer(connection, i))

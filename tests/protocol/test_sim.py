@@ -19,7 +19,7 @@ from swarm.sim.codec import measure
 from swarm.sim.inline import inline_hashing
 from swarm.sim.loop import run_virtual
 from swarm.sim.network import MBIT, LinkSpec
-from swarm.sim.simulation import RoundReport, Simulation, SimSettings
+from swarm.sim.simulation import RoundReport, SimSettings, Simulation
 
 SMALL_PARAMS = 8_073_280
 MEASURED_SENT_8 = 329_300
@@ -30,14 +30,18 @@ def _settings(count: int) -> SimSettings:
     link = LinkSpec(up_bps=100 * MBIT, down_bps=100 * MBIT, latency_s=0.01)
     # The codec's payload ratio at the model's shard size, measured (~0.1 s); its CPU cost fixed at
     # about what this machine measures unloaded, so that a loaded CI machine does not change the rounds.
-    measured = measure(make_codec("cocktail"), real_shard=4096 // 16, model_shard=SMALL_PARAMS // 16, repeats=1)
+    measured = measure(
+        make_codec("cocktail"), real_shard=4096 // 16, model_shard=SMALL_PARAMS // 16, repeats=1
+    )
     cost = dataclasses.replace(measured, encode_s_per_element=3e-8, decode_s_per_element=3e-9)
     return SimSettings(
         links=[link] * count, real_elements=4096, model_elements=SMALL_PARAMS, num_shards=16, cost=cost
     )
 
 
-def _simulate(settings: SimSettings, rounds: int, *, kill_conductor_after_roster: bool = False) -> list[RoundReport]:
+def _simulate(
+    settings: SimSettings, rounds: int, *, kill_conductor_after_roster: bool = False
+) -> list[RoundReport]:
     async def go() -> list[RoundReport]:
         sim = Simulation(settings)
         try:
