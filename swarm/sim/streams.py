@@ -39,8 +39,10 @@ class ChargePolicy:
 
     def charge(self, data: bytes) -> tuple[str, int]:
         """(frame kind, charged bytes) of one length-prefixed frame as written."""
+        kind = _kind(data)
+        if kind not in _PAYLOAD_KINDS:  # rosters and the like: counted as they are, never parsed
+            return kind, len(data)
         frame = pb.Frame.FromString(data[LENGTH_PREFIX.size :])
-        kind = frame.WhichOneof("body") or "empty"
         extra = 0.0
         if kind == "part":
             extra = len(frame.part.payload) * (self.payload_scale.get(frame.part.codec, 1.0) - 1)
@@ -51,6 +53,22 @@ class ChargePolicy:
         elif kind == "journal_part":
             extra = len(frame.journal_part.payload) * (self.payload_scale.get("cocktail", 1.0) - 1)
         return kind, len(data) + round(extra)
+
+
+_KINDS = {field.number: field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name["body"].fields}
+_PAYLOAD_KINDS = frozenset({"part", "result", "state_chunk", "journal_part"})
+
+
+def _kind(data: bytes) -> str:
+    """The body of a framed ``Frame`` from its first tag (a varint: field number << 3 | wire type)."""
+    at, tag, shift = LENGTH_PREFIX.size, 0, 0
+    while at < len(data):
+        byte = data[at]
+        tag |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return _KINDS.get(tag >> 3, "unknown")
+        at, shift = at + 1, shift + 7
+    return "empty"
 
 
 class Connection:
