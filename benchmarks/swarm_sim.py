@@ -305,7 +305,9 @@ def main() -> None:
             else f"links {'/'.join(map(str, TIERS_MBIT))} Mbit/s down (uploads a fifth below 300),"
             f" {args.relayed:.0%} relayed"
         )
-        scenario = args.scenario + (f"-uniform{args.uniform_mbit:g}" if args.uniform_mbit else "")
+        scenario = args.scenario + (
+            f"-uniform{args.uniform_mbit:g}" if args.uniform_mbit else f"-relayed{round(100 * args.relayed)}"
+        )
         row = {"members": n, "scenario": scenario, "summary": summary(reports), "real_s": real_s}
         record = {
             "benchmark": "swarm_sim", "date": DATE, "machine": machine(), "note": MACHINE_NOTE, **row,

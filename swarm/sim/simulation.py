@@ -4,7 +4,8 @@ Every member is a real ``Averager`` (rendezvous, conductor, owners, commit: the 
 a ``SimHost``; it heartbeats into the modelled DHT as ``node.network`` does (every 5 s, living
 15 s), brings a small random delta to each round and applies the committed outcome to its x'
 (what ``TrainingLoop._finish_round`` does to x'). A member told to repair, and every joiner, takes
-x' from a peer through the real state protocol (``fetch_state``). Rounds run in lockstep: all
+x' from a peer through the real protocols: a repair replays a peer's journal (``fetch_journal``)
+or else downloads x' (``fetch_state``), as ``node.catch_up`` does; a joiner downloads x'. Rounds run in lockstep: all
 live members enter round k together, as nodes in deterministic mode do, and the round ends when
 the last of them has its outcome.
 
@@ -24,12 +25,12 @@ from dataclasses import dataclass, field
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from swarm.averaging.outcome import Contribution, RoundOutcome, Status
+from swarm.averaging.outcome import Contribution, ReplayError, RoundOutcome, Status
 from swarm.averaging.round import Averager
 from swarm.averaging.shards import assign_owners
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
-from swarm.averaging.transfer import fetch_state
+from swarm.averaging.transfer import fetch_journal, fetch_state
 from swarm.compression.registry import make_codec
 from swarm.dht.records import MemberRecord, members_key
 from swarm.sim.codec import ChargedCodec, CodecCost
@@ -189,6 +190,39 @@ class Simulation:
             return True
         return False
 
+    async def _repair(self, member: _Member, outcome: RoundOutcome) -> bool:
+        """What ``node.catch_up.repair`` does: replay the rounds a peer journaled (a few percent of x'
+        each with a compressed codec), else download x'."""
+        averager, copy = member.averager, member.averager.copy
+        for peer in outcome.repair_from:
+            if not self.network.alive(peer):
+                continue
+            try:
+                entries = await fetch_journal(
+                    member.host, peer, run_id=RUN_ID, after_round=copy.round, min_round=outcome.round,
+                    num_shards=averager.layout.num_shards, max_part_bytes=averager.shard_frame_bytes,
+                    max_total_bytes=averager.journal.max_bytes,
+                    connect_timeout_s=self.settings.timing.connect_timeout_s, timeout_s=STATE_TIMEOUT_S,
+                )  # fmt: skip
+                if copy.round + len(entries) < outcome.round:
+                    raise ReplayError(f"its journal ends before round {outcome.round}")
+                scratch = GlobalCopy(
+                    copy.values.clone(), round=copy.round, global_step=copy.global_step,
+                    swarm_samples=copy.swarm_samples,
+                )  # fmt: skip
+                averager.replay(entries, scratch)
+            except (OSError, TimeoutError, ValueError, EOFError):
+                continue
+            copy.replace(
+                scratch.values, round=scratch.round, global_step=scratch.global_step,
+                swarm_samples=scratch.swarm_samples,
+            )  # fmt: skip
+            for entry in entries:
+                averager.journal.append(entry)
+            await averager.applied(None)
+            return True
+        return await self._take_state(member, outcome.repair_from)
+
     async def kill(self, peer: bytes) -> None:
         member = self.members.pop(peer)
         self._killed.append(member.host.peer_name[-8:])
@@ -228,7 +262,7 @@ class Simulation:
             copy.swarm_samples += outcome.samples
             await averager.applied(outcome)
         elif outcome.status is Status.REPAIR:
-            member.repair = asyncio.create_task(self._take_state(member, outcome.repair_from))
+            member.repair = asyncio.create_task(self._repair(member, outcome))
         return outcome
 
     async def run_round(self, index: int) -> RoundReport:
