@@ -141,14 +141,16 @@ def run(settings: SimSettings, rounds: int, **faults) -> tuple[list[RoundReport]
     return reports, time.perf_counter() - started
 
 
-def summary(reports: list[RoundReport], skip: int = 1) -> dict:
+def summary(reports: list[RoundReport], shards: int, skip: int = 1) -> dict:
     """Means over rounds after the first ``skip`` (the first round's transfer deadline is the floor)."""
     window = reports[skip:] or reports
     n = len(window)
-    committed = sum(1 for r in reports if r.statuses.get("COMMITTED"))
+    committed = [r for r in reports if r.statuses.get("COMMITTED")]
     return {
         "rounds": len(reports),
-        "rounds_committed": committed,
+        "rounds_committed": len(committed),
+        # Committed rounds that applied at least one shard (the others moved x' by nothing).
+        "rounds_applying_shards": sum(1 for r in committed if r.aborted_shards < shards),
         "bytes_sent_per_member_round": sum(r.bytes_sent_mean for r in window) / n,
         "bytes_received_per_member_round": sum(r.bytes_received_mean for r in window) / n,
         "busiest_owner_bytes": max(r.busiest_owner_bytes for r in window),
@@ -166,7 +168,7 @@ def summary(reports: list[RoundReport], skip: int = 1) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| N | scenario | rounds committed | kB sent/member/round | kB recv/member/round | busiest owner kB |"
+        "| N | scenario | rounds committed (applying shards) | kB sent/member/round | kB recv/member/round | busiest owner kB |"
         " conductor kB | DHT kB/replica/round | largest DHT value kB | round s (median) | round s (max) |"
         " aborted shards | repairs | joins | digests equal | real s |\n|" + "---|" * 16 + "\n"
     )
@@ -174,7 +176,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         s = r["summary"]
         lines.append(
-            f"| {r['members']} | {r['scenario']} | {s['rounds_committed']}/{s['rounds']} |"
+            f"| {r['members']} | {r['scenario']} | {s['rounds_committed']}/{s['rounds']}"
+            f" ({s['rounds_applying_shards']}) |"
             f" {s['bytes_sent_per_member_round'] / 1e3:,.1f} | {s['bytes_received_per_member_round'] / 1e3:,.1f} |"
             f" {s['busiest_owner_bytes'] / 1e3:,.1f} | {s['conductor_bytes'] / 1e3:,.1f} |"
             f" {s['dht_bytes_per_replica_round'] / 1e3:,.1f} | {s['largest_dht_value_bytes'] / 1e3:,.1f} |"
@@ -201,7 +204,7 @@ def calibrate(real: int, shards: int, rounds: int) -> tuple[dict, str]:
             codec=measured["codec"], cost=costs[measured["codec"]], num_shards=shards,
         )  # fmt: skip
         reports, _ = run(settings, rounds)
-        sim_sent = summary(reports)["bytes_sent_per_member_round"]
+        sim_sent = summary(reports, shards)["bytes_sent_per_member_round"]
         row = {
             "nodes": measured["nodes"], "codec": measured["codec"], "simulated_sent": sim_sent,
             "stream_sent": measured["stream_sent_per_round"], "socket_sent": measured["socket_sent_per_round"],
@@ -227,7 +230,7 @@ def calibrate(real: int, shards: int, rounds: int) -> tuple[dict, str]:
         reports, _ = run(settings, rounds)
         window = reports[1:] or reports
         sim_s = sorted(r.duration_median_s for r in window)[len(window) // 2]
-        sim_sent = summary(reports)["bytes_sent_per_member_round"]
+        sim_sent = summary(reports, shards)["bytes_sent_per_member_round"]
         wan_rows.append({"rate_mbit": measured["rate_mbit"], "codec": measured["method"], "simulated_round_s": sim_s,
                          "measured_round_s": measured["median_round_s"], "simulated_sent": sim_sent,
                          "measured_socket_sent": measured["socket_sent_per_peer_per_round"]})  # fmt: skip
@@ -238,6 +241,17 @@ def calibrate(real: int, shards: int, rounds: int) -> tuple[dict, str]:
         )
     record = {"traffic": rows, "wan": wan_rows, "costs": {k: asdict(v) for k, v in costs.items()}}
     return record, "\n".join(md) + "\n"
+
+
+def render(paths: list[str]) -> str:
+    """One table of the rows of earlier runs' JSON files (summaries recomputed from their rounds)."""
+    rows = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        reports = [RoundReport(**r) for r in record["rounds"]]
+        rows.append({**record, "summary": summary(reports, record["shards"])})
+    rows.sort(key=lambda r: (r["scenario"], r["members"]))
+    return table(rows)
 
 
 def main() -> None:
@@ -263,7 +277,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--tag", default="")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--render", nargs="+", metavar="JSON", help="Print one table of earlier runs' JSON files."
+    )
     args = parser.parse_args()
+    if args.render:
+        print(render(args.render))
+        return
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR)
     logging.getLogger("swarm").setLevel(logging.ERROR)
@@ -308,7 +328,7 @@ def main() -> None:
         scenario = args.scenario + (
             f"-uniform{args.uniform_mbit:g}" if args.uniform_mbit else f"-relayed{round(100 * args.relayed)}"
         )
-        row = {"members": n, "scenario": scenario, "summary": summary(reports), "real_s": real_s}
+        row = {"members": n, "scenario": scenario, "summary": summary(reports, args.shards), "real_s": real_s}
         record = {
             "benchmark": "swarm_sim", "date": DATE, "machine": machine(), "note": MACHINE_NOTE, **row,
             "model_params": args.model_params, "codec": args.codec, "shards": args.shards,
