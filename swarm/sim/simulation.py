@@ -63,6 +63,8 @@ class SimSettings:
     timing: RoundTiming = field(default_factory=RoundTiming)
     relay: RelaySpec = field(default_factory=RelaySpec)
     dht_replicas: int = 5
+    dht_latency_s: float = 0.15
+    """Lookup time of a DHT operation (a few hops across the internet; well under this on a LAN)."""
     seed: int = 0
 
 
@@ -112,7 +114,7 @@ class Simulation:
     def __init__(self, settings: SimSettings):
         self.settings = settings
         self.network = Network(relay=settings.relay)
-        self.dht = SimDHT(self.network, replicas=settings.dht_replicas)
+        self.dht = SimDHT(self.network, replicas=settings.dht_replicas, latency_s=settings.dht_latency_s)
         cost = settings.cost
         element_scale = settings.model_elements / settings.real_elements
         scale = cost.payload_scale if cost is not None else element_scale
