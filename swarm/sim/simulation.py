@@ -26,7 +26,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from swarm.averaging.outcome import Contribution, ReplayError, RoundOutcome, Status
-from swarm.averaging.round import Averager
+from swarm.averaging.round import PART_FRAME_OVERHEAD_BYTES, Averager
 from swarm.averaging.shards import assign_owners
 from swarm.averaging.state import GlobalCopy
 from swarm.averaging.timing import RoundTiming
@@ -150,6 +150,12 @@ class Simulation:
         averager = Averager(
             host, run_id=RUN_ID, codec=codec, global_copy=copy, num_shards=s.num_shards, timing=s.timing
         )
+        # The bound on shard frames follows the shard's size: the model's, not the small real one's
+        # (a result names every member it includes: at 1,000 members 38 kB, over the bound of a
+        # 1,024-element shard, under that of a 6.25M-element one).
+        model_shard = -(-s.model_elements // s.num_shards)
+        averager.shard_frame_bytes = 4 * model_shard + PART_FRAME_OVERHEAD_BYTES
+        averager.services.shard_frame_bytes = averager.shard_frame_bytes
         await averager.start()
         member = _Member(host, averager, torch.Generator().manual_seed(self._random.getrandbits(31)))
         self.members[host.peer_id] = member
