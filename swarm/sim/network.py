@@ -152,16 +152,19 @@ class Network:
         up = min(a.link.up_bps, self.relay.bps) if relayed else a.link.up_bps
         down = min(b.link.down_bps, self.relay.bps) if relayed else b.link.down_bps
         bits = 8.0 * size_bytes
+        # The receiver's downlink is booked from now, not from when the sender's queue reaches these
+        # bytes: booking it in the future would hold up every transfer booked after this one (a slow
+        # owner's result queued for a minute would block a fast owner's result behind it).
         if kind in BULK_KINDS:
             start = max(now, a.up_free, a.cpu_free)
             a.up_free = start + bits / up
-            b.down_free = max(b.down_free, start) + bits / down
+            b.down_free = max(b.down_free, now) + bits / down
             through = max(a.up_free, b.down_free)
         else:  # a control frame shares the links with the bulk queued on them instead of waiting behind it
             start = max(now, a.cpu_free)
             through = start + bits / min(up, down)
             a.up_free = max(a.up_free, start) + bits / up
-            b.down_free = max(b.down_free, start) + bits / down
+            b.down_free = max(b.down_free, now) + bits / down
         self.on_frame(src, dst, kind)
         a.traffic.sent[kind] += size_bytes
         b.traffic.received[kind] += size_bytes
