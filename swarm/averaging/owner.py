@@ -206,11 +206,24 @@ class ShardOwner:
         await asyncio.sleep(delay_s)
         self._groups.pop(group_id, None)
 
+    def _first_part_wait_s(self, peer: bytes) -> float:
+        """How long a shard stream may take to bring its first part: until the latest parts deadline
+        of the rounds we own shards of that have ``peer`` in them (a thousand members' parts share an
+        owner's downlink), and at least the connect timeout (a round we do not know yet)."""
+        now = self.services.clock.now()
+        deadlines = [g.ctx.parts_deadline - now for g in self._groups.values() if peer in g.weights]
+        return max([self.services.timing.connect_timeout_s, *deadlines])
+
     async def handle_shard(self, peer: bytes, stream: FramedStream) -> None:
         """Serve one member's shard stream: its parts of our shards in, our results out."""
         s = self.services
         try:
-            first = await asyncio.wait_for(stream.expect("part"), timeout=s.timing.connect_timeout_s)
+            first = await asyncio.wait_for(stream.expect("part"), timeout=self._first_part_wait_s(peer))
+        except TimeoutError:  # its link could not carry a part in time: do not wait on it to the deadline
+            for owned in list(self._groups.values()):
+                if peer in owned.weights:
+                    self._exclude_sender(owned, peer, "no part before the parts deadline", ban=False)
+            raise
         except StreamClosed:
             raise
         except WireError as e:  # oversized or malformed before we know its round: every round it is in
