@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import threading
 from pathlib import Path
 
 from swarm.checkpoint.manifest import (
@@ -33,11 +32,10 @@ from swarm.checkpoint.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
-    read_chunk,
 )
+from swarm.checkpoint.store import ManifestFolders
 
 ARTIFACT_KINDS = KINDS - {CHECKPOINT}
-MANIFEST_FILE = "manifest.json"
 _READ_BYTES = 1 << 20
 
 
@@ -102,37 +100,21 @@ def check_artifact(manifest: Manifest, *, kind: str, max_bytes: int) -> None:
         )
 
 
-class ArtifactStore:
+class ArtifactStore(ManifestFolders):
     """The artifacts this node holds, by manifest hash. Thread-safe."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._manifests: dict[str, Manifest] = {}
-        for folder in self.root.iterdir():  # what an earlier life of this node fetched (complete ones)
-            try:
-                raw = (folder / MANIFEST_FILE).read_bytes()
-                manifest = Manifest.from_bytes(raw, expected_hash=folder.name)
-            except (OSError, ValueError):
-                continue
-            if manifest.kind in ARTIFACT_KINDS:
-                self._manifests[folder.name] = manifest
+    def _holds(self, manifest: Manifest) -> bool:
+        return manifest.kind in ARTIFACT_KINDS
 
     def add_folder(self, manifest: Manifest, source: Path) -> Path:
         """Copy ``source`` (whose files ``manifest`` describes) into the store, a file at a time;
         idempotent. Returns the artifact's folder."""
-        digest = manifest.hash
-        with self._lock:
-            if digest not in self._manifests:
-                tmp = self.root / f".tmp-{digest}-{os.getpid()}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                for entry in manifest.files:
-                    shutil.copyfile(source / entry.name, tmp / entry.name)
-                (tmp / MANIFEST_FILE).write_bytes(manifest.to_bytes())
-                self._install(manifest, tmp)
-        return self.folder(digest)
+
+        def write(folder: Path) -> None:
+            for entry in manifest.files:
+                shutil.copyfile(source / entry.name, folder / entry.name)
+
+        return self._add(manifest, write)
 
     def staging_folder(self, name: str) -> Path:
         """An empty folder inside the store where this node builds an artifact of its own (the
@@ -142,39 +124,10 @@ class ArtifactStore:
         folder.mkdir()
         return folder
 
-    def download_folder(self, digest: str) -> Path:
-        """Where a download of ``digest`` lands before ``adopt`` (its ``.partial`` sibling survives a
-        crash, so a restarted download keeps the chunks it had)."""
-        return self.root / f".download-{digest}"
-
-    def adopt(self, manifest: Manifest, folder: Path) -> Path:
-        """Take a complete folder (a verified download, or one built in ``staging_folder``) into the
-        store, by renaming it."""
-        with self._lock:
-            (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
-            self._install(manifest, folder)
-        return self.folder(manifest.hash)
-
-    def _install(self, manifest: Manifest, folder: Path) -> None:
-        target = self.folder(manifest.hash)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(folder, target)
-        self._manifests[manifest.hash] = manifest
-
     def remove(self, digest: str) -> None:
         with self._lock:
             self._manifests.pop(digest, None)
             shutil.rmtree(self.folder(digest), ignore_errors=True)
 
-    def manifest(self, digest: str) -> Manifest | None:
-        return self._manifests.get(digest)
-
     def manifests(self) -> list[Manifest]:
         return list(self._manifests.values())
-
-    def folder(self, digest: str) -> Path:
-        return self.root / digest
-
-    def read_chunk(self, digest: str, index: int) -> bytes | None:
-        manifest = self._manifests.get(digest)
-        return read_chunk(self.folder(digest), manifest, index) if manifest is not None else None
